@@ -1,0 +1,5 @@
+"""`python -m edgeplane` runs the CLI."""
+
+from edgeplane.cli import main
+
+main()

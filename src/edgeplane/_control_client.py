@@ -1,0 +1,38 @@
+"""A small synchronous client of the control plane API, for the CLI."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from edgeplane._errors import ControlPlaneError
+
+
+class ControlClient:
+    def __init__(self, base_url: str, *, admin_token: str | None = None, timeout_seconds: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.admin_token = admin_token
+        self.timeout_seconds = timeout_seconds
+
+    def call(self, method: str, path: str, payload: Any = None) -> Any:
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.admin_token:
+            request.add_header("Authorization", f"Bearer {self.admin_token}")
+        request.add_header("X-Edgeplane-Actor", "cli")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            try:
+                message = json.loads(error.read())["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = error.reason
+            raise ControlPlaneError(f"control plane answered {error.code}: {message}") from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise ControlPlaneError(f"cannot reach the control plane at {self.base_url}: {reason}") from None

@@ -1,0 +1,240 @@
+"""`edgeplane up`: a control plane, a gateway and one site agent process per PoP on this machine."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from edgeplane._errors import EdgeplaneError
+from edgeplane.fleet import Fleet
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # A child must not outlive `edgeplane up`, even if up itself is killed with SIGKILL.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def get_json(url: str, timeout_seconds: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout_seconds) as response:
+        return json.loads(response.read())
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    essential: bool = False
+
+
+@dataclass
+class UpOptions:
+    fleet_path: Path | None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    control_port: int = 8081
+    backend: str = "emulator"
+    data_dir: Path = Path(".")
+    gguf_path: Path | None = None
+    seed: int = 0
+    time_scale: float = 1.0
+    home_metro: str | None = None
+    log_level: str = "warning"
+    admin_token: str | None = None
+    ready_timeout_seconds: float = 120.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class Supervisor:
+    """Starts every process, waits until the fleet serves, and stops them all together."""
+
+    def __init__(self, fleet: Fleet, options: UpOptions, console: Console) -> None:
+        self.fleet = fleet
+        self.options = options
+        self.console = console
+        self.children: list[Child] = []
+        self._stopping = False
+
+    def __repr__(self) -> str:
+        alive = sum(1 for c in self.children if c.process and c.process.poll() is None)
+        return f"<Supervisor [Processes: {alive} alive of {len(self.children)}]>"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{_url_host(self.options.host)}:{self.options.control_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{_url_host(self.options.host)}:{self.options.port}"
+
+    def _base(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "edgeplane",
+            "--log-level",
+            self.options.log_level,
+            "--control",
+            self.control_url,
+        ]
+
+    def _spawn(self, child: Child) -> None:
+        env = {**os.environ, **self.options.extra_env}
+        if self.options.admin_token:
+            env["EDGEPLANE_ADMIN_TOKEN"] = self.options.admin_token
+        child.process = subprocess.Popen(child.argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        self.children.append(child)
+
+    def start(self) -> None:
+        o = self.options
+        fleet_args = ["--fleet", str(o.fleet_path)] if o.fleet_path else []
+        self._spawn(
+            Child(
+                "control",
+                [
+                    *self._base(),
+                    "control",
+                    "run",
+                    *fleet_args,
+                    "--host",
+                    o.host,
+                    "--port",
+                    str(o.control_port),
+                    "--data-dir",
+                    str(o.data_dir),
+                ],
+                essential=True,
+            )
+        )
+        self._wait_for("control plane", lambda: get_json(self.control_url + "/healthz")["status"] == "ok", 30)
+        site_args = ["--backend", o.backend, "--seed", str(o.seed), "--time-scale", str(o.time_scale)]
+        if o.gguf_path:
+            site_args += ["--gguf", str(o.gguf_path)]
+        for pop in self.fleet.pops:
+            self._spawn(
+                Child(
+                    f"site {pop.code}",
+                    [
+                        *self._base(),
+                        "site",
+                        "run",
+                        "--pop",
+                        pop.code,
+                        *fleet_args,
+                        "--host",
+                        o.host,
+                        "--port",
+                        "0",
+                        *site_args,
+                    ],
+                )
+            )
+        home = ["--home-metro", o.home_metro] if o.home_metro else []
+        self._spawn(
+            Child(
+                "gateway",
+                [*self._base(), "gateway", "run", "--host", o.host, "--port", str(o.port), *home],
+                essential=True,
+            )
+        )
+        total = len(self.fleet.pops)
+
+        def all_serving() -> bool:
+            status = get_json(self.control_url + "/api/status")
+            serving = sum(1 for p in status["pops"] if p["state"] == "serving")
+            self._progress = f"{serving}/{total} sites serving"
+            return serving == total
+
+        self._progress = ""
+        self._wait_for("site agents", all_serving, o.ready_timeout_seconds)
+        self._wait_for("gateway", lambda: get_json(self.gateway_url + "/healthz")["status"] == "ok", 30)
+
+    def _wait_for(self, what: str, ready: Callable[[], bool], timeout_seconds: float) -> None:
+        deadline = time.monotonic() + timeout_seconds
+        with self.console.status(f"starting {what}...") as status:
+            while True:
+                self._check_children()
+                try:
+                    if ready():
+                        return
+                except (OSError, urllib.error.URLError, ValueError, KeyError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise EdgeplaneError(f"{what} did not become ready within {timeout_seconds:.0f} s")
+                if getattr(self, "_progress", ""):
+                    status.update(f"starting {what}: {self._progress}")
+                time.sleep(0.1)
+
+    def _check_children(self) -> None:
+        sites = [c for c in self.children if not c.essential]
+        if sites and not self._stopping and all(c.process and c.process.poll() is not None for c in sites):
+            raise EdgeplaneError("every site agent exited; see the messages above")
+        for child in self.children:
+            if child.process is None or child.process.returncode is not None:
+                continue
+            code = child.process.poll()
+            if code is None:
+                continue
+            if child.essential and not self._stopping:
+                raise EdgeplaneError(f"{child.name} exited with status {code}")
+            if not self._stopping:
+                self.console.print(f"[yellow]{child.name} (pid {child.process.pid}) exited with status {code}[/]")
+
+    def wait(self) -> None:
+        """Block until interrupted (SIGINT, or SIGTERM turned into the same by `stop_on_sigterm`)."""
+        while True:
+            self._check_children()
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stopping = True
+        # The gateway first so no new request lands on a stopping site, the control plane last.
+        order = sorted(self.children, key=lambda c: {"gateway": 0, "control": 2}.get(c.name, 1))
+        for child in order:
+            if child.process and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 8.0
+        for child in order:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM stops `up` the way Ctrl-C does, so cleanup runs either way, even during start-up."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host

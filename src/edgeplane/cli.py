@@ -1,0 +1,531 @@
+"""The `edgeplane` command: run the services, inspect the fleet, drain and route."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import platformdirs
+from rich.console import Console
+from rich.table import Table
+
+from edgeplane._errors import ConfigError, EdgeplaneError
+from edgeplane.fleet import Fleet, FleetError, load_fleet
+
+DEFAULT_CONTROL_URL = "http://127.0.0.1:8081"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("EDGEPLANE_DATA_DIR") or platformdirs.user_data_dir("edgeplane"))
+
+
+def _console(ctx: click.Context) -> Console:
+    console = ctx.obj.get("console") if isinstance(ctx.obj, dict) else None
+    return console if isinstance(console, Console) else Console()
+
+
+def _load(ctx: click.Context, path: Path | None) -> Fleet:
+    try:
+        return load_fleet(path)
+    except FleetError as error:
+        console = _console(ctx)
+        console.print(f"[red]fleet file refused[/] ({len(error.problems)} problem(s)):", highlight=False)
+        for problem in error.problems:
+            console.print(f"  {problem}", highlight=False, markup=False)
+        ctx.exit(2)
+        raise  # unreachable: ctx.exit raises
+
+
+def _run(coro: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but keep asyncio as the fallback
+        asyncio.run(coro)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option(
+    "--control",
+    "control_url",
+    envvar="EDGEPLANE_CONTROL_URL",
+    default=DEFAULT_CONTROL_URL,
+    show_default=True,
+    help="URL of the control plane (or EDGEPLANE_CONTROL_URL).",
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log level of services.",
+)
+@click.pass_context
+def cli(ctx: click.Context, control_url: str, log_level: str) -> None:
+    """edgeplane: run AI inference at the edge, nearest healthy metro first."""
+    if not isinstance(ctx.obj, dict):
+        ctx.obj = {}
+    ctx.obj["control_url"] = control_url.rstrip("/")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+
+
+# -- up ----------------------------------------------------------------------------------------
+@cli.command()
+@click.option(
+    "--fleet", "fleet_path", type=click.Path(path_type=Path), help="Fleet file (default: the embedded fleet)."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address every service binds.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Gateway port.")
+@click.option(
+    "--control-port",
+    default=8081,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Control plane port.",
+)
+@click.option("--backend", default="emulator", show_default=True, type=click.Choice(["emulator", "llamacpp"]))
+@click.option(
+    "--gguf",
+    "gguf_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="GGUF file for the llamacpp backend (default: a tiny random-weights model made on first use).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where state is kept (or EDGEPLANE_DATA_DIR).",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the emulator.")
+@click.option(
+    "--time-scale",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Emulator delays are multiplied by this.",
+)
+@click.option("--home-metro", help="The gateway's own metro, for clients outside every metro's prefixes.")
+@click.option(
+    "--admin-token",
+    envvar="EDGEPLANE_ADMIN_TOKEN",
+    help="Token for admin actions (required beyond loopback).",
+)
+@click.option("--ready-timeout", default=120.0, show_default=True, help="Seconds to wait for the fleet to serve.")
+@click.pass_context
+def up(
+    ctx: click.Context,
+    fleet_path: Path | None,
+    host: str,
+    port: int,
+    control_port: int,
+    backend: str,
+    gguf_path: Path | None,
+    data_dir: Path | None,
+    seed: int,
+    time_scale: float,
+    home_metro: str | None,
+    admin_token: str | None,
+    ready_timeout: float,
+) -> None:
+    """Start the control plane, the gateway and one site agent per PoP; Ctrl-C stops them all."""
+    from edgeplane._up import Supervisor, UpOptions, stop_on_sigterm
+
+    console = _console(ctx)
+    fleet = _load(ctx, fleet_path)
+    data_dir = data_dir or default_data_dir()
+    if backend == "llamacpp" and gguf_path is None:
+        from edgeplane.site import write_tiny_llama_gguf
+
+        gguf_path = data_dir / "models" / "tiny-llama.gguf"
+        if not gguf_path.exists():
+            write_tiny_llama_gguf(gguf_path)
+        console.print(
+            f"llamacpp backend: every model loads {gguf_path} (tiny random weights; use --gguf for a real model)"
+        )
+    options = UpOptions(
+        fleet_path=fleet_path,
+        host=host,
+        port=port,
+        control_port=control_port,
+        backend=backend,
+        data_dir=data_dir,
+        gguf_path=gguf_path,
+        seed=seed,
+        time_scale=time_scale,
+        home_metro=home_metro,
+        log_level=ctx.find_root().params.get("log_level", "warning"),
+        admin_token=admin_token,
+        ready_timeout_seconds=ready_timeout,
+    )
+    supervisor = Supervisor(fleet, options, console)
+    stop_on_sigterm()
+    try:
+        supervisor.start()
+        console.print(
+            f"[green]edgeplane is up[/]: {len(fleet.metros)} metros, {len(fleet.pops)} PoPs, backend {backend}"
+        )
+        console.print(f"  gateway (OpenAI API)  {supervisor.gateway_url}/v1")
+        console.print(f"  control plane         {supervisor.control_url}/")
+        console.print(f"  data directory        {data_dir}")
+        console.print(
+            "Try: edgeplane status; edgeplane route --client 198.18.0.1 --model "
+            f"{fleet.models[0].name}. Ctrl-C stops everything.",
+            highlight=False,
+        )
+        sys.stdout.flush()
+        supervisor.wait()
+    except KeyboardInterrupt:
+        console.print("stopping...")
+    except EdgeplaneError as error:
+        console.print(f"[red]error:[/] {error}", highlight=False)
+        ctx.exit(1)
+    finally:
+        supervisor.stop()
+    console.print("stopped")
+
+
+# -- services ----------------------------------------------------------------------------------
+@cli.group()
+def control() -> None:
+    """The control plane service."""
+
+
+@control.command("run")
+@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8081, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--admin-token", envvar="EDGEPLANE_ADMIN_TOKEN")
+@click.option("--agent-timeout", default=2.0, show_default=True, help="Seconds without a report before a site is down.")
+@click.pass_context
+def control_run(
+    ctx: click.Context,
+    fleet_path: Path | None,
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    admin_token: str | None,
+    agent_timeout: float,
+) -> None:
+    """Serve the control plane API."""
+    from edgeplane.control import ControlPlane, FleetState, SQLiteStore
+
+    fleet = _load(ctx, fleet_path)
+    store = SQLiteStore((data_dir or default_data_dir()) / "edgeplane.db")
+    plane = ControlPlane(FleetState(fleet, store, agent_timeout_seconds=agent_timeout), admin_token=admin_token)
+    try:
+        _run(plane.run(host, port, on_ready=lambda url: print(f"control plane at {url}", flush=True)))
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+
+@cli.group()
+def gateway() -> None:
+    """The OpenAI-compatible gateway service."""
+
+
+@gateway.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--home-metro", help="Metro of clients whose address matches no metro prefix.")
+@click.option("--trusted-proxy", multiple=True, help="Network whose X-Forwarded-For is believed (default: loopback).")
+@click.pass_context
+def gateway_run(
+    ctx: click.Context, host: str, port: int, home_metro: str | None, trusted_proxy: tuple[str, ...]
+) -> None:
+    """Serve the OpenAI API, routing on the control plane's snapshots."""
+    from edgeplane._service import serve
+    from edgeplane.gateway import DEFAULT_TRUSTED_PROXIES, ClientLocator, Gateway, SnapshotWatcher
+
+    watcher = SnapshotWatcher(ctx.obj["control_url"], home_metro=home_metro)
+    try:
+        locator = ClientLocator(trusted_proxy or DEFAULT_TRUSTED_PROXIES)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--trusted-proxy") from None
+    app = Gateway(watcher, locator=locator)
+
+    async def main() -> None:
+        try:
+            await serve(
+                app.app(),
+                host,
+                port,
+                on_ready=lambda url: print(f"gateway at {url}", flush=True),
+                background=lambda url: [watcher.watch_forever],
+            )
+        finally:
+            await watcher.close()
+
+    _run(main())
+
+
+@cli.group()
+def site() -> None:
+    """The site agent of one PoP."""
+
+
+@site.command("run")
+@click.option("--pop", required=True, help="Code of the PoP this agent serves.")
+@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--backend",
+    default="emulator",
+    show_default=True,
+    type=click.Choice(["emulator", "llamacpp", "upstream"]),
+)
+@click.option("--gguf", "gguf_path", type=click.Path(path_type=Path, dir_okay=False), help="GGUF file (llamacpp).")
+@click.option("--upstream", "upstream_url", help="OpenAI-compatible base URL (upstream).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--no-report", is_flag=True, help="Do not report to the control plane.")
+@click.pass_context
+def site_run(
+    ctx: click.Context,
+    pop: str,
+    fleet_path: Path | None,
+    host: str,
+    port: int,
+    backend: str,
+    gguf_path: Path | None,
+    upstream_url: str | None,
+    seed: int,
+    time_scale: float,
+    no_report: bool,
+) -> None:
+    """Serve the models placed at one PoP."""
+    from prometheus_client import CollectorRegistry
+
+    from edgeplane.site import SiteAgent, SiteOptions, build_backends
+
+    fleet = _load(ctx, fleet_path)
+    registry = CollectorRegistry()
+    options = SiteOptions(backend, seed, time_scale, gguf_path, upstream_url)
+    try:
+        backends = build_backends(fleet, pop, options, registry)
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+    agent = SiteAgent(
+        pop,
+        backends,
+        kind=backend,
+        registry=registry,
+        control_url=None if no_report else ctx.obj["control_url"],
+    )
+    _run(agent.run(host, port, on_ready=lambda url: print(f"site {pop} at {url}", flush=True)))
+
+
+# -- fleet -------------------------------------------------------------------------------------
+@cli.group()
+def fleet() -> None:
+    """Check and show fleet descriptions."""
+
+
+@fleet.command("check")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.pass_context
+def fleet_check(ctx: click.Context, path: Path) -> None:
+    """Validate a fleet file; exit 2 naming file, line and field of each problem."""
+    loaded = _load(ctx, path)
+    units = sum(1 for _ in loaded.units())
+    counts = f"{len(loaded.metros)} metros, {len(loaded.pops)} PoPs, {units} units, {len(loaded.models)} models"
+    _console(ctx).print(f"{path}: ok ({counts})", highlight=False)
+
+
+def fleet_json(loaded: Fleet) -> dict[str, Any]:
+    metros = []
+    for metro in loaded.metros:
+        pops = []
+        for pop in loaded.pops_in(metro.code):
+            pops.append(
+                {
+                    "code": pop.code,
+                    "id": pop.id,
+                    "name": pop.name,
+                    "gpus": pop.gpus_by_type(),
+                    "power_kw": sum(u.power_kw for u in pop.units),
+                    "units": [u.model_dump(mode="json") for u in pop.units],
+                    "transits": [t.model_dump(mode="json") for t in pop.transits],
+                    "models": loaded.models_at(pop.code),
+                }
+            )
+        metros.append(
+            {
+                "code": metro.code,
+                "id": metro.id,
+                "name": metro.name,
+                "region": metro.region,
+                "continent": loaded.region_of(metro.code).continent,
+                "latitude": metro.latitude,
+                "longitude": metro.longitude,
+                "client_prefixes": list(metro.client_prefixes),
+                "pops": pops,
+            }
+        )
+    return {
+        "asn": loaded.asn,
+        "continents": [c.model_dump(mode="json") for c in loaded.continents],
+        "regions": [r.model_dump(mode="json") for r in loaded.regions],
+        "metros": metros,
+        "links": [link.model_dump(mode="json") for link in loaded.links],
+        "models": [m.model_dump(mode="json") for m in loaded.models],
+        "placement": [p.model_dump(mode="json") for p in loaded.placement],
+    }
+
+
+@fleet.command("show")
+@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def fleet_show(ctx: click.Context, fleet_path: Path | None, as_json: bool) -> None:
+    """Show the fleet: metros, PoPs, GPUs and models."""
+    loaded = _load(ctx, fleet_path)
+    console = _console(ctx)
+    if as_json:
+        click.echo(json.dumps(fleet_json(loaded), indent=2))
+        return
+    table = Table(title=f"fleet (AS{loaded.asn})")
+    for column in ("metro", "region", "continent", "PoPs", "GPUs", "client prefixes"):
+        table.add_column(column)
+    for metro in loaded.metros:
+        pops = loaded.pops_in(metro.code)
+        gpus: dict[str, int] = {}
+        for pop in pops:
+            for kind, n in pop.gpus_by_type().items():
+                gpus[kind] = gpus.get(kind, 0) + n
+        table.add_row(
+            f"{metro.code} ({metro.name})",
+            metro.region,
+            loaded.region_of(metro.code).continent,
+            ", ".join(p.code for p in pops),
+            ", ".join(f"{n}x{k}" for k, n in sorted(gpus.items())),
+            ", ".join(metro.client_prefixes),
+        )
+    console.print(table)
+    models = Table(title="models")
+    for column in ("model", "params (B)", "GPUs/replica", "SLO TTFT (ms)", "placed at"):
+        models.add_column(column)
+    for spec in loaded.models:
+        placed = [p.pop for p in loaded.placement if p.model == spec.name]
+        models.add_row(
+            spec.name,
+            f"{spec.parameters_billions:g}",
+            str(spec.gpus_per_replica),
+            f"{spec.slo_ttft_ms:g}",
+            ", ".join(placed),
+        )
+    console.print(models)
+
+
+# -- operations against the control plane --------------------------------------------------------
+def _api(ctx: click.Context, method: str, path: str, payload: Any = None) -> Any:
+    from edgeplane._control_client import ControlClient
+
+    client = ControlClient(ctx.obj["control_url"], admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"))
+    try:
+        return client.call(method, path, payload)
+    except EdgeplaneError as error:
+        _console(ctx).print(f"[red]error:[/] {error}", highlight=False)
+        ctx.exit(1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Every metro and PoP with its state, load and site agent pid."""
+    data = _api(ctx, "GET", "/api/status")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    console = _console(ctx)
+    colours = {"serving": "green", "drained": "yellow", "down": "red"}
+    table = Table(title=f"edgeplane status (snapshot v{data['snapshot_version']})")
+    for column in ("metro", "PoP", "state", "load", "pid", "reason"):
+        table.add_column(column)
+    metro_state = {m["code"]: m["state"] for m in data["metros"]}
+    for pop in data["pops"]:
+        colour = colours.get(pop["state"], "white")
+        table.add_row(
+            f"{pop['metro']} ({metro_state.get(pop['metro'], '?')})",
+            pop["code"],
+            f"[{colour}]{pop['state']}[/]",
+            f"{pop['load']:.0%}",
+            str(pop["pid"] or "-"),
+            pop.get("reason") or "",
+        )
+    console.print(table)
+
+
+def _drain_command(name: str, drain: bool) -> click.Command:
+    @click.command(name, help=f"{'Drain' if drain else 'Undrain'} a metro or a PoP: `edgeplane {name} metro CODE`.")
+    @click.argument("kind", type=click.Choice(["metro", "pop"]))
+    @click.argument("code")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def command(ctx: click.Context, kind: str, code: str, as_json: bool) -> None:
+        if drain:
+            data = _api(ctx, "POST", "/api/drains", {"kind": kind, "code": code})
+        else:
+            data = _api(ctx, "DELETE", f"/api/drains/{kind}/{code}")
+        if as_json:
+            click.echo(json.dumps(data))
+            return
+        verb = "drained" if drain else "undrained"
+        note = "" if data.get("changed") else f" (it was already {verb})"
+        _console(ctx).print(f"{kind} {code} {verb}{note}; snapshot v{data['snapshot_version']}", highlight=False)
+
+    return command
+
+
+cli.add_command(_drain_command("drain", True))
+cli.add_command(_drain_command("undrain", False))
+
+
+@cli.command()
+@click.option("--client", required=True, help="Client IP address.")
+@click.option("--model", required=True, help="Model name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def route(ctx: click.Context, client: str, model: str, as_json: bool) -> None:
+    """The decision the gateway would take for a client and a model, explained."""
+    from urllib.parse import urlencode
+
+    data = _api(ctx, "GET", "/api/route?" + urlencode({"client": client, "model": model}))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    console = _console(ctx)
+    for line in data["explanation"]:
+        console.print(line, highlight=False, markup=False)
+    if data["candidates"]:
+        table = Table(title="candidates, in order")
+        for column in ("PoP", "metro", "scope", "rtt ms", "load", "cost ms"):
+            table.add_column(column)
+        for c in data["candidates"]:
+            table.add_row(
+                c["pop"],
+                c["metro"],
+                c["scope"],
+                f"{c['rtt_ms']:.1f}",
+                f"{c['load']:.0%}",
+                f"{c['cost_ms']:.1f}",
+            )
+        console.print(table)
+
+
+def main() -> None:
+    cli(prog_name="edgeplane")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The control plane's HTTP API under /api/, and the placeholder page at /."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+import ipaddress
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from edgeplane._service import error_response, json_response, serve
+from edgeplane.control._state import FleetState, UnknownTarget
+from edgeplane.routing import Router
+
+log = logging.getLogger("edgeplane.control")
+
+TICK_SECONDS = 0.25
+MAX_WAIT_SECONDS = 30.0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ControlPlane:
+    def __init__(self, state: FleetState, *, admin_token: str | None = None) -> None:
+        self.state = state
+        self.router = Router(state.fleet)
+        self.admin_token = admin_token
+        self._changed = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<ControlPlane {self.state!r}>"
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_get("/", self._index)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/api/fleet", self._fleet)
+        app.router.add_get("/api/snapshot", self._snapshot)
+        app.router.add_get("/api/status", self._status)
+        app.router.add_get("/api/route", self._route)
+        app.router.add_get("/api/drains", self._drains)
+        app.router.add_post("/api/drains", self._drain)
+        app.router.add_delete("/api/drains/{kind}/{code}", self._undrain)
+        app.router.add_get("/api/audit", self._audit)
+        app.router.add_post("/api/agents/{pop}/report", self._report)
+        return app
+
+    # -- publishing ---------------------------------------------------------------------------
+    def _publish(self) -> None:
+        if self.state.refresh():
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
+    async def tick_forever(self) -> None:
+        """Notices agents that stopped reporting, and publishes load changes."""
+        while True:
+            self._publish()
+            await asyncio.sleep(TICK_SECONDS)
+
+    # -- guards -------------------------------------------------------------------------------
+    def _authorised(self, request: web.Request) -> bool:
+        if self.admin_token is None:
+            return True
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        return hmac.compare_digest(given.encode(), self.admin_token.encode())
+
+    def _who(self, request: web.Request) -> str:
+        return request.headers.get("X-Edgeplane-Actor", "") or f"api@{request.remote}"
+
+    @staticmethod
+    def _refused() -> web.Response:
+        return error_response(
+            401, "This action needs the admin token.", type="authentication_error", code="unauthorized"
+        )
+
+    # -- handlers -----------------------------------------------------------------------------
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return json_response({"status": "ok", "snapshot_version": self.state.snapshot.version})
+
+    async def _fleet(self, request: web.Request) -> web.Response:
+        return json_response({"digest": self.state.digest, "fleet": self.state.fleet.model_dump(mode="json")})
+
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        try:
+            after = int(request.query.get("after", "0"))
+            wait = min(MAX_WAIT_SECONDS, float(request.query.get("wait", "0")))
+        except ValueError:
+            return error_response(400, "`after` must be an integer and `wait` a number.", type="invalid_request_error")
+        if self.state.snapshot.version <= after and wait > 0:
+            try:
+                await asyncio.wait_for(self._changed.wait(), wait)
+            except TimeoutError:
+                pass
+        return json_response(self.state.snapshot.to_json())
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return json_response(self.state.status())
+
+    async def _route(self, request: web.Request) -> web.Response:
+        client = request.query.get("client", "")
+        model = request.query.get("model", "")
+        if not client or not model:
+            return error_response(400, "`client` and `model` are required.", type="invalid_request_error")
+        try:
+            ipaddress.ip_address(client)
+        except ValueError:
+            return error_response(400, f"`client` is not an IP address: {client!r}", type="invalid_request_error")
+        if model not in self.state.fleet.model_by_name:
+            return error_response(
+                404,
+                f"The model `{model}` does not exist.",
+                type="invalid_request_error",
+                code="model_not_found",
+            )
+        decision = self.router.decide(client, model, self.state.snapshot.sites)
+        return json_response({"snapshot_version": self.state.snapshot.version, **decision.to_json()})
+
+    async def _drains(self, request: web.Request) -> web.Response:
+        return json_response({"drains": [d.to_json() for d in self.state.store.drains()]})
+
+    async def _drain(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        try:
+            body = orjson.loads(await request.read())
+            kind, code = str(body["kind"]), str(body["code"])
+            reason = str(body.get("reason", ""))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return error_response(400, 'Expected {"kind": "metro"|"pop", "code": ...}.', type="invalid_request_error")
+        try:
+            added = self.state.drain(kind, code, by=self._who(request), reason=reason)
+        except UnknownTarget as error:
+            return error_response(404, str(error), type="invalid_request_error", code="not_found")
+        self._publish()
+        log.info("drained %s %s", kind, code)
+        return json_response(
+            {
+                "kind": kind,
+                "code": code,
+                "drained": True,
+                "changed": added,
+                "snapshot_version": self.state.snapshot.version,
+            }
+        )
+
+    async def _undrain(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        kind, code = request.match_info["kind"], request.match_info["code"]
+        try:
+            removed = self.state.undrain(kind, code, by=self._who(request))
+        except UnknownTarget as error:
+            return error_response(404, str(error), type="invalid_request_error", code="not_found")
+        self._publish()
+        log.info("undrained %s %s", kind, code)
+        return json_response(
+            {
+                "kind": kind,
+                "code": code,
+                "drained": False,
+                "changed": removed,
+                "snapshot_version": self.state.snapshot.version,
+            }
+        )
+
+    async def _audit(self, request: web.Request) -> web.Response:
+        return json_response({"audit": [r.to_json() for r in self.state.store.audit_log()]})
+
+    async def _report(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        try:
+            data = orjson.loads(await request.read())
+            if not isinstance(data, dict):
+                raise ValueError("expected an object")
+            self.state.report(request.match_info["pop"], data)
+        except UnknownTarget as error:
+            return error_response(404, str(error), type="invalid_request_error", code="not_found")
+        except (orjson.JSONDecodeError, ValueError, TypeError) as error:
+            return error_response(400, f"Bad report: {error}", type="invalid_request_error")
+        self._publish()
+        return json_response({"snapshot_version": self.state.snapshot.version})
+
+    async def _index(self, request: web.Request) -> web.Response:
+        status = self.state.status()
+        rows = "".join(
+            f"<tr><td>{html.escape(m['code'])}</td><td>{html.escape(m['name'])}</td><td>{html.escape(m['region'])}</td>"
+            f"<td>{html.escape(m['state'])}</td><td>{m['load']:.0%}</td></tr>"
+            for m in status["metros"]
+        )
+        page = (
+            "<!doctype html><html><head><meta charset='utf-8'><title>edgeplane</title></head><body>"
+            "<h1>edgeplane control plane</h1><p>The dashboard comes later; the API is under "
+            "<a href='/api/status'>/api/status</a>.</p>"
+            f"<table><tr><th>metro</th><th>name</th><th>region</th><th>state</th><th>load</th></tr>{rows}</table>"
+            "</body></html>"
+        )
+        return web.Response(text=page, content_type="text/html")
+
+    async def run(self, host: str, port: int, *, on_ready: Any = None, stop: asyncio.Event | None = None) -> None:
+        if not is_loopback(host) and not self.admin_token:
+            raise ValueError(
+                f"the control plane listens on {host}, beyond loopback: set an admin token"
+                " (--admin-token or EDGEPLANE_ADMIN_TOKEN)"
+            )
+        try:
+            await serve(
+                self.app(),
+                host,
+                port,
+                on_ready=on_ready,
+                background=lambda url: [self.tick_forever],
+                stop=stop,
+            )
+        finally:
+            self.state.store.close()

@@ -1,0 +1,216 @@
+"""The control plane's view of the fleet: agent reports and drains, turned into versioned snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, Store
+from edgeplane.fleet import Fleet
+from edgeplane.routing import SiteState, SiteView, Snapshot
+
+Clock = Callable[[], float]
+
+# Load moves all the time; publishing every wobble would churn gateways, so load-only changes are
+# published at most this often and only when they move this much.
+LOAD_PUBLISH_INTERVAL_SECONDS = 1.0
+LOAD_PUBLISH_DELTA = 0.05
+
+
+class UnknownTarget(LookupError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReport:
+    pop: str
+    url: str | None
+    pid: int | None
+    backend: str
+    models: Mapping[str, Mapping[str, Any]]
+    load: float
+    received_at: float  # monotonic seconds
+
+    @classmethod
+    def from_json(cls, pop: str, data: Mapping[str, Any], received_at: float) -> AgentReport:
+        models = data.get("models") or {}
+        if not isinstance(models, dict):
+            raise ValueError("models must be an object")
+        url = data.get("url")
+        pid = data.get("pid")
+        return cls(
+            pop=pop,
+            url=str(url) if url else None,
+            pid=int(pid) if isinstance(pid, int) else None,
+            backend=str(data.get("backend", "?")),
+            models=models,
+            load=float(data.get("load", 0.0)),
+            received_at=received_at,
+        )
+
+
+def fleet_digest(fleet: Fleet) -> str:
+    return hashlib.sha256(orjson.dumps(fleet.model_dump(mode="json"))).hexdigest()[:16]
+
+
+class FleetState:
+    """Pure state with an injected clock: tests drive time, the service drives I/O."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        store: Store,
+        *,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+        agent_timeout_seconds: float = 2.0,
+    ) -> None:
+        self.fleet = fleet
+        self.store = store
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.agent_timeout_seconds = agent_timeout_seconds
+        self.digest = fleet_digest(fleet)
+        self.reports: dict[str, AgentReport] = {}
+        self._published_at = clock()
+        self.snapshot = Snapshot(1, wall_clock(), self.digest, self._views())
+
+    def __repr__(self) -> str:
+        return (
+            f"<FleetState v{self.snapshot.version} [Reports: {len(self.reports)}, Drains: {len(self.store.drains())}]>"
+        )
+
+    # -- inputs -------------------------------------------------------------------------------
+    def report(self, pop: str, data: Mapping[str, Any]) -> None:
+        if pop not in self.fleet.pop_by_code:
+            raise UnknownTarget(f"unknown PoP {pop!r}")
+        self.reports[pop] = AgentReport.from_json(pop, data, self.clock())
+
+    def _check_target(self, kind: str, code: str) -> None:
+        if kind not in DRAIN_KINDS:
+            raise UnknownTarget(f"unknown drain kind {kind!r}; expected one of: {', '.join(DRAIN_KINDS)}")
+        known = self.fleet.metro_by_code if kind == "metro" else self.fleet.pop_by_code
+        if code not in known:
+            raise UnknownTarget(f"unknown {kind} {code!r}; expected one of: {', '.join(sorted(known))}")
+
+    def drain(self, kind: str, code: str, *, by: str, reason: str = "") -> bool:
+        self._check_target(kind, code)
+        added = self.store.add_drain(Drain(kind, code, self.wall_clock(), by, reason))
+        self.store.audit(
+            AuditRecord(self.wall_clock(), by, "drain", f"{kind} {code}", "ok" if added else "already drained", {})
+        )
+        return added
+
+    def undrain(self, kind: str, code: str, *, by: str) -> bool:
+        self._check_target(kind, code)
+        removed = self.store.remove_drain(kind, code)
+        self.store.audit(
+            AuditRecord(self.wall_clock(), by, "undrain", f"{kind} {code}", "ok" if removed else "was not drained", {})
+        )
+        return removed
+
+    # -- outputs ------------------------------------------------------------------------------
+    def _views(self) -> dict[str, SiteView]:
+        now = self.clock()
+        drains = self.store.drains()
+        drained_metros = {d.code: d for d in drains if d.kind == "metro"}
+        drained_pops = {d.code: d for d in drains if d.kind == "pop"}
+        views: dict[str, SiteView] = {}
+        for pop in self.fleet.pops:
+            placed = set(self.fleet.models_at(pop.code))
+            report = self.reports.get(pop.code)
+            loaded = frozenset(placed & set(report.models)) if report else frozenset()
+            url = report.url if report else None
+            load = report.load if report else 0.0
+            if pop.metro in drained_metros:
+                state, reason = (
+                    SiteState.DRAINED,
+                    f"metro {pop.metro} drained by {drained_metros[pop.metro].by}",
+                )
+            elif pop.code in drained_pops:
+                state, reason = SiteState.DRAINED, f"PoP drained by {drained_pops[pop.code].by}"
+            elif report is None:
+                state, reason = SiteState.DOWN, "site agent has not reported"
+            elif now - report.received_at > self.agent_timeout_seconds:
+                state, reason = SiteState.DOWN, f"no report for {now - report.received_at:.1f} s"
+            else:
+                state, reason = SiteState.SERVING, ""
+            views[pop.code] = SiteView(pop.code, state, loaded, url, round(load, 4), reason)
+        return views
+
+    def refresh(self) -> bool:
+        """Rebuild the snapshot; True if a new version was published."""
+        views = self._views()
+        old = self.snapshot.sites
+        now = self.clock()
+
+        def shape(v: SiteView) -> tuple[Any, ...]:
+            return (v.state, v.models, v.url)
+
+        structural = any(shape(views[c]) != shape(old[c]) for c in views)
+        load_moved = any(abs(views[c].load - old[c].load) >= LOAD_PUBLISH_DELTA for c in views)
+        if not structural and not (load_moved and now - self._published_at >= LOAD_PUBLISH_INTERVAL_SECONDS):
+            return False
+        self._published_at = now
+        self.snapshot = Snapshot(self.snapshot.version + 1, self.wall_clock(), self.digest, views)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        sites = self.snapshot.sites
+        drains = self.store.drains()
+        drained_metros = {d.code for d in drains if d.kind == "metro"}
+        pops: list[dict[str, Any]] = []
+        for pop in self.fleet.pops:
+            view = sites[pop.code]
+            report = self.reports.get(pop.code)
+            pops.append(
+                {
+                    "code": pop.code,
+                    "id": pop.id,
+                    "metro": pop.metro,
+                    "state": view.state.value,
+                    "reason": view.reason,
+                    "pid": report.pid if report else None,
+                    "url": view.url,
+                    "backend": report.backend if report else None,
+                    "load": view.load,
+                    "models": {name: dict(m) for name, m in (report.models.items() if report else [])},
+                    "last_report_age_seconds": round(now - report.received_at, 3) if report else None,
+                }
+            )
+        metros = []
+        for metro in self.fleet.metros:
+            states = [p["state"] for p in pops if p["metro"] == metro.code]
+            if metro.code in drained_metros:
+                state = "drained"
+            elif "serving" in states:
+                state = "serving"
+            elif states and all(s == "drained" for s in states):
+                state = "drained"
+            else:
+                state = "down"
+            loads = [float(p["load"]) for p in pops if p["metro"] == metro.code and p["state"] == "serving"]
+            metros.append(
+                {
+                    "code": metro.code,
+                    "id": metro.id,
+                    "name": metro.name,
+                    "region": metro.region,
+                    "continent": self.fleet.region_of(metro.code).continent,
+                    "state": state,
+                    "load": round(max(loads), 4) if loads else 0.0,
+                    "pops": [p["code"] for p in pops if p["metro"] == metro.code],
+                }
+            )
+        return {
+            "snapshot_version": self.snapshot.version,
+            "metros": metros,
+            "pops": pops,
+            "drains": [d.to_json() for d in drains],
+        }

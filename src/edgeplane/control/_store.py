@@ -1,0 +1,137 @@
+"""Where the control plane keeps what must survive a restart: drains and the audit log."""
+
+from __future__ import annotations
+
+import abc
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+DRAIN_KINDS = ("metro", "pop")
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    kind: str  # metro | pop
+    code: str
+    since: float  # unix seconds
+    by: str
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "code": self.code,
+            "since": self.since,
+            "by": self.by,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    at: float
+    who: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "who": self.who,
+            "action": self.action,
+            "target": self.target,
+            "outcome": self.outcome,
+            "detail": self.detail,
+        }
+
+
+class Store(abc.ABC):
+    """The control plane's durable state. Every implementation passes tests/control/test_store.py."""
+
+    @abc.abstractmethod
+    def drains(self) -> list[Drain]: ...
+
+    @abc.abstractmethod
+    def add_drain(self, drain: Drain) -> bool:
+        """Record a drain; False if that target was already drained."""
+
+    @abc.abstractmethod
+    def remove_drain(self, kind: str, code: str) -> bool:
+        """Forget a drain; False if there was none."""
+
+    @abc.abstractmethod
+    def audit(self, record: AuditRecord) -> None: ...
+
+    @abc.abstractmethod
+    def audit_log(self, limit: int = 100) -> list[AuditRecord]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class SQLiteStore(Store):
+    """The default store: one SQLite file in the data directory (``:memory:`` for tests)."""
+
+    def __init__(self, path: str | Path) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS drains (kind TEXT NOT NULL, code TEXT NOT NULL, since REAL NOT NULL,"
+            " by TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (kind, code))"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
+            " who TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL,"
+            " detail TEXT NOT NULL)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore [Drains: {len(self.drains())}]>"
+
+    def drains(self) -> list[Drain]:
+        rows = self._db.execute("SELECT kind, code, since, by, reason FROM drains ORDER BY since, kind, code")
+        return [Drain(*row) for row in rows]
+
+    def add_drain(self, drain: Drain) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO drains (kind, code, since, by, reason) VALUES (?, ?, ?, ?, ?)",
+            (drain.kind, drain.code, drain.since, drain.by, drain.reason),
+        )
+        return cursor.rowcount == 1
+
+    def remove_drain(self, kind: str, code: str) -> bool:
+        cursor = self._db.execute("DELETE FROM drains WHERE kind = ? AND code = ?", (kind, code))
+        return cursor.rowcount == 1
+
+    def audit(self, record: AuditRecord) -> None:
+        self._db.execute(
+            "INSERT INTO audit (at, who, action, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.at,
+                record.who,
+                record.action,
+                record.target,
+                record.outcome,
+                orjson.dumps(record.detail),
+            ),
+        )
+
+    def audit_log(self, limit: int = 100) -> list[AuditRecord]:
+        rows = self._db.execute(
+            "SELECT at, who, action, target, outcome, detail FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [
+            AuditRecord(at, who, action, target, outcome, orjson.loads(detail))
+            for at, who, action, target, outcome, detail in rows
+        ]
+
+    def close(self) -> None:
+        self._db.close()

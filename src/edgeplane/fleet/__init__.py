@@ -1,0 +1,45 @@
+"""The fleet description: load, validate (errors name file, line and field), and the default fleet."""
+
+from edgeplane.fleet._geo import great_circle_km
+from edgeplane.fleet._load import (
+    FleetError,
+    Problem,
+    default_fleet_text,
+    load_default_fleet,
+    load_fleet,
+    parse_fleet,
+    validate_references,
+)
+from edgeplane.fleet._model import (
+    Continent,
+    Fleet,
+    GpuServers,
+    Link,
+    Metro,
+    PlacementEntry,
+    Pop,
+    Region,
+    Transit,
+    Unit,
+)
+
+__all__ = [
+    "Continent",
+    "Fleet",
+    "FleetError",
+    "GpuServers",
+    "Link",
+    "Metro",
+    "PlacementEntry",
+    "Pop",
+    "Problem",
+    "Region",
+    "Transit",
+    "Unit",
+    "default_fleet_text",
+    "great_circle_km",
+    "load_default_fleet",
+    "load_fleet",
+    "parse_fleet",
+    "validate_references",
+]

@@ -1,0 +1,93 @@
+"""Keeps the gateway's routing snapshot fresh by watching the control plane, off the request path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from edgeplane._errors import BackendError
+from edgeplane._http import HttpClient
+from edgeplane.fleet import Fleet
+from edgeplane.routing import Router, Snapshot
+
+log = logging.getLogger("edgeplane.gateway")
+
+WATCH_WAIT_SECONDS = 10.0
+RETRY_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingState:
+    """What one request needs, swapped atomically: fleet, its router and the latest snapshot."""
+
+    fleet: Fleet
+    router: Router
+    snapshot: Snapshot
+    received_at: float  # monotonic: when the control plane last confirmed it
+
+
+class SnapshotWatcher:
+    """Long-polls the control plane; on failure keeps the last good snapshot and retries."""
+
+    def __init__(self, control_url: str, *, home_metro: str | None = None, client: HttpClient | None = None) -> None:
+        self.control_url = control_url.rstrip("/")
+        self.home_metro = home_metro
+        self.state: RoutingState | None = None
+        self.reachable = False
+        self.last_contact: float | None = None
+        self._client = client or HttpClient(connect_timeout_seconds=1.0, read_timeout_seconds=WATCH_WAIT_SECONDS + 5)
+        self._ready = asyncio.Event()
+
+    def __repr__(self) -> str:
+        version = self.state.snapshot.version if self.state else None
+        return f"<SnapshotWatcher v{version} reachable={self.reachable}>"
+
+    def age_seconds(self) -> float | None:
+        return None if self.state is None else time.monotonic() - self.state.received_at
+
+    async def wait_ready(self, timeout_seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout_seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _fetch_fleet(self) -> tuple[str, Fleet]:
+        status, data = await self._client.request_json("GET", f"{self.control_url}/api/fleet")
+        if status != 200:
+            raise BackendError(f"control plane answered {status} for the fleet")
+        return str(data["digest"]), Fleet.model_validate(data["fleet"])
+
+    async def poll_once(self, wait_seconds: float) -> None:
+        after = self.state.snapshot.version if self.state else 0
+        url = f"{self.control_url}/api/snapshot?after={after}&wait={wait_seconds if self.state else 0}"
+        status, data = await self._client.request_json("GET", url, timeout_seconds=wait_seconds + 5)
+        if status != 200:
+            raise BackendError(f"control plane answered {status} for the snapshot")
+        snapshot = Snapshot.from_json(data)
+        now = time.monotonic()
+        self.reachable, self.last_contact = True, now
+        state = self.state
+        if state is None or state.snapshot.fleet_digest != snapshot.fleet_digest:
+            _, fleet = await self._fetch_fleet()
+            router = Router(fleet, self.home_metro)
+            state = RoutingState(fleet, router, snapshot, now)
+        else:
+            state = RoutingState(state.fleet, state.router, snapshot, now)
+        self.state = state
+        self._ready.set()
+
+    async def watch_forever(self) -> None:
+        while True:
+            try:
+                await self.poll_once(WATCH_WAIT_SECONDS)
+            except (BackendError, KeyError, ValueError) as error:
+                if self.reachable or self.state is None:
+                    log.warning("control plane unreachable (%s); serving on the last snapshot", error)
+                self.reachable = False
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def close(self) -> None:
+        await self._client.close()

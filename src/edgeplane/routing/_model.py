@@ -1,0 +1,124 @@
+"""The words of a routing decision: scopes, site states, candidates and the decision itself."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Scope(enum.IntEnum):
+    """How far traffic travels from the client's metro; lower is closer."""
+
+    METRO = 1
+    REGION = 2
+    CONTINENT = 3
+    GLOBAL = 4
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class SiteState(enum.Enum):
+    SERVING = "serving"
+    DRAINED = "drained"
+    DOWN = "down"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    """What the gateway knows of one PoP from its snapshot."""
+
+    pop: str
+    state: SiteState
+    models: frozenset[str]
+    url: str | None = None
+    load: float = 0.0  # 0..1, busiest replica's share of its concurrency
+    reason: str = ""
+
+    def __repr__(self) -> str:
+        return f"<SiteView {self.pop} {self.state} load={self.load:.2f} models={len(self.models)}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    pop: str
+    metro: str
+    scope: Scope
+    rtt_ms: float
+    load: float
+    cost_ms: float
+    url: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pop": self.pop,
+            "metro": self.metro,
+            "scope": str(self.scope),
+            "rtt_ms": round(self.rtt_ms, 3),
+            "load": round(self.load, 4),
+            "cost_ms": round(self.cost_ms, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PassedOver:
+    pop: str
+    metro: str
+    scope: Scope
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pop": self.pop, "metro": self.metro, "scope": str(self.scope), "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a request goes and why: ordered candidates (first is chosen, the rest are for failover)."""
+
+    client: str
+    client_metro: str
+    located_by: str
+    model: str
+    candidates: tuple[Candidate, ...]
+    passed_over: tuple[PassedOver, ...] = field(default=())
+
+    @property
+    def chosen(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+    @property
+    def scope(self) -> Scope | None:
+        return self.candidates[0].scope if self.candidates else None
+
+    def explain(self) -> list[str]:
+        lines = [f"client {self.client} is in metro {self.client_metro} ({self.located_by})"]
+        chosen = self.chosen
+        if chosen is None:
+            lines.append(f"no site can serve {self.model}")
+        else:
+            lines.append(
+                f"serve {self.model} at {chosen.pop} in {chosen.metro}, scope {chosen.scope}"
+                f" (rtt {chosen.rtt_ms:.1f} ms, load {chosen.load:.0%})"
+            )
+        for passed in self.passed_over:
+            lines.append(f"passed over {passed.pop} ({passed.scope}): {passed.reason}")
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        chosen = self.chosen
+        return {
+            "client": self.client,
+            "client_metro": self.client_metro,
+            "located_by": self.located_by,
+            "model": self.model,
+            "scope": str(self.scope) if self.scope else None,
+            "pop": chosen.pop if chosen else None,
+            "metro": chosen.metro if chosen else None,
+            "candidates": [c.to_json() for c in self.candidates],
+            "passed_over": [p.to_json() for p in self.passed_over],
+            "explanation": self.explain(),
+        }

@@ -1,0 +1,25 @@
+"""Site agents and the model backends they serve through: emulator, llama.cpp, upstream URL."""
+
+from edgeplane.site._agent import BACKEND_KINDS, SiteAgent, SiteOptions, build_backends
+from edgeplane.site._backend import Answer, Backend, Load
+from edgeplane.site._emulator import EmulatorBackend, EmulatorTiming, estimate_tokens
+from edgeplane.site._llamacpp import LlamaCppBackend
+from edgeplane.site._tiny_gguf import write_tiny_llama_gguf
+from edgeplane.site._upstream import UpstreamBackend, parse_load
+
+__all__ = [
+    "BACKEND_KINDS",
+    "Answer",
+    "Backend",
+    "EmulatorBackend",
+    "EmulatorTiming",
+    "LlamaCppBackend",
+    "Load",
+    "SiteAgent",
+    "SiteOptions",
+    "UpstreamBackend",
+    "build_backends",
+    "estimate_tokens",
+    "parse_load",
+    "write_tiny_llama_gguf",
+]

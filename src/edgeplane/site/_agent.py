@@ -1,0 +1,215 @@
+"""The site agent: one process per PoP serving the models placed there, reporting state upward."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from edgeplane._api import MAX_BODY_BYTES, ApiError, Endpoint, model_not_found, parse_request
+from edgeplane._errors import BackendError, ConfigError
+from edgeplane._http import HttpClient
+from edgeplane._service import error_response, json_response, relay_stream, serve
+from edgeplane.fleet import Fleet
+from edgeplane.site._backend import Backend
+from edgeplane.site._emulator import EmulatorBackend
+from edgeplane.site._llamacpp import LlamaCppBackend
+from edgeplane.site._upstream import UpstreamBackend
+
+log = logging.getLogger("edgeplane.site")
+
+BACKEND_KINDS = ("emulator", "llamacpp", "upstream")
+
+
+@dataclass(frozen=True)
+class SiteOptions:
+    backend: str = "emulator"
+    seed: int = 0
+    time_scale: float = 1.0
+    gguf_path: Path | None = None  # llamacpp: the model file every model of this site loads
+    upstream_url: str | None = None  # upstream: the OpenAI-compatible server behind this site
+
+
+def build_backends(fleet: Fleet, pop: str, options: SiteOptions, registry: CollectorRegistry) -> dict[str, Backend]:
+    """One backend per model placed at the PoP, of the kind asked for."""
+    if pop not in fleet.pop_by_code:
+        raise ConfigError(f"unknown PoP {pop!r}; expected one of: {', '.join(sorted(fleet.pop_by_code))}")
+    backends: dict[str, Backend] = {}
+    pop_seed = options.seed * 7919 + fleet.pop_by_code[pop].id
+    for model, replicas in fleet.models_at(pop).items():
+        spec = fleet.model_by_name[model]
+        if options.backend == "emulator":
+            gpu_type = fleet.best_gpu_type(model, pop) or next(iter(spec.throughput_tokens_per_second))
+            backends[model] = EmulatorBackend(
+                spec, gpu_type, replicas, seed=pop_seed, time_scale=options.time_scale, registry=registry
+            )
+        elif options.backend == "llamacpp":
+            if options.gguf_path is None:
+                raise ConfigError("the llamacpp backend needs a GGUF file (--gguf PATH)")
+            backends[model] = LlamaCppBackend(model, options.gguf_path)
+        elif options.backend == "upstream":
+            if not options.upstream_url:
+                raise ConfigError("the upstream backend needs a URL (--upstream URL)")
+            backends[model] = UpstreamBackend(model, options.upstream_url, capacity=spec.max_concurrency * replicas)
+        else:
+            raise ConfigError(f"unknown backend {options.backend!r}; expected one of: {', '.join(BACKEND_KINDS)}")
+    return backends
+
+
+class SiteAgent:
+    """Serves the OpenAI endpoints of one PoP's models and reports models, load and health."""
+
+    def __init__(
+        self,
+        pop: str,
+        backends: Mapping[str, Backend],
+        *,
+        kind: str,
+        registry: CollectorRegistry,
+        control_url: str | None = None,
+        report_interval_seconds: float = 0.5,
+    ) -> None:
+        self.pop = pop
+        self.backends = dict(backends)
+        self.kind = kind
+        self.registry = registry
+        self.control_url = control_url.rstrip("/") if control_url else None
+        self.report_interval_seconds = report_interval_seconds
+        self.url: str | None = None
+        self._client = HttpClient(connect_timeout_seconds=1.0)
+        self._requests = Counter(
+            "edgeplane_site_requests",
+            "Requests answered by this site.",
+            ["model", "status"],
+            registry=registry,
+        )
+
+    def __repr__(self) -> str:
+        return f"<SiteAgent {self.pop} [{self.kind}: {', '.join(self.backends)}]>"
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_post(Endpoint.CHAT.value, self._inference(Endpoint.CHAT))
+        app.router.add_post(Endpoint.COMPLETIONS.value, self._inference(Endpoint.COMPLETIONS))
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/api/state", self._state_handler)
+        return app
+
+    def _inference(self, endpoint: Endpoint) -> Any:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return error_response(413, "Request body too large.", type="invalid_request_error", code="too_large")
+            try:
+                parsed = parse_request(endpoint, raw)
+                backend = self.backends.get(parsed.model)
+                if backend is None:
+                    raise model_not_found(parsed.model)
+            except ApiError as error:
+                return web.Response(body=error.body(), status=error.status, content_type="application/json")
+            try:
+                answer = await backend.generate(parsed, raw)
+            except BackendError as error:
+                self._requests.labels(parsed.model, "502").inc()
+                return error_response(
+                    502, f"Model server unavailable: {error}", type="server_error", code="backend_error"
+                )
+            self._requests.labels(parsed.model, str(answer.status)).inc()
+            try:
+                if answer.content_type.startswith("text/event-stream"):
+                    return await relay_stream(request, answer.status, answer.content_type, answer.chunks)
+                try:
+                    body = b"".join([chunk async for chunk in answer.chunks])
+                except BackendError as error:
+                    return error_response(
+                        502, f"Model server broke off: {error}", type="server_error", code="backend_error"
+                    )
+                return web.Response(body=body, status=answer.status, content_type="application/json")
+            finally:
+                answer.release()
+
+        return handle
+
+    async def _models(self, request: web.Request) -> web.Response:
+        created = int(time.time())
+        data = [{"id": m, "object": "model", "created": created, "owned_by": "edgeplane"} for m in self.backends]
+        return json_response({"object": "list", "data": data})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return json_response({"status": "ok", "pop": self.pop, "models": sorted(self.backends)})
+
+    async def _state_handler(self, request: web.Request) -> web.Response:
+        return json_response(await self.state())
+
+    async def state(self) -> dict[str, Any]:
+        models: dict[str, Any] = {}
+        for name, backend in self.backends.items():
+            load = await backend.load()
+            models[name] = {
+                "running": load.running,
+                "waiting": load.waiting,
+                "kv_cache_usage": load.kv_cache_usage,
+                "capacity": load.capacity,
+                "utilisation": load.utilisation,
+            }
+        utilisation = max((m["utilisation"] for m in models.values()), default=0.0)
+        return {
+            "pop": self.pop,
+            "url": self.url,
+            "pid": os.getpid(),
+            "backend": self.kind,
+            "models": models,
+            "load": utilisation,
+        }
+
+    async def report_forever(self) -> None:
+        """Push state to the control plane; keep serving whether or not it answers."""
+        assert self.control_url is not None
+        url = f"{self.control_url}/api/agents/{self.pop}/report"
+        reachable = True
+        while True:
+            try:
+                status, _ = await self._client.request_json("POST", url, await self.state(), timeout_seconds=2.0)
+                if not reachable:
+                    log.info("control plane reachable again")
+                reachable = status < 500
+            except BackendError as error:
+                if reachable:
+                    log.warning("cannot report to the control plane (%s); still serving", error)
+                reachable = False
+            await asyncio.sleep(self.report_interval_seconds)
+
+    async def run(self, host: str, port: int, *, on_ready: Any = None, stop: asyncio.Event | None = None) -> None:
+        started: list[Backend] = []
+        try:
+            for backend in self.backends.values():
+                await backend.start()
+                started.append(backend)
+
+            def ready(url: str) -> Any:
+                self.url = url
+                log.info("site %s serving %s at %s", self.pop, ", ".join(self.backends), url)
+                return on_ready(url) if on_ready else None
+
+            def background(url: str) -> list[Any]:
+                return [self.report_forever] if self.control_url else []
+
+            await serve(self.app(), host, port, on_ready=ready, background=background, stop=stop)
+        finally:
+            for backend in reversed(started):
+                await backend.stop()
+            await self._client.close()

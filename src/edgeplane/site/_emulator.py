@@ -1,0 +1,351 @@
+"""An emulated GPU model server: continuous batching, queueing, load-dependent speed, vLLM metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import math
+import random
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from edgeplane._api import Endpoint, InferenceRequest, prompt_text
+from edgeplane.catalog import ModelSpec
+from edgeplane.site._backend import Answer, Backend, Load
+
+_WORDS = (
+    "the",
+    "edge",
+    "serves",
+    "each",
+    "user",
+    "from",
+    "nearest",
+    "healthy",
+    "metro",
+    "and",
+    "spills",
+    "over",
+    "to",
+    "wider",
+    "scopes",
+    "only",
+    "when",
+    "capacity",
+    "or",
+    "health",
+    "demands",
+    "it",
+    "while",
+    "prefixes",
+    "communities",
+    "keep",
+    "failure",
+    "predictable",
+)
+
+# One stream decodes at most this fast however idle the GPU is.
+_SINGLE_STREAM_TOKENS_PER_SECOND = 150.0
+# Prefill is compute-bound and runs this many times faster than batched decode.
+_PREFILL_SPEEDUP = 8.0
+_BASE_OVERHEAD_SECONDS = 0.005
+_KV_TOKENS_PER_SEQUENCE = 2048
+_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40)
+_ITL_BUCKETS = (0.001, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token, as for English text with common tokenizers."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorTiming:
+    """The speed model of one replica, derived from the catalog's throughput on a GPU type."""
+
+    throughput_tokens_per_second: float  # aggregate decode at full batch
+    max_concurrency: int
+
+    @property
+    def itl_idle_seconds(self) -> float:
+        return 1.0 / min(_SINGLE_STREAM_TOKENS_PER_SECOND, self.throughput_tokens_per_second)
+
+    @property
+    def itl_full_seconds(self) -> float:
+        return max(self.itl_idle_seconds, self.max_concurrency / self.throughput_tokens_per_second)
+
+    def inter_token_seconds(self, batch: int) -> float:
+        """Grows linearly with the batch from one idle stream to a full batch at the catalog throughput."""
+        if self.max_concurrency <= 1:
+            return self.itl_full_seconds
+        fraction = (min(batch, self.max_concurrency) - 1) / (self.max_concurrency - 1)
+        return self.itl_idle_seconds + fraction * (self.itl_full_seconds - self.itl_idle_seconds)
+
+    def prefill_seconds(self, prompt_tokens: int, batch: int) -> float:
+        rate = self.throughput_tokens_per_second * _PREFILL_SPEEDUP
+        # Decoding neighbours share the GPU with this prefill.
+        slowdown = 1.0 + (batch - 1) / max(1, self.max_concurrency)
+        return _BASE_OVERHEAD_SECONDS + prompt_tokens / rate * slowdown
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["model_name"]
+        self.running = Gauge("vllm:num_requests_running", "Requests in the running batch.", labels, registry=registry)
+        self.waiting = Gauge(
+            "vllm:num_requests_waiting", "Requests waiting for a batch slot.", labels, registry=registry
+        )
+        self.kv = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage, 1 means full.", labels, registry=registry)
+        self.ttft = Histogram(
+            "vllm:time_to_first_token_seconds",
+            "Time to first token.",
+            labels,
+            buckets=_TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.itl = Histogram(
+            "vllm:inter_token_latency_seconds",
+            "Inter-token latency.",
+            labels,
+            buckets=_ITL_BUCKETS,
+            registry=registry,
+        )
+        self.e2e = Histogram("vllm:e2e_request_latency_seconds", "Whole request latency.", labels, registry=registry)
+        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prompt tokens processed.", labels, registry=registry)
+        self.generation_tokens = Counter(
+            "vllm:generation_tokens", "Generation tokens produced.", labels, registry=registry
+        )
+        self.success = Counter(
+            "vllm:request_success", "Finished requests.", [*labels, "finished_reason"], registry=registry
+        )
+
+
+_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
+
+
+def _metrics_of(registry: CollectorRegistry) -> _Metrics:
+    """Every emulated model of a site shares one set of metric families, told apart by model_name."""
+    if registry not in _METRICS:
+        _METRICS[registry] = _Metrics(registry)
+    return _METRICS[registry]
+
+
+class _Replica:
+    """One replica's batch: up to ``max_concurrency`` running, the rest wait in arrival order."""
+
+    def __init__(self, timing: EmulatorTiming) -> None:
+        self.timing = timing
+        self.running = 0
+        self.kv_tokens = 0
+        self.queue: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def __repr__(self) -> str:
+        return f"<Replica [Requests: {self.running} running, {len(self.queue)} waiting]>"
+
+    @property
+    def busy(self) -> int:
+        return self.running + len(self.queue)
+
+    async def admit(self, on_queued: Callable[[], None]) -> None:
+        if self.running < self.timing.max_concurrency and not self.queue:
+            self.running += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.queue.append(waiter)
+        on_queued()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.leave()  # admitted just as we were cancelled: give the slot on
+            else:
+                self.queue.remove(waiter)
+            raise
+
+    def leave(self) -> None:
+        while self.queue:
+            waiter = self.queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes straight to the next in line
+                return
+        self.running -= 1
+
+
+class EmulatorBackend(Backend):
+    """Behaves like a GPU model server, deterministic under a seed. ``time_scale`` shrinks every delay."""
+
+    kind = "emulator"
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        gpu_type: str,
+        replicas: int = 1,
+        *,
+        seed: int = 0,
+        time_scale: float = 1.0,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        super().__init__(spec.name)
+        self.spec = spec
+        self.gpu_type = gpu_type
+        self.seed = seed
+        self.time_scale = time_scale
+        self.timing = EmulatorTiming(spec.replica_throughput(gpu_type), spec.max_concurrency)
+        self._replicas = [_Replica(self.timing) for _ in range(replicas)]
+        self._metrics = _metrics_of(registry or CollectorRegistry())
+        self._labels = {"model_name": spec.name}
+        self._publish()
+
+    def __repr__(self) -> str:
+        running = sum(r.running for r in self._replicas)
+        waiting = sum(len(r.queue) for r in self._replicas)
+        return f"<EmulatorBackend {self.model} on {self.gpu_type} [Requests: {running} running, {waiting} waiting]>"
+
+    async def load(self) -> Load:
+        running = sum(r.running for r in self._replicas)
+        waiting = sum(len(r.queue) for r in self._replicas)
+        capacity = self.timing.max_concurrency * len(self._replicas)
+        return Load(running, waiting, self._kv_usage(), capacity)
+
+    def _kv_usage(self) -> float:
+        capacity = _KV_TOKENS_PER_SEQUENCE * self.timing.max_concurrency * len(self._replicas)
+        return min(1.0, sum(r.kv_tokens for r in self._replicas) / capacity)
+
+    def _publish(self) -> None:
+        labels = self._labels
+        self._metrics.running.labels(**labels).set(sum(r.running for r in self._replicas))
+        self._metrics.waiting.labels(**labels).set(sum(len(r.queue) for r in self._replicas))
+        self._metrics.kv.labels(**labels).set(self._kv_usage())
+
+    async def _sleep(self, seconds: float) -> None:
+        if self.time_scale > 0 and seconds > 0:
+            await asyncio.sleep(seconds * self.time_scale)
+
+    def _plan(self, request: InferenceRequest) -> tuple[int, list[str], str]:
+        """Prompt tokens, output pieces and finish reason: a pure function of the seed and the request."""
+        text = prompt_text(request)
+        prompt_tokens = estimate_tokens(text)
+        digest = hashlib.sha256(f"{self.seed}\0{self.model}\0{text}".encode()).digest()
+        rng = random.Random(digest)
+        limit = request.body.get("max_completion_tokens") or request.body.get("max_tokens")
+        natural = rng.randint(8, 48)
+        count = min(natural, limit) if limit else natural
+        finish = "length" if limit is not None and limit < natural else "stop"
+        words = [rng.choice(_WORDS) for _ in range(count)]
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        return prompt_tokens, pieces, finish
+
+    async def generate(self, request: InferenceRequest, raw: bytes) -> Answer:
+        prompt_tokens, pieces, finish = self._plan(request)
+        replica = min(self._replicas, key=lambda r: r.busy)
+        if request.stream:
+            body = self._stream(request, replica, prompt_tokens, pieces, finish)
+            return Answer(200, "text/event-stream", body)
+        return Answer(200, "application/json", self._whole(request, replica, prompt_tokens, pieces, finish))
+
+    async def _run(self, replica: _Replica, prompt_tokens: int, pieces: list[str]) -> AsyncIterator[str]:
+        """Queue, prefill, then decode piece by piece at the speed the current batch allows."""
+        started = time.monotonic()
+        labels = self._labels
+        await replica.admit(self._publish)
+        replica.kv_tokens += prompt_tokens
+        self._publish()
+        produced = 0
+        try:
+            await self._sleep(self.timing.prefill_seconds(prompt_tokens, replica.running))
+            self._metrics.prompt_tokens.labels(**labels).inc(prompt_tokens)
+            self._metrics.ttft.labels(**labels).observe(time.monotonic() - started)
+            last = time.monotonic()
+            for i, piece in enumerate(pieces):
+                if i:
+                    await self._sleep(self.timing.inter_token_seconds(replica.running))
+                    now = time.monotonic()
+                    self._metrics.itl.labels(**labels).observe(now - last)
+                    last = now
+                produced += 1
+                replica.kv_tokens += 1
+                yield piece
+        finally:
+            replica.kv_tokens -= prompt_tokens + produced
+            replica.leave()
+            self._metrics.generation_tokens.labels(**labels).inc(produced)
+            self._metrics.e2e.labels(**labels).observe(time.monotonic() - started)
+            self._publish()
+
+    async def _whole(
+        self, request: InferenceRequest, replica: _Replica, prompt_tokens: int, pieces: list[str], finish: str
+    ) -> AsyncIterator[bytes]:
+        text = "".join([p async for p in self._run(replica, prompt_tokens, pieces)])
+        self._metrics.success.labels(finished_reason=finish, **self._labels).inc()
+        usage = _usage(prompt_tokens, len(pieces))
+        ident, created = _ids(request)
+        if request.endpoint is Endpoint.CHAT:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+            body = {"id": ident, "object": "chat.completion", "created": created, "model": self.model}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+            body = {"id": ident, "object": "text_completion", "created": created, "model": self.model}
+        body.update(choices=[choice], usage=usage)
+        yield orjson.dumps(body)
+
+    async def _stream(
+        self, request: InferenceRequest, replica: _Replica, prompt_tokens: int, pieces: list[str], finish: str
+    ) -> AsyncIterator[bytes]:
+        ident, created = _ids(request)
+        chat = request.endpoint is Endpoint.CHAT
+        head = {
+            "id": ident,
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": created,
+            "model": self.model,
+        }
+
+        def event(choice: dict[str, Any], **extra: Any) -> bytes:
+            return b"data: " + orjson.dumps({**head, "choices": [choice] if choice else [], **extra}) + b"\n\n"
+
+        first = True
+        async for piece in self._run(replica, prompt_tokens, pieces):
+            if chat:
+                delta: dict[str, Any] = {"content": piece}
+                if first:
+                    delta = {"role": "assistant", "content": piece}
+                yield event({"index": 0, "delta": delta, "logprobs": None, "finish_reason": None})
+            else:
+                yield event({"index": 0, "text": piece, "logprobs": None, "finish_reason": None})
+            first = False
+        self._metrics.success.labels(finished_reason=finish, **self._labels).inc()
+        if chat:
+            yield event({"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish})
+        else:
+            yield event({"index": 0, "text": "", "logprobs": None, "finish_reason": finish})
+        options = request.body.get("stream_options") or {}
+        if options.get("include_usage"):
+            yield event({}, usage=_usage(prompt_tokens, len(pieces)))
+        yield b"data: [DONE]\n\n"
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _ids(request: InferenceRequest) -> tuple[str, int]:
+    prefix = "chatcmpl-" if request.endpoint is Endpoint.CHAT else "cmpl-"
+    return prefix + uuid.uuid4().hex[:24], int(time.time())
