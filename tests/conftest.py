@@ -1,0 +1,145 @@
+"""Shared fixtures: free ports, a tiny GGUF made on the spot, and whole fleets started as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from edgeplane.site import write_tiny_llama_gguf
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL_FLEET = Path(__file__).resolve().parent / "data" / "small-fleet.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_llama_gguf(tmp_path_factory.mktemp("models") / "tiny-llama.gguf")
+
+
+@dataclass
+class RunningFleet:
+    """`edgeplane up` running as a real process tree."""
+
+    process: subprocess.Popen[str]
+    gateway_url: str
+    control_url: str
+    log_path: Path
+    fleet_path: Path | None
+    backend: str
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "EDGEPLANE_CONTROL_URL": self.control_url}
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "edgeplane", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=check,
+        )
+
+
+def start_fleet(argv: list[str], tmp: Path, *, fleet_path: Path | None, backend: str) -> RunningFleet:
+    port, control_port = free_port(), free_port()
+    log_path = tmp / "up.log"
+    process = subprocess.Popen(
+        [*argv, "--port", str(port), "--control-port", str(control_port), "--data-dir", str(tmp / "data")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    running = RunningFleet(
+        process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{control_port}", log_path, fleet_path, backend
+    )
+    up = threading.Event()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        with log_path.open("w") as log:
+            for line in process.stdout:
+                running.output.append(line)
+                log.write(line)
+                log.flush()
+                if "edgeplane is up" in line:
+                    up.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + 180
+    while not up.wait(0.2):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_fleet(running)
+            raise RuntimeError("edgeplane up did not come up:\n" + "".join(running.output[-60:]))
+    return running
+
+
+def session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == sid:
+                pids.append(int(entry.name))
+        except (ProcessLookupError, PermissionError):
+            continue
+    return pids
+
+
+def stop_fleet(running: RunningFleet) -> int | None:
+    """SIGTERM `up` as a user would, and return its exit code; kill whatever it left as a safety net."""
+    process = running.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+    return process.returncode
+
+
+@pytest.fixture(scope="session")
+def emulator_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
+    """The default fleet as a new user starts it: `scripts/run`, emulator backend."""
+    tmp = tmp_path_factory.mktemp("emulator-fleet")
+    running = start_fleet(
+        [str(ROOT / "scripts" / "run"), "--time-scale", "0.05"], tmp, fleet_path=None, backend="emulator"
+    )
+    yield running
+    stop_fleet(running)
+
+
+@pytest.fixture(scope="session")
+def llamacpp_fleet(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: Path) -> Iterator[RunningFleet]:
+    """A small fleet whose every site serves through a real llama.cpp server on a tiny GGUF."""
+    tmp = tmp_path_factory.mktemp("llamacpp-fleet")
+    argv = [sys.executable, "-m", "edgeplane", "up", "--fleet", str(SMALL_FLEET), "--backend", "llamacpp"]
+    running = start_fleet([*argv, "--gguf", str(tiny_gguf)], tmp, fleet_path=SMALL_FLEET, backend="llamacpp")
+    yield running
+    stop_fleet(running)
