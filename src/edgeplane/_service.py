@@ -99,6 +99,12 @@ async def relay_stream(
         event = error_body(f"The stream was cut short: {error}", type="server_error", code="stream_interrupted")
         with contextlib.suppress(ConnectionError):
             await response.write(b"data: " + event + b"\n\n")
+    except ConnectionError:
+        return response  # the client left; closing the source below frees what it held upstream
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
     with contextlib.suppress(ConnectionError):
         await response.write_eof()
     return response

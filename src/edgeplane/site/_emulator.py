@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import math
 import random
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,7 +253,7 @@ class EmulatorBackend(Backend):
             return Answer(200, "text/event-stream", body)
         return Answer(200, "application/json", self._whole(request, replica, prompt_tokens, pieces, finish))
 
-    async def _run(self, replica: _Replica, prompt_tokens: int, pieces: list[str]) -> AsyncIterator[str]:
+    async def _run(self, replica: _Replica, prompt_tokens: int, pieces: list[str]) -> AsyncGenerator[str, None]:
         """Queue, prefill, then decode piece by piece at the speed the current batch allows."""
         started = time.monotonic()
         labels = self._labels
@@ -284,7 +285,8 @@ class EmulatorBackend(Backend):
     async def _whole(
         self, request: InferenceRequest, replica: _Replica, prompt_tokens: int, pieces: list[str], finish: str
     ) -> AsyncIterator[bytes]:
-        text = "".join([p async for p in self._run(replica, prompt_tokens, pieces)])
+        async with contextlib.aclosing(self._run(replica, prompt_tokens, pieces)) as run:
+            text = "".join([p async for p in run])
         self._metrics.success.labels(finished_reason=finish, **self._labels).inc()
         usage = _usage(prompt_tokens, len(pieces))
         ident, created = _ids(request)
@@ -318,15 +320,17 @@ class EmulatorBackend(Backend):
             return b"data: " + orjson.dumps({**head, "choices": [choice] if choice else [], **extra}) + b"\n\n"
 
         first = True
-        async for piece in self._run(replica, prompt_tokens, pieces):
-            if chat:
-                delta: dict[str, Any] = {"content": piece}
-                if first:
-                    delta = {"role": "assistant", "content": piece}
-                yield event({"index": 0, "delta": delta, "logprobs": None, "finish_reason": None})
-            else:
-                yield event({"index": 0, "text": piece, "logprobs": None, "finish_reason": None})
-            first = False
+        # aclosing: a client that leaves closes this generator, and with it the run holding a batch slot.
+        async with contextlib.aclosing(self._run(replica, prompt_tokens, pieces)) as run:
+            async for piece in run:
+                if chat:
+                    delta: dict[str, Any] = {"content": piece}
+                    if first:
+                        delta = {"role": "assistant", "content": piece}
+                    yield event({"index": 0, "delta": delta, "logprobs": None, "finish_reason": None})
+                else:
+                    yield event({"index": 0, "text": piece, "logprobs": None, "finish_reason": None})
+                first = False
         self._metrics.success.labels(finished_reason=finish, **self._labels).inc()
         if chat:
             yield event({"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish})

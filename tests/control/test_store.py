@@ -1,0 +1,45 @@
+"""One suite every store passes (SQLite on disk and in memory now; PostgreSQL later)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgeplane.control import AuditRecord, Drain, SQLiteStore, Store
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    made = SQLiteStore(tmp_path / "state" / "edgeplane.db" if request.param == "sqlite-file" else ":memory:")
+    yield made
+    made.close()
+
+
+def test_drains_are_added_once_and_removed(store: Store) -> None:
+    assert store.drains() == []
+    assert store.add_drain(Drain("metro", "nyc", 10.0, "alice", "maintenance"))
+    assert not store.add_drain(Drain("metro", "nyc", 11.0, "bob"))
+    assert store.add_drain(Drain("pop", "ams1", 12.0, "bob"))
+    assert [(d.kind, d.code, d.by) for d in store.drains()] == [("metro", "nyc", "alice"), ("pop", "ams1", "bob")]
+    assert store.remove_drain("metro", "nyc")
+    assert not store.remove_drain("metro", "nyc")
+    assert [d.code for d in store.drains()] == ["ams1"]
+
+
+def test_audit_log_is_newest_first(store: Store) -> None:
+    store.audit(AuditRecord(1.0, "alice", "drain", "metro nyc", "ok", {"n": 1}))
+    store.audit(AuditRecord(2.0, "bob", "undrain", "metro nyc", "ok", {}))
+    log = store.audit_log()
+    assert [r.who for r in log] == ["bob", "alice"] and log[1].detail == {"n": 1}
+
+
+def test_sqlite_state_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "edgeplane.db"
+    first = SQLiteStore(path)
+    first.add_drain(Drain("metro", "lon", 5.0, "carol"))
+    first.close()
+    again = SQLiteStore(path)
+    assert [d.code for d in again.drains()] == ["lon"]
+    again.close()

@@ -1,0 +1,160 @@
+"""The gateway in process against a real control plane and real site agents on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from openai import AsyncOpenAI
+from prometheus_client import CollectorRegistry
+
+from edgeplane._service import serve
+from edgeplane.control import ControlPlane, FleetState, SQLiteStore
+from edgeplane.fleet import Fleet, load_fleet
+from edgeplane.gateway import ClientLocator, Gateway, SnapshotWatcher
+from edgeplane.site import SiteAgent, SiteOptions, build_backends
+from tests.conftest import SMALL_FLEET, free_port
+
+NYC_CLIENT = "198.18.0.20"
+
+
+def test_client_address_comes_from_a_trusted_proxy_only() -> None:
+    locator = ClientLocator()
+    assert locator.locate("127.0.0.1", "198.18.0.1, 10.0.0.1") == "198.18.0.1"
+    assert locator.locate("::1", "2001:db8:100::5") == "2001:db8:100::5"
+    assert locator.locate("192.0.2.7", "198.18.0.1") == "192.0.2.7"
+    assert locator.locate("127.0.0.1", "not-an-ip") == "127.0.0.1"
+    assert ClientLocator(["192.0.2.0/24"]).locate("192.0.2.7", "198.18.0.1") == "198.18.0.1"
+
+
+@dataclass
+class Edge:
+    fleet: Fleet
+    control_url: str
+    gateway_url: str
+    stops: dict[str, asyncio.Event] = field(default_factory=dict)
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    async def stop(self, name: str) -> None:
+        self.stops[name].set()
+        await self.tasks[name]
+
+
+async def _start(edge: Edge, name: str, run: object) -> str:
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    edge.stops[name] = stop
+    edge.tasks[name] = asyncio.create_task(run(ready.set_result, stop))  # type: ignore[operator]
+    return await asyncio.wait_for(ready, 30)
+
+
+@pytest.fixture
+async def edge(tmp_path: object) -> AsyncIterator[Edge]:
+    fleet = load_fleet(SMALL_FLEET)
+    edge = Edge(fleet, "", "")
+    plane = ControlPlane(FleetState(fleet, SQLiteStore(":memory:"), agent_timeout_seconds=30))
+    port = free_port()
+    edge.control_url = await _start(
+        edge, "control", lambda ready, stop: plane.run("127.0.0.1", port, on_ready=ready, stop=stop)
+    )
+    for pop in ("iad1", "ams1"):
+        registry = CollectorRegistry()
+        backends = build_backends(fleet, pop, SiteOptions(time_scale=0.01), registry)
+        agent = SiteAgent(pop, backends, kind="emulator", registry=registry, control_url=edge.control_url)
+        await _start(edge, pop, lambda ready, stop, agent=agent: agent.run("127.0.0.1", 0, on_ready=ready, stop=stop))
+    # nyc1's agent has just died: the control plane still believes its last report.
+    async with aiohttp.ClientSession() as session:
+        dead = f"http://127.0.0.1:{free_port()}"
+        report = {"url": dead, "pid": 1, "backend": "emulator", "models": {"tiny-llama": {}}, "load": 0.0}
+        async with session.post(f"{edge.control_url}/api/agents/nyc1/report", json=report) as response:
+            assert response.status == 200
+    watcher = SnapshotWatcher(edge.control_url)
+    gateway = Gateway(watcher)
+
+    async def run_gateway(ready: object, stop: asyncio.Event) -> None:
+        try:
+            await serve(
+                gateway.app(), "127.0.0.1", 0, on_ready=ready, background=lambda url: [watcher.watch_forever], stop=stop
+            )  # type: ignore[arg-type]
+        finally:
+            await watcher.close()
+
+    edge.gateway_url = await _start(edge, "gateway", run_gateway)
+    for _ in range(100):
+        state = watcher.state
+        if state and {p for p, v in state.snapshot.sites.items() if v.url} >= {"nyc1", "iad1", "ams1"}:
+            break
+        await asyncio.sleep(0.05)
+    try:
+        yield edge
+    finally:
+        for name in reversed(list(edge.tasks)):
+            if not edge.tasks[name].done():
+                await edge.stop(name)
+
+
+async def test_a_dead_site_is_tried_then_the_next_scope_serves(edge: Edge) -> None:
+    api = AsyncOpenAI(
+        base_url=edge.gateway_url + "/v1", api_key="x", max_retries=0, default_headers={"X-Forwarded-For": NYC_CLIENT}
+    )
+    async with api:
+        raw = await api.chat.completions.with_raw_response.create(
+            model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+        )
+        assert raw.headers["x-edgeplane-attempts"] == "2"
+        assert (raw.headers["x-edgeplane-metro"], raw.headers["x-edgeplane-scope"]) == ("iad", "region")
+        assert raw.parse().choices[0].finish_reason in ("stop", "length")
+    async with aiohttp.ClientSession() as session, session.get(edge.gateway_url + "/metrics") as response:
+        text = await response.text()
+    assert 'edgeplane_gateway_attempts_total{outcome="connect_error",site="nyc1"} 1.0' in text
+
+
+async def test_gateway_keeps_serving_on_its_last_snapshot_without_the_control_plane(edge: Edge) -> None:
+    await edge.stop("control")
+    api = AsyncOpenAI(
+        base_url=edge.gateway_url + "/v1",
+        api_key="x",
+        max_retries=0,
+        default_headers={"X-Forwarded-For": "198.18.48.1"},
+    )
+    async with api:
+        for _ in range(3):
+            raw = await api.chat.completions.with_raw_response.create(
+                model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+            )
+            assert raw.headers["x-edgeplane-metro"] == "ams"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            async with session.get(edge.gateway_url + "/healthz") as response:
+                health = await response.json()
+            if not health["control_plane_reachable"]:
+                break
+            await asyncio.sleep(0.1)
+    assert health["status"] == "ok" and health["control_plane_reachable"] is False
+    assert health["snapshot_age_seconds"] > 0
+
+
+async def test_no_snapshot_yet_is_a_clear_503() -> None:
+    watcher = SnapshotWatcher(f"http://127.0.0.1:{free_port()}")
+    gateway = Gateway(watcher)
+    stop = asyncio.Event()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(gateway.app(), "127.0.0.1", 0, on_ready=ready.set_result, stop=stop))
+    url = await ready
+    try:
+        async with aiohttp.ClientSession() as session:
+            body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+            async with session.post(url + "/v1/chat/completions", json=body) as response:
+                assert response.status == 503
+                assert (await response.json())["error"]["code"] == "no_snapshot"
+            async with session.get(url + "/healthz") as response:
+                assert response.status == 503
+    finally:
+        stop.set()
+        await task
+        with contextlib.suppress(Exception):
+            await watcher.close()

@@ -1,0 +1,49 @@
+"""The CLI as a person reads it: the console is injected, so a test sees exactly what would be printed."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from rich.console import Console
+
+from edgeplane.cli import cli
+from edgeplane.fleet import default_fleet_text
+from tests.conftest import free_port
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=160, color_system=None)
+    result = CliRunner().invoke(cli, list(args), obj={"console": console})
+    return result.exit_code, buffer.getvalue(), result.output
+
+
+def test_fleet_check_accepts_the_default_and_names_problems(tmp_path: Path) -> None:
+    good = tmp_path / "fleet.yaml"
+    good.write_text(default_fleet_text())
+    code, shown, _ = run("fleet", "check", str(good))
+    assert code == 0 and "ok (9 metros, 10 PoPs, 20 units, 3 models)" in shown
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(default_fleet_text().replace("    region: eu-central\n", "    region: eu-centrl\n"))
+    code, shown, _ = run("fleet", "check", str(bad))
+    assert code == 2
+    line = next(i for i, text in enumerate(bad.read_text().splitlines(), 1) if "eu-centrl" in text)
+    assert f"{bad}:{line}: metros[8].region: unknown region 'eu-centrl'" in shown
+
+
+def test_fleet_show_tables_and_json() -> None:
+    code, shown, _ = run("fleet", "show")
+    assert code == 0 and "nyc (New York)" in shown and "llama-3.1-405b-instruct" in shown
+    code, _, output = run("fleet", "show", "--json")
+    data = json.loads(output)
+    assert [m["code"] for m in data["metros"]][:2] == ["nyc", "iad"]
+    assert data["metros"][0]["continent"] == "na"
+
+
+def test_commands_explain_an_unreachable_control_plane() -> None:
+    code, shown, _ = run("--control", f"http://127.0.0.1:{free_port()}", "status")
+    assert code == 1 and "cannot reach the control plane" in shown
