@@ -161,9 +161,10 @@ class Gateway:
 
         client = self.locator.locate(request.remote, request.headers.get("X-Forwarded-For"))
         started = time.perf_counter()
-        decision = state.router.decide(client, parsed.model, state.snapshot.sites)
+        decision = state.router.decide(client, parsed.model, state.snapshot.sites, explain=False)
         self.metrics.decision.observe(time.perf_counter() - started)
         if not decision.candidates:
+            decision = state.router.decide(client, parsed.model, state.snapshot.sites)
             self.metrics.requests.labels(parsed.model, "", "", "503").inc()
             reasons = "; ".join(f"{p.pop}: {p.reason}" for p in decision.passed_over[:6])
             return error_response(

@@ -72,50 +72,54 @@ class Router:
             return self.home_metro, "no client prefix matched; gateway's home metro"
         return str(node.data["metro"]), f"prefix {node.prefix}"
 
-    def decide(self, client: str, model: str, sites: Mapping[str, SiteView]) -> Decision:
+    def decide(self, client: str, model: str, sites: Mapping[str, SiteView], *, explain: bool = True) -> Decision:
+        """Ordered candidates for one request. ``explain=False`` skips the reasons for passed-over sites,
+        which the request path only needs when nothing can serve."""
         metro, located_by = self.locate(client)
-        return self.decide_for_metro(client, metro, located_by, model, sites)
+        return self.decide_for_metro(client, metro, located_by, model, sites, explain=explain)
 
     def decide_for_metro(
-        self, client: str, metro: str, located_by: str, model: str, sites: Mapping[str, SiteView]
+        self,
+        client: str,
+        metro: str,
+        located_by: str,
+        model: str,
+        sites: Mapping[str, SiteView],
+        *,
+        explain: bool = True,
     ) -> Decision:
         candidates: list[Candidate] = []
         passed: list[PassedOver] = []
         for rung in self._ladders[metro]:
             site = sites.get(rung.pop)
-            reason = _unusable(site, model)
-            if reason is not None:
-                passed.append(PassedOver(rung.pop, rung.metro, rung.scope, reason))
+            if site is None or site.state is not SiteState.SERVING or model not in site.models or site.url is None:
+                if explain:
+                    passed.append(PassedOver(rung.pop, rung.metro, rung.scope, _unusable(site, model)))
                 continue
-            assert site is not None
             cost = rung.rtt_ms + site.load * LOAD_PENALTY_MS
             candidates.append(Candidate(rung.pop, rung.metro, rung.scope, rung.rtt_ms, site.load, cost, site.url))
         # Scope first (a metro is its own failure domain), then cost within the scope.
-        candidates.sort(key=lambda c: (c.scope, c.cost_ms, c.pop))
-        if candidates:
-            best = candidates[0].scope
-            passed = [p for p in passed if p.scope <= best]
-            if len(candidates) > 1:
-                passed.extend(
-                    PassedOver(
-                        c.pop,
-                        c.metro,
-                        c.scope,
-                        f"costlier ({c.cost_ms:.1f} ms vs {candidates[0].cost_ms:.1f} ms)",
-                    )
-                    for c in candidates[1:]
-                    if c.scope == best
-                )
+        candidates.sort(key=_order)
+        if explain and candidates:
+            best = candidates[0]
+            passed = [p for p in passed if p.scope <= best.scope]
+            passed.extend(
+                PassedOver(c.pop, c.metro, c.scope, f"costlier ({c.cost_ms:.1f} ms vs {best.cost_ms:.1f} ms)")
+                for c in candidates[1:]
+                if c.scope == best.scope
+            )
         return Decision(client, metro, located_by, model, tuple(candidates), tuple(passed))
 
 
-def _unusable(site: SiteView | None, model: str) -> str | None:
+def _order(candidate: Candidate) -> tuple[Scope, float, str]:
+    return candidate.scope, candidate.cost_ms, candidate.pop
+
+
+def _unusable(site: SiteView | None, model: str) -> str:
     if site is None:
         return "no state reported yet"
     if site.state is not SiteState.SERVING:
         return f"{site.state}" + (f" ({site.reason})" if site.reason else "")
     if model not in site.models:
         return f"does not serve {model}"
-    if site.url is None:
-        return "no address reported"
-    return None
+    return "no address reported"
