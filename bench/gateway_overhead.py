@@ -1,7 +1,7 @@
 """Gateway overhead, side by side in one run: direct to an emulator site, through the edgeplane gateway,
 through the LiteLLM proxy and through nginx, under the same load from wrk.
 
-    python bench/gateway_overhead.py [--duration 5] [--concurrency 1,64,256] [--out bench/out/overhead.json]
+    python bench/gateway_overhead.py [--duration 3] [--rounds 3] [--concurrency 1,64,256] [--time-scale 1]
 
 Prints a markdown table: added latency p50/p99 against direct, and CPU seconds per 1,000 requests of
 each proxy's processes. Needs wrk and nginx (Debian) and LiteLLM in bench/.venv-litellm (scripts/bench
@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -176,6 +177,20 @@ def load(target: Target, concurrency: int, duration: int, script: Path) -> dict[
     return result
 
 
+def combine(cells: list[dict[str, float]]) -> dict[str, float]:
+    """Median latency over rounds; requests and errors summed; CPU per request over all rounds."""
+    out = {
+        "p50_ms": statistics.median(c["p50_ms"] for c in cells),
+        "p99_ms": statistics.median(c["p99_ms"] for c in cells),
+        "requests": sum(c["requests"] for c in cells),
+        "errors": sum(c["errors"] for c in cells),
+    }
+    if all("cpu_s_per_1000" in c for c in cells):
+        cpu = sum(c["cpu_s_per_1000"] * c["requests"] / 1000 for c in cells)
+        out["cpu_s_per_1000"] = cpu / max(1.0, out["requests"]) * 1000
+    return out
+
+
 def nginx_config(directory: Path, port: int, site_port: int) -> Path:
     config = directory / "nginx.conf"
     config.write_text(f"""
@@ -208,7 +223,8 @@ http {{
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=5, help="seconds of load per cell")
+    parser.add_argument("--duration", type=int, default=3, help="seconds of load per path, per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per cell; latency is the median over rounds")
     parser.add_argument("--concurrency", default="1,64,256")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "overhead.json")
     parser.add_argument("--skip-litellm", action="store_true")
@@ -301,11 +317,18 @@ def main() -> None:
             for target in targets:  # warm up every path once
                 load(target, 8, 1, script)
             for concurrency in levels:
-                for target in targets:
-                    key = f"{'stream' if stream else 'plain'}/c{concurrency}"
-                    cell = load(target, concurrency, args.duration, script)
-                    results.setdefault(key, {})[target.name] = cell
-                    print(f"{key:12} {target.name:10} {json.dumps(cell)}", file=sys.stderr, flush=True)
+                key = f"{'stream' if stream else 'plain'}/c{concurrency}"
+                rounds: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
+                for round_ in range(args.rounds):
+                    # Rotate the order each round so no path always runs first or last.
+                    shift = round_ % len(targets)
+                    for target in targets[shift:] + targets[:shift]:
+                        cell = load(target, concurrency, args.duration, script)
+                        rounds[target.name].append(cell)
+                        print(
+                            f"{key:12} round {round_} {target.name:10} {json.dumps(cell)}", file=sys.stderr, flush=True
+                        )
+                results[key] = {name: combine(cells) for name, cells in rounds.items()}
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
