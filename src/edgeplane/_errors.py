@@ -29,3 +29,7 @@ class TimeoutError_(BackendError):
 
 class ControlPlaneError(EdgeplaneError):
     """The control plane refused a request or could not be reached."""
+
+
+class StreamCut(BackendError):
+    """An injected fault: the connection is to be dropped mid-answer, as a crashing server would."""

@@ -37,9 +37,20 @@ class Reply:
     _response: aiohttp.ClientResponse
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        with map_exceptions():
-            async for chunk in self._response.content.iter_any():
-                yield chunk
+        content = self._response.content
+        try:
+            with map_exceptions():
+                async for chunk in content.iter_any():
+                    yield chunk
+        except BackendError:
+            # aiohttp raises as soon as the connection breaks, even with bytes still unread; those bytes
+            # are what the site said before it broke, so they are passed on before the error.
+            buffered = getattr(content, "_buffer", None)
+            if buffered:
+                leftover = b"".join(buffered)
+                buffered.clear()
+                yield leftover
+            raise
 
     async def read(self) -> bytes:
         with map_exceptions():

@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from edgeplane._api import error_body
-from edgeplane._errors import BackendError
+from edgeplane._errors import BackendError, StreamCut
 
 log = logging.getLogger("edgeplane")
 
@@ -29,6 +29,36 @@ def bound_url(runner: web.AppRunner, host: str) -> str:
     raise RuntimeError("the service is not bound to a TCP address")
 
 
+class Listener:
+    """The listening socket of a service, which a fault can close and open again on the same port."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+        self._runner, self.host, self.port = runner, host, port
+        self._site: web.TCPSite | None = None
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.host}:{self.port} {'listening' if self.listening else 'closed'}>"
+
+    @property
+    def listening(self) -> bool:
+        return self._site is not None
+
+    async def open(self) -> str:
+        if self._site is None:
+            site = web.TCPSite(self._runner, self.host, self.port, backlog=1024, reuse_address=True)
+            await site.start()
+            self._site = site
+            url = bound_url(self._runner, self.host)
+            self.port = int(url.rsplit(":", 1)[1])
+        return f"http://{self.host if ':' not in self.host else f'[{self.host}]'}:{self.port}"
+
+    async def close(self) -> None:
+        """Stop accepting connections; those already open finish."""
+        site, self._site = self._site, None
+        if site is not None:
+            await site.stop()
+
+
 async def serve(
     app: web.Application,
     host: str,
@@ -37,6 +67,7 @@ async def serve(
     on_ready: Callable[[str], Awaitable[None] | None] | None = None,
     background: Callable[[str], list[Background]] | None = None,
     stop: asyncio.Event | None = None,
+    on_listener: Callable[[Listener], None] | None = None,
 ) -> None:
     """Serve until ``stop`` is set or SIGINT/SIGTERM arrives; background tasks live and die with it."""
     stop = stop or asyncio.Event()
@@ -47,9 +78,10 @@ async def serve(
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-        await site.start()
-        url = bound_url(runner, host)
+        listener = Listener(runner, host, port)
+        url = await listener.open()
+        if on_listener is not None:
+            on_listener(listener)
         if on_ready is not None:
             result = on_ready(url)
             if result is not None:
@@ -61,6 +93,14 @@ async def serve(
                 task.cancel()
     finally:
         await runner.cleanup()
+
+
+def abort(request: web.Request) -> None:
+    """Drop the client's connection with no further byte, as a crashing server would. What was written
+    is flushed first (a FIN, not a reset), so the client knows exactly how far the answer got."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
 
 
 def json_response(data: object, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -94,6 +134,9 @@ async def relay_stream(
     try:
         async for chunk in chunks:
             await response.write(chunk)
+    except StreamCut:
+        abort(request)
+        return response
     except BackendError as error:
         log.warning("stream broken upstream: %s", error)
         event = error_body(f"The stream was cut short: {error}", type="server_error", code="stream_interrupted")

@@ -38,12 +38,25 @@ def get_json(url: str, timeout_seconds: float = 2.0) -> Any:
         return json.loads(response.read())
 
 
+# A site agent that dies is restarted after 0.5 s, then 1, 2, 4... up to 30 s; a run of a minute
+# without dying resets the back-off.
+RESTART_FIRST_SECONDS = 0.5
+RESTART_MAX_SECONDS = 30.0
+RESTART_RESET_SECONDS = 60.0
+
+
 @dataclass
 class Child:
     name: str
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
     essential: bool = False
+    started_at: float = 0.0
+    restarts: int = 0
+    restart_at: float | None = None
+
+    def backoff_seconds(self) -> float:
+        return min(RESTART_MAX_SECONDS, RESTART_FIRST_SECONDS * 2.0 ** max(0, self.restarts - 1))
 
 
 @dataclass
@@ -61,6 +74,7 @@ class UpOptions:
     log_level: str = "warning"
     admin_token: str | None = None
     ready_timeout_seconds: float = 120.0
+    gateway_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -102,7 +116,9 @@ class Supervisor:
         if self.options.admin_token:
             env["EDGEPLANE_ADMIN_TOKEN"] = self.options.admin_token
         child.process = subprocess.Popen(child.argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        self.children.append(child)
+        child.started_at = time.monotonic()
+        if child not in self.children:
+            self.children.append(child)
 
     def start(self) -> None:
         o = self.options
@@ -152,7 +168,7 @@ class Supervisor:
         self._spawn(
             Child(
                 "gateway",
-                [*self._base(), "gateway", "run", "--host", o.host, "--port", str(o.port), *home],
+                [*self._base(), "gateway", "run", "--host", o.host, "--port", str(o.port), *home, *o.gateway_args],
                 essential=True,
             )
         )
@@ -185,19 +201,30 @@ class Supervisor:
                 time.sleep(0.1)
 
     def _check_children(self) -> None:
-        sites = [c for c in self.children if not c.essential]
-        if sites and not self._stopping and all(c.process and c.process.poll() is not None for c in sites):
-            raise EdgeplaneError("every site agent exited; see the messages above")
+        """Fail if the control plane or the gateway died; restart dead site agents with back-off."""
+        now = time.monotonic()
         for child in self.children:
-            if child.process is None or child.process.returncode is not None:
+            if child.process is None or self._stopping:
+                continue
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.restart_at = None
+                    self.console.print(f"restarting {child.name} (restart {child.restarts})")
+                    self._spawn(child)
                 continue
             code = child.process.poll()
             if code is None:
+                if child.restarts and now - child.started_at > RESTART_RESET_SECONDS:
+                    child.restarts = 0
                 continue
-            if child.essential and not self._stopping:
+            if child.essential:
                 raise EdgeplaneError(f"{child.name} exited with status {code}")
-            if not self._stopping:
-                self.console.print(f"[yellow]{child.name} (pid {child.process.pid}) exited with status {code}[/]")
+            child.restarts += 1
+            child.restart_at = now + child.backoff_seconds()
+            self.console.print(
+                f"[yellow]{child.name} (pid {child.process.pid}) exited with status {code}; "
+                f"restarting in {child.backoff_seconds():.1f} s[/]"
+            )
 
     def wait(self) -> None:
         """Block until interrupted (SIGINT, or SIGTERM turned into the same by `stop_on_sigterm`)."""

@@ -119,6 +119,8 @@ def cli(ctx: click.Context, control_url: str, log_level: str) -> None:
     help="Token for admin actions (required beyond loopback).",
 )
 @click.option("--ready-timeout", default=120.0, show_default=True, help="Seconds to wait for the fleet to serve.")
+@click.option("--first-token-timeout", type=float, help="Gateway: seconds to wait for a stream's first event (10).")
+@click.option("--read-timeout", type=float, help="Gateway: seconds to wait for a whole non-streamed answer (300).")
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -134,6 +136,8 @@ def up(
     home_metro: str | None,
     admin_token: str | None,
     ready_timeout: float,
+    first_token_timeout: float | None,
+    read_timeout: float | None,
 ) -> None:
     """Start the control plane, the gateway and one site agent per PoP; Ctrl-C stops them all."""
     from edgeplane._up import Supervisor, UpOptions, stop_on_sigterm
@@ -164,6 +168,10 @@ def up(
         log_level=ctx.find_root().params.get("log_level", "warning"),
         admin_token=admin_token,
         ready_timeout_seconds=ready_timeout,
+        gateway_args=[
+            *(["--first-token-timeout", str(first_token_timeout)] if first_token_timeout else []),
+            *(["--read-timeout", str(read_timeout)] if read_timeout else []),
+        ],
     )
     supervisor = Supervisor(fleet, options, console)
     stop_on_sigterm()
@@ -237,20 +245,39 @@ def gateway() -> None:
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--home-metro", help="Metro of clients whose address matches no metro prefix.")
 @click.option("--trusted-proxy", multiple=True, help="Network whose X-Forwarded-For is believed (default: loopback).")
+@click.option(
+    "--max-attempts", default=3, show_default=True, type=click.IntRange(1, 10), help="Sites tried per request."
+)
+@click.option(
+    "--first-token-timeout", default=10.0, show_default=True, help="Seconds to wait for a stream's first event."
+)
+@click.option(
+    "--read-timeout", default=300.0, show_default=True, help="Seconds to wait for a whole non-streamed answer."
+)
+@click.option("--request-budget", default=30.0, show_default=True, help="Seconds for all tries before the first byte.")
 @click.pass_context
 def gateway_run(
-    ctx: click.Context, host: str, port: int, home_metro: str | None, trusted_proxy: tuple[str, ...]
+    ctx: click.Context,
+    host: str,
+    port: int,
+    home_metro: str | None,
+    trusted_proxy: tuple[str, ...],
+    max_attempts: int,
+    first_token_timeout: float,
+    read_timeout: float,
+    request_budget: float,
 ) -> None:
     """Serve the OpenAI API, routing on the control plane's snapshots."""
     from edgeplane._service import serve
-    from edgeplane.gateway import DEFAULT_TRUSTED_PROXIES, ClientLocator, Gateway, SnapshotWatcher
+    from edgeplane.gateway import DEFAULT_TRUSTED_PROXIES, ClientLocator, Gateway, GatewayOptions, SnapshotWatcher
 
     watcher = SnapshotWatcher(ctx.obj["control_url"], home_metro=home_metro)
     try:
         locator = ClientLocator(trusted_proxy or DEFAULT_TRUSTED_PROXIES)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--trusted-proxy") from None
-    app = Gateway(watcher, locator=locator)
+    options = GatewayOptions(max_attempts, first_token_timeout, read_timeout, request_budget)
+    app = Gateway(watcher, locator=locator, options=options)
 
     async def main() -> None:
         try:
@@ -489,6 +516,71 @@ def _drain_command(name: str, drain: bool) -> click.Command:
 
 cli.add_command(_drain_command("drain", True))
 cli.add_command(_drain_command("undrain", False))
+
+
+@cli.group()
+def fault() -> None:
+    """Inject named faults into sites (emulator behaviours for tests and drills)."""
+
+
+@fault.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def fault_list(ctx: click.Context, as_json: bool) -> None:
+    """The catalogue of faults, and which sites show one now."""
+    data = _api(ctx, "GET", "/api/faults")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title="faults")
+    table.add_column("fault")
+    table.add_column("what it does")
+    for entry in data["catalogue"]:
+        table.add_row(entry["fault"], entry["what"])
+    console = _console(ctx)
+    console.print(table)
+    for pop, active in sorted(data["active"].items()):
+        console.print(f"{pop}: {active['fault']} is active", highlight=False)
+
+
+@fault.command("set")
+@click.argument("pop")
+@click.argument("name", metavar="FAULT")
+@click.option("--tokens", type=int, help="cut-stream: tokens before the cut (default 3).")
+@click.option("--factor", type=float, help="slow: how many times slower (default 5).")
+@click.option(
+    "--seconds", type=float, help="How long it lasts (refuse-connections: default 10; others: until cleared)."
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def fault_set(
+    ctx: click.Context,
+    pop: str,
+    name: str,
+    tokens: int | None,
+    factor: float | None,
+    seconds: float | None,
+    as_json: bool,
+) -> None:
+    """Make the site agent of POP show FAULT (see `edgeplane fault list`)."""
+    payload: dict[str, Any] = {"pop": pop, "fault": name}
+    for key, value in (("tokens", tokens), ("factor", factor), ("seconds", seconds)):
+        if value is not None:
+            payload[key] = value
+    data = _api(ctx, "POST", "/api/faults", payload)
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    _console(ctx).print(f"{pop}: {data['active']['fault']} injected", highlight=False)
+
+
+@fault.command("clear")
+@click.argument("pop")
+@click.pass_context
+def fault_clear(ctx: click.Context, pop: str) -> None:
+    """Clear the fault of POP's site agent."""
+    _api(ctx, "DELETE", f"/api/faults/{pop}")
+    _console(ctx).print(f"{pop}: fault cleared", highlight=False)
 
 
 @cli.command()

@@ -12,8 +12,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from edgeplane._errors import BackendError
+from edgeplane._http import HttpClient
 from edgeplane._service import error_response, json_response, serve
 from edgeplane.control._state import FleetState, UnknownTarget
+from edgeplane.control._store import AuditRecord
+from edgeplane.faults import CATALOGUE
 from edgeplane.routing import Router
 
 log = logging.getLogger("edgeplane.control")
@@ -37,6 +41,7 @@ class ControlPlane:
         self.router = Router(state.fleet)
         self.admin_token = admin_token
         self._changed = asyncio.Event()
+        self._client = HttpClient(connect_timeout_seconds=1.0)
 
     def __repr__(self) -> str:
         return f"<ControlPlane {self.state!r}>"
@@ -54,6 +59,9 @@ class ControlPlane:
         app.router.add_delete("/api/drains/{kind}/{code}", self._undrain)
         app.router.add_get("/api/audit", self._audit)
         app.router.add_post("/api/agents/{pop}/report", self._report)
+        app.router.add_get("/api/faults", self._faults)
+        app.router.add_post("/api/faults", self._set_fault)
+        app.router.add_delete("/api/faults/{pop}", self._clear_fault)
         return app
 
     # -- publishing ---------------------------------------------------------------------------
@@ -192,6 +200,50 @@ class ControlPlane:
         self._publish()
         return json_response({"snapshot_version": self.state.snapshot.version})
 
+    async def _faults(self, request: web.Request) -> web.Response:
+        active = {code: report.fault for code, report in self.state.reports.items() if report.fault}
+        catalogue = [{"fault": kind.value, "what": what} for kind, what in CATALOGUE.items()]
+        return json_response({"catalogue": catalogue, "active": active})
+
+    async def _relay_fault(self, request: web.Request, pop: str, method: str, payload: Any) -> web.Response:
+        """Pass a fault on to the PoP's site agent, and audit it whatever the outcome."""
+        report = self.state.reports.get(pop)
+        if pop not in self.state.fleet.pop_by_code:
+            return error_response(404, f"unknown PoP {pop!r}", type="invalid_request_error", code="not_found")
+        action = "fault" if method == "POST" else "clear fault"
+        fault = payload.get("fault") if isinstance(payload, dict) else None
+        if report is None or report.url is None:
+            status, data = 409, {"error": {"message": f"the site agent of {pop} has not reported an address"}}
+        else:
+            try:
+                status, data = await self._client.request_json(method, f"{report.url}/api/faults", payload)
+            except BackendError as error:
+                status, data = 502, {"error": {"message": f"cannot reach the site agent of {pop}: {error}"}}
+        outcome = "ok" if status == 200 else f"failed ({status})"
+        self.state.store.audit(
+            AuditRecord(self.state.wall_clock(), self._who(request), action, f"pop {pop}", outcome, {"fault": fault})
+        )
+        if status != 200:
+            message = (data or {}).get("error", {}).get("message", "refused") if isinstance(data, dict) else "refused"
+            return error_response(status, str(message), type="invalid_request_error", code="fault_refused")
+        log.warning("%s at %s: %s", action, pop, fault or "")
+        return json_response(data)
+
+    async def _set_fault(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        try:
+            body = orjson.loads(await request.read())
+            pop = str(body.pop("pop"))
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return error_response(400, 'Expected {"pop": CODE, "fault": NAME, ...}.', type="invalid_request_error")
+        return await self._relay_fault(request, pop, "POST", body)
+
+    async def _clear_fault(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        return await self._relay_fault(request, request.match_info["pop"], "DELETE", None)
+
     async def _index(self, request: web.Request) -> web.Response:
         status = self.state.status()
         rows = "".join(
@@ -224,4 +276,5 @@ class ControlPlane:
                 stop=stop,
             )
         finally:
+            await self._client.close()
             self.state.store.close()

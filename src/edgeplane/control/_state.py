@@ -35,6 +35,7 @@ class AgentReport:
     models: Mapping[str, Mapping[str, Any]]
     load: float
     received_at: float  # monotonic seconds
+    fault: Mapping[str, Any] | None = None  # an injected fault the agent shows
 
     @classmethod
     def from_json(cls, pop: str, data: Mapping[str, Any], received_at: float) -> AgentReport:
@@ -51,6 +52,7 @@ class AgentReport:
             models=models,
             load=float(data.get("load", 0.0)),
             received_at=received_at,
+            fault=data.get("fault") if isinstance(data.get("fault"), dict) else None,
         )
 
 
@@ -182,6 +184,7 @@ class FleetState:
                     "load": view.load,
                     "models": {name: dict(m) for name, m in (report.models.items() if report else [])},
                     "last_report_age_seconds": round(now - report.received_at, 3) if report else None,
+                    "fault": dict(report.fault) if report and report.fault else None,
                 }
             )
         metros = []

@@ -1,6 +1,6 @@
 """The OpenAI-compatible gateway: routes each request nearest-first and relays the answer."""
 
-from edgeplane.gateway._app import DEFAULT_TRUSTED_PROXIES, ClientLocator, Gateway
+from edgeplane.gateway._app import DEFAULT_TRUSTED_PROXIES, ClientLocator, Gateway, GatewayOptions
 from edgeplane.gateway._snapshots import RoutingState, SnapshotWatcher
 
-__all__ = ["DEFAULT_TRUSTED_PROXIES", "ClientLocator", "Gateway", "RoutingState", "SnapshotWatcher"]
+__all__ = ["DEFAULT_TRUSTED_PROXIES", "ClientLocator", "Gateway", "GatewayOptions", "RoutingState", "SnapshotWatcher"]

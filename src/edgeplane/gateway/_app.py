@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,18 +22,28 @@ from prometheus_client import (
     generate_latest,
 )
 
-from edgeplane._api import MAX_BODY_BYTES, ApiError, Endpoint, model_not_found, parse_request
+from edgeplane._api import (
+    MAX_BODY_BYTES,
+    ApiError,
+    Endpoint,
+    InferenceRequest,
+    error_body,
+    model_not_found,
+    parse_request,
+)
 from edgeplane._errors import BackendError
 from edgeplane._http import HttpClient, Reply
-from edgeplane._service import error_response, json_response, relay_stream
+from edgeplane._service import error_response, json_response
 from edgeplane.gateway._snapshots import SnapshotWatcher
+from edgeplane.gateway._sse import DONE, EventReader, StreamProgress, event_data, is_error_event, resume_body
 from edgeplane.routing import Candidate
 
 log = logging.getLogger("edgeplane.gateway")
 
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
-# Site answers that say "not here, not now": safe to try the next candidate when nothing was sent yet.
-_RETRYABLE_STATUS = frozenset({502, 503})
+# Site answers that say "not here, not now": safe to try the next candidate while nothing was sent yet.
+# Inference has no side effects, so a 5xx or a 429 from one site is retried on the next.
+_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 class ClientLocator:
@@ -85,20 +98,39 @@ class _Metrics:
         )
 
 
+@dataclass(slots=True)
+class _Ready:
+    """A site's answer, held back until it is known to be good: the whole body, or the first stream event."""
+
+    candidate: Candidate
+    reply: Reply
+    body: bytes | None = None
+    events: EventReader | None = None
+    first: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayOptions:
+    max_attempts: int = 3
+    first_token_timeout_seconds: float = 10.0  # a stream's first event; then the next candidate is tried
+    read_timeout_seconds: float = 300.0  # a whole non-streamed answer, or a silence inside a stream
+    request_budget_seconds: float = 30.0  # all tries before the first byte reaches the client
+
+
 class Gateway:
     def __init__(
         self,
         watcher: SnapshotWatcher,
         *,
         locator: ClientLocator | None = None,
-        max_attempts: int = 3,
+        options: GatewayOptions | None = None,
         client: HttpClient | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.watcher = watcher
         self.locator = locator or ClientLocator()
-        self.max_attempts = max_attempts
-        self.client = client or HttpClient()
+        self.options = options or GatewayOptions()
+        self.client = client or HttpClient(read_timeout_seconds=self.options.read_timeout_seconds)
         self.registry = registry or CollectorRegistry()
         self.metrics = _Metrics(self.registry)
 
@@ -175,13 +207,17 @@ class Gateway:
                 headers={**base_headers, "x-edgeplane-attempts": "0"},
             )
 
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.request_budget_seconds
+        candidates = list(decision.candidates)
         attempts = 0
-        last_error = ""
-        for candidate in decision.candidates[: self.max_attempts]:
+        failures: list[str] = []
+        while candidates and attempts < self.options.max_attempts and loop.time() < deadline:
+            candidate = candidates.pop(0)
             attempts += 1
-            reply = await self._try(candidate, endpoint, raw)
-            if isinstance(reply, str):
-                last_error = reply
+            outcome = await self._attempt(candidate, endpoint, raw, parsed.stream, deadline - loop.time())
+            if isinstance(outcome, str):
+                failures.append(outcome)
                 continue
             headers = {
                 **base_headers,
@@ -190,51 +226,142 @@ class Gateway:
                 "x-edgeplane-scope": str(candidate.scope),
                 "x-edgeplane-attempts": str(attempts),
             }
-            try:
-                if parsed.stream and reply.status == 200:
-                    self.metrics.requests.labels(parsed.model, candidate.metro, str(candidate.scope), "200").inc()
-                    return await relay_stream(request, reply.status, reply.content_type, reply.chunks(), headers)
-                try:
-                    body = await reply.read()
-                except BackendError as error:
-                    # Nothing reached the client yet, so another site may answer instead.
-                    self.metrics.attempts.labels(candidate.pop, "read_error").inc()
-                    last_error = f"{candidate.pop}: {error}"
-                    continue
-                self.metrics.requests.labels(
-                    parsed.model, candidate.metro, str(candidate.scope), str(reply.status)
-                ).inc()
+            self.metrics.requests.labels(
+                parsed.model, candidate.metro, str(candidate.scope), str(outcome.reply.status)
+            ).inc()
+            if outcome.events is None:
+                outcome.reply.release()
+                content_type = outcome.reply.content_type.split(";")[0] or "application/json"
                 return web.Response(
-                    body=body,
-                    status=reply.status,
-                    content_type=reply.content_type.split(";")[0] or "application/json",
-                    headers=headers,
+                    body=outcome.body, status=outcome.reply.status, content_type=content_type, headers=headers
                 )
-            finally:
-                reply.release()
+            return await self._relay(request, parsed, endpoint, outcome, candidates, attempts, headers)
         self.metrics.requests.labels(parsed.model, "", "", "503").inc()
+        why = "; ".join(failures[-3:]) or "the request budget ran out"
         return error_response(
             503,
-            f"Every site tried for `{parsed.model}` failed (last: {last_error}).",
+            f"Every site tried for `{parsed.model}` failed ({why}).",
             type="server_error",
             code="no_site_available",
             headers={**base_headers, "x-edgeplane-attempts": str(attempts)},
         )
 
-    async def _try(self, candidate: Candidate, endpoint: Endpoint, raw: bytes) -> Reply | str:
-        """Send to one site; a string says why the next candidate should be tried instead."""
+    async def _attempt(
+        self, candidate: Candidate, endpoint: Endpoint, raw: bytes, stream: bool, budget_seconds: float
+    ) -> _Ready | str:
+        """Try one site and hold its answer back until it is known to be good; a string says why not."""
         assert candidate.url is not None
+        site = candidate.pop
         try:
-            reply = await self.client.post(candidate.url + endpoint.value, raw)
-        except BackendError as error:
-            self.metrics.attempts.labels(candidate.pop, "connect_error").inc()
-            return f"{candidate.pop}: {error}"
+            reply = await asyncio.wait_for(self.client.post(candidate.url + endpoint.value, raw), budget_seconds)
+        except (BackendError, TimeoutError) as error:
+            return self._failed(site, "connect_error", f"{site}: {error or 'no answer in time'}")
         if reply.status in _RETRYABLE_STATUS:
             reply.close()
-            self.metrics.attempts.labels(candidate.pop, f"status_{reply.status}").inc()
-            return f"{candidate.pop}: answered {reply.status}"
-        self.metrics.attempts.labels(candidate.pop, "ok").inc()
-        return reply
+            return self._failed(site, f"status_{reply.status}", f"{site}: answered {reply.status}")
+        if not (stream and reply.status == 200 and reply.content_type.startswith("text/event-stream")):
+            try:
+                body = await reply.read()
+            except BackendError as error:
+                reply.close()
+                return self._failed(site, "read_error", f"{site}: {error}")
+            if reply.status == 200 and _is_error_body(body):
+                return self._failed(site, "error_body", f"{site}: answered 200 with an error body")
+            self.metrics.attempts.labels(site, "ok").inc()
+            return _Ready(candidate, reply, body=body)
+        events = EventReader(reply.chunks())
+        timeout = min(self.options.first_token_timeout_seconds, max(0.0, budget_seconds))
+        try:
+            first = await asyncio.wait_for(events.next(), timeout)
+        except TimeoutError:
+            reply.close()
+            await events.aclose()
+            return self._failed(site, "first_token_timeout", f"{site}: no first token in {timeout:.1f} s")
+        except BackendError as error:
+            reply.close()
+            await events.aclose()
+            return self._failed(site, "read_error", f"{site}: {error}")
+        if first is None or is_error_event(event_data(first)):
+            reply.close()
+            await events.aclose()
+            what = "an empty stream" if first is None else "an error event"
+            return self._failed(site, "error_body", f"{site}: answered 200 with {what}")
+        self.metrics.attempts.labels(site, "ok").inc()
+        return _Ready(candidate, reply, events=events, first=first)
+
+    def _failed(self, site: str, outcome: str, reason: str) -> str:
+        self.metrics.attempts.labels(site, outcome).inc()
+        return reason
+
+    async def _relay(
+        self,
+        request: web.Request,
+        parsed: InferenceRequest,
+        endpoint: Endpoint,
+        ready: _Ready,
+        candidates: list[Candidate],
+        attempts: int,
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        """Relay a stream event by event. If it breaks before the model finished, resume it on the next
+        candidate (the prompt plus what was sent); if that cannot be done, end with an error event."""
+        response = web.StreamResponse(status=200, headers=headers)
+        response.content_type = "text/event-stream"
+        response.headers["Cache-Control"] = "no-cache"
+        await response.prepare(request)
+        progress = StreamProgress()
+        resumable = endpoint is Endpoint.CHAT or isinstance(parsed.body.get("prompt"), str)
+        current: _Ready | None = ready
+        try:
+            while current is not None:
+                assert current.events is not None and current.first is not None
+                event: bytes | None = current.first
+                broke = ""
+                try:
+                    while event is not None:
+                        progress.observe(event)
+                        await response.write(event)
+                        if progress.done:
+                            break
+                        event = await current.events.next()
+                except BackendError as error:
+                    broke = str(error)
+                finally:
+                    current.reply.release()
+                    await current.events.aclose()
+                if progress.done:
+                    break
+                if progress.finished:
+                    # The model finished; only the closing marker was lost.
+                    await response.write(DONE)
+                    break
+                site = current.candidate.pop
+                self.metrics.attempts.labels(site, "stream_broken").inc()
+                log.warning("stream from %s broke after %d tokens: %s", site, progress.tokens, broke or "ended early")
+                current = None
+                while resumable and candidates and attempts < self.options.max_attempts:
+                    candidate = candidates.pop(0)
+                    attempts += 1
+                    again = orjson.dumps(resume_body(parsed.body, progress, chat=endpoint is Endpoint.CHAT))
+                    outcome = await self._attempt(
+                        candidate, endpoint, again, True, self.options.first_token_timeout_seconds
+                    )
+                    if isinstance(outcome, str):
+                        continue
+                    note = f": edgeplane resumed at {candidate.pop} after {progress.tokens} tokens from {site}\n\n"
+                    await response.write(note.encode())
+                    self.metrics.attempts.labels(candidate.pop, "resumed").inc()
+                    current = outcome
+                    break
+                if current is None:
+                    message = f"The stream was cut short after {progress.tokens} tokens and could not be resumed."
+                    event_body = error_body(message, type="server_error", code="stream_interrupted")
+                    await response.write(b"data: " + event_body + b"\n\n")
+                    break
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client left; the finally blocks above released the site's answer
+        return response
 
     async def _models(self, request: web.Request) -> web.Response:
         state = self.watcher.state
@@ -259,3 +386,13 @@ class Gateway:
             self.metrics.snapshot_version.set(state.snapshot.version)
             self.metrics.snapshot_age.set(self.watcher.age_seconds() or 0.0)
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _is_error_body(body: bytes) -> bool:
+    """A 200 whose body is an error instead of a completion."""
+    if not body.startswith(b"{") or b'"error"' not in body:
+        return False
+    try:
+        return is_error_event(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        return False

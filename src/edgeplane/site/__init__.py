@@ -1,5 +1,6 @@
 """Site agents and the model backends they serve through: emulator, llama.cpp, upstream URL."""
 
+from edgeplane.faults import CATALOGUE, Fault, FaultError, FaultKind
 from edgeplane.site._agent import BACKEND_KINDS, SiteAgent, SiteOptions, build_backends
 from edgeplane.site._backend import Answer, Backend, Load
 from edgeplane.site._emulator import EmulatorBackend, EmulatorTiming, estimate_tokens
@@ -9,10 +10,14 @@ from edgeplane.site._upstream import UpstreamBackend, parse_load
 
 __all__ = [
     "BACKEND_KINDS",
+    "CATALOGUE",
     "Answer",
     "Backend",
     "EmulatorBackend",
     "EmulatorTiming",
+    "Fault",
+    "FaultError",
+    "FaultKind",
     "LlamaCppBackend",
     "Load",
     "SiteAgent",

@@ -14,10 +14,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from edgeplane._api import MAX_BODY_BYTES, ApiError, Endpoint, model_not_found, parse_request
-from edgeplane._errors import BackendError, ConfigError
+from edgeplane._api import MAX_BODY_BYTES, ApiError, Endpoint, error_body, model_not_found, parse_request
+from edgeplane._errors import BackendError, ConfigError, StreamCut
 from edgeplane._http import HttpClient
-from edgeplane._service import error_response, json_response, relay_stream, serve
+from edgeplane._service import Listener, abort, error_response, json_response, relay_stream, serve
+from edgeplane.faults import CATALOGUE, Fault, FaultError, FaultKind
 from edgeplane.fleet import Fleet
 from edgeplane.site._backend import Backend
 from edgeplane.site._emulator import EmulatorBackend
@@ -84,6 +85,9 @@ class SiteAgent:
         self.control_url = control_url.rstrip("/") if control_url else None
         self.report_interval_seconds = report_interval_seconds
         self.url: str | None = None
+        self.fault: Fault | None = None
+        self._fault_until: float | None = None  # monotonic
+        self._listener: Listener | None = None
         self._client = HttpClient(connect_timeout_seconds=1.0)
         self._requests = Counter(
             "edgeplane_site_requests",
@@ -103,10 +107,94 @@ class SiteAgent:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/api/state", self._state_handler)
+        app.router.add_get("/api/faults", self._faults)
+        app.router.add_post("/api/faults", self._set_fault_handler)
+        app.router.add_delete("/api/faults", self._clear_fault_handler)
         return app
+
+    # -- faults -------------------------------------------------------------------------------
+    def set_fault(self, fault: Fault) -> None:
+        emulated = [b for b in self.backends.values() if isinstance(b, EmulatorBackend)]
+        if fault.kind in (FaultKind.STALL, FaultKind.CUT, FaultKind.SLOW) and len(emulated) != len(self.backends):
+            raise FaultError(f"{fault.kind} needs the emulator backend; this site runs {self.kind}")
+        self.clear_fault()
+        self.fault = fault
+        self._fault_until = time.monotonic() + fault.seconds if fault.seconds else None
+        for backend in emulated:
+            backend.fault = fault
+        log.warning("site %s: fault %s injected", self.pop, fault.kind)
+        if fault.kind is FaultKind.CRASH:
+            # Answer the request that asked for it first, then die as a crash would: no cleanup.
+            asyncio.get_running_loop().call_later(0.05, os._exit, 70)
+
+    def clear_fault(self) -> None:
+        if self.fault is not None:
+            log.warning("site %s: fault %s cleared", self.pop, self.fault.kind)
+        self.fault, self._fault_until = None, None
+        for backend in self.backends.values():
+            if isinstance(backend, EmulatorBackend):
+                backend.fault = None
+
+    async def faults_forever(self) -> None:
+        """Ends faults whose time is up, and keeps the listening socket as the fault says."""
+        while True:
+            if self._fault_until is not None and time.monotonic() >= self._fault_until:
+                self.clear_fault()
+            if self._listener is not None:
+                refusing = self.fault is not None and self.fault.kind is FaultKind.REFUSE
+                if refusing and self._listener.listening:
+                    await self._listener.close()
+                elif not refusing and not self._listener.listening:
+                    await self._listener.open()
+            await asyncio.sleep(0.02)
+
+    async def _faults(self, request: web.Request) -> web.Response:
+        catalogue = [{"fault": k.value, "what": what} for k, what in CATALOGUE.items()]
+        return json_response({"active": self.fault.to_json() if self.fault else None, "catalogue": catalogue})
+
+    async def _set_fault_handler(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            if not isinstance(data, dict):
+                raise FaultError("expected a JSON object")
+            fault = Fault.from_json(data)
+            self.set_fault(fault)
+        except (ValueError, FaultError) as error:
+            return error_response(400, str(error), type="invalid_request_error", code="bad_fault")
+        return json_response({"pop": self.pop, "active": fault.to_json()})
+
+    async def _clear_fault_handler(self, request: web.Request) -> web.Response:
+        self.clear_fault()
+        return json_response({"pop": self.pop, "active": None})
+
+    def _fault_answer(self, stream: bool) -> web.Response | None:
+        """The answer an injected fault gives instead of the model's, if any."""
+        fault = self.fault
+        if fault is None:
+            return None
+        if fault.kind is FaultKind.HTTP_429:
+            return error_response(
+                429,
+                "Too many requests (injected fault).",
+                type="rate_limit_error",
+                code="rate_limited",
+                headers={"Retry-After": "1"},
+            )
+        if fault.kind is FaultKind.HTTP_503:
+            return error_response(503, "Service unavailable (injected fault).", type="server_error", code="unavailable")
+        if fault.kind is FaultKind.ERROR_200:
+            body = error_body("Internal error (injected fault).", type="server_error", code="internal_error")
+            if stream:
+                return web.Response(body=b"data: " + body + b"\n\n", content_type="text/event-stream")
+            return web.Response(body=body, content_type="application/json")
+        return None
 
     def _inference(self, endpoint: Endpoint) -> Any:
         async def handle(request: web.Request) -> web.StreamResponse:
+            if self.fault is not None and self.fault.kind is FaultKind.REFUSE:
+                # The listener is closed; a client still holding a kept-alive connection is dropped too.
+                abort(request)
+                return web.Response()
             try:
                 raw = await request.read()
             except web.HTTPRequestEntityTooLarge:
@@ -118,6 +206,10 @@ class SiteAgent:
                     raise model_not_found(parsed.model)
             except ApiError as error:
                 return web.Response(body=error.body(), status=error.status, content_type="application/json")
+            faulty = self._fault_answer(parsed.stream)
+            if faulty is not None:
+                self._requests.labels(parsed.model, str(faulty.status)).inc()
+                return faulty
             try:
                 answer = await backend.generate(parsed, raw)
             except BackendError as error:
@@ -131,6 +223,9 @@ class SiteAgent:
                     return await relay_stream(request, answer.status, answer.content_type, answer.chunks)
                 try:
                     body = b"".join([chunk async for chunk in answer.chunks])
+                except StreamCut:
+                    abort(request)
+                    return web.Response()
                 except BackendError as error:
                     return error_response(
                         502, f"Model server broke off: {error}", type="server_error", code="backend_error"
@@ -174,6 +269,7 @@ class SiteAgent:
             "backend": self.kind,
             "models": models,
             "load": utilisation,
+            "fault": self.fault.to_json() if self.fault else None,
         }
 
     async def report_forever(self) -> None:
@@ -206,9 +302,12 @@ class SiteAgent:
                 return on_ready(url) if on_ready else None
 
             def background(url: str) -> list[Any]:
-                return [self.report_forever] if self.control_url else []
+                return [self.faults_forever, *([self.report_forever] if self.control_url else [])]
 
-            await serve(self.app(), host, port, on_ready=ready, background=background, stop=stop)
+            def keep(listener: Listener) -> None:
+                self._listener = listener
+
+            await serve(self.app(), host, port, on_ready=ready, background=background, stop=stop, on_listener=keep)
         finally:
             for backend in reversed(started):
                 await backend.stop()

@@ -19,7 +19,9 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from edgeplane._api import Endpoint, InferenceRequest, prompt_text
+from edgeplane._errors import StreamCut
 from edgeplane.catalog import ModelSpec
+from edgeplane.faults import Fault, FaultKind
 from edgeplane.site._backend import Answer, Backend, Load
 
 _WORDS = (
@@ -204,6 +206,9 @@ class EmulatorBackend(Backend):
         self._replicas = [_Replica(self.timing) for _ in range(replicas)]
         self._metrics = _metrics_of(registry or CollectorRegistry())
         self._labels = {"model_name": spec.name}
+        self._fault: Fault | None = None
+        self._flowing = asyncio.Event()  # clear while a stall fault holds answers
+        self._flowing.set()
         self._publish()
 
     def __repr__(self) -> str:
@@ -228,8 +233,23 @@ class EmulatorBackend(Backend):
         self._metrics.kv.labels(**labels).set(self._kv_usage())
 
     async def _sleep(self, seconds: float) -> None:
+        fault = self.fault
+        factor = fault.factor if fault is not None and fault.kind is FaultKind.SLOW else 1.0
         if self.time_scale > 0 and seconds > 0:
-            await asyncio.sleep(seconds * self.time_scale)
+            await asyncio.sleep(seconds * self.time_scale * factor)
+
+    @property
+    def fault(self) -> Fault | None:
+        """The fault the site agent injected, read at every step of every answer."""
+        return self._fault
+
+    @fault.setter
+    def fault(self, fault: Fault | None) -> None:
+        self._fault = fault
+        if fault is not None and fault.kind is FaultKind.STALL:
+            self._flowing.clear()
+        else:
+            self._flowing.set()
 
     def _plan(self, request: InferenceRequest) -> tuple[int, list[str], str]:
         """Prompt tokens, output pieces and finish reason: a pure function of the seed and the request."""
@@ -263,12 +283,17 @@ class EmulatorBackend(Backend):
         produced = 0
         try:
             await self._sleep(self.timing.prefill_seconds(prompt_tokens, replica.running))
+            await self._flowing.wait()
             self._metrics.prompt_tokens.labels(**labels).inc(prompt_tokens)
             self._metrics.ttft.labels(**labels).observe(time.monotonic() - started)
             last = time.monotonic()
             for i, piece in enumerate(pieces):
                 if i:
                     await self._sleep(self.timing.inter_token_seconds(replica.running))
+                fault = self.fault
+                if fault is not None and fault.kind is FaultKind.CUT and i >= fault.tokens:
+                    raise StreamCut(f"fault: stream cut after {i} tokens")  # when the next token was due
+                if i:
                     now = time.monotonic()
                     self._metrics.itl.labels(**labels).observe(now - last)
                     last = now
