@@ -286,7 +286,7 @@ def gateway_run(
                 host,
                 port,
                 on_ready=lambda url: print(f"gateway at {url}", flush=True),
-                background=lambda url: [watcher.watch_forever],
+                background=lambda url: [watcher.watch_forever, app.probe_forever],
             )
         finally:
             await watcher.close()

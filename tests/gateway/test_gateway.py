@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from edgeplane._service import serve
 from edgeplane.control import ControlPlane, FleetState, SQLiteStore
 from edgeplane.fleet import Fleet, load_fleet
-from edgeplane.gateway import ClientLocator, Gateway, SnapshotWatcher
+from edgeplane.gateway import ClientLocator, Gateway, GatewayOptions, SnapshotWatcher
 from edgeplane.site import SiteAgent, SiteOptions, build_backends
 from tests.conftest import SMALL_FLEET, free_port
 
@@ -53,10 +53,15 @@ async def _start(edge: Edge, name: str, run: object) -> str:
 
 
 @pytest.fixture
-async def edge(tmp_path: object) -> AsyncIterator[Edge]:
+async def edge(request: pytest.FixtureRequest) -> AsyncIterator[Edge]:
+    """Probes (control plane and gateway) are off unless the test asks for them with indirect=True."""
+    probes = bool(getattr(request, "param", False))
     fleet = load_fleet(SMALL_FLEET)
     edge = Edge(fleet, "", "")
-    plane = ControlPlane(FleetState(fleet, SQLiteStore(":memory:"), agent_timeout_seconds=30))
+    plane = ControlPlane(
+        FleetState(fleet, SQLiteStore(":memory:"), agent_timeout_seconds=30),
+        probe_interval_seconds=0.2 if probes else None,
+    )
     port = free_port()
     edge.control_url = await _start(
         edge, "control", lambda ready, stop: plane.run("127.0.0.1", port, on_ready=ready, stop=stop)
@@ -73,13 +78,12 @@ async def edge(tmp_path: object) -> AsyncIterator[Edge]:
         async with session.post(f"{edge.control_url}/api/agents/nyc1/report", json=report) as response:
             assert response.status == 200
     watcher = SnapshotWatcher(edge.control_url)
-    gateway = Gateway(watcher)
+    gateway = Gateway(watcher, options=GatewayOptions(probe_interval_seconds=0.2))
+    jobs = [watcher.watch_forever, *([gateway.probe_forever] if probes else [])]
 
     async def run_gateway(ready: object, stop: asyncio.Event) -> None:
         try:
-            await serve(
-                gateway.app(), "127.0.0.1", 0, on_ready=ready, background=lambda url: [watcher.watch_forever], stop=stop
-            )  # type: ignore[arg-type]
+            await serve(gateway.app(), "127.0.0.1", 0, on_ready=ready, background=lambda url: jobs, stop=stop)  # type: ignore[arg-type]
         finally:
             await watcher.close()
 
@@ -158,3 +162,28 @@ async def test_no_snapshot_yet_is_a_clear_503() -> None:
         await task
         with contextlib.suppress(Exception):
             await watcher.close()
+
+
+@pytest.mark.parametrize("edge", [True], indirect=True)
+async def test_probes_find_a_dead_site_and_both_metrics_show_it(edge: Edge) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            async with session.get(edge.gateway_url + "/healthz") as response:
+                health = await response.json()
+            if health["sites"].get("nyc1") == "down":
+                break
+            await asyncio.sleep(0.05)
+        assert health["sites"]["nyc1"] == "down"
+        async with session.get(edge.gateway_url + "/metrics") as response:
+            text = await response.text()
+        assert 'edgeplane_gateway_site_health{site="nyc1",state="down"} 1.0' in text
+        for _ in range(100):
+            async with session.get(edge.control_url + "/metrics") as response:
+                text = await response.text()
+            if 'edgeplane_control_site_state{pop="nyc1",state="down"} 1' in text:
+                break
+            await asyncio.sleep(0.05)
+        assert 'edgeplane_control_site_state{pop="nyc1",state="down"} 1' in text
+        async with session.get(edge.control_url + "/api/status") as response:
+            pops = {p["code"]: p for p in (await response.json())["pops"]}
+        assert pops["nyc1"]["state"] == "down" and "probe" in pops["nyc1"]["reason"]

@@ -14,11 +14,12 @@ from aiohttp import web
 
 from edgeplane._errors import BackendError
 from edgeplane._http import HttpClient
+from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane._service import error_response, json_response, serve
 from edgeplane.control._state import FleetState, UnknownTarget
 from edgeplane.control._store import AuditRecord
 from edgeplane.faults import CATALOGUE
-from edgeplane.routing import Router
+from edgeplane.routing import Router, SiteState
 
 log = logging.getLogger("edgeplane.control")
 
@@ -36,8 +37,15 @@ def is_loopback(host: str) -> bool:
 
 
 class ControlPlane:
-    def __init__(self, state: FleetState, *, admin_token: str | None = None) -> None:
+    def __init__(
+        self,
+        state: FleetState,
+        *,
+        admin_token: str | None = None,
+        probe_interval_seconds: float | None = PROBE_INTERVAL_SECONDS,
+    ) -> None:
         self.state = state
+        self.probe_interval_seconds = probe_interval_seconds  # None: no active probes
         self.router = Router(state.fleet)
         self.admin_token = admin_token
         self._changed = asyncio.Event()
@@ -50,6 +58,7 @@ class ControlPlane:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_get("/", self._index)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/fleet", self._fleet)
         app.router.add_get("/api/snapshot", self._snapshot)
         app.router.add_get("/api/status", self._status)
@@ -69,6 +78,13 @@ class ControlPlane:
         if self.state.refresh():
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
+
+    async def probe_forever(self) -> None:
+        """Active probes of every site, with the same health logic the gateways run."""
+        while self.probe_interval_seconds is not None:
+            await probe_sites(self.state.health, self._client, self.state.snapshot.sites)
+            self._publish()
+            await asyncio.sleep(self.probe_interval_seconds)
 
     async def tick_forever(self) -> None:
         """Notices agents that stopped reporting, and publishes load changes."""
@@ -95,6 +111,22 @@ class ControlPlane:
     # -- handlers -----------------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok", "snapshot_version": self.state.snapshot.version})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        lines = [
+            "# HELP edgeplane_control_site_state 1 for each PoP's state: serving, degraded, drained or down.",
+            "# TYPE edgeplane_control_site_state gauge",
+        ]
+        for pop, view in self.state.snapshot.sites.items():
+            for state in SiteState:
+                value = 1 if view.state is state else 0
+                lines.append(f'edgeplane_control_site_state{{pop="{pop}",state="{state.value}"}} {value}')
+        lines += [
+            "# HELP edgeplane_control_snapshot_version Version of the snapshot published to gateways.",
+            "# TYPE edgeplane_control_snapshot_version gauge",
+            f"edgeplane_control_snapshot_version {self.state.snapshot.version}",
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def _fleet(self, request: web.Request) -> web.Response:
         return json_response({"digest": self.state.digest, "fleet": self.state.fleet.model_dump(mode="json")})
@@ -272,7 +304,7 @@ class ControlPlane:
                 host,
                 port,
                 on_ready=on_ready,
-                background=lambda url: [self.tick_forever],
+                background=lambda url: [self.tick_forever, self.probe_forever],
                 stop=stop,
             )
         finally:

@@ -12,6 +12,7 @@ import orjson
 
 from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, Store
 from edgeplane.fleet import Fleet
+from edgeplane.health import HealthBook
 from edgeplane.routing import SiteState, SiteView, Snapshot
 
 Clock = Callable[[], float]
@@ -71,8 +72,10 @@ class FleetState:
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
         agent_timeout_seconds: float = 2.0,
+        health: HealthBook | None = None,
     ) -> None:
         self.fleet = fleet
+        self.health = health or HealthBook()  # from the control plane's own probes
         self.store = store
         self.clock = clock
         self.wall_clock = wall_clock
@@ -143,7 +146,7 @@ class FleetState:
             else:
                 state, reason = SiteState.SERVING, ""
             views[pop.code] = SiteView(pop.code, state, loaded, url, round(load, 4), reason)
-        return views
+        return self.health.overlay(views)
 
     def refresh(self) -> bool:
         """Rebuild the snapshot; True if a new version was published."""
@@ -194,6 +197,8 @@ class FleetState:
                 state = "drained"
             elif "serving" in states:
                 state = "serving"
+            elif "degraded" in states:
+                state = "degraded"
             elif states and all(s == "drained" for s in states):
                 state = "drained"
             else:

@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -31,12 +31,14 @@ from edgeplane._api import (
     model_not_found,
     parse_request,
 )
-from edgeplane._errors import BackendError
+from edgeplane._errors import BackendError, ConnectError
 from edgeplane._http import HttpClient, Reply
+from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane._service import error_response, json_response
 from edgeplane.gateway._snapshots import SnapshotWatcher
 from edgeplane.gateway._sse import DONE, EventReader, StreamProgress, event_data, is_error_event, resume_body
-from edgeplane.routing import Candidate
+from edgeplane.health import Health, HealthBook, HealthPolicy, Outcome
+from edgeplane.routing import Candidate, SiteView
 
 log = logging.getLogger("edgeplane.gateway")
 
@@ -96,6 +98,12 @@ class _Metrics:
             "Seconds since the control plane confirmed the snapshot.",
             registry=registry,
         )
+        self.site_health = Gauge(
+            "edgeplane_gateway_site_health",
+            "1 for each site's health state as this gateway sees it (serving, degraded, down).",
+            ["site", "state"],
+            registry=registry,
+        )
 
 
 @dataclass(slots=True)
@@ -115,6 +123,8 @@ class GatewayOptions:
     first_token_timeout_seconds: float = 10.0  # a stream's first event; then the next candidate is tried
     read_timeout_seconds: float = 300.0  # a whole non-streamed answer, or a silence inside a stream
     request_budget_seconds: float = 30.0  # all tries before the first byte reaches the client
+    probe_interval_seconds: float = PROBE_INTERVAL_SECONDS
+    health: HealthPolicy = field(default_factory=HealthPolicy)
 
 
 class Gateway:
@@ -133,9 +143,33 @@ class Gateway:
         self.client = client or HttpClient(read_timeout_seconds=self.options.read_timeout_seconds)
         self.registry = registry or CollectorRegistry()
         self.metrics = _Metrics(self.registry)
+        self.health = HealthBook(self.options.health)
+        self._views: tuple[tuple[int, int], dict[str, SiteView]] | None = None
 
     def __repr__(self) -> str:
-        return f"<Gateway {self.watcher!r}>"
+        return f"<Gateway {self.watcher!r} {self.health!r}>"
+
+    def _sites(self, snapshot_version: int, sites: dict[str, SiteView] | Any) -> dict[str, SiteView]:
+        """The snapshot's sites as this gateway's own health verdicts amend them; rebuilt only on change."""
+        key = (snapshot_version, self.health.generation)
+        if self._views is None or self._views[0] != key:
+            self._views = (key, self.health.overlay(sites))
+        return self._views[1]
+
+    def _record(self, site: str, outcome: Outcome, *, ttft_seconds: float | None = None, why: str = "") -> None:
+        before = self.health.state(site)
+        after = self.health.record(site, outcome, time.monotonic(), ttft_seconds=ttft_seconds, why=why)
+        if after is not before:
+            log.warning("site %s is %s here (%s)", site, after, why or outcome.value)
+
+    async def probe_forever(self) -> None:
+        """Active probes, so a site that fails is found before clients meet it, and one that recovers
+        is taken back after its rise count."""
+        while True:
+            state = self.watcher.state
+            if state is not None:
+                await probe_sites(self.health, self.client, state.snapshot.sites)
+            await asyncio.sleep(self.options.probe_interval_seconds)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -193,10 +227,11 @@ class Gateway:
 
         client = self.locator.locate(request.remote, request.headers.get("X-Forwarded-For"))
         started = time.perf_counter()
-        decision = state.router.decide(client, parsed.model, state.snapshot.sites, explain=False)
+        sites = self._sites(state.snapshot.version, state.snapshot.sites)
+        decision = state.router.decide(client, parsed.model, sites, explain=False)
         self.metrics.decision.observe(time.perf_counter() - started)
         if not decision.candidates:
-            decision = state.router.decide(client, parsed.model, state.snapshot.sites)
+            decision = state.router.decide(client, parsed.model, sites)
             self.metrics.requests.labels(parsed.model, "", "", "503").inc()
             reasons = "; ".join(f"{p.pop}: {p.reason}" for p in decision.passed_over[:6])
             return error_response(
@@ -252,8 +287,11 @@ class Gateway:
         """Try one site and hold its answer back until it is known to be good; a string says why not."""
         assert candidate.url is not None
         site = candidate.pop
+        sent = time.monotonic()
         try:
             reply = await asyncio.wait_for(self.client.post(candidate.url + endpoint.value, raw), budget_seconds)
+        except ConnectError as error:
+            return self._failed(site, "connect_error", f"{site}: {error}", Outcome.CONNECT_ERROR)
         except (BackendError, TimeoutError) as error:
             return self._failed(site, "connect_error", f"{site}: {error or 'no answer in time'}")
         if reply.status in _RETRYABLE_STATUS:
@@ -268,6 +306,7 @@ class Gateway:
             if reply.status == 200 and _is_error_body(body):
                 return self._failed(site, "error_body", f"{site}: answered 200 with an error body")
             self.metrics.attempts.labels(site, "ok").inc()
+            self._record(site, Outcome.OK)
             return _Ready(candidate, reply, body=body)
         events = EventReader(reply.chunks())
         timeout = min(self.options.first_token_timeout_seconds, max(0.0, budget_seconds))
@@ -287,10 +326,12 @@ class Gateway:
             what = "an empty stream" if first is None else "an error event"
             return self._failed(site, "error_body", f"{site}: answered 200 with {what}")
         self.metrics.attempts.labels(site, "ok").inc()
+        self._record(site, Outcome.OK, ttft_seconds=time.monotonic() - sent)
         return _Ready(candidate, reply, events=events, first=first)
 
-    def _failed(self, site: str, outcome: str, reason: str) -> str:
-        self.metrics.attempts.labels(site, outcome).inc()
+    def _failed(self, site: str, label: str, reason: str, outcome: Outcome = Outcome.ERROR) -> str:
+        self.metrics.attempts.labels(site, label).inc()
+        self._record(site, outcome, why=reason)
         return reason
 
     async def _relay(
@@ -337,6 +378,7 @@ class Gateway:
                     break
                 site = current.candidate.pop
                 self.metrics.attempts.labels(site, "stream_broken").inc()
+                self._record(site, Outcome.ERROR, why=f"stream broke after {progress.tokens} tokens")
                 log.warning("stream from %s broke after %d tokens: %s", site, progress.tokens, broke or "ended early")
                 current = None
                 while resumable and candidates and attempts < self.options.max_attempts:
@@ -377,6 +419,9 @@ class Gateway:
             "snapshot_version": state.snapshot.version if state else None,
             "snapshot_age_seconds": round(age, 3) if age is not None else None,
             "control_plane_reachable": self.watcher.reachable,
+            "sites": {
+                pop: str(h.state) for pop, h in sorted(self.health.sites.items()) if h.state is not Health.SERVING
+            },
         }
         return json_response(body, status=200 if state else 503)
 
@@ -385,6 +430,10 @@ class Gateway:
         if state is not None:
             self.metrics.snapshot_version.set(state.snapshot.version)
             self.metrics.snapshot_age.set(self.watcher.age_seconds() or 0.0)
+            for pop in state.snapshot.sites:
+                current = self.health.state(pop)
+                for health in Health:
+                    self.metrics.site_health.labels(pop, health.value).set(1.0 if health is current else 0.0)
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -21,6 +21,7 @@ class Scope(enum.IntEnum):
 
 class SiteState(enum.Enum):
     SERVING = "serving"
+    DEGRADED = "degraded"  # serving, but failing or slow lately: used after healthy sites of its scope
     DRAINED = "drained"
     DOWN = "down"
 

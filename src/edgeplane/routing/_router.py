@@ -14,6 +14,9 @@ from edgeplane.routing._model import Candidate, Decision, PassedOver, Scope, Sit
 # A fully loaded site costs as much as this much extra round trip; issue-3 work replaces it with a
 # predicted queue wait.
 LOAD_PENALTY_MS = 20.0
+# A degraded site still serves, after the healthy sites of its scope.
+DEGRADED_PENALTY_MS = 1000.0
+_USABLE = frozenset({SiteState.SERVING, SiteState.DEGRADED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +95,13 @@ class Router:
         passed: list[PassedOver] = []
         for rung in self._ladders[metro]:
             site = sites.get(rung.pop)
-            if site is None or site.state is not SiteState.SERVING or model not in site.models or site.url is None:
+            if site is None or site.state not in _USABLE or model not in site.models or site.url is None:
                 if explain:
                     passed.append(PassedOver(rung.pop, rung.metro, rung.scope, _unusable(site, model)))
                 continue
             cost = rung.rtt_ms + site.load * LOAD_PENALTY_MS
+            if site.state is SiteState.DEGRADED:
+                cost += DEGRADED_PENALTY_MS
             candidates.append(Candidate(rung.pop, rung.metro, rung.scope, rung.rtt_ms, site.load, cost, site.url))
         # Scope first (a metro is its own failure domain), then cost within the scope.
         candidates.sort(key=_order)
@@ -118,7 +123,7 @@ def _order(candidate: Candidate) -> tuple[Scope, float, str]:
 def _unusable(site: SiteView | None, model: str) -> str:
     if site is None:
         return "no state reported yet"
-    if site.state is not SiteState.SERVING:
+    if site.state not in _USABLE:
         return f"{site.state}" + (f" ({site.reason})" if site.reason else "")
     if model not in site.models:
         return f"does not serve {model}"
