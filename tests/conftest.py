@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +96,17 @@ def start_fleet(argv: list[str], tmp: Path, *, fleet_path: Path | None, backend:
             stop_fleet(running)
             raise RuntimeError("edgeplane up did not come up:\n" + "".join(running.output[-60:]))
     return running
+
+
+def wait_gateway_trusts(fleet: RunningFleet, pop: str, timeout_seconds: float = 30) -> None:
+    """Until the gateway's own probes have brought the site back (its rise count, after its ejection)."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(fleet.gateway_url + "/healthz") as response:
+            if pop not in json.loads(response.read())["sites"]:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"the gateway never took {pop} back")
 
 
 def session_pids(sid: int) -> list[int]:

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from edgeplane.faults import FaultKind
-from tests.conftest import SMALL_FLEET, RunningFleet, start_fleet, stop_fleet
+from tests.conftest import SMALL_FLEET, RunningFleet, start_fleet, stop_fleet, wait_gateway_trusts
 from tests.test_end_to_end import chat
 
 pytestmark = pytest.mark.slow
@@ -36,19 +36,6 @@ def faulty(fleet: RunningFleet) -> Iterator[RunningFleet]:
     fleet.cli("fault", "clear", "nyc1", check=False)
     wait_serving(fleet, "nyc1")
     wait_gateway_trusts(fleet, "nyc1")
-
-
-def wait_gateway_trusts(fleet: RunningFleet, pop: str, timeout_seconds: float = 30) -> None:
-    """Until the gateway's own probes have brought the site back (its rise count, after its ejection)."""
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(fleet.gateway_url + "/healthz") as response:
-            if pop not in json.loads(response.read())["sites"]:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"the gateway never took {pop} back")
 
 
 def wait_serving(fleet: RunningFleet, pop: str, timeout_seconds: float = 30) -> None:

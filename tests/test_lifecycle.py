@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMALL_FLEET, session_pids, start_fleet, stop_fleet
+from tests.conftest import SMALL_FLEET, session_pids, start_fleet, stop_fleet, wait_gateway_trusts
 from tests.test_end_to_end import chat
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ def test_killed_site_is_routed_around_restarted_and_sigterm_stops_everything(tmp
         os.kill(pops["nyc1"]["pid"], signal.SIGKILL)
         headers, _, _ = chat(running, "198.18.0.9", "tiny-llama")
         assert (headers["x-edgeplane-metro"], headers["x-edgeplane-scope"]) == ("iad", "region")
-        assert headers["x-edgeplane-attempts"] == "2"
+        assert headers["x-edgeplane-attempts"] in ("1", "2")  # 1 when a probe found it down first
         deadline = time.monotonic() + 30
         while True:
             now = {p["code"]: p for p in json.loads(running.cli("status", "--json").stdout)["pops"]}
@@ -33,6 +33,7 @@ def test_killed_site_is_routed_around_restarted_and_sigterm_stops_everything(tmp
                 break
             assert time.monotonic() < deadline, "up did not restart the killed site agent"
             time.sleep(0.2)
+        wait_gateway_trusts(running, "nyc1")
         headers, _, _ = chat(running, "198.18.0.9", "tiny-llama")
         assert (headers["x-edgeplane-metro"], headers["x-edgeplane-scope"]) == ("nyc", "metro")
     finally:
