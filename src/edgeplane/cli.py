@@ -586,13 +586,16 @@ def fault_clear(ctx: click.Context, pop: str) -> None:
 @cli.command()
 @click.option("--client", required=True, help="Client IP address.")
 @click.option("--model", required=True, help="Model name.")
+@click.option("--prompt-tokens", default=256, show_default=True, type=click.IntRange(1), help="Prompt length.")
+@click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1), help="Output length.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
-def route(ctx: click.Context, client: str, model: str, as_json: bool) -> None:
+def route(ctx: click.Context, client: str, model: str, prompt_tokens: int, max_tokens: int, as_json: bool) -> None:
     """The decision the gateway would take for a client and a model, explained."""
     from urllib.parse import urlencode
 
-    data = _api(ctx, "GET", "/api/route?" + urlencode({"client": client, "model": model}))
+    query = {"client": client, "model": model, "prompt_tokens": prompt_tokens, "max_tokens": max_tokens}
+    data = _api(ctx, "GET", "/api/route?" + urlencode(query))
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -601,17 +604,12 @@ def route(ctx: click.Context, client: str, model: str, as_json: bool) -> None:
         console.print(line, highlight=False, markup=False)
     if data["candidates"]:
         table = Table(title="candidates, in order")
-        for column in ("PoP", "metro", "scope", "rtt ms", "load", "cost ms"):
+        for column in ("PoP", "metro", "scope", "rtt ms", "queue ms", "prefill ms", "TTFT ms", "SLO", "load"):
             table.add_column(column)
         for c in data["candidates"]:
-            table.add_row(
-                c["pop"],
-                c["metro"],
-                c["scope"],
-                f"{c['rtt_ms']:.1f}",
-                f"{c['load']:.0%}",
-                f"{c['cost_ms']:.1f}",
-            )
+            slo = "full" if c["full"] else ("ok" if c["within_slo"] else "breaks")
+            numbers = (c["rtt_ms"], c["queue_ms"], c["prefill_ms"], c["predicted_ttft_ms"])
+            table.add_row(c["pop"], c["metro"], c["scope"], *(f"{n:.1f}" for n in numbers), slo, f"{c['load']:.0%}")
         console.print(table)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from edgeplane.fleet import Fleet, load_default_fleet
@@ -83,16 +85,48 @@ def test_models_not_placed_push_outward_and_explain_why(fleet: Fleet) -> None:
     }
 
 
-def test_within_a_scope_rtt_and_load_order_sites(fleet: Fleet) -> None:
+def test_within_a_scope_the_lowest_predicted_ttft_wins(fleet: Fleet) -> None:
     router = Router(fleet)
     sites = views(fleet)
     decision = router.decide("198.18.0.1", SMALL, sites)
-    assert [c.pop for c in decision.candidates[:2]] == ["nyc1", "nyc2"]
+    first, second = decision.candidates[:2]
+    assert {first.pop, second.pop} == {"nyc1", "nyc2"} and first.cost_ms <= second.cost_ms
+    # nyc2 has H200s, so its prefill is faster; queue up nyc2 past its slots and nyc1 wins.
+    assert first.pop == "nyc2"
     busy = dict(sites)
-    busy["nyc1"] = SiteView("nyc1", SiteState.SERVING, sites["nyc1"].models, sites["nyc1"].url, load=0.9)
+    busy["nyc2"] = replace(sites["nyc2"], busy={SMALL: 4 * 128 + 10})
     decision = router.decide("198.18.0.1", SMALL, busy)
-    assert [c.pop for c in decision.candidates[:2]] == ["nyc2", "nyc1"]
-    assert any(p.pop == "nyc1" and "costlier" in p.reason for p in decision.passed_over)
+    assert [c.pop for c in decision.candidates[:2]] == ["nyc1", "iad1"]
+    assert decision.candidates[-1].pop == "nyc2" and decision.candidates[-1].full
+    assert any(p.pop == "nyc2" and p.reason.startswith("full") for p in decision.passed_over)
+
+
+def test_leaves_the_metro_only_when_the_slo_would_break(fleet: Fleet) -> None:
+    router = Router(fleet)
+    sites = views(fleet)
+    client = "198.18.96.1"  # lon: one PoP, 4 replicas of the 8B model, 128 slots each
+    slots = 4 * 128
+    calm = dict(sites)
+    calm["lon1"] = replace(sites["lon1"], busy={SMALL: slots - 1})  # busy, but a slot is free
+    assert router.decide(client, SMALL, calm).scope is Scope.METRO
+    # Past its slots lon1 is full: even a short predicted wait sends the request one scope out.
+    queued = dict(sites)
+    queued["lon1"] = replace(sites["lon1"], busy={SMALL: slots + 3})
+    decision = router.decide(client, SMALL, queued, output_tokens=16)
+    assert decision.scope is Scope.REGION and decision.chosen is not None and decision.chosen.pop == "ams1"
+    # When every site would break the SLO (a huge prompt), the closest still serves, marked as such.
+    decision = router.decide(client, SMALL, sites, prompt_tokens=2_000_000)
+    assert decision.scope is Scope.METRO and not decision.candidates[0].within_slo
+    explained = "\n".join(router.decide(client, SMALL, queued).explain())
+    assert "lon1" in explained and "full" in explained
+    assert "predicted time to first token" in explained
+
+
+def test_the_gateways_own_in_flight_counts_are_fresher_than_the_snapshot(fleet: Fleet) -> None:
+    router = Router(fleet)
+    sites = views(fleet)
+    decision = router.decide("198.18.96.1", SMALL, sites, local_busy={("lon1", SMALL): 4 * 128 + 1})
+    assert decision.scope is Scope.REGION
 
 
 def test_unreported_sites_are_passed_over(fleet: Fleet) -> None:

@@ -8,7 +8,8 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
 from edgeplane._api import Endpoint, parse_request
-from edgeplane.site import EmulatorBackend, EmulatorTiming, parse_load
+from edgeplane.catalog import ReplicaSpeed
+from edgeplane.site import EmulatorBackend, parse_load
 from tests.site.test_backends import SPEC
 
 
@@ -31,11 +32,15 @@ async def answer(backend: EmulatorBackend, text: str, **kwargs: object) -> bytes
 
 
 def test_speed_model_follows_the_catalog() -> None:
-    timing = EmulatorTiming(throughput_tokens_per_second=2400, max_concurrency=128)
+    timing = ReplicaSpeed(throughput_tokens_per_second=2400, max_concurrency=128)
     assert timing.inter_token_seconds(1) < timing.inter_token_seconds(64) < timing.inter_token_seconds(128)
     # A full batch decodes at the catalog's aggregate throughput.
     assert 128 / timing.inter_token_seconds(128) == 2400
     assert timing.prefill_seconds(100, 1) < timing.prefill_seconds(4000, 1) < timing.prefill_seconds(4000, 100)
+    # No wait while a slot is free; beyond, the queue drains at full-batch completions (2400/240 = 10/s).
+    assert timing.queue_seconds(busy=127, replicas=1) == 0.0
+    assert timing.queue_seconds(busy=137, replicas=1, output_tokens=240) == 1.0
+    assert timing.queue_seconds(busy=137, replicas=2, output_tokens=240) == 0.0
 
 
 async def test_same_seed_same_answer_other_seed_other_answer() -> None:

@@ -16,10 +16,11 @@ from edgeplane._errors import BackendError
 from edgeplane._http import HttpClient
 from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane._service import error_response, json_response, serve
+from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS
 from edgeplane.control._state import FleetState, UnknownTarget
 from edgeplane.control._store import AuditRecord
 from edgeplane.faults import CATALOGUE
-from edgeplane.routing import Router, SiteState
+from edgeplane.routing import DEFAULT_PROMPT_TOKENS, Router, SiteState
 
 log = logging.getLogger("edgeplane.control")
 
@@ -163,7 +164,16 @@ class ControlPlane:
                 type="invalid_request_error",
                 code="model_not_found",
             )
-        decision = self.router.decide(client, model, self.state.snapshot.sites)
+        try:
+            prompt_tokens = int(request.query.get("prompt_tokens", DEFAULT_PROMPT_TOKENS))
+            output_tokens = int(request.query.get("max_tokens", DEFAULT_OUTPUT_TOKENS))
+        except ValueError:
+            return error_response(
+                400, "`prompt_tokens` and `max_tokens` must be integers.", type="invalid_request_error"
+            )
+        decision = self.router.decide(
+            client, model, self.state.snapshot.sites, prompt_tokens=prompt_tokens, output_tokens=output_tokens
+        )
         return json_response({"snapshot_version": self.state.snapshot.version, **decision.to_json()})
 
     async def _drains(self, request: web.Request) -> web.Response:

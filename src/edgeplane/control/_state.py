@@ -57,6 +57,13 @@ class AgentReport:
         )
 
 
+def _busy(model: Mapping[str, Any]) -> int:
+    try:
+        return int(model.get("running", 0)) + int(model.get("waiting", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def fleet_digest(fleet: Fleet) -> str:
     return hashlib.sha256(orjson.dumps(fleet.model_dump(mode="json"))).hexdigest()[:16]
 
@@ -145,7 +152,8 @@ class FleetState:
                 state, reason = SiteState.DOWN, f"no report for {now - report.received_at:.1f} s"
             else:
                 state, reason = SiteState.SERVING, ""
-            views[pop.code] = SiteView(pop.code, state, loaded, url, round(load, 4), reason)
+            busy = {m: _busy(report.models[m]) for m in loaded} if report else {}
+            views[pop.code] = SiteView(pop.code, state, loaded, url, round(load, 4), reason, busy)
         return self.health.overlay(views)
 
     def refresh(self) -> bool:
@@ -158,7 +166,9 @@ class FleetState:
             return (v.state, v.models, v.url)
 
         structural = any(shape(views[c]) != shape(old[c]) for c in views)
-        load_moved = any(abs(views[c].load - old[c].load) >= LOAD_PUBLISH_DELTA for c in views)
+        load_moved = any(
+            abs(views[c].load - old[c].load) >= LOAD_PUBLISH_DELTA or views[c].busy != old[c].busy for c in views
+        )
         if not structural and not (load_moved and now - self._published_at >= LOAD_PUBLISH_INTERVAL_SECONDS):
             return False
         self._published_at = now

@@ -35,6 +35,7 @@ from edgeplane._errors import BackendError, ConnectError
 from edgeplane._http import HttpClient, Reply
 from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane._service import error_response, json_response
+from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS
 from edgeplane.gateway._snapshots import SnapshotWatcher
 from edgeplane.gateway._sse import DONE, EventReader, StreamProgress, event_data, is_error_event, resume_body
 from edgeplane.health import Health, HealthBook, HealthPolicy, Outcome
@@ -144,6 +145,7 @@ class Gateway:
         self.registry = registry or CollectorRegistry()
         self.metrics = _Metrics(self.registry)
         self.health = HealthBook(self.options.health)
+        self._inflight: dict[tuple[str, str], int] = {}  # (PoP, model): this gateway's requests there now
         self._views: tuple[tuple[int, int], dict[str, SiteView]] | None = None
 
     def __repr__(self) -> str:
@@ -228,7 +230,16 @@ class Gateway:
         client = self.locator.locate(request.remote, request.headers.get("X-Forwarded-For"))
         started = time.perf_counter()
         sites = self._sites(state.snapshot.version, state.snapshot.sites)
-        decision = state.router.decide(client, parsed.model, sites, explain=False)
+        max_tokens = parsed.body.get("max_completion_tokens") or parsed.body.get("max_tokens")
+        decision = state.router.decide(
+            client,
+            parsed.model,
+            sites,
+            explain=False,
+            prompt_tokens=max(1, len(raw) // 4),
+            output_tokens=max_tokens if isinstance(max_tokens, int) else DEFAULT_OUTPUT_TOKENS,
+            local_busy=self._inflight,
+        )
         self.metrics.decision.observe(time.perf_counter() - started)
         if not decision.candidates:
             decision = state.router.decide(client, parsed.model, sites)
@@ -250,27 +261,16 @@ class Gateway:
         while candidates and attempts < self.options.max_attempts and loop.time() < deadline:
             candidate = candidates.pop(0)
             attempts += 1
-            outcome = await self._attempt(candidate, endpoint, raw, parsed.stream, deadline - loop.time())
-            if isinstance(outcome, str):
-                failures.append(outcome)
-                continue
-            headers = {
-                **base_headers,
-                "x-edgeplane-metro": candidate.metro,
-                "x-edgeplane-site": candidate.pop,
-                "x-edgeplane-scope": str(candidate.scope),
-                "x-edgeplane-attempts": str(attempts),
-            }
-            self.metrics.requests.labels(
-                parsed.model, candidate.metro, str(candidate.scope), str(outcome.reply.status)
-            ).inc()
-            if outcome.events is None:
-                outcome.reply.release()
-                content_type = outcome.reply.content_type.split(";")[0] or "application/json"
-                return web.Response(
-                    body=outcome.body, status=outcome.reply.status, content_type=content_type, headers=headers
-                )
-            return await self._relay(request, parsed, endpoint, outcome, candidates, attempts, headers)
+            key = (candidate.pop, parsed.model)
+            self._inflight[key] = self._inflight.get(key, 0) + 1
+            try:
+                outcome = await self._attempt(candidate, endpoint, raw, parsed.stream, deadline - loop.time())
+                if isinstance(outcome, str):
+                    failures.append(outcome)
+                    continue
+                return await self._respond(request, parsed, endpoint, outcome, candidates, attempts, base_headers)
+            finally:
+                self._inflight[key] -= 1
         self.metrics.requests.labels(parsed.model, "", "", "503").inc()
         why = "; ".join(failures[-3:]) or "the request budget ran out"
         return error_response(
@@ -280,6 +280,35 @@ class Gateway:
             code="no_site_available",
             headers={**base_headers, "x-edgeplane-attempts": str(attempts)},
         )
+
+    async def _respond(
+        self,
+        request: web.Request,
+        parsed: InferenceRequest,
+        endpoint: Endpoint,
+        outcome: _Ready,
+        candidates: list[Candidate],
+        attempts: int,
+        base_headers: dict[str, str],
+    ) -> web.StreamResponse:
+        candidate = outcome.candidate
+        headers = {
+            **base_headers,
+            "x-edgeplane-metro": candidate.metro,
+            "x-edgeplane-site": candidate.pop,
+            "x-edgeplane-scope": str(candidate.scope),
+            "x-edgeplane-attempts": str(attempts),
+        }
+        self.metrics.requests.labels(
+            parsed.model, candidate.metro, str(candidate.scope), str(outcome.reply.status)
+        ).inc()
+        if outcome.events is None:
+            outcome.reply.release()
+            content_type = outcome.reply.content_type.split(";")[0] or "application/json"
+            return web.Response(
+                body=outcome.body, status=outcome.reply.status, content_type=content_type, headers=headers
+            )
+        return await self._relay(request, parsed, endpoint, outcome, candidates, attempts, headers)
 
     async def _attempt(
         self, candidate: Candidate, endpoint: Endpoint, raw: bytes, stream: bool, budget_seconds: float

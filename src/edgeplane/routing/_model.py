@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Scope(enum.IntEnum):
@@ -37,22 +38,29 @@ class SiteView:
     state: SiteState
     models: frozenset[str]
     url: str | None = None
-    load: float = 0.0  # 0..1, busiest replica's share of its concurrency
+    load: float = 0.0  # 0..1, the busiest model's share of its batch slots
     reason: str = ""
+    busy: Mapping[str, int] = field(default_factory=dict)  # per model: requests running or waiting
 
     def __repr__(self) -> str:
         return f"<SiteView {self.pop} {self.state} load={self.load:.2f} models={len(self.models)}>"
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
+    """A site that could serve, with its predicted time to first token: RTT + queue wait + prefill.
+    A named tuple, since the request path builds one per usable site and tuples are cheapest."""
+
     pop: str
     metro: str
     scope: Scope
     rtt_ms: float
     load: float
-    cost_ms: float
+    cost_ms: float  # the predicted TTFT, plus a penalty if the site is degraded
     url: str | None
+    queue_ms: float = 0.0
+    prefill_ms: float = 0.0
+    within_slo: bool = True
+    full: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,8 +68,13 @@ class Candidate:
             "metro": self.metro,
             "scope": str(self.scope),
             "rtt_ms": round(self.rtt_ms, 3),
+            "queue_ms": round(self.queue_ms, 3),
+            "prefill_ms": round(self.prefill_ms, 3),
+            "predicted_ttft_ms": round(self.rtt_ms + self.queue_ms + self.prefill_ms, 3),
             "load": round(self.load, 4),
             "cost_ms": round(self.cost_ms, 3),
+            "within_slo": self.within_slo,
+            "full": self.full,
         }
 
 
@@ -102,8 +115,9 @@ class Decision:
             lines.append(f"no site can serve {self.model}")
         else:
             lines.append(
-                f"serve {self.model} at {chosen.pop} in {chosen.metro}, scope {chosen.scope}"
-                f" (rtt {chosen.rtt_ms:.1f} ms, load {chosen.load:.0%})"
+                f"serve {self.model} at {chosen.pop} in {chosen.metro}, scope {chosen.scope}: predicted time to"
+                f" first token {chosen.rtt_ms + chosen.queue_ms + chosen.prefill_ms:.1f} ms (rtt {chosen.rtt_ms:.1f},"
+                f" queue {chosen.queue_ms:.1f}, prefill {chosen.prefill_ms:.1f}; load {chosen.load:.0%})"
             )
         for passed in self.passed_over:
             lines.append(f"passed over {passed.pop} ({passed.scope}): {passed.reason}")

@@ -8,15 +8,25 @@ from dataclasses import dataclass
 
 import radix
 
+from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS, ReplicaSpeed
 from edgeplane.fleet import Fleet
 from edgeplane.routing._model import Candidate, Decision, PassedOver, Scope, SiteState, SiteView
 
-# A fully loaded site costs as much as this much extra round trip; issue-3 work replaces it with a
-# predicted queue wait.
-LOAD_PENALTY_MS = 20.0
-# A degraded site still serves, after the healthy sites of its scope.
+# Ties within a scope lean toward the less loaded site by at most this much.
+LOAD_PENALTY_MS = 2.0
+# A degraded site still serves, but only when no healthy site of a scope meets the SLO.
 DEGRADED_PENALTY_MS = 1000.0
 _USABLE = frozenset({SiteState.SERVING, SiteState.DEGRADED})
+DEFAULT_PROMPT_TOKENS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Serving:
+    """How one model runs at one PoP: the speed of a replica, how many there are, their batch slots."""
+
+    speed: ReplicaSpeed
+    replicas: int
+    slots: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +52,26 @@ class Router:
                 node.data["metro"] = metro.code
         # The ladder from each metro is fixed by geography; only states and load change per call.
         self._ladders = {m.code: self._ladder(m.code) for m in fleet.metros}
+        self._serving: dict[tuple[str, str], _Serving] = {}
+        for entry in fleet.placement:
+            gpu = fleet.best_gpu_type(entry.model, entry.pop)
+            spec = fleet.model_by_name[entry.model]
+            if gpu is not None:
+                speed = ReplicaSpeed(spec.replica_throughput(gpu), spec.max_concurrency)
+                slots = spec.max_concurrency * entry.replicas
+                self._serving[(entry.pop, entry.model)] = _Serving(speed, entry.replicas, slots)
+        self._slo_ms = {m.name: m.slo_ttft_ms for m in fleet.models}
+        # Per client metro and model, only the rungs that serve the model, with how they serve it: the
+        # request path walks these; explanations walk the whole ladder.
+        self._placed: dict[tuple[str, str], tuple[tuple[_Rung, _Serving | None], ...]] = {
+            (metro, model.name): tuple(
+                (rung, self._serving.get((rung.pop, model.name)))
+                for rung in ladder
+                if model.name in fleet.models_at(rung.pop)
+            )
+            for metro, ladder in self._ladders.items()
+            for model in fleet.models
+        }
 
     def _scope(self, client_metro: str, metro: str) -> Scope:
         if metro == client_metro:
@@ -75,11 +105,32 @@ class Router:
             return self.home_metro, "no client prefix matched; gateway's home metro"
         return str(node.data["metro"]), f"prefix {node.prefix}"
 
-    def decide(self, client: str, model: str, sites: Mapping[str, SiteView], *, explain: bool = True) -> Decision:
+    def decide(
+        self,
+        client: str,
+        model: str,
+        sites: Mapping[str, SiteView],
+        *,
+        explain: bool = True,
+        prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+        output_tokens: int = DEFAULT_OUTPUT_TOKENS,
+        local_busy: Mapping[tuple[str, str], int] | None = None,
+    ) -> Decision:
         """Ordered candidates for one request. ``explain=False`` skips the reasons for passed-over sites,
-        which the request path only needs when nothing can serve."""
+        which the request path only needs when nothing can serve. ``local_busy`` is the caller's own
+        in-flight count per (PoP, model), fresher than the snapshot's."""
         metro, located_by = self.locate(client)
-        return self.decide_for_metro(client, metro, located_by, model, sites, explain=explain)
+        return self.decide_for_metro(
+            client,
+            metro,
+            located_by,
+            model,
+            sites,
+            explain=explain,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            local_busy=local_busy,
+        )
 
     def decide_for_metro(
         self,
@@ -90,30 +141,87 @@ class Router:
         sites: Mapping[str, SiteView],
         *,
         explain: bool = True,
+        prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+        output_tokens: int = DEFAULT_OUTPUT_TOKENS,
+        local_busy: Mapping[tuple[str, str], int] | None = None,
     ) -> Decision:
-        candidates: list[Candidate] = []
+        """Stay in the closest scope whose best site is predicted to meet the model's TTFT SLO and is
+        not full; within a scope, lowest predicted TTFT first. Sites that would break the SLO, or are
+        full, come last, closest first, for when nothing better is left."""
+        slo_ms = self._slo_ms.get(model, float("inf"))
+        good: list[Candidate] = []
+        poor: list[Candidate] = []
         passed: list[PassedOver] = []
-        for rung in self._ladders[metro]:
+        if explain:
+            rungs = tuple((rung, self._serving.get((rung.pop, model))) for rung in self._ladders[metro])
+        else:
+            rungs = self._placed.get((metro, model), ())
+        serving_state, degraded_state = SiteState.SERVING, SiteState.DEGRADED
+        for rung, serving in rungs:
             site = sites.get(rung.pop)
-            if site is None or site.state not in _USABLE or model not in site.models or site.url is None:
+            if (
+                site is None
+                or (site.state is not serving_state and site.state is not degraded_state)
+                or model not in site.models
+                or site.url is None
+            ):
                 if explain:
                     passed.append(PassedOver(rung.pop, rung.metro, rung.scope, _unusable(site, model)))
                 continue
-            cost = rung.rtt_ms + site.load * LOAD_PENALTY_MS
-            if site.state is SiteState.DEGRADED:
+            busy = site.busy.get(model, 0) if site.busy else 0
+            if local_busy:
+                busy = max(busy, local_busy.get((rung.pop, model), 0))
+            if serving is None:
+                queue_ms, prefill_ms, full = 0.0, 0.0, False
+            else:
+                speed = serving.speed
+                full = busy >= serving.slots
+                queue_ms = 1000.0 * speed.queue_seconds(busy, serving.replicas, output_tokens) if full else 0.0
+                batch = busy + 1 if busy < speed.max_concurrency else speed.max_concurrency
+                prefill_ms = 1000.0 * speed.prefill_seconds(prompt_tokens, batch)
+            ttft = rung.rtt_ms + queue_ms + prefill_ms
+            cost = ttft + site.load * LOAD_PENALTY_MS
+            if site.state is degraded_state:
                 cost += DEGRADED_PENALTY_MS
-            candidates.append(Candidate(rung.pop, rung.metro, rung.scope, rung.rtt_ms, site.load, cost, site.url))
-        # Scope first (a metro is its own failure domain), then cost within the scope.
-        candidates.sort(key=_order)
+            within = cost <= slo_ms
+            candidate = Candidate(
+                rung.pop,
+                rung.metro,
+                rung.scope,
+                rung.rtt_ms,
+                site.load,
+                cost,
+                site.url,
+                queue_ms,
+                prefill_ms,
+                within,
+                full,
+            )
+            (good if within and not full else poor).append(candidate)
+        good.sort(key=_order)
+        poor.sort(key=_order)
+        candidates = good + poor
         if explain and candidates:
             best = candidates[0]
             passed = [p for p in passed if p.scope <= best.scope]
+            for c in poor:
+                if c.scope < best.scope or (c.scope == best.scope and c is not best):
+                    passed.append(PassedOver(c.pop, c.metro, c.scope, _why_poor(c, slo_ms)))
             passed.extend(
-                PassedOver(c.pop, c.metro, c.scope, f"costlier ({c.cost_ms:.1f} ms vs {best.cost_ms:.1f} ms)")
-                for c in candidates[1:]
+                PassedOver(c.pop, c.metro, c.scope, f"slower (predicted {c.cost_ms:.1f} ms vs {best.cost_ms:.1f} ms)")
+                for c in good[1:]
                 if c.scope == best.scope
             )
         return Decision(client, metro, located_by, model, tuple(candidates), tuple(passed))
+
+
+def _why_poor(candidate: Candidate, slo_ms: float) -> str:
+    if candidate.full:
+        return f"full (predicted queue {candidate.queue_ms:.1f} ms)"
+    return (
+        f"predicted time to first token {candidate.cost_ms:.1f} ms breaks the SLO of {slo_ms:g} ms"
+        f" (queue {candidate.queue_ms:.1f} ms, prefill {candidate.prefill_ms:.1f} ms)"
+    )
 
 
 def _order(candidate: Candidate) -> tuple[Scope, float, str]:

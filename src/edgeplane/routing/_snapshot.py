@@ -32,6 +32,7 @@ class Snapshot:
                     "url": site.url,
                     "load": site.load,
                     "reason": site.reason,
+                    "busy": dict(site.busy),
                 }
                 for code, site in self.sites.items()
             },
@@ -47,6 +48,7 @@ class Snapshot:
                 url=raw.get("url"),
                 load=float(raw.get("load", 0.0)),
                 reason=str(raw.get("reason", "")),
+                busy={str(m): int(n) for m, n in (raw.get("busy") or {}).items()},
             )
             for code, raw in data["sites"].items()
         }

@@ -3,7 +3,7 @@
 from edgeplane.faults import CATALOGUE, Fault, FaultError, FaultKind
 from edgeplane.site._agent import BACKEND_KINDS, SiteAgent, SiteOptions, build_backends
 from edgeplane.site._backend import Answer, Backend, Load
-from edgeplane.site._emulator import EmulatorBackend, EmulatorTiming, estimate_tokens
+from edgeplane.site._emulator import EmulatorBackend, estimate_tokens
 from edgeplane.site._llamacpp import LlamaCppBackend
 from edgeplane.site._tiny_gguf import write_tiny_llama_gguf
 from edgeplane.site._upstream import UpstreamBackend, parse_load
@@ -14,7 +14,6 @@ __all__ = [
     "Answer",
     "Backend",
     "EmulatorBackend",
-    "EmulatorTiming",
     "Fault",
     "FaultError",
     "FaultKind",

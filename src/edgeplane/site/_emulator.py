@@ -12,7 +12,6 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from edgeplane._api import Endpoint, InferenceRequest, prompt_text
 from edgeplane._errors import StreamCut
-from edgeplane.catalog import ModelSpec
+from edgeplane.catalog import ModelSpec, ReplicaSpeed
 from edgeplane.faults import Fault, FaultKind
 from edgeplane.site._backend import Answer, Backend, Load
 
@@ -55,11 +54,6 @@ _WORDS = (
     "predictable",
 )
 
-# One stream decodes at most this fast however idle the GPU is.
-_SINGLE_STREAM_TOKENS_PER_SECOND = 150.0
-# Prefill is compute-bound and runs this many times faster than batched decode.
-_PREFILL_SPEEDUP = 8.0
-_BASE_OVERHEAD_SECONDS = 0.005
 _KV_TOKENS_PER_SEQUENCE = 2048
 _TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40)
 _ITL_BUCKETS = (0.001, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
@@ -68,35 +62,6 @@ _ITL_BUCKETS = (0.001, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
 def estimate_tokens(text: str) -> int:
     """About four characters a token, as for English text with common tokenizers."""
     return max(1, math.ceil(len(text) / 4))
-
-
-@dataclass(frozen=True, slots=True)
-class EmulatorTiming:
-    """The speed model of one replica, derived from the catalog's throughput on a GPU type."""
-
-    throughput_tokens_per_second: float  # aggregate decode at full batch
-    max_concurrency: int
-
-    @property
-    def itl_idle_seconds(self) -> float:
-        return 1.0 / min(_SINGLE_STREAM_TOKENS_PER_SECOND, self.throughput_tokens_per_second)
-
-    @property
-    def itl_full_seconds(self) -> float:
-        return max(self.itl_idle_seconds, self.max_concurrency / self.throughput_tokens_per_second)
-
-    def inter_token_seconds(self, batch: int) -> float:
-        """Grows linearly with the batch from one idle stream to a full batch at the catalog throughput."""
-        if self.max_concurrency <= 1:
-            return self.itl_full_seconds
-        fraction = (min(batch, self.max_concurrency) - 1) / (self.max_concurrency - 1)
-        return self.itl_idle_seconds + fraction * (self.itl_full_seconds - self.itl_idle_seconds)
-
-    def prefill_seconds(self, prompt_tokens: int, batch: int) -> float:
-        rate = self.throughput_tokens_per_second * _PREFILL_SPEEDUP
-        # Decoding neighbours share the GPU with this prefill.
-        slowdown = 1.0 + (batch - 1) / max(1, self.max_concurrency)
-        return _BASE_OVERHEAD_SECONDS + prompt_tokens / rate * slowdown
 
 
 class _Metrics:
@@ -144,7 +109,7 @@ def _metrics_of(registry: CollectorRegistry) -> _Metrics:
 class _Replica:
     """One replica's batch: up to ``max_concurrency`` running, the rest wait in arrival order."""
 
-    def __init__(self, timing: EmulatorTiming) -> None:
+    def __init__(self, timing: ReplicaSpeed) -> None:
         self.timing = timing
         self.running = 0
         self.kv_tokens = 0
@@ -202,7 +167,7 @@ class EmulatorBackend(Backend):
         self.gpu_type = gpu_type
         self.seed = seed
         self.time_scale = time_scale
-        self.timing = EmulatorTiming(spec.replica_throughput(gpu_type), spec.max_concurrency)
+        self.timing = ReplicaSpeed(spec.replica_throughput(gpu_type), spec.max_concurrency)
         self._replicas = [_Replica(self.timing) for _ in range(replicas)]
         self._metrics = _metrics_of(registry or CollectorRegistry())
         self._labels = {"model_name": spec.name}
