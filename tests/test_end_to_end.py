@@ -203,7 +203,7 @@ def test_nothing_can_serve_gets_503(fleet: RunningFleet, layout: Fleet) -> None:
     client = client_address(layout, layout.metros[0].code)
     try:
         for metro in layout.metros:
-            fleet.cli("drain", "metro", metro.code)
+            fleet.cli("drain", "metro", metro.code, "--force")
         deadline = time.monotonic() + 2.0
         while True:
             try:

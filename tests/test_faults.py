@@ -129,7 +129,7 @@ def test_a_cut_stream_that_cannot_be_resumed_ends_with_an_error(faulty: RunningF
     others = ["iad", "ord", "ams"]
     try:
         for metro in others:
-            faulty.cli("drain", "metro", metro)
+            faulty.cli("drain", "metro", metro, "--force")
         time.sleep(0.3)
         with pytest.raises(openai.APIError, match="cut short after 2 tokens"):
             chat(faulty, NYC, MODEL, stream=True)

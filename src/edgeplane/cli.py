@@ -497,11 +497,12 @@ def _drain_command(name: str, drain: bool) -> click.Command:
     @click.command(name, help=f"{'Drain' if drain else 'Undrain'} a metro or a PoP: `edgeplane {name} metro CODE`.")
     @click.argument("kind", type=click.Choice(["metro", "pop"]))
     @click.argument("code")
+    @click.option("--force", is_flag=True, hidden=not drain, help="Drain even past the headroom and blast radius.")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
-    def command(ctx: click.Context, kind: str, code: str, as_json: bool) -> None:
+    def command(ctx: click.Context, kind: str, code: str, force: bool, as_json: bool) -> None:
         if drain:
-            data = _api(ctx, "POST", "/api/drains", {"kind": kind, "code": code})
+            data = _api(ctx, "POST", "/api/drains", {"kind": kind, "code": code, "force": force})
         else:
             data = _api(ctx, "DELETE", f"/api/drains/{kind}/{code}")
         if as_json:

@@ -87,3 +87,55 @@ def test_load_changes_are_published_at_most_once_a_second(state: FleetState, clo
     report(state, "ams1", load=0.5)
     assert state.refresh() and state.snapshot.version == version + 1
     assert state.snapshot.sites["ams1"].load == 0.5
+
+
+def small_state(clock: Clock) -> FleetState:
+    from edgeplane.fleet import load_fleet
+    from tests.conftest import SMALL_FLEET
+
+    return FleetState(load_fleet(SMALL_FLEET), SQLiteStore(":memory:"), clock=clock, wall_clock=clock)
+
+
+def busy_report(state: FleetState, pop: str, busy: int) -> None:
+    models = {"tiny-llama": {"running": min(busy, 4), "waiting": max(0, busy - 4), "capacity": 4}}
+    state.report(
+        pop, {"url": f"http://127.0.0.1:9/{pop}", "pid": 1, "backend": "emulator", "models": models, "load": 0.5}
+    )
+
+
+def test_a_drain_that_would_overload_its_neighbours_is_refused_unless_forced(clock: Clock) -> None:
+    from edgeplane.control import DrainRefused
+
+    state = small_state(clock)  # tiny-llama: 4 slots a PoP, a limit of 3 (90%)
+    for pop, busy in (("nyc1", 3), ("iad1", 2), ("ord1", 2), ("ams1", 2)):
+        busy_report(state, pop, busy)
+    state.refresh()
+    check = state.check_drain("metro", "nyc")  # 3 requests move: one to each of iad1, ord1, ams1
+    assert check.ok and check.moved == {"iad1": {"tiny-llama": 1}, "ord1": {"tiny-llama": 1}, "ams1": {"tiny-llama": 1}}
+
+    busy_report(state, "ams1", 3)
+    busy_report(state, "nyc1", 4)
+    clock.now += 1.5
+    state.refresh()
+    with pytest.raises(DrainRefused) as refused:
+        state.drain("metro", "nyc", by="alice")
+    assert refused.value.reasons == [
+        "iad1 would carry 5 requests of tiny-llama (2 now + 3 moved in) against a limit of 3"
+    ]
+    assert refused.value.advice[0] == "add 1 replica(s) of tiny-llama at iad1, or drain when load is lower"
+    assert state.store.drains() == []
+    assert state.drain("metro", "nyc", by="alice", force=True)
+    outcomes = [(r.action, r.outcome) for r in state.store.audit_log()[:2]]
+    assert outcomes == [("drain", "ok (forced)"), ("drain", "refused")]
+
+
+def test_blast_radius_limits_metros_drained_at_once(clock: Clock) -> None:
+    from edgeplane.control import DrainRefused
+
+    state = small_state(clock)
+    assert state.drain("metro", "nyc", by="alice")
+    assert state.drain("pop", "iad1", by="alice")
+    with pytest.raises(DrainRefused, match="2 metros are drained already"):
+        state.drain("metro", "ams", by="alice")
+    assert state.drain("pop", "nyc1", by="alice")  # inside a metro already drained: no wider
+    assert state.drain("metro", "ams", by="alice", force=True)

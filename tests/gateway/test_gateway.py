@@ -187,3 +187,40 @@ async def test_probes_find_a_dead_site_and_both_metrics_show_it(edge: Edge) -> N
         async with session.get(edge.control_url + "/api/status") as response:
             pops = {p["code"]: p for p in (await response.json())["pops"]}
         assert pops["nyc1"]["state"] == "down" and "probe" in pops["nyc1"]["reason"]
+
+
+async def test_drain_refusal_and_force_through_the_cli(edge: Edge) -> None:
+    import sys
+
+    # nyc1 (whose agent "died" but still counts as reporting) holds 20 requests; iad1 and ams1, real
+    # idle agents, have room for 3 each at most.
+    async with aiohttp.ClientSession() as session:
+        report = {
+            "url": f"http://127.0.0.1:{free_port()}",
+            "pid": 1,
+            "backend": "emulator",
+            "load": 1.0,
+            "models": {"tiny-llama": {"running": 4, "waiting": 16, "capacity": 4}},
+        }
+        async with session.post(f"{edge.control_url}/api/agents/nyc1/report", json=report) as response:
+            assert response.status == 200
+
+    async def cli(*args: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "edgeplane",
+            "--control",
+            edge.control_url,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await process.communicate()
+        return process.returncode or 0, out.decode()
+
+    await asyncio.sleep(1.1)  # load-only changes are published at most once a second
+    code, out = await cli("drain", "metro", "nyc")
+    assert code == 1 and "refused" in out and "would carry" in out and "--force" in out
+    code, out = await cli("drain", "metro", "nyc", "--force")
+    assert code == 0 and "metro nyc drained" in out

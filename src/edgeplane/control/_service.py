@@ -17,10 +17,10 @@ from edgeplane._http import HttpClient
 from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane._service import error_response, json_response, serve
 from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS
-from edgeplane.control._state import FleetState, UnknownTarget
+from edgeplane.control._state import DrainRefused, FleetState, UnknownTarget
 from edgeplane.control._store import AuditRecord
 from edgeplane.faults import CATALOGUE
-from edgeplane.routing import DEFAULT_PROMPT_TOKENS, Router, SiteState
+from edgeplane.routing import DEFAULT_PROMPT_TOKENS, SiteState
 
 log = logging.getLogger("edgeplane.control")
 
@@ -47,7 +47,7 @@ class ControlPlane:
     ) -> None:
         self.state = state
         self.probe_interval_seconds = probe_interval_seconds  # None: no active probes
-        self.router = Router(state.fleet)
+        self.router = state.router
         self.admin_token = admin_token
         self._changed = asyncio.Event()
         self._client = HttpClient(connect_timeout_seconds=1.0)
@@ -186,12 +186,23 @@ class ControlPlane:
             body = orjson.loads(await request.read())
             kind, code = str(body["kind"]), str(body["code"])
             reason = str(body.get("reason", ""))
+            force = bool(body.get("force", False))
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return error_response(400, 'Expected {"kind": "metro"|"pop", "code": ...}.', type="invalid_request_error")
         try:
-            added = self.state.drain(kind, code, by=self._who(request), reason=reason)
+            added = self.state.drain(kind, code, by=self._who(request), reason=reason, force=force)
         except UnknownTarget as error:
             return error_response(404, str(error), type="invalid_request_error", code="not_found")
+        except DrainRefused as refused:
+            message = f"Drain of {kind} {code} refused: {'; '.join(refused.reasons)}. To make it possible: "
+            message += "; ".join(refused.advice) + "."
+            body = {
+                "error": {"message": message, "type": "invalid_request_error", "param": None, "code": "drain_refused"},
+                "reasons": refused.reasons,
+                "advice": refused.advice,
+                "check": refused.check.to_json() if refused.check else None,
+            }
+            return json_response(body, status=409)
         self._publish()
         log.info("drained %s %s", kind, code)
         return json_response(

@@ -13,7 +13,8 @@ import orjson
 from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, Store
 from edgeplane.fleet import Fleet
 from edgeplane.health import HealthBook
-from edgeplane.routing import SiteState, SiteView, Snapshot
+from edgeplane.planning import DrainCheck, check_drain
+from edgeplane.routing import Router, SiteState, SiteView, Snapshot
 
 Clock = Callable[[], float]
 
@@ -23,8 +24,20 @@ LOAD_PUBLISH_INTERVAL_SECONDS = 1.0
 LOAD_PUBLISH_DELTA = 0.05
 
 
+# Blast radius: how many metros may be drained at once without --force.
+MAX_DRAINED_METROS = 2
+
+
 class UnknownTarget(LookupError):
     pass
+
+
+class DrainRefused(Exception):
+    """A drain that would overload the receiving sites, or widen the blast radius too far."""
+
+    def __init__(self, reasons: list[str], advice: list[str], check: DrainCheck | None = None) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons, self.advice, self.check = reasons, advice, check
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +93,11 @@ class FleetState:
         wall_clock: Clock = time.time,
         agent_timeout_seconds: float = 2.0,
         health: HealthBook | None = None,
+        max_drained_metros: int = MAX_DRAINED_METROS,
     ) -> None:
         self.fleet = fleet
+        self.router = Router(fleet)
+        self.max_drained_metros = max_drained_metros
         self.health = health or HealthBook()  # from the control plane's own probes
         self.store = store
         self.clock = clock
@@ -110,13 +126,42 @@ class FleetState:
         if code not in known:
             raise UnknownTarget(f"unknown {kind} {code!r}; expected one of: {', '.join(sorted(known))}")
 
-    def drain(self, kind: str, code: str, *, by: str, reason: str = "") -> bool:
+    def drain(self, kind: str, code: str, *, by: str, reason: str = "", force: bool = False) -> bool:
+        """Record a drain, unless it would overload the receiving sites or drain too many metros at once
+        (then DrainRefused says why and what would make it possible); ``force`` overrides both."""
         self._check_target(kind, code)
+        target = f"{kind} {code}"
+        if not force:
+            try:
+                self.check_drain(kind, code)
+            except DrainRefused as refused:
+                detail = {"reasons": refused.reasons, "advice": refused.advice}
+                self.store.audit(AuditRecord(self.wall_clock(), by, "drain", target, "refused", detail))
+                raise
         added = self.store.add_drain(Drain(kind, code, self.wall_clock(), by, reason))
-        self.store.audit(
-            AuditRecord(self.wall_clock(), by, "drain", f"{kind} {code}", "ok" if added else "already drained", {})
-        )
+        outcome = ("ok" if added else "already drained") + (" (forced)" if force else "")
+        self.store.audit(AuditRecord(self.wall_clock(), by, "drain", target, outcome, {"reason": reason}))
         return added
+
+    def check_drain(self, kind: str, code: str) -> DrainCheck:
+        """Raise DrainRefused if draining ``kind code`` now would break the blast radius or the headroom."""
+        drains = self.store.drains()
+        metros = {d.code for d in drains if d.kind == "metro"}
+        metros |= {self.fleet.pop_by_code[d.code].metro for d in drains if d.kind == "pop"}
+        metro = code if kind == "metro" else self.fleet.pop_by_code[code].metro
+        if metro not in metros and len(metros) + 1 > self.max_drained_metros:
+            raise DrainRefused(
+                [
+                    f"{len(metros)} metros are drained already ({', '.join(sorted(metros))}); the blast radius allows"
+                    f" {self.max_drained_metros} at once"
+                ],
+                ["undrain a metro first, or use --force"],
+            )
+        pops = {p.code for p in self.fleet.pops_in(code)} if kind == "metro" else {code}
+        check = check_drain(self.router, self.snapshot.sites, pops)
+        if not check.ok:
+            raise DrainRefused(check.reasons(), [*check.advice, "or use --force"], check)
+        return check
 
     def undrain(self, kind: str, code: str, *, by: str) -> bool:
         self._check_target(kind, code)

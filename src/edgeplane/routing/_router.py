@@ -73,6 +73,15 @@ class Router:
             for model in fleet.models
         }
 
+    def slots(self, pop: str, model: str) -> int:
+        """Batch slots of a model at a PoP (replicas times concurrency); 0 where it is not placed."""
+        serving = self._serving.get((pop, model))
+        return serving.slots if serving else 0
+
+    def replicas(self, pop: str, model: str) -> int:
+        serving = self._serving.get((pop, model))
+        return serving.replicas if serving else 0
+
     def _scope(self, client_metro: str, metro: str) -> Scope:
         if metro == client_metro:
             return Scope.METRO
