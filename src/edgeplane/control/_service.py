@@ -17,6 +17,7 @@ from edgeplane._http import HttpClient
 from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane._service import error_response, json_response, serve
 from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS
+from edgeplane.control._drills import DrillRunner, Traffic
 from edgeplane.control._state import DrainRefused, FleetState, UnknownTarget
 from edgeplane.control._store import AuditRecord
 from edgeplane.faults import CATALOGUE
@@ -51,6 +52,8 @@ class ControlPlane:
         self.admin_token = admin_token
         self._changed = asyncio.Event()
         self._client = HttpClient(connect_timeout_seconds=1.0)
+        self.traffic = Traffic()
+        self.drills = DrillRunner(state, self.traffic, self._publish)
 
     def __repr__(self) -> str:
         return f"<ControlPlane {self.state!r}>"
@@ -69,6 +72,10 @@ class ControlPlane:
         app.router.add_delete("/api/drains/{kind}/{code}", self._undrain)
         app.router.add_get("/api/audit", self._audit)
         app.router.add_post("/api/agents/{pop}/report", self._report)
+        app.router.add_post("/api/gateways/report", self._gateway_report)
+        app.router.add_get("/api/drills", self._list_drills)
+        app.router.add_post("/api/drills", self._start_drill)
+        app.router.add_get("/api/drills/{id}", self._get_drill)
         app.router.add_get("/api/faults", self._faults)
         app.router.add_post("/api/faults", self._set_fault)
         app.router.add_delete("/api/faults/{pop}", self._clear_fault)
@@ -146,7 +153,9 @@ class ControlPlane:
         return json_response(self.state.snapshot.to_json())
 
     async def _status(self, request: web.Request) -> web.Response:
-        return json_response(self.state.status())
+        status = self.state.status()
+        status["drills"] = [d.to_json() for d in self.drills.drills.values() if not d.to_json()["done"]]
+        return json_response(status)
 
     async def _route(self, request: web.Request) -> web.Response:
         client = request.query.get("client", "")
@@ -253,6 +262,57 @@ class ControlPlane:
         self._publish()
         return json_response({"snapshot_version": self.state.snapshot.version})
 
+    async def _gateway_report(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        try:
+            data = orjson.loads(await request.read())
+            samples = data["samples"]
+            if not isinstance(samples, list):
+                raise TypeError("samples must be a list")
+        except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+            return error_response(400, f"Bad report: {error}", type="invalid_request_error")
+        return json_response({"taken": self.traffic.add(samples)})
+
+    async def _list_drills(self, request: web.Request) -> web.Response:
+        return json_response({"drills": [d.to_json() for d in self.drills.drills.values()]})
+
+    async def _start_drill(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        try:
+            body = orjson.loads(await request.read())
+            metro = str(body["metro"])
+            duration = float(body.get("duration_seconds", 60.0))
+            slo = body.get("slo_ttft_ms")
+            slo = float(slo) if slo is not None else None
+            if duration <= 0 or (slo is not None and slo <= 0):
+                raise ValueError("duration_seconds and slo_ttft_ms must be positive")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            return error_response(
+                400,
+                f'Expected {{"metro": CODE, "duration_seconds": N, "slo_ttft_ms": N}} ({error}).',
+                type="invalid_request_error",
+            )
+        try:
+            drill = self.drills.submit(metro, duration, slo, self._who(request), bool(body.get("force", False)))
+        except KeyError as error:
+            return error_response(404, str(error.args[0]), type="invalid_request_error", code="not_found")
+        return json_response(drill.to_json(), status=202)
+
+    async def _get_drill(self, request: web.Request) -> web.Response:
+        try:
+            drill = self.drills.drills[int(request.match_info["id"])]
+            wait = min(MAX_WAIT_SECONDS, float(request.query.get("wait", "0")))
+        except (KeyError, ValueError):
+            return error_response(404, "No such drill.", type="invalid_request_error", code="not_found")
+        if wait > 0 and not drill.to_json()["done"]:
+            try:
+                await asyncio.wait_for(self.drills.changed.wait(), wait)
+            except TimeoutError:
+                pass
+        return json_response(drill.to_json())
+
     async def _faults(self, request: web.Request) -> web.Response:
         active = {code: report.fault for code, report in self.state.reports.items() if report.fault}
         catalogue = [{"fault": kind.value, "what": what} for kind, what in CATALOGUE.items()]
@@ -325,7 +385,7 @@ class ControlPlane:
                 host,
                 port,
                 on_ready=on_ready,
-                background=lambda url: [self.tick_forever, self.probe_forever],
+                background=lambda url: [self.tick_forever, self.probe_forever, self.drills.run_forever],
                 stop=stop,
             )
         finally:

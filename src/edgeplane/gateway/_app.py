@@ -44,6 +44,8 @@ from edgeplane.routing import Candidate, SiteView
 log = logging.getLogger("edgeplane.gateway")
 
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
+REPORT_SECONDS = 0.5
+MAX_SAMPLES_PER_REPORT = 5000
 # Site answers that say "not here, not now": safe to try the next candidate while nothing was sent yet.
 # Inference has no side effects, so a 5xx or a 429 from one site is retried on the next.
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -116,6 +118,7 @@ class _Ready:
     body: bytes | None = None
     events: EventReader | None = None
     first: bytes | None = None
+    ttft_seconds: float | None = None  # streams only: until the first event
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,7 @@ class Gateway:
         self.metrics = _Metrics(self.registry)
         self.health = HealthBook(self.options.health)
         self._inflight: dict[tuple[str, str], int] = {}  # (PoP, model): this gateway's requests there now
+        self._samples: list[dict[str, Any]] = []  # time to first token per request, for the control plane
         self._views: tuple[tuple[int, int], dict[str, SiteView]] | None = None
 
     def __repr__(self) -> str:
@@ -163,6 +167,18 @@ class Gateway:
         after = self.health.record(site, outcome, time.monotonic(), ttft_seconds=ttft_seconds, why=why)
         if after is not before:
             log.warning("site %s is %s here (%s)", site, after, why or outcome.value)
+
+    async def report_forever(self) -> None:
+        """Send the control plane what clients met (time to first token by client metro), for drills."""
+        url = self.watcher.control_url + "/api/gateways/report"
+        while True:
+            await asyncio.sleep(REPORT_SECONDS)
+            samples, self._samples = self._samples, []
+            if samples:
+                try:
+                    await self.client.request_json("POST", url, {"samples": samples}, timeout_seconds=2.0)
+                except BackendError:
+                    pass  # the samples of a partition are lost; serving goes on
 
     async def probe_forever(self) -> None:
         """Active probes, so a site that fails is found before clients meet it, and one that recovers
@@ -268,6 +284,16 @@ class Gateway:
                 if isinstance(outcome, str):
                     failures.append(outcome)
                     continue
+                if outcome.ttft_seconds is not None and len(self._samples) < MAX_SAMPLES_PER_REPORT:
+                    self._samples.append(
+                        {
+                            "client_metro": decision.client_metro,
+                            "model": parsed.model,
+                            "ttft_ms": round(1000 * outcome.ttft_seconds + candidate.rtt_ms, 3),
+                            "metro": candidate.metro,
+                            "scope": str(candidate.scope),
+                        }
+                    )
                 return await self._respond(request, parsed, endpoint, outcome, candidates, attempts, base_headers)
             finally:
                 self._inflight[key] -= 1
@@ -355,8 +381,9 @@ class Gateway:
             what = "an empty stream" if first is None else "an error event"
             return self._failed(site, "error_body", f"{site}: answered 200 with {what}")
         self.metrics.attempts.labels(site, "ok").inc()
-        self._record(site, Outcome.OK, ttft_seconds=time.monotonic() - sent)
-        return _Ready(candidate, reply, events=events, first=first)
+        ttft = time.monotonic() - sent
+        self._record(site, Outcome.OK, ttft_seconds=ttft)
+        return _Ready(candidate, reply, events=events, first=first, ttft_seconds=ttft)
 
     def _failed(self, site: str, label: str, reason: str, outcome: Outcome = Outcome.ERROR) -> str:
         self.metrics.attempts.labels(site, label).inc()

@@ -1,0 +1,210 @@
+"""Drills: a rehearsed drain of a metro that watches the moved traffic's SLO and rolls back by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeplane.control._state import DrainRefused, FleetState
+from edgeplane.control._store import AuditRecord
+
+log = logging.getLogger("edgeplane.control")
+
+WINDOW_SECONDS = 120.0
+# The SLO is judged once this many samples of moved traffic are in, and is broken when more than
+# this share of them are over their threshold.
+MIN_SAMPLES = 10
+MAX_BREACH_SHARE = 0.05
+CHECK_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One request as a gateway saw it: time to first token (with the client-to-site RTT added)."""
+
+    at: float  # monotonic seconds at the control plane, when received
+    client_metro: str
+    model: str
+    ttft_ms: float
+    metro: str  # serving metro
+    scope: str
+
+
+class Traffic:
+    """The last two minutes of gateway samples, per client metro."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._by_metro: dict[str, collections.deque[Sample]] = collections.defaultdict(collections.deque)
+
+    def add(self, samples: list[Mapping[str, Any]]) -> int:
+        now = self.clock()
+        taken = 0
+        for raw in samples:
+            try:
+                sample = Sample(
+                    now,
+                    str(raw["client_metro"]),
+                    str(raw["model"]),
+                    float(raw["ttft_ms"]),
+                    str(raw["metro"]),
+                    str(raw["scope"]),
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+            window = self._by_metro[sample.client_metro]
+            window.append(sample)
+            while window and window[0].at < now - WINDOW_SECONDS:
+                window.popleft()
+            taken += 1
+        return taken
+
+    def moved(self, client_metro: str, start: float) -> list[Sample]:
+        """Requests of the metro's clients served elsewhere since ``start``: the traffic a drain moved."""
+        return [s for s in self._by_metro.get(client_metro, ()) if s.at >= start and s.metro != client_metro]
+
+
+@dataclass
+class Drill:
+    id: int
+    metro: str
+    duration_seconds: float
+    slo_ttft_ms: float | None  # None: each request against its model's SLO
+    by: str
+    force: bool = False
+    state: str = "pending"  # pending, running, completed, rolled back, refused
+    started_at: float | None = None  # unix
+    ended_at: float | None = None
+    reason: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "metro": self.metro,
+            "duration_seconds": self.duration_seconds,
+            "slo_ttft_ms": self.slo_ttft_ms,
+            "by": self.by,
+            "state": self.state,
+            "done": self.state not in ("pending", "running"),
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "reason": self.reason,
+            "figures": self.figures,
+        }
+
+
+def judge(samples: list[Sample], slo_ttft_ms: float | None, model_slo_ms: Mapping[str, float]) -> dict[str, Any]:
+    """Figures of the moved traffic, and whether its SLO is broken."""
+    ttfts = sorted(s.ttft_ms for s in samples)
+    over = [s for s in samples if s.ttft_ms > (slo_ttft_ms or model_slo_ms.get(s.model, float("inf")))]
+    share = len(over) / len(samples) if samples else 0.0
+
+    def pct(q: float) -> float | None:
+        return round(ttfts[min(len(ttfts) - 1, int(q * len(ttfts)))], 2) if ttfts else None
+
+    return {
+        "samples": len(samples),
+        "ttft_ms_p50": round(statistics.median(ttfts), 2) if ttfts else None,
+        "ttft_ms_p95": pct(0.95),
+        "ttft_ms_p99": pct(0.99),
+        "over_slo": len(over),
+        "over_slo_share": round(share, 4),
+        "served_at": dict(collections.Counter(f"{s.metro} ({s.scope})" for s in samples)),
+        "breached": len(samples) >= MIN_SAMPLES and share > MAX_BREACH_SHARE,
+    }
+
+
+class DrillRunner:
+    """Runs one drill at a time, in order; each ends by restoring the metro, whatever happened."""
+
+    def __init__(self, state: FleetState, traffic: Traffic, publish: Callable[[], None]) -> None:
+        self.state = state
+        self.traffic = traffic
+        self.publish = publish
+        self.drills: dict[int, Drill] = {}
+        self._ids = itertools.count(1)
+        self._queue: asyncio.Queue[Drill] = asyncio.Queue()
+        self.changed = asyncio.Event()
+
+    def __repr__(self) -> str:
+        running = [d.metro for d in self.drills.values() if d.state == "running"]
+        return f"<DrillRunner [running: {', '.join(running) or 'none'}, queued: {self._queue.qsize()}]>"
+
+    def submit(self, metro: str, duration_seconds: float, slo_ttft_ms: float | None, by: str, force: bool) -> Drill:
+        if metro not in self.state.fleet.metro_by_code:
+            raise KeyError(
+                f"unknown metro {metro!r}; expected one of: {', '.join(sorted(self.state.fleet.metro_by_code))}"
+            )
+        drill = Drill(next(self._ids), metro, duration_seconds, slo_ttft_ms, by, force)
+        self.drills[drill.id] = drill
+        self._queue.put_nowait(drill)
+        return drill
+
+    def _notify(self) -> None:
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+    def _audit(self, drill: Drill, action: str, outcome: str) -> None:
+        detail = {
+            "drill": drill.id,
+            "duration_seconds": drill.duration_seconds,
+            "slo_ttft_ms": drill.slo_ttft_ms,
+            "reason": drill.reason,
+            "figures": drill.figures,
+        }
+        self.state.store.audit(AuditRecord(time.time(), drill.by, action, f"metro {drill.metro}", outcome, detail))
+
+    async def run_forever(self) -> None:
+        while True:
+            drill = await self._queue.get()
+            try:
+                await self._run(drill)
+            finally:
+                self._notify()
+
+    async def _run(self, drill: Drill) -> None:
+        state = self.state
+        model_slo = {m.name: m.slo_ttft_ms for m in state.fleet.models}
+        drill.state, drill.started_at = "running", time.time()
+        self._audit(drill, "drill start", "announced")
+        log.warning("drill %d: draining metro %s for %.0f s", drill.id, drill.metro, drill.duration_seconds)
+        self._notify()
+        try:
+            state.drain("metro", drill.metro, by=f"drill {drill.id} ({drill.by})", reason="drill", force=drill.force)
+        except DrainRefused as refused:
+            drill.state, drill.reason, drill.ended_at = "refused", "; ".join(refused.reasons), time.time()
+            self._audit(drill, "drill end", "refused")
+            return
+        self.publish()
+        start = time.monotonic()
+        try:
+            while time.monotonic() - start < drill.duration_seconds:
+                await asyncio.sleep(CHECK_SECONDS)
+                drill.figures = judge(self.traffic.moved(drill.metro, start), drill.slo_ttft_ms, model_slo)
+                if drill.figures["breached"]:
+                    limit = f"{drill.slo_ttft_ms:g} ms" if drill.slo_ttft_ms else "each model's SLO"
+                    drill.state = "rolled back"
+                    drill.reason = (
+                        f"{drill.figures['over_slo']} of {drill.figures['samples']} moved requests had a time to first"
+                        f" token over {limit} (p95 {drill.figures['ttft_ms_p95']} ms)"
+                    )
+                    break
+            else:
+                drill.state = "completed"
+                drill.figures = judge(self.traffic.moved(drill.metro, start), drill.slo_ttft_ms, model_slo)
+        finally:
+            state.undrain("metro", drill.metro, by=f"drill {drill.id} ({drill.by})")
+            self.publish()
+            drill.ended_at = time.time()
+            if drill.state == "running":
+                drill.state, drill.reason = "rolled back", "the drill was interrupted"
+            log.warning("drill %d on %s: %s %s", drill.id, drill.metro, drill.state, drill.reason)
+            self._audit(drill, "drill end", drill.state)
