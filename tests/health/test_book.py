@@ -39,11 +39,16 @@ def test_connection_refused_is_down_at_once_and_ejection_backs_off() -> None:
 
 
 def test_time_to_first_token_far_above_its_norm_is_an_outlier() -> None:
-    book = HealthBook(HealthPolicy(ttft_outlier_factor=5.0, ttft_min_samples=3, fall=3))
+    book = HealthBook(HealthPolicy(ttft_outlier_factor=5.0, ttft_outlier_min_seconds=0.25, ttft_min_samples=3, fall=3))
     for t in range(3):
         assert book.record("a", Outcome.OK, float(t), ttft_seconds=0.1) is Health.SERVING
     assert book.site("a").ttft_norm == 0.1
     assert book.record("a", Outcome.OK, 3.0, ttft_seconds=0.4) is Health.SERVING  # slower, within 5x
+    assert book.record("a", Outcome.OK, 3.5, ttft_seconds=0.3) is Health.SERVING
+    small = HealthBook(HealthPolicy(ttft_min_samples=3))
+    for t in range(3):
+        small.record("a", Outcome.OK, float(t), ttft_seconds=0.002)
+    assert small.record("a", Outcome.OK, 3.0, ttft_seconds=0.05) is Health.SERVING  # 25x, but only 48 ms: jitter
     assert book.record("a", Outcome.OK, 4.0, ttft_seconds=2.0) is Health.DEGRADED
     assert book.site("a").last_failure == "slow"
 

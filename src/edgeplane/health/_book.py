@@ -23,7 +23,8 @@ class Outcome(enum.Enum):
 class HealthPolicy:
     rise: int = 2  # consecutive successes that bring a down site back
     fall: int = 3  # consecutive failures that take a site down
-    ttft_outlier_factor: float = 5.0  # a TTFT this many times its norm is an outlier
+    ttft_outlier_factor: float = 5.0  # a TTFT this many times its norm is an outlier...
+    ttft_outlier_min_seconds: float = 0.25  # ...and this much above it: jitter of a few ms is no signal
     ttft_min_samples: int = 5  # before this many samples there is no norm yet
     ttft_norm_weight: float = 0.1  # EWMA weight of each new sample
     eject_seconds: float = 1.0  # first ejection; each ejection in a row doubles it
@@ -121,6 +122,7 @@ class HealthBook:
             norm is not None
             and health.ttft_samples >= policy.ttft_min_samples
             and ttft > policy.ttft_outlier_factor * norm
+            and ttft - norm > policy.ttft_outlier_min_seconds
         ):
             return Outcome.SLOW  # an outlier does not move the norm
         health.ttft_samples += 1
