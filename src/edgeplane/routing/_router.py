@@ -208,7 +208,8 @@ class Router:
             )
             (good if within and not full else poor).append(candidate)
         good.sort(key=_order)
-        poor.sort(key=_order)
+        # Among the rest, a site that is merely busy comes before one that is failing, closest first.
+        poor.sort(key=_order_poor)
         candidates = good + poor
         if explain and candidates:
             best = candidates[0]
@@ -235,6 +236,10 @@ def _why_poor(candidate: Candidate, slo_ms: float) -> str:
 
 def _order(candidate: Candidate) -> tuple[Scope, float, str]:
     return candidate.scope, candidate.cost_ms, candidate.pop
+
+
+def _order_poor(candidate: Candidate) -> tuple[bool, Scope, float, str]:
+    return candidate.cost_ms >= DEGRADED_PENALTY_MS, candidate.scope, candidate.cost_ms, candidate.pop
 
 
 def _unusable(site: SiteView | None, model: str) -> str:
