@@ -62,36 +62,48 @@ def is_error_event(data: Any) -> bool:
     return isinstance(data, dict) and "error" in data and not data.get("choices")
 
 
+_FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
+
+
 @dataclass
 class StreamProgress:
-    """What the client has been sent, so that a broken stream can be resumed elsewhere."""
+    """What the client has been sent, so that a broken stream can be resumed elsewhere. Events are kept
+    as bytes and parsed only if a resume needs the partial text: the request path only scans them."""
 
-    text: list[str] = field(default_factory=list)
-    tokens: int = 0
+    events: list[bytes] = field(default_factory=list)
     finished: bool = False  # the model gave a finish_reason
     done: bool = False  # [DONE] was relayed
 
     def observe(self, event: bytes) -> None:
-        if event.startswith(DONE[:12]) and b"[DONE]" in event:
+        if b"[DONE]" in event and event.lstrip().startswith(b"data:") and event_data(event) is None:
             self.done = True
             return
-        data = event_data(event)
-        if not isinstance(data, dict):
-            return
-        for choice in data.get("choices") or ():
-            if not isinstance(choice, dict):
+        self.events.append(event)
+        if _FINISHED.search(event):
+            self.finished = True
+
+    def _pieces(self) -> list[str]:
+        pieces = []
+        for event in self.events:
+            data = event_data(event)
+            if not isinstance(data, dict):
                 continue
-            delta = choice.get("delta")
-            piece = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-            if isinstance(piece, str) and piece:
-                self.text.append(piece)
-                self.tokens += 1
-            if choice.get("finish_reason"):
-                self.finished = True
+            for choice in data.get("choices") or ():
+                if not isinstance(choice, dict):
+                    continue
+                delta = choice.get("delta")
+                piece = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+                if isinstance(piece, str) and piece:
+                    pieces.append(piece)
+        return pieces
+
+    @property
+    def tokens(self) -> int:
+        return len(self._pieces())
 
     @property
     def partial(self) -> str:
-        return "".join(self.text)
+        return "".join(self._pieces())
 
 
 def resume_body(body: dict[str, Any], progress: StreamProgress, *, chat: bool) -> dict[str, Any]:
