@@ -129,3 +129,34 @@ async def test_a_client_that_hangs_up_on_the_site_agent_frees_its_slot() -> None
     finally:
         stop.set()
         await task
+
+
+async def test_a_site_agent_keeps_serving_when_the_control_plane_is_away() -> None:
+    import aiohttp
+
+    from edgeplane.site import SiteAgent
+    from tests.conftest import free_port
+
+    registry = CollectorRegistry()
+    backend = EmulatorBackend(SPEC, "H100", seed=0, time_scale=0.01, registry=registry)
+    agent = SiteAgent(
+        "test1",
+        {SPEC.name: backend},
+        kind="emulator",
+        registry=registry,
+        control_url=f"http://127.0.0.1:{free_port()}",
+        report_interval_seconds=0.05,
+    )
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run("127.0.0.1", 0, on_ready=ready.set_result, stop=stop))
+    url = await ready
+    try:
+        await asyncio.sleep(0.3)  # several reports have failed by now
+        raw, _ = request("still there?", max_tokens=3)
+        async with aiohttp.ClientSession() as session, session.post(url + "/v1/chat/completions", data=raw) as response:
+            assert response.status == 200
+            assert (await response.json())["choices"][0]["finish_reason"] in ("stop", "length")
+    finally:
+        stop.set()
+        await task
