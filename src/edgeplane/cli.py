@@ -42,6 +42,28 @@ def _load(ctx: click.Context, path: Path | None) -> Fleet:
         raise  # unreachable: ctx.exit raises
 
 
+def _open_access_log(path: Path) -> None:
+    handler: logging.Handler
+    if str(path) == "-":
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("edgeplane.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+
+
+def _auth_choice(host: str, auth: str | None) -> bool:
+    """Keys are required beyond loopback; on loopback they are off unless asked for."""
+    from edgeplane.control import is_loopback
+
+    if auth == "off" and not is_loopback(host):
+        raise click.UsageError(f"--auth off is refused when listening on {host}: beyond loopback, keys are required")
+    return auth == "on" or not is_loopback(host)
+
+
 def _run(coro: Any) -> None:
     try:
         import uvloop
@@ -121,6 +143,12 @@ def cli(ctx: click.Context, control_url: str, log_level: str) -> None:
 @click.option("--ready-timeout", default=120.0, show_default=True, help="Seconds to wait for the fleet to serve.")
 @click.option("--first-token-timeout", type=float, help="Gateway: seconds to wait for a stream's first event (10).")
 @click.option("--read-timeout", type=float, help="Gateway: seconds to wait for a whole non-streamed answer (300).")
+@click.option(
+    "--auth",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="Require API keys (default: off on loopback, on anywhere else; off is refused beyond loopback).",
+)
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -138,8 +166,10 @@ def up(
     ready_timeout: float,
     first_token_timeout: float | None,
     read_timeout: float | None,
+    auth: str | None,
 ) -> None:
     """Start the control plane, the gateway and one site agent per PoP; Ctrl-C stops them all."""
+    require_keys = _auth_choice(host, auth)
     from edgeplane._up import Supervisor, UpOptions, stop_on_sigterm
 
     console = _console(ctx)
@@ -171,6 +201,10 @@ def up(
         gateway_args=[
             *(["--first-token-timeout", str(first_token_timeout)] if first_token_timeout else []),
             *(["--read-timeout", str(read_timeout)] if read_timeout else []),
+            "--auth",
+            "on" if require_keys else "off",
+            "--access-log",
+            str(data_dir / "access.log"),
         ],
     )
     supervisor = Supervisor(fleet, options, console)
@@ -183,6 +217,9 @@ def up(
         console.print(f"  gateway (OpenAI API)  {supervisor.gateway_url}/v1")
         console.print(f"  control plane         {supervisor.control_url}/")
         console.print(f"  data directory        {data_dir}")
+        keys_note = "required (edgeplane keys create --tenant NAME)" if require_keys else "off (loopback)"
+        console.print(f"  API keys              {keys_note}")
+        console.print(f"  access log            {data_dir / 'access.log'}")
         console.print(
             "Try: edgeplane status; edgeplane route --client 198.18.0.1 --model "
             f"{fleet.models[0].name}. Ctrl-C stops everything.",
@@ -255,6 +292,15 @@ def gateway() -> None:
     "--read-timeout", default=300.0, show_default=True, help="Seconds to wait for a whole non-streamed answer."
 )
 @click.option("--request-budget", default=30.0, show_default=True, help="Seconds for all tries before the first byte.")
+@click.option(
+    "--auth",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="Require API keys (default: off on loopback, on anywhere else; off is refused beyond loopback).",
+)
+@click.option(
+    "--access-log", type=click.Path(path_type=Path, dir_okay=False), help="One JSON line per request ('-': stderr)."
+)
 @click.pass_context
 def gateway_run(
     ctx: click.Context,
@@ -266,17 +312,24 @@ def gateway_run(
     first_token_timeout: float,
     read_timeout: float,
     request_budget: float,
+    auth: str | None,
+    access_log: Path | None,
 ) -> None:
     """Serve the OpenAI API, routing on the control plane's snapshots."""
+    require_keys = _auth_choice(host, auth)
+    if access_log is not None:
+        _open_access_log(access_log)
     from edgeplane._service import serve
     from edgeplane.gateway import DEFAULT_TRUSTED_PROXIES, ClientLocator, Gateway, GatewayOptions, SnapshotWatcher
 
-    watcher = SnapshotWatcher(ctx.obj["control_url"], home_metro=home_metro)
+    watcher = SnapshotWatcher(
+        ctx.obj["control_url"], home_metro=home_metro, admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN")
+    )
     try:
         locator = ClientLocator(trusted_proxy or DEFAULT_TRUSTED_PROXIES)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--trusted-proxy") from None
-    options = GatewayOptions(max_attempts, first_token_timeout, read_timeout, request_budget)
+    options = GatewayOptions(max_attempts, first_token_timeout, read_timeout, request_budget, auth=require_keys)
     app = Gateway(watcher, locator=locator, options=options)
 
     async def main() -> None:
@@ -517,6 +570,80 @@ def _drain_command(name: str, drain: bool) -> click.Command:
 
 cli.add_command(_drain_command("drain", True))
 cli.add_command(_drain_command("undrain", False))
+
+
+@cli.group()
+def keys() -> None:
+    """API keys: who may use the gateway, for which models, where, and how much."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Who the key belongs to.")
+@click.option("--continent", help="Serve this key only on this continent (code).")
+@click.option("--region", help="Serve this key only in this region (code).")
+@click.option("--rpm", type=click.IntRange(1), help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(1), help="Tokens (prompt + completion) per minute.")
+@click.option("--models", help="Comma-separated models the key may use (default: all).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"id": ..., "key": ...} for scripts.')
+@click.pass_context
+def keys_create(
+    ctx: click.Context,
+    tenant: str,
+    continent: str | None,
+    region: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    models: str | None,
+    as_json: bool,
+) -> None:
+    """Create a key; it is shown this once and stored only as a hash."""
+    payload: dict[str, Any] = {"tenant": tenant, "continent": continent, "region": region, "rpm": rpm, "tpm": tpm}
+    if models:
+        payload["models"] = [m.strip() for m in models.split(",") if m.strip()]
+    data = _api(ctx, "POST", "/api/keys", payload)
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    console = _console(ctx)
+    console.print(f"key {data['id']} for tenant {data['tenant']}:", highlight=False)
+    console.print(f"  {data['key']}", highlight=False, markup=False)
+    console.print("Store it now: it is not shown again.", highlight=False)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def keys_list(ctx: click.Context, as_json: bool) -> None:
+    """Every key with its tenant, limits and residency (never the key itself)."""
+    data = _api(ctx, "GET", "/api/keys")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title="API keys")
+    for column in ("id", "tenant", "pinned to", "rpm", "tpm", "models", "state"):
+        table.add_column(column)
+    for key in data["keys"]:
+        pinned = (key["region"] and f"region {key['region']}") or (key["continent"] and f"continent {key['continent']}")
+        table.add_row(
+            key["id"],
+            key["tenant"],
+            pinned or "-",
+            str(key["rpm"] or "-"),
+            str(key["tpm"] or "-"),
+            ", ".join(key["models"]) if key["models"] is not None else "all",
+            "revoked" if key["revoked"] else "active",
+        )
+    _console(ctx).print(table)
+
+
+@keys.command("revoke")
+@click.argument("key_id", metavar="ID")
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str) -> None:
+    """Revoke a key; gateways refuse it at once."""
+    data = _api(ctx, "DELETE", f"/api/keys/{key_id}")
+    note = "" if data.get("changed") else " (it was revoked already)"
+    _console(ctx).print(f"key {key_id} revoked{note}", highlight=False)
 
 
 @cli.group()

@@ -73,6 +73,10 @@ class ControlPlane:
         app.router.add_get("/api/audit", self._audit)
         app.router.add_post("/api/agents/{pop}/report", self._report)
         app.router.add_post("/api/gateways/report", self._gateway_report)
+        app.router.add_get("/api/keys", self._list_keys)
+        app.router.add_post("/api/keys", self._create_key)
+        app.router.add_delete("/api/keys/{id}", self._revoke_key)
+        app.router.add_get("/api/keys/table", self._key_table)
         app.router.add_get("/api/drills", self._list_drills)
         app.router.add_post("/api/drills", self._start_drill)
         app.router.add_get("/api/drills/{id}", self._get_drill)
@@ -273,6 +277,58 @@ class ControlPlane:
         except (orjson.JSONDecodeError, KeyError, TypeError) as error:
             return error_response(400, f"Bad report: {error}", type="invalid_request_error")
         return json_response({"taken": self.traffic.add(samples)})
+
+    async def _list_keys(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        keys = [
+            {**k.policy.to_json(), "created_at": k.created_at, "revoked_at": k.revoked_at}
+            for k in self.state.store.api_keys()
+        ]
+        return json_response({"keys": keys})
+
+    async def _create_key(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise TypeError("expected an object")
+            models = body.get("models")
+            if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) for m in models)):
+                raise TypeError("models must be a list of names")
+            limits = {name: body.get(name) for name in ("rpm", "tpm")}
+            for name, value in limits.items():
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                    raise TypeError(f"{name} must be an integer")
+            policy, secret = self.state.create_key(
+                str(body.get("tenant") or ""),
+                by=self._who(request),
+                continent=body.get("continent") or None,
+                region=body.get("region") or None,
+                rpm=limits["rpm"],
+                tpm=limits["tpm"],
+                models=models,
+            )
+        except (orjson.JSONDecodeError, TypeError, ValueError) as error:
+            return error_response(400, f"Bad key request: {error}", type="invalid_request_error")
+        self._publish()
+        return json_response({**policy.to_json(), "key": secret}, status=201)
+
+    async def _revoke_key(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        try:
+            revoked = self.state.revoke_key(request.match_info["id"], by=self._who(request))
+        except UnknownTarget as error:
+            return error_response(404, str(error), type="invalid_request_error", code="not_found")
+        self._publish()
+        return json_response({"id": request.match_info["id"], "revoked": True, "changed": revoked})
+
+    async def _key_table(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        return json_response(self.state.key_table())
 
     async def _list_drills(self, request: web.Request) -> web.Response:
         return json_response({"drills": [d.to_json() for d in self.drills.drills.values()]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -10,11 +11,12 @@ from typing import Any
 
 import orjson
 
-from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, Store
+from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, Store, StoredKey
 from edgeplane.fleet import Fleet
 from edgeplane.health import HealthBook
 from edgeplane.planning import DrainCheck, check_drain
 from edgeplane.routing import Router, SiteState, SiteView, Snapshot
+from edgeplane.tenants import KeyPolicy, key_hash, new_key
 
 Clock = Callable[[], float]
 
@@ -105,8 +107,9 @@ class FleetState:
         self.agent_timeout_seconds = agent_timeout_seconds
         self.digest = fleet_digest(fleet)
         self.reports: dict[str, AgentReport] = {}
+        self.keys_version = len(store.api_keys()) + 1
         self._published_at = clock()
-        self.snapshot = Snapshot(1, wall_clock(), self.digest, self._views())
+        self.snapshot = Snapshot(1, wall_clock(), self.digest, self._views(), self.keys_version)
 
     def __repr__(self) -> str:
         return (
@@ -142,6 +145,67 @@ class FleetState:
         outcome = ("ok" if added else "already drained") + (" (forced)" if force else "")
         self.store.audit(AuditRecord(self.wall_clock(), by, "drain", target, outcome, {"reason": reason}))
         return added
+
+    # -- keys ---------------------------------------------------------------------------------
+    def create_key(
+        self,
+        tenant: str,
+        *,
+        by: str,
+        continent: str | None = None,
+        region: str | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        models: list[str] | None = None,
+    ) -> tuple[KeyPolicy, str]:
+        """A new key and its secret, which is returned this once and stored only as a hash."""
+        if not tenant:
+            raise ValueError("a key needs a tenant")
+        if continent and region:
+            raise ValueError("pin a key to a continent or to a region, not both")
+        if continent and continent not in self.fleet.continent_by_code:
+            raise ValueError(
+                f"unknown continent {continent!r}; expected one of: {', '.join(sorted(self.fleet.continent_by_code))}"
+            )
+        if region and region not in self.fleet.region_by_code:
+            raise ValueError(
+                f"unknown region {region!r}; expected one of: {', '.join(sorted(self.fleet.region_by_code))}"
+            )
+        for limit, name in ((rpm, "rpm"), (tpm, "tpm")):
+            if limit is not None and limit < 1:
+                raise ValueError(f"{name} must be a positive number")
+        unknown = sorted(set(models or []) - set(self.fleet.model_by_name))
+        if unknown:
+            raise ValueError(
+                f"unknown model {unknown[0]!r}; expected one of: {', '.join(sorted(self.fleet.model_by_name))}"
+            )
+        secret = new_key()
+        policy = KeyPolicy(
+            "key_" + secrets.token_hex(6),
+            tenant,
+            continent,
+            region,
+            rpm,
+            tpm,
+            frozenset(models) if models is not None else None,
+        )
+        self.store.add_key(StoredKey(key_hash(secret), policy, self.wall_clock()))
+        self.store.audit(AuditRecord(self.wall_clock(), by, "create key", policy.id, "ok", policy.to_json()))
+        self.keys_version += 1
+        return policy, secret
+
+    def revoke_key(self, key_id: str, *, by: str) -> bool:
+        if key_id not in {k.policy.id for k in self.store.api_keys()}:
+            raise UnknownTarget(f"unknown key {key_id!r}")
+        revoked = self.store.revoke_key(key_id, self.wall_clock())
+        outcome = "ok" if revoked else "already revoked"
+        self.store.audit(AuditRecord(self.wall_clock(), by, "revoke key", key_id, outcome, {}))
+        self.keys_version += 1
+        return revoked
+
+    def key_table(self) -> dict[str, Any]:
+        """What gateways need to check keys locally: hashes and policies, never secrets."""
+        return {"version": self.keys_version, "keys": {k.hash: k.policy.to_json() for k in self.store.api_keys()}}
 
     def check_drain(self, kind: str, code: str) -> DrainCheck:
         """Raise DrainRefused if draining ``kind code`` now would break the blast radius or the headroom."""
@@ -210,14 +274,15 @@ class FleetState:
         def shape(v: SiteView) -> tuple[Any, ...]:
             return (v.state, v.models, v.url)
 
-        structural = any(shape(views[c]) != shape(old[c]) for c in views)
+        structural = self.keys_version != self.snapshot.keys_version
+        structural = structural or any(shape(views[c]) != shape(old[c]) for c in views)
         load_moved = any(
             abs(views[c].load - old[c].load) >= LOAD_PUBLISH_DELTA or views[c].busy != old[c].busy for c in views
         )
         if not structural and not (load_moved and now - self._published_at >= LOAD_PUBLISH_INTERVAL_SECONDS):
             return False
         self._published_at = now
-        self.snapshot = Snapshot(self.snapshot.version + 1, self.wall_clock(), self.digest, views)
+        self.snapshot = Snapshot(self.snapshot.version + 1, self.wall_clock(), self.digest, views, self.keys_version)
         return True
 
     def status(self) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from edgeplane.tenants import KeyPolicy
+
 DRAIN_KINDS = ("metro", "pop")
 
 
@@ -51,6 +53,14 @@ class AuditRecord:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    hash: str
+    policy: KeyPolicy
+    created_at: float
+    revoked_at: float | None = None
+
+
 class Store(abc.ABC):
     """The control plane's durable state. Every implementation passes tests/control/test_store.py."""
 
@@ -67,6 +77,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def audit(self, record: AuditRecord) -> None: ...
+
+    @abc.abstractmethod
+    def add_key(self, key: StoredKey) -> None: ...
+
+    @abc.abstractmethod
+    def api_keys(self) -> list[StoredKey]: ...
+
+    @abc.abstractmethod
+    def revoke_key(self, key_id: str, at: float) -> bool:
+        """Mark a key revoked; False if there is no such key or it was revoked already."""
 
     @abc.abstractmethod
     def audit_log(self, limit: int = 100) -> list[AuditRecord]: ...
@@ -91,6 +111,11 @@ class SQLiteStore(Store):
             "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
             " who TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL,"
             " detail TEXT NOT NULL)"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL,"
+            " continent TEXT, region TEXT, rpm INTEGER, tpm INTEGER, models TEXT, created_at REAL NOT NULL,"
+            " revoked_at REAL)"
         )
 
     def __repr__(self) -> str:
@@ -123,6 +148,31 @@ class SQLiteStore(Store):
                 orjson.dumps(record.detail),
             ),
         )
+
+    def add_key(self, key: StoredKey) -> None:
+        p = key.policy
+        models = orjson.dumps(sorted(p.models)).decode() if p.models is not None else None
+        self._db.execute(
+            "INSERT INTO keys (id, hash, tenant, continent, region, rpm, tpm, models, created_at, revoked_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (p.id, key.hash, p.tenant, p.continent, p.region, p.rpm, p.tpm, models, key.created_at, key.revoked_at),
+        )
+
+    def api_keys(self) -> list[StoredKey]:
+        rows = self._db.execute(
+            "SELECT id, hash, tenant, continent, region, rpm, tpm, models, created_at, revoked_at FROM keys"
+            " ORDER BY created_at, id"
+        )
+        out = []
+        for key_id, digest, tenant, continent, region, rpm, tpm, models, created, revoked in rows:
+            allowed = frozenset(orjson.loads(models)) if models is not None else None
+            policy = KeyPolicy(key_id, tenant, continent, region, rpm, tpm, allowed, revoked is not None)
+            out.append(StoredKey(digest, policy, created, revoked))
+        return out
+
+    def revoke_key(self, key_id: str, at: float) -> bool:
+        cursor = self._db.execute("UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id))
+        return cursor.rowcount == 1
 
     def audit_log(self, limit: int = 100) -> list[AuditRecord]:
         rows = self._db.execute(

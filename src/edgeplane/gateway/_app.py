@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -36,12 +37,16 @@ from edgeplane._http import HttpClient, Reply
 from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane._service import error_response, json_response
 from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS
-from edgeplane.gateway._snapshots import SnapshotWatcher
+from edgeplane.gateway._snapshots import RoutingState, SnapshotWatcher
 from edgeplane.gateway._sse import DONE, EventReader, StreamProgress, event_data, is_error_event, resume_body
 from edgeplane.health import Health, HealthBook, HealthPolicy, Outcome
 from edgeplane.routing import Candidate, SiteView
+from edgeplane.tenants import KeyPolicy, key_hash
 
 log = logging.getLogger("edgeplane.gateway")
+# One JSON line per request. It never holds headers or keys: only the key's id and tenant.
+access_log = logging.getLogger("edgeplane.access")
+access_log.propagate = False
 
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
 REPORT_SECONDS = 0.5
@@ -101,6 +106,15 @@ class _Metrics:
             "Seconds since the control plane confirmed the snapshot.",
             registry=registry,
         )
+        self.residency = Counter(
+            "edgeplane_gateway_residency_decisions",
+            "Routing decisions limited to a key's residency, by pin and outcome (served, refused).",
+            ["pin", "outcome"],
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "edgeplane_gateway_auth_failures", "Requests refused by authentication.", ["reason"], registry=registry
+        )
         self.site_health = Gauge(
             "edgeplane_gateway_site_health",
             "1 for each site's health state as this gateway sees it (serving, degraded, down).",
@@ -128,6 +142,7 @@ class GatewayOptions:
     read_timeout_seconds: float = 300.0  # a whole non-streamed answer, or a silence inside a stream
     request_budget_seconds: float = 30.0  # all tries before the first byte reaches the client
     probe_interval_seconds: float = PROBE_INTERVAL_SECONDS
+    auth: bool = False  # require an API key (always, when listening beyond loopback)
     health: HealthPolicy = field(default_factory=HealthPolicy)
 
 
@@ -150,6 +165,7 @@ class Gateway:
         self.health = HealthBook(self.options.health)
         self._inflight: dict[tuple[str, str], int] = {}  # (PoP, model): this gateway's requests there now
         self._samples: list[dict[str, Any]] = []  # time to first token per request, for the control plane
+        self._residency: dict[tuple[str, str | None, str | None], frozenset[str]] = {}
         self._views: tuple[tuple[int, int], dict[str, SiteView]] | None = None
 
     def __repr__(self) -> str:
@@ -161,6 +177,37 @@ class Gateway:
         if self._views is None or self._views[0] != key:
             self._views = (key, self.health.overlay(sites))
         return self._views[1]
+
+    def _authenticate(self, request: web.Request, keys: dict[str, KeyPolicy]) -> KeyPolicy:
+        """The policy of the request's key, or ApiError(401). The key itself is never kept or logged."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            self.metrics.auth_failures.labels("missing").inc()
+            raise ApiError(
+                401,
+                "You didn't provide an API key. Send it as `Authorization: Bearer KEY`.",
+                type="invalid_request_error",
+                code="invalid_api_key",
+            )
+        policy = keys.get(key_hash(secret.strip()))
+        if policy is None:
+            self.metrics.auth_failures.labels("unknown").inc()
+            raise ApiError(401, "Incorrect API key provided.", type="invalid_request_error", code="invalid_api_key")
+        if policy.revoked:
+            self.metrics.auth_failures.labels("revoked").inc()
+            raise ApiError(401, "This API key has been revoked.", type="invalid_request_error", code="invalid_api_key")
+        return policy
+
+    def _within(self, state: RoutingState, policy: KeyPolicy | None) -> frozenset[str] | None:
+        """The metros a key's requests may be served in; None when it is not pinned."""
+        if policy is None or policy.pinned is None:
+            return None
+        cache_key = (state.snapshot.fleet_digest, policy.continent, policy.region)
+        metros = self._residency.get(cache_key)
+        if metros is None:
+            metros = self._residency[cache_key] = state.router.metros_within(policy.continent, policy.region)
+        return metros
 
     def _record(self, site: str, outcome: Outcome, *, ttft_seconds: float | None = None, why: str = "") -> None:
         before = self.health.state(site)
@@ -205,15 +252,23 @@ class Gateway:
     def _inference(self, endpoint: Endpoint) -> Any:
         async def handle(request: web.Request) -> web.StreamResponse:
             self.metrics.in_flight.inc()
+            started = time.monotonic()
+            info: dict[str, Any] = {"request_id": "req-" + uuid.uuid4().hex[:20]}
+            response: web.StreamResponse | None = None
             try:
-                return await self._serve(endpoint, request)
+                response = await self._serve(endpoint, request, info)
+                return response
             finally:
                 self.metrics.in_flight.dec()
+                if access_log.handlers:
+                    info["status"] = response.status if response is not None else 499
+                    info["duration_ms"] = round(1000 * (time.monotonic() - started), 3)
+                    access_log.info(orjson.dumps(info).decode())
 
         return handle
 
-    async def _serve(self, endpoint: Endpoint, request: web.Request) -> web.StreamResponse:
-        request_id = "req-" + uuid.uuid4().hex[:20]
+    async def _serve(self, endpoint: Endpoint, request: web.Request, info: dict[str, Any]) -> web.StreamResponse:
+        request_id = info["request_id"]
         base_headers = {"x-request-id": request_id}
         try:
             raw = await request.read()
@@ -226,18 +281,31 @@ class Gateway:
                 headers=base_headers,
             )
         state = self.watcher.state
+        if state is None:
+            return error_response(
+                503,
+                "The gateway has no routing snapshot yet.",
+                type="server_error",
+                code="no_snapshot",
+                headers=base_headers,
+            )
+        policy: KeyPolicy | None = None
         try:
+            if self.options.auth:
+                policy = self._authenticate(request, state.keys)
+                info["key_id"], info["tenant"] = policy.id, policy.tenant
             parsed = parse_request(endpoint, raw)
-            if state is None:
-                return error_response(
-                    503,
-                    "The gateway has no routing snapshot yet.",
-                    type="server_error",
-                    code="no_snapshot",
-                    headers=base_headers,
-                )
+            info["model"], info["stream"] = parsed.model, parsed.stream
             if parsed.model not in state.fleet.model_by_name:
                 raise model_not_found(parsed.model)
+            if policy is not None and policy.models is not None and parsed.model not in policy.models:
+                raise ApiError(
+                    403,
+                    f"This API key may not use the model `{parsed.model}`.",
+                    type="permission_error",
+                    code="model_not_allowed",
+                    param="model",
+                )
         except ApiError as error:
             return web.Response(
                 body=error.body(), status=error.status, content_type="application/json", headers=base_headers
@@ -247,6 +315,7 @@ class Gateway:
         started = time.perf_counter()
         sites = self._sites(state.snapshot.version, state.snapshot.sites)
         max_tokens = parsed.body.get("max_completion_tokens") or parsed.body.get("max_tokens")
+        within = self._within(state, policy)
         decision = state.router.decide(
             client,
             parsed.model,
@@ -255,8 +324,24 @@ class Gateway:
             prompt_tokens=max(1, len(raw) // 4),
             output_tokens=max_tokens if isinstance(max_tokens, int) else DEFAULT_OUTPUT_TOKENS,
             local_busy=self._inflight,
+            within=within,
         )
         self.metrics.decision.observe(time.perf_counter() - started)
+        info["client_metro"] = decision.client_metro
+        info["tokens_in"] = max(1, len(raw) // 4)
+        pin = policy.pinned if policy is not None else None
+        if pin is not None:
+            self.metrics.residency.labels(pin, "served" if decision.candidates else "refused").inc()
+        if not decision.candidates and pin is not None:
+            self.metrics.requests.labels(parsed.model, "", "", "503").inc()
+            return error_response(
+                503,
+                f"No site in {pin} can serve `{parsed.model}` now, and this API key is pinned to {pin}: it is"
+                " never served outside it.",
+                type="server_error",
+                code="no_site_in_residency",
+                headers={**base_headers, "x-edgeplane-attempts": "0"},
+            )
         if not decision.candidates:
             decision = state.router.decide(client, parsed.model, sites)
             self.metrics.requests.labels(parsed.model, "", "", "503").inc()
@@ -284,6 +369,11 @@ class Gateway:
                 if isinstance(outcome, str):
                     failures.append(outcome)
                     continue
+                info.update(metro=candidate.metro, site=candidate.pop, scope=str(candidate.scope), attempts=attempts)
+                if outcome.ttft_seconds is not None:
+                    info["ttft_ms"] = round(1000 * outcome.ttft_seconds, 3)
+                if outcome.body is not None:
+                    info.update(_usage(outcome.body))
                 if outcome.ttft_seconds is not None and len(self._samples) < MAX_SAMPLES_PER_REPORT:
                     self._samples.append(
                         {
@@ -294,10 +384,11 @@ class Gateway:
                             "scope": str(candidate.scope),
                         }
                     )
-                return await self._respond(request, parsed, endpoint, outcome, candidates, attempts, base_headers)
+                return await self._respond(request, parsed, endpoint, outcome, candidates, attempts, base_headers, info)
             finally:
                 self._inflight[key] -= 1
         self.metrics.requests.labels(parsed.model, "", "", "503").inc()
+        info["attempts"] = attempts
         why = "; ".join(failures[-3:]) or "the request budget ran out"
         return error_response(
             503,
@@ -316,6 +407,7 @@ class Gateway:
         candidates: list[Candidate],
         attempts: int,
         base_headers: dict[str, str],
+        info: dict[str, Any],
     ) -> web.StreamResponse:
         candidate = outcome.candidate
         headers = {
@@ -334,7 +426,7 @@ class Gateway:
             return web.Response(
                 body=outcome.body, status=outcome.reply.status, content_type=content_type, headers=headers
             )
-        return await self._relay(request, parsed, endpoint, outcome, candidates, attempts, headers)
+        return await self._relay(request, parsed, endpoint, outcome, candidates, attempts, headers, info)
 
     async def _attempt(
         self, candidate: Candidate, endpoint: Endpoint, raw: bytes, stream: bool, budget_seconds: float
@@ -399,6 +491,7 @@ class Gateway:
         candidates: list[Candidate],
         attempts: int,
         headers: dict[str, str],
+        info: dict[str, Any],
     ) -> web.StreamResponse:
         """Relay a stream event by event. If it breaks before the model finished, resume it on the next
         candidate (the prompt plus what was sent); if that cannot be done, end with an error event."""
@@ -459,6 +552,10 @@ class Gateway:
             await response.write_eof()
         except ConnectionError:
             pass  # the client left; the finally blocks above released the site's answer
+        if access_log.handlers:
+            usage = _usage(progress.events[-1]) if progress.events else {}
+            info.update(usage or {"tokens_out": max(0, len(progress.events) - 1)})
+            info["attempts"] = attempts
         return response
 
     async def _models(self, request: web.Request) -> web.Response:
@@ -491,6 +588,20 @@ class Gateway:
                 for health in Health:
                     self.metrics.site_health.labels(pop, health.value).set(1.0 if health is current else 0.0)
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+_PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+
+
+def _usage(body: bytes) -> dict[str, int]:
+    """Token counts from the usage a backend reported, found without parsing the whole answer."""
+    out = {}
+    for name, pattern in (("tokens_in", _PROMPT_TOKENS), ("tokens_out", _COMPLETION_TOKENS)):
+        match = pattern.search(body)
+        if match:
+            out[name] = int(match.group(1))
+    return out
 
 
 def _is_error_body(body: bytes) -> bool:

@@ -11,6 +11,7 @@ from edgeplane._errors import BackendError
 from edgeplane._http import HttpClient
 from edgeplane.fleet import Fleet
 from edgeplane.routing import Router, Snapshot
+from edgeplane.tenants import KeyPolicy
 
 log = logging.getLogger("edgeplane.gateway")
 
@@ -26,13 +27,22 @@ class RoutingState:
     router: Router
     snapshot: Snapshot
     received_at: float  # monotonic: when the control plane last confirmed it
+    keys: dict[str, KeyPolicy]  # by key hash; revoked keys are kept to say so
 
 
 class SnapshotWatcher:
     """Long-polls the control plane; on failure keeps the last good snapshot and retries."""
 
-    def __init__(self, control_url: str, *, home_metro: str | None = None, client: HttpClient | None = None) -> None:
+    def __init__(
+        self,
+        control_url: str,
+        *,
+        home_metro: str | None = None,
+        client: HttpClient | None = None,
+        admin_token: str | None = None,
+    ) -> None:
         self.control_url = control_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
         self.home_metro = home_metro
         self.state: RoutingState | None = None
         self.reachable = False
@@ -60,6 +70,14 @@ class SnapshotWatcher:
             raise BackendError(f"control plane answered {status} for the fleet")
         return str(data["digest"]), Fleet.model_validate(data["fleet"])
 
+    async def _fetch_keys(self) -> dict[str, KeyPolicy]:
+        status, data = await self._client.request_json(
+            "GET", f"{self.control_url}/api/keys/table", headers=self._headers
+        )
+        if status != 200:
+            raise BackendError(f"control plane answered {status} for the key table")
+        return {digest: KeyPolicy.from_json(policy) for digest, policy in data["keys"].items()}
+
     async def poll_once(self, wait_seconds: float) -> None:
         after = self.state.snapshot.version if self.state else 0
         url = f"{self.control_url}/api/snapshot?after={after}&wait={wait_seconds if self.state else 0}"
@@ -70,12 +88,15 @@ class SnapshotWatcher:
         now = time.monotonic()
         self.reachable, self.last_contact = True, now
         state = self.state
+        keys = state.keys if state is not None else {}
+        if state is None or state.snapshot.keys_version != snapshot.keys_version:
+            keys = await self._fetch_keys()
         if state is None or state.snapshot.fleet_digest != snapshot.fleet_digest:
             _, fleet = await self._fetch_fleet()
             router = Router(fleet, self.home_metro)
-            state = RoutingState(fleet, router, snapshot, now)
+            state = RoutingState(fleet, router, snapshot, now, keys)
         else:
-            state = RoutingState(state.fleet, state.router, snapshot, now)
+            state = RoutingState(state.fleet, state.router, snapshot, now, keys)
         self.state = state
         self._ready.set()
 

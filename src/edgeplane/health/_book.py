@@ -99,7 +99,12 @@ class HealthBook:
             health.failures += 1
             health.successes = 0
             health.last_failure = why or outcome.value
-            if health.state is Health.DOWN:
+            if outcome is Outcome.SLOW:
+                # Slowness alone degrades a site after the fall count, and never takes it down: one slow
+                # answer on a busy machine is no signal, and a slow site still answers.
+                if health.state is Health.SERVING and health.failures >= policy.fall:
+                    health.state = Health.DEGRADED
+            elif health.state is Health.DOWN:
                 self._eject(health, now)  # a failed trial while ejected: wait longer
             elif outcome is Outcome.CONNECT_ERROR or health.failures >= policy.fall:
                 health.state = Health.DOWN

@@ -124,6 +124,7 @@ class Router:
         prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
         output_tokens: int = DEFAULT_OUTPUT_TOKENS,
         local_busy: Mapping[tuple[str, str], int] | None = None,
+        within: frozenset[str] | None = None,
     ) -> Decision:
         """Ordered candidates for one request. ``explain=False`` skips the reasons for passed-over sites,
         which the request path only needs when nothing can serve. ``local_busy`` is the caller's own
@@ -139,7 +140,16 @@ class Router:
             prompt_tokens=prompt_tokens,
             output_tokens=output_tokens,
             local_busy=local_busy,
+            within=within,
         )
+
+    def metros_within(self, continent: str | None = None, region: str | None = None) -> frozenset[str]:
+        """The metros of a residency pin (a region, or a continent)."""
+        if region:
+            return frozenset(m.code for m in self.fleet.metros if m.region == region)
+        if continent:
+            return frozenset(m.code for m in self.fleet.metros if self.fleet.continent_of(m.code).code == continent)
+        return frozenset(self.fleet.metro_by_code)
 
     def decide_for_metro(
         self,
@@ -153,8 +163,11 @@ class Router:
         prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
         output_tokens: int = DEFAULT_OUTPUT_TOKENS,
         local_busy: Mapping[tuple[str, str], int] | None = None,
+        within: frozenset[str] | None = None,
     ) -> Decision:
-        """Stay in the closest scope whose best site is predicted to meet the model's TTFT SLO and is
+        """``within``, if given, is the set of metros a request may be served in (residency).
+
+        Stay in the closest scope whose best site is predicted to meet the model's TTFT SLO and is
         not full; within a scope, lowest predicted TTFT first. Sites that would break the SLO, or are
         full, come last, closest first, for when nothing better is left."""
         slo_ms = self._slo_ms.get(model, float("inf"))
@@ -167,6 +180,10 @@ class Router:
             rungs = self._placed.get((metro, model), ())
         serving_state, degraded_state = SiteState.SERVING, SiteState.DEGRADED
         for rung, serving in rungs:
+            if within is not None and rung.metro not in within:
+                if explain:
+                    passed.append(PassedOver(rung.pop, rung.metro, rung.scope, "outside the key's residency"))
+                continue
             site = sites.get(rung.pop)
             if (
                 site is None
@@ -192,7 +209,7 @@ class Router:
             cost = ttft + site.load * LOAD_PENALTY_MS
             if site.state is degraded_state:
                 cost += DEGRADED_PENALTY_MS
-            within = cost <= slo_ms
+            meets_slo = cost <= slo_ms
             candidate = Candidate(
                 rung.pop,
                 rung.metro,
@@ -203,10 +220,10 @@ class Router:
                 site.url,
                 queue_ms,
                 prefill_ms,
-                within,
+                meets_slo,
                 full,
             )
-            (good if within and not full else poor).append(candidate)
+            (good if meets_slo and not full else poor).append(candidate)
         good.sort(key=_order)
         # Among the rest, a site that is merely busy comes before one that is failing, closest first.
         poor.sort(key=_order_poor)

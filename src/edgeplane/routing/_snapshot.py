@@ -15,6 +15,7 @@ class Snapshot:
     generated_at: float  # unix seconds at the control plane
     fleet_digest: str
     sites: Mapping[str, SiteView] = field(default_factory=dict)
+    keys_version: int = 0  # gateways fetch the key table again when this moves
 
     def __repr__(self) -> str:
         serving = sum(1 for s in self.sites.values() if s.state is SiteState.SERVING)
@@ -25,6 +26,7 @@ class Snapshot:
             "version": self.version,
             "generated_at": self.generated_at,
             "fleet_digest": self.fleet_digest,
+            "keys_version": self.keys_version,
             "sites": {
                 code: {
                     "state": site.state.value,
@@ -52,4 +54,10 @@ class Snapshot:
             )
             for code, raw in data["sites"].items()
         }
-        return cls(int(data["version"]), float(data["generated_at"]), str(data["fleet_digest"]), sites)
+        return cls(
+            int(data["version"]),
+            float(data["generated_at"]),
+            str(data["fleet_digest"]),
+            sites,
+            int(data.get("keys_version", 0)),
+        )

@@ -1,0 +1,171 @@
+"""Keys, model limits and residency through the official openai SDK, against `edgeplane up --auth on`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.conftest import SMALL_FLEET, RunningFleet, start_fleet, stop_fleet
+
+pytestmark = pytest.mark.slow
+
+NYC, AMS = "198.18.0.9", "198.18.48.9"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
+    argv = [
+        sys.executable,
+        "-m",
+        "edgeplane",
+        "up",
+        "--fleet",
+        str(SMALL_FLEET),
+        "--time-scale",
+        "0.05",
+        "--auth",
+        "on",
+    ]
+    running = start_fleet(argv, tmp_path_factory.mktemp("tenants"), fleet_path=SMALL_FLEET, backend="emulator")
+    yield running
+    stop_fleet(running)
+
+
+SECRETS: list[str] = []  # every key made here, to look for in the logs at the end
+
+
+def create(fleet: RunningFleet, *args: str) -> dict[str, str]:
+    made: dict[str, str] = json.loads(fleet.cli("keys", "create", *args, "--json").stdout)
+    SECRETS.append(made["key"])
+    return made
+
+
+def api(fleet: RunningFleet, key: str | None, client: str = NYC) -> OpenAI:
+    return OpenAI(
+        base_url=fleet.gateway_url + "/v1",
+        api_key=key or "",
+        default_headers={"X-Forwarded-For": client},
+        max_retries=0,
+    )
+
+
+def ask(client: OpenAI, model: str = "tiny-llama") -> tuple[str, str]:
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
+    raw.parse()
+    return raw.headers["x-edgeplane-metro"], raw.headers["x-edgeplane-scope"]
+
+
+def eventually(check: object, timeout_seconds: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            check()  # type: ignore[operator]
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_keys_are_shown_once_and_stored_hashed(fleet: RunningFleet) -> None:
+    made = create(fleet, "--tenant", "acme", "--rpm", "100")
+    assert set(made) >= {"id", "key"} and made["key"].startswith("ep-")
+    listed = fleet.cli("keys", "list", "--json").stdout
+    assert made["id"] in listed and made["key"] not in listed
+    human = fleet.cli("keys", "list").stdout
+    assert "acme" in human and made["key"] not in human
+    eventually(lambda: ask(api(fleet, made["key"])))
+
+
+def test_missing_wrong_and_revoked_keys_get_401(fleet: RunningFleet) -> None:
+    # The SDK will not send a request without a key, so this one goes by hand.
+    body = json.dumps({"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    bare = urllib.request.Request(fleet.gateway_url + "/v1/chat/completions", data=body, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(bare)
+    assert missing.value.code == 401
+    assert json.loads(missing.value.read())["error"]["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError, match="Incorrect API key"):
+        ask(api(fleet, "ep-not-a-key"))
+    made = create(fleet, "--tenant", "acme")
+    eventually(lambda: ask(api(fleet, made["key"])))
+    fleet.cli("keys", "revoke", made["id"])
+
+    def refused() -> None:
+        try:
+            ask(api(fleet, made["key"]))
+        except openai.AuthenticationError as error:
+            assert "revoked" in str(error)
+            return
+        raise AssertionError("a revoked key was still served")
+
+    eventually(refused)
+
+
+def test_a_key_limited_to_some_models_gets_403_for_the_others(fleet: RunningFleet) -> None:
+    made = create(fleet, "--tenant", "acme", "--models", "tiny-chat")
+    eventually(lambda: ask(api(fleet, made["key"]), "tiny-chat"))
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        ask(api(fleet, made["key"]), "tiny-llama")
+    assert denied.value.code == "model_not_allowed"
+    refused = fleet.cli("keys", "create", "--tenant", "acme", "--models", "no-such-model", check=False)
+    assert refused.returncode == 1 and "unknown model" in refused.stdout
+
+
+def test_a_pinned_key_is_never_served_outside_its_continent(fleet: RunningFleet) -> None:
+    pinned = create(fleet, "--tenant", "eu-bank", "--continent", "eu")["key"]
+    free = create(fleet, "--tenant", "anyone")["key"]
+    eventually(lambda: ask(api(fleet, pinned, AMS)))
+    # A New York client with an EU key is served in Europe.
+    assert ask(api(fleet, pinned, NYC)) == ("ams", "global")
+    try:
+        fleet.cli("drain", "metro", "ams")  # every metro of the eu continent
+        eventually(lambda: ask(api(fleet, free, AMS)) == ("nyc", "global") or None)
+
+        def pinned_refused() -> None:
+            with pytest.raises(openai.InternalServerError) as caught:
+                ask(api(fleet, pinned, AMS))
+            assert caught.value.status_code == 503 and caught.value.code == "no_site_in_residency"
+            assert "never served outside it" in str(caught.value)
+
+        eventually(pinned_refused)
+        metro, scope = ask(api(fleet, free, AMS))
+        assert scope == "global" and metro in {"nyc", "iad", "ord"}
+    finally:
+        fleet.cli("undrain", "metro", "ams")
+    with urllib.request.urlopen(fleet.gateway_url + "/metrics") as response:
+        text = response.read().decode()
+    assert 'edgeplane_gateway_residency_decisions_total{outcome="refused",pin="continent eu"}' in text
+
+
+def test_access_log_has_a_line_per_request_and_no_log_holds_a_key(fleet: RunningFleet) -> None:
+    made = create(fleet, "--tenant", "logged")
+    eventually(lambda: ask(api(fleet, made["key"], AMS)))
+    stream = api(fleet, made["key"], AMS).chat.completions.create(
+        model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True
+    )
+    assert [c for c in stream]
+    data_dir = fleet.log_path.parent / "data"
+    lines = [json.loads(line) for line in (data_dir / "access.log").read_text().splitlines()]
+    mine = [line for line in lines if line.get("key_id") == made["id"] and line["status"] == 200]
+    assert len(mine) >= 2 and {line["stream"] for line in mine} == {False, True}
+    for line in mine:
+        assert line["tenant"] == "logged" and line["client_metro"] == "ams"
+        assert (line["metro"], line["site"], line["scope"], line["attempts"]) == ("ams", "ams1", "metro", 1)
+        assert line["request_id"].startswith("req-") and line["tokens_in"] > 0 and line["tokens_out"] > 0
+    assert any("ttft_ms" in line for line in mine)
+    assert any(line["status"] == 401 for line in lines)
+    logs = [fleet.log_path, *data_dir.rglob("*.log")]
+    text = "".join(path.read_text(errors="replace") for path in logs) + "".join(fleet.output)
+    leaked = [key for key in SECRETS if key in text or key.removeprefix("ep-") in text]
+    assert SECRETS and leaked == []
