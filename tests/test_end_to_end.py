@@ -12,7 +12,7 @@ import pytest
 from openai import OpenAI
 
 from edgeplane.fleet import Fleet, load_fleet
-from tests.conftest import RunningFleet
+from tests.conftest import OPEN_CLIENTS, RunningFleet
 
 pytestmark = pytest.mark.slow
 
@@ -37,30 +37,32 @@ def client_address(fleet: Fleet, metro: str, family: int = 4) -> str:
 
 
 def sdk(running: RunningFleet, client: str) -> OpenAI:
-    return OpenAI(
+    made = OpenAI(
         base_url=running.gateway_url + "/v1",
         api_key="not-needed-on-loopback",
         default_headers={"X-Forwarded-For": client},
         max_retries=0,
         timeout=60,
     )
+    OPEN_CLIENTS.append(made)
+    return made
 
 
 def chat(running: RunningFleet, client: str, model: str, *, stream: bool = False) -> tuple[dict[str, str], str, str]:
     """One chat completion; returns the edgeplane headers, the text and the finish reason."""
-    api = sdk(running, client)
     messages: Any = [{"role": "user", "content": "Say hello from the edge."}]
-    raw = api.chat.completions.with_raw_response.create(model=model, messages=messages, max_tokens=6, stream=stream)
-    headers = {k: v for k, v in raw.headers.items() if k.startswith("x-edgeplane-")}
-    if not stream:
-        completion = raw.parse()
-        return headers, completion.choices[0].message.content or "", completion.choices[0].finish_reason
-    text, finish = "", ""
-    for chunk in raw.parse():
-        for choice in chunk.choices:
-            text += choice.delta.content or ""
-            finish = choice.finish_reason or finish
-    return headers, text, finish
+    with sdk(running, client) as api:
+        raw = api.chat.completions.with_raw_response.create(model=model, messages=messages, max_tokens=6, stream=stream)
+        headers = {k: v for k, v in raw.headers.items() if k.startswith("x-edgeplane-")}
+        if not stream:
+            completion = raw.parse()
+            return headers, completion.choices[0].message.content or "", completion.choices[0].finish_reason
+        text, finish = "", ""
+        for chunk in raw.parse():
+            for choice in chunk.choices:
+                text += choice.delta.content or ""
+                finish = choice.finish_reason or finish
+        return headers, text, finish
 
 
 def served(running: RunningFleet, client: str, model: str, scope: str, timeout_seconds: float = 2.0) -> dict[str, str]:

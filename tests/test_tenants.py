@@ -13,7 +13,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.conftest import SMALL_FLEET, RunningFleet, start_fleet, stop_fleet
+from tests.conftest import OPEN_CLIENTS, SMALL_FLEET, RunningFleet, start_fleet, stop_fleet
 
 pytestmark = pytest.mark.slow
 
@@ -49,12 +49,14 @@ def create(fleet: RunningFleet, *args: str) -> dict[str, str]:
 
 
 def api(fleet: RunningFleet, key: str | None, client: str = NYC) -> OpenAI:
-    return OpenAI(
+    made = OpenAI(
         base_url=fleet.gateway_url + "/v1",
         api_key=key or "",
         default_headers={"X-Forwarded-For": client},
         max_retries=0,
     )
+    OPEN_CLIENTS.append(made)
+    return made
 
 
 def ask(client: OpenAI, model: str = "tiny-llama") -> tuple[str, str]:
@@ -95,6 +97,7 @@ def test_missing_wrong_and_revoked_keys_get_401(fleet: RunningFleet) -> None:
         urllib.request.urlopen(bare)
     assert missing.value.code == 401
     assert json.loads(missing.value.read())["error"]["code"] == "invalid_api_key"
+    missing.value.close()
     with pytest.raises(openai.AuthenticationError, match="Incorrect API key"):
         ask(api(fleet, "ep-not-a-key"))
     made = create(fleet, "--tenant", "acme")
@@ -120,6 +123,28 @@ def test_a_key_limited_to_some_models_gets_403_for_the_others(fleet: RunningFlee
     assert denied.value.code == "model_not_allowed"
     refused = fleet.cli("keys", "create", "--tenant", "acme", "--models", "no-such-model", check=False)
     assert refused.returncode == 1 and "unknown model" in refused.stdout
+
+
+def test_a_key_over_its_request_or_token_limit_gets_429_with_retry_after(fleet: RunningFleet) -> None:
+    limited = create(fleet, "--tenant", "small", "--rpm", "3")
+    eventually(lambda: ask(api(fleet, limited["key"])))
+    served, refused = 1, None
+    for _ in range(5):
+        try:
+            ask(api(fleet, limited["key"]))
+            served += 1
+        except openai.RateLimitError as error:
+            refused = error
+            break
+        time.sleep(0.1)  # let the gateway's lease loop run
+    assert served == 3 and refused is not None
+    assert refused.code == "rate_limit_exceeded" and int(refused.response.headers["Retry-After"]) >= 1
+
+    thrifty = create(fleet, "--tenant", "small", "--tpm", "2")  # less than one request (about 4 tokens)
+    eventually(lambda: ask(api(fleet, thrifty["key"])))
+    time.sleep(0.2)
+    with pytest.raises(openai.RateLimitError, match="tokens per minute"):
+        ask(api(fleet, thrifty["key"]))
 
 
 def test_a_pinned_key_is_never_served_outside_its_continent(fleet: RunningFleet) -> None:

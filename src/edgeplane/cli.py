@@ -250,6 +250,9 @@ def control() -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--admin-token", envvar="EDGEPLANE_ADMIN_TOKEN")
 @click.option("--agent-timeout", default=2.0, show_default=True, help="Seconds without a report before a site is down.")
+@click.option(
+    "--limit-window", default=60.0, show_default=True, help="Seconds of a rate-limit window (rpm/tpm scale to it)."
+)
 @click.pass_context
 def control_run(
     ctx: click.Context,
@@ -259,13 +262,18 @@ def control_run(
     data_dir: Path | None,
     admin_token: str | None,
     agent_timeout: float,
+    limit_window: float,
 ) -> None:
     """Serve the control plane API."""
     from edgeplane.control import ControlPlane, FleetState, SQLiteStore
 
     fleet = _load(ctx, fleet_path)
     store = SQLiteStore((data_dir or default_data_dir()) / "edgeplane.db")
-    plane = ControlPlane(FleetState(fleet, store, agent_timeout_seconds=agent_timeout), admin_token=admin_token)
+    plane = ControlPlane(
+        FleetState(fleet, store, agent_timeout_seconds=agent_timeout),
+        admin_token=admin_token,
+        limit_window_seconds=limit_window,
+    )
     try:
         _run(plane.run(host, port, on_ready=lambda url: print(f"control plane at {url}", flush=True)))
     except ValueError as error:
@@ -339,7 +347,12 @@ def gateway_run(
                 host,
                 port,
                 on_ready=lambda url: print(f"gateway at {url}", flush=True),
-                background=lambda url: [watcher.watch_forever, app.probe_forever, app.report_forever],
+                background=lambda url: [
+                    watcher.watch_forever,
+                    app.probe_forever,
+                    app.report_forever,
+                    app.lease_forever,
+                ],
             )
         finally:
             await watcher.close()

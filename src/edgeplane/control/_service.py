@@ -7,6 +7,7 @@ import hmac
 import html
 import ipaddress
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ from edgeplane.control._state import DrainRefused, FleetState, UnknownTarget
 from edgeplane.control._store import AuditRecord
 from edgeplane.faults import CATALOGUE
 from edgeplane.routing import DEFAULT_PROMPT_TOKENS, SiteState
+from edgeplane.tenants import WINDOW_SECONDS, LeaseBook
 
 log = logging.getLogger("edgeplane.control")
 
@@ -45,6 +47,7 @@ class ControlPlane:
         *,
         admin_token: str | None = None,
         probe_interval_seconds: float | None = PROBE_INTERVAL_SECONDS,
+        limit_window_seconds: float = WINDOW_SECONDS,
     ) -> None:
         self.state = state
         self.probe_interval_seconds = probe_interval_seconds  # None: no active probes
@@ -53,6 +56,7 @@ class ControlPlane:
         self._changed = asyncio.Event()
         self._client = HttpClient(connect_timeout_seconds=1.0)
         self.traffic = Traffic()
+        self.leases = LeaseBook(limit_window_seconds)
         self.drills = DrillRunner(state, self.traffic, self._publish)
 
     def __repr__(self) -> str:
@@ -77,6 +81,7 @@ class ControlPlane:
         app.router.add_post("/api/keys", self._create_key)
         app.router.add_delete("/api/keys/{id}", self._revoke_key)
         app.router.add_get("/api/keys/table", self._key_table)
+        app.router.add_post("/api/leases", self._lease)
         app.router.add_get("/api/drills", self._list_drills)
         app.router.add_post("/api/drills", self._start_drill)
         app.router.add_get("/api/drills/{id}", self._get_drill)
@@ -329,6 +334,27 @@ class ControlPlane:
         if not self._authorised(request):
             return self._refused()
         return json_response(self.state.key_table())
+
+    async def _lease(self, request: web.Request) -> web.Response:
+        """A share of a key's budget for this window, for one gateway to spend locally."""
+        if not self._authorised(request):
+            return self._refused()
+        try:
+            key_id = str(orjson.loads(await request.read())["key_id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return error_response(400, 'Expected {"key_id": ...}.', type="invalid_request_error")
+        policy = next((k.policy for k in self.state.store.api_keys() if k.policy.id == key_id), None)
+        if policy is None or policy.revoked:
+            return error_response(404, f"no active key {key_id!r}", type="invalid_request_error", code="not_found")
+        grant = self.leases.lease(key_id, policy.rpm, policy.tpm, time.time())
+        return json_response(
+            {
+                "requests": grant.requests,
+                "tokens": grant.tokens,
+                "window": grant.window,
+                "window_ends_in": grant.window_ends_in,
+            }
+        )
 
     async def _list_drills(self, request: web.Request) -> web.Response:
         return json_response({"drills": [d.to_json() for d in self.drills.drills.values()]})

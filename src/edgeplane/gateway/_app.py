@@ -41,7 +41,7 @@ from edgeplane.gateway._snapshots import RoutingState, SnapshotWatcher
 from edgeplane.gateway._sse import DONE, EventReader, StreamProgress, event_data, is_error_event, resume_body
 from edgeplane.health import Health, HealthBook, HealthPolicy, Outcome
 from edgeplane.routing import Candidate, SiteView
-from edgeplane.tenants import KeyPolicy, key_hash
+from edgeplane.tenants import Bucket, Grant, KeyPolicy, key_hash
 
 log = logging.getLogger("edgeplane.gateway")
 # One JSON line per request. It never holds headers or keys: only the key's id and tenant.
@@ -50,6 +50,9 @@ access_log.propagate = False
 
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
 REPORT_SECONDS = 0.5
+LEASE_POLL_SECONDS = 0.05
+LEASE_LOW_REQUESTS = 2
+LEASE_LOW_TOKENS = 1024
 MAX_SAMPLES_PER_REPORT = 5000
 # Site answers that say "not here, not now": safe to try the next candidate while nothing was sent yet.
 # Inference has no side effects, so a 5xx or a 429 from one site is retried on the next.
@@ -166,6 +169,7 @@ class Gateway:
         self._inflight: dict[tuple[str, str], int] = {}  # (PoP, model): this gateway's requests there now
         self._samples: list[dict[str, Any]] = []  # time to first token per request, for the control plane
         self._residency: dict[tuple[str, str | None, str | None], frozenset[str]] = {}
+        self._buckets: dict[str, Bucket] = {}  # key id -> what is left of its leases
         self._views: tuple[tuple[int, int], dict[str, SiteView]] | None = None
 
     def __repr__(self) -> str:
@@ -198,6 +202,62 @@ class Gateway:
             self.metrics.auth_failures.labels("revoked").inc()
             raise ApiError(401, "This API key has been revoked.", type="invalid_request_error", code="invalid_api_key")
         return policy
+
+    def _admit(self, policy: KeyPolicy) -> None:
+        """Spend one request of the key's local lease, or raise ApiError(429) with Retry-After."""
+        now = time.monotonic()
+        bucket = self._buckets.setdefault(policy.id, Bucket())
+        bucket.expire(now)
+        if bucket.requests <= 0 or (policy.tpm is not None and bucket.tokens <= 0):
+            what = "requests" if bucket.requests <= 0 else "tokens"
+            per = policy.rpm if what == "requests" else policy.tpm
+            raise ApiError(
+                429,
+                f"Rate limit reached for this API key: {per} {what} per minute. Retry after the time given.",
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(bucket.retry_after(now))},
+            )
+        bucket.requests -= 1
+
+    def _spend_tokens(self, key_id: str | None, info: dict[str, Any]) -> None:
+        bucket = self._buckets.get(key_id) if key_id else None
+        if bucket is not None:
+            bucket.tokens -= int(info.get("tokens_in", 0)) + int(info.get("tokens_out", 0))
+
+    async def lease_forever(self) -> None:
+        """Keep a lease in hand for every limited key, so no request waits for the control plane."""
+        url = self.watcher.control_url + "/api/leases"
+        while True:
+            state = self.watcher.state
+            if state is not None and self.options.auth:
+                now = time.monotonic()
+                wanted = []
+                for policy in state.keys.values():
+                    if policy.revoked or (policy.rpm is None and policy.tpm is None):
+                        continue
+                    bucket = self._buckets.setdefault(policy.id, Bucket())
+                    bucket.expire(now)
+                    low = bucket.requests < LEASE_LOW_REQUESTS or (
+                        policy.tpm is not None and bucket.tokens < LEASE_LOW_TOKENS
+                    )
+                    if low and not bucket.exhausted:
+                        wanted.append(policy.id)
+
+                async def one(key_id: str) -> None:
+                    try:
+                        status, data = await self.client.request_json(
+                            "POST", url, {"key_id": key_id}, timeout_seconds=2.0, headers=self.watcher.auth_headers
+                        )
+                    except BackendError:
+                        return  # keep what is left of the last lease
+                    if status == 200:
+                        self._buckets[key_id].add(Grant(**data), time.monotonic())
+
+                async with asyncio.TaskGroup() as group:
+                    for key_id in wanted:
+                        group.create_task(one(key_id))
+            await asyncio.sleep(LEASE_POLL_SECONDS)
 
     def _within(self, state: RoutingState, policy: KeyPolicy | None) -> frozenset[str] | None:
         """The metros a key's requests may be served in; None when it is not pinned."""
@@ -260,6 +320,8 @@ class Gateway:
                 return response
             finally:
                 self.metrics.in_flight.dec()
+                if "key_id" in info:
+                    self._spend_tokens(info["key_id"], info)
                 if access_log.handlers:
                     info["status"] = response.status if response is not None else 499
                     info["duration_ms"] = round(1000 * (time.monotonic() - started), 3)
@@ -294,6 +356,8 @@ class Gateway:
             if self.options.auth:
                 policy = self._authenticate(request, state.keys)
                 info["key_id"], info["tenant"] = policy.id, policy.tenant
+                if policy.rpm is not None or policy.tpm is not None:
+                    self._admit(policy)
             parsed = parse_request(endpoint, raw)
             info["model"], info["stream"] = parsed.model, parsed.stream
             if parsed.model not in state.fleet.model_by_name:
@@ -308,7 +372,10 @@ class Gateway:
                 )
         except ApiError as error:
             return web.Response(
-                body=error.body(), status=error.status, content_type="application/json", headers=base_headers
+                body=error.body(),
+                status=error.status,
+                content_type="application/json",
+                headers={**base_headers, **error.headers},
             )
 
         client = self.locator.locate(request.remote, request.headers.get("X-Forwarded-For"))
@@ -552,10 +619,9 @@ class Gateway:
             await response.write_eof()
         except ConnectionError:
             pass  # the client left; the finally blocks above released the site's answer
-        if access_log.handlers:
-            usage = _usage(progress.events[-1]) if progress.events else {}
-            info.update(usage or {"tokens_out": max(0, len(progress.events) - 1)})
-            info["attempts"] = attempts
+        usage = _usage(progress.events[-1]) if progress.events else {}
+        info.update(usage or {"tokens_out": max(0, len(progress.events) - 1)})
+        info["attempts"] = attempts
         return response
 
     async def _models(self, request: web.Request) -> web.Response:

@@ -42,7 +42,7 @@ class SnapshotWatcher:
         admin_token: str | None = None,
     ) -> None:
         self.control_url = control_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
+        self.auth_headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
         self.home_metro = home_metro
         self.state: RoutingState | None = None
         self.reachable = False
@@ -72,7 +72,7 @@ class SnapshotWatcher:
 
     async def _fetch_keys(self) -> dict[str, KeyPolicy]:
         status, data = await self._client.request_json(
-            "GET", f"{self.control_url}/api/keys/table", headers=self._headers
+            "GET", f"{self.control_url}/api/keys/table", headers=self.auth_headers
         )
         if status != 200:
             raise BackendError(f"control plane answered {status} for the key table")
