@@ -224,3 +224,46 @@ async def test_drain_refusal_and_force_through_the_cli(edge: Edge) -> None:
     assert code == 1 and "refused" in out and "would carry" in out and "--force" in out
     code, out = await cli("drain", "metro", "nyc", "--force")
     assert code == 0 and "metro nyc drained" in out
+
+
+async def test_admin_actions_need_the_token_compared_in_constant_time_and_are_audited() -> None:
+    fleet = load_fleet(SMALL_FLEET)
+    plane = ControlPlane(
+        FleetState(fleet, SQLiteStore(":memory:")), admin_token="s3cret-admin", probe_interval_seconds=None
+    )
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(plane.run("127.0.0.1", 0, on_ready=ready.set_result, stop=stop))
+    url = await ready
+    try:
+        async with aiohttp.ClientSession() as session:
+            actions = [
+                ("POST", "/api/drains", {"kind": "metro", "code": "nyc"}),
+                ("DELETE", "/api/drains/metro/nyc", None),
+                ("POST", "/api/keys", {"tenant": "acme"}),
+                ("POST", "/api/faults", {"pop": "nyc1", "fault": "slow"}),
+                ("POST", "/api/drills", {"metro": "nyc", "duration_seconds": 1}),
+            ]
+            for method, path, body in actions:
+                for token in (None, "wrong"):
+                    headers = {"Authorization": f"Bearer {token}"} if token else {}
+                    async with session.request(method, url + path, json=body, headers=headers) as response:
+                        assert response.status == 401, (method, path, token)
+            admin = {"Authorization": "Bearer s3cret-admin", "X-Edgeplane-Actor": "alice"}
+            async with session.post(
+                url + "/api/drains", json={"kind": "metro", "code": "nyc"}, headers=admin
+            ) as response:
+                assert response.status == 200
+            async with session.get(url + "/api/audit") as response:
+                audit = (await response.json())["audit"]
+        assert (audit[0]["who"], audit[0]["action"], audit[0]["target"], audit[0]["outcome"]) == (
+            "alice",
+            "drain",
+            "metro nyc",
+            "ok",
+        )
+        with pytest.raises(ValueError, match="beyond loopback"):
+            await ControlPlane(FleetState(fleet, SQLiteStore(":memory:"))).run("0.0.0.0", 0)
+    finally:
+        stop.set()
+        await task
