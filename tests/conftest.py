@@ -60,10 +60,11 @@ class RunningFleet:
     fleet_path: Path | None
     backend: str
     output: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "EDGEPLANE_CONTROL_URL": self.control_url}
+        return {**os.environ, **self.extra_env, "EDGEPLANE_CONTROL_URL": self.control_url}
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -76,7 +77,9 @@ class RunningFleet:
         )
 
 
-def start_fleet(argv: list[str], tmp: Path, *, fleet_path: Path | None, backend: str) -> RunningFleet:
+def start_fleet(
+    argv: list[str], tmp: Path, *, fleet_path: Path | None, backend: str, env: dict[str, str] | None = None
+) -> RunningFleet:
     port, control_port = free_port(), free_port()
     log_path = tmp / "up.log"
     process = subprocess.Popen(
@@ -87,10 +90,16 @@ def start_fleet(argv: list[str], tmp: Path, *, fleet_path: Path | None, backend:
         stdin=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
     running = RunningFleet(
-        process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{control_port}", log_path, fleet_path, backend
+        process,
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{control_port}",
+        log_path,
+        fleet_path,
+        backend,
+        extra_env=dict(env or {}),
     )
     up = threading.Event()
 

@@ -34,7 +34,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
         "--auth",
         "on",
     ]
-    running = start_fleet(argv, tmp_path_factory.mktemp("tenants"), fleet_path=SMALL_FLEET, backend="emulator")
+    # With an admin token, as beyond loopback: agents, gateway and CLI all present it.
+    token = {"EDGEPLANE_ADMIN_TOKEN": "tenants-admin-token"}
+    running = start_fleet(
+        argv, tmp_path_factory.mktemp("tenants"), fleet_path=SMALL_FLEET, backend="emulator", env=token
+    )
     yield running
     stop_fleet(running)
 

@@ -413,6 +413,7 @@ def site_run(
         kind=backend,
         registry=registry,
         control_url=None if no_report else ctx.obj["control_url"],
+        admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
     )
     _run(agent.run(host, port, on_ready=lambda url: print(f"site {pop} at {url}", flush=True)))
 

@@ -283,7 +283,9 @@ class Gateway:
             samples, self._samples = self._samples, []
             if samples:
                 try:
-                    await self.client.request_json("POST", url, {"samples": samples}, timeout_seconds=2.0)
+                    await self.client.request_json(
+                        "POST", url, {"samples": samples}, timeout_seconds=2.0, headers=self.watcher.auth_headers
+                    )
                 except BackendError:
                     pass  # the samples of a partition are lost; serving goes on
 

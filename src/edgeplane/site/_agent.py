@@ -77,8 +77,10 @@ class SiteAgent:
         registry: CollectorRegistry,
         control_url: str | None = None,
         report_interval_seconds: float = 0.5,
+        admin_token: str | None = None,
     ) -> None:
         self.pop = pop
+        self._auth_headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
         self.backends = dict(backends)
         self.kind = kind
         self.registry = registry
@@ -279,7 +281,9 @@ class SiteAgent:
         reachable = True
         while True:
             try:
-                status, _ = await self._client.request_json("POST", url, await self.state(), timeout_seconds=2.0)
+                status, _ = await self._client.request_json(
+                    "POST", url, await self.state(), timeout_seconds=2.0, headers=self._auth_headers
+                )
                 if not reachable:
                     log.info("control plane reachable again")
                 reachable = status < 500
