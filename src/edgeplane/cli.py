@@ -587,6 +587,57 @@ cli.add_command(_drain_command("undrain", False))
 
 
 @cli.group()
+def bgp() -> None:
+    """The network edge: what each PoP announces, with which communities."""
+
+
+@bgp.command("intents")
+@click.option("--pop", "pop_code", required=True, help="Code of the PoP.")
+@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def bgp_intents(ctx: click.Context, pop_code: str, fleet_path: Path | None, as_json: bool) -> None:
+    """What POP would announce now: its metro's prefixes unless the metro is drained, and the aggregates."""
+    from edgeplane._control_client import ControlClient
+    from edgeplane.bgp import pop_intents
+
+    loaded = _load(ctx, fleet_path)
+    if pop_code not in loaded.pop_by_code:
+        raise click.BadParameter(f"unknown PoP {pop_code!r}; expected one of: {', '.join(sorted(loaded.pop_by_code))}")
+    client = ControlClient(
+        ctx.obj["control_url"], admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"), timeout_seconds=3
+    )
+    try:
+        drains = client.call("GET", "/api/drains")["drains"]
+        source = f"drains from {ctx.obj['control_url']}"
+    except EdgeplaneError:
+        drains, source = [], "no control plane reachable: as if nothing were drained"
+    withdrawn = {d["code"] for d in drains if d["kind"] == "metro"}
+    intents = pop_intents(loaded, pop_code, withdrawn_metros=withdrawn)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"pop": pop_code, "asn": loaded.asn, "source": source, "intents": [i.to_json() for i in intents]},
+                indent=2,
+            )
+        )
+        return
+    table = Table(title=f"{pop_code} announces (AS{loaded.asn}; {source})")
+    for column in ("prefix", "next hop", "scope", "large communities", "communities"):
+        table.add_column(column)
+    for intent in intents:
+        data = intent.to_json()
+        table.add_row(
+            data["prefix"],
+            data["next_hop"],
+            data["scope"],
+            " ".join(data["large_communities"]),
+            " ".join(data["communities"]),
+        )
+    _console(ctx).print(table)
+
+
+@cli.group()
 def keys() -> None:
     """API keys: who may use the gateway, for which models, where, and how much."""
 

@@ -172,6 +172,7 @@ def validate_references(fleet: Fleet) -> list[tuple[Loc, str]]:
             problems.append((("metros", i), f"metro {metro.code!r} has no PoP"))
 
     problems.extend(_prefix_overlaps(fleet))
+    problems.extend(_prefix_plan(fleet))
 
     gpus_used: dict[str, int] = {}
     for i, entry in enumerate(fleet.placement):
@@ -212,6 +213,62 @@ def _prefix_overlaps(fleet: Fleet) -> list[tuple[Loc, str]]:
             others = sorted({f"{n.prefix} of {n.data['metro']}" for n in clashes if n.data["metro"] != metro.code})
             if others:
                 problems.append((("metros", i, "client_prefixes", j), f"{prefix} overlaps {'; '.join(others)}"))
+            if network not in {n.prefix for n in clashes}:
+                tree.add(network).data["metro"] = metro.code
+    return problems
+
+
+def _covered(prefix: str, by: Sequence[str]) -> bool:
+    network = ipaddress.ip_network(prefix)
+    for other in by:
+        wider = ipaddress.ip_network(other)
+        if wider.version == network.version and network.subnet_of(wider):  # type: ignore[arg-type]
+            return True
+    return False
+
+
+def _prefix_plan(fleet: Fleet) -> list[tuple[Loc, str]]:
+    """Every announced prefix has a covering aggregate one scope or more out, and metro prefixes of
+    different metros never overlap: withdrawing a metro must leave its users caught by an aggregate."""
+    problems: list[tuple[Loc, str]] = []
+    region_index = {r.code: i for i, r in enumerate(fleet.regions)}
+    for i, continent in enumerate(fleet.continents):
+        for j, prefix in enumerate(continent.aggregates):
+            if fleet.aggregates and not _covered(prefix, fleet.aggregates):
+                problems.append(
+                    (("continents", i, "aggregates", j), f"{prefix} is not covered by the network's aggregates")
+                )
+    for i, region in enumerate(fleet.regions):
+        its_continent = fleet.continent_by_code.get(region.continent)
+        wider = [*(its_continent.aggregates if its_continent else []), *fleet.aggregates]
+        for j, prefix in enumerate(region.aggregates):
+            if wider and not _covered(prefix, wider):
+                problems.append(
+                    (
+                        ("regions", i, "aggregates", j),
+                        f"{prefix} is not covered by an aggregate of {region.continent} or the network",
+                    )
+                )
+    tree = radix.Radix()
+    for i, metro in enumerate(fleet.metros):
+        metro_region = fleet.regions[region_index[metro.region]] if metro.region in region_index else None
+        metro_continent = fleet.continent_by_code.get(metro_region.continent) if metro_region else None
+        wider = [
+            *(metro_region.aggregates if metro_region else []),
+            *(metro_continent.aggregates if metro_continent else []),
+            *fleet.aggregates,
+        ]
+        for j, prefix in enumerate(metro.service_prefixes):
+            loc: Loc = ("metros", i, "service_prefixes", j)
+            if not _covered(prefix, wider):
+                problems.append(
+                    (loc, f"{prefix} has no covering aggregate (region {metro.region}, its continent or the network)")
+                )
+            network = str(ipaddress.ip_network(prefix))
+            clashes = list(tree.search_covering(network)) + list(tree.search_covered(network))
+            others = sorted({f"{n.prefix} of {n.data['metro']}" for n in clashes if n.data["metro"] != metro.code})
+            if others:
+                problems.append((loc, f"{prefix} overlaps {'; '.join(others)}"))
             if network not in {n.prefix for n in clashes}:
                 tree.add(network).data["metro"] = metro.code
     return problems

@@ -28,10 +28,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_prefixes(value: list[str]) -> list[str]:
+    for prefix in value:
+        try:
+            ipaddress.ip_network(prefix, strict=True)
+        except ValueError as error:
+            raise ValueError(f"{prefix!r} is not an IPv4 or IPv6 prefix ({error})") from None
+    return value
+
+
 class Continent(_Strict):
     code: Code
     id: Id
     name: str
+    aggregates: list[str] = Field(default_factory=list)  # covering prefixes announced at continent scope
+
+    _aggregates = field_validator("aggregates")(_check_prefixes)
 
 
 class Region(_Strict):
@@ -39,6 +51,9 @@ class Region(_Strict):
     id: Id
     name: str
     continent: Code
+    aggregates: list[str] = Field(default_factory=list)  # covering prefixes announced at region scope
+
+    _aggregates = field_validator("aggregates")(_check_prefixes)
 
 
 class Metro(_Strict):
@@ -49,16 +64,9 @@ class Metro(_Strict):
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
     client_prefixes: list[str] = Field(min_length=1)
+    service_prefixes: list[str] = Field(default_factory=list)  # the metro's anycast service, metro scope
 
-    @field_validator("client_prefixes")
-    @classmethod
-    def _prefixes(cls, value: list[str]) -> list[str]:
-        for prefix in value:
-            try:
-                ipaddress.ip_network(prefix, strict=True)
-            except ValueError as error:
-                raise ValueError(f"{prefix!r} is not an IPv4 or IPv6 prefix ({error})") from None
-        return value
+    _prefixes = field_validator("client_prefixes", "service_prefixes")(_check_prefixes)
 
 
 class GpuServers(_Strict):
@@ -130,6 +138,7 @@ class Fleet(_Strict):
     """The whole fleet; cross-references are checked by :func:`edgeplane.fleet.validate_references`."""
 
     asn: int = Field(ge=1, le=4294967295)
+    aggregates: list[str] = Field(default_factory=list)  # the whole network's covering prefixes, global scope
     route_factor: float = Field(default=1.5, ge=1.0)
     intra_metro_rtt_ms: NonNegativeFloat = 1.0
     continents: list[Continent] = Field(min_length=1)
@@ -139,6 +148,8 @@ class Fleet(_Strict):
     links: list[Link] = Field(default_factory=list)
     models: list[ModelSpec] = Field(min_length=1)
     placement: list[PlacementEntry] = Field(default_factory=list)
+
+    _aggregates = field_validator("aggregates")(_check_prefixes)
 
     # Indexes built once; the model is frozen so they never go stale.
     @cached_property

@@ -1,0 +1,112 @@
+"""Intents: what each PoP should announce, from the fleet's prefix plan and the metros' state. Pure."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from edgeplane.bgp._communities import (
+    GRACEFUL_SHUTDOWN,
+    Community,
+    Kind,
+    LargeCommunity,
+    RouteType,
+    format_large,
+    large,
+)
+from edgeplane.fleet import Fleet
+from edgeplane.routing import Scope
+
+
+def next_hops(pop_id: int) -> tuple[str, str]:
+    """A PoP's next hops, derived from its id in documentation space (192.0.2.0/24, 2001:db8:ffff::/48)."""
+    return str(ipaddress.ip_address("192.0.2.0") + pop_id), str(ipaddress.ip_address("2001:db8:ffff::") + pop_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    prefix: str
+    next_hop: str
+    scope: Scope
+    route_type: RouteType
+    large_communities: tuple[LargeCommunity, ...]
+    communities: tuple[Community, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prefix": self.prefix,
+            "next_hop": self.next_hop,
+            "scope": str(self.scope),
+            "route_type": self.route_type.name.lower(),
+            "large_communities": [format_large(c) for c in self.large_communities],
+            "communities": [f"{a}:{b}" for a, b in self.communities],
+        }
+
+
+class PlanError(ValueError):
+    """An intent for a prefix outside the fleet's plan."""
+
+
+def pop_intents(
+    fleet: Fleet,
+    pop: str,
+    *,
+    withdrawn_metros: Collection[str] = (),
+    shutting_down_metros: Collection[str] = (),
+) -> list[Intent]:
+    """What ``pop`` announces to its transits: its metro's service prefixes (unless the metro is withdrawn;
+    tagged GRACEFUL_SHUTDOWN while a planned withdrawal drains), and the covering aggregates of its region,
+    continent and network, which are never withdrawn here, so that a metro's users always have a route."""
+    site = fleet.pop_by_code[pop]
+    metro = fleet.metro_by_code[site.metro]
+    region = fleet.region_by_code[metro.region]
+    continent = fleet.continent_by_code[region.continent]
+    v4, v6 = next_hops(site.id)
+    asn = fleet.asn
+    origin = (
+        large(asn, Kind.ORIGIN_METRO, metro.id),
+        large(asn, Kind.ORIGIN_REGION, region.id),
+        large(asn, Kind.ORIGIN_CONTINENT, continent.id),
+        large(asn, Kind.ORIGIN_POP, site.id),
+        large(asn, Kind.ROUTE_TYPE, RouteType.ANYCAST),
+    )
+    intents: list[Intent] = []
+
+    def add(prefix: str, scope: Scope, communities: tuple[Community, ...] = ()) -> None:
+        network = ipaddress.ip_network(prefix)
+        hop = v4 if network.version == 4 else v6
+        tags = (*origin, large(asn, Kind.SCOPE, int(scope)))
+        intents.append(Intent(str(network), hop, scope, RouteType.ANYCAST, tags, communities))
+
+    if metro.code not in withdrawn_metros:
+        graceful = (GRACEFUL_SHUTDOWN,) if metro.code in shutting_down_metros else ()
+        for prefix in metro.service_prefixes:
+            add(prefix, Scope.METRO, graceful)
+    for prefix in region.aggregates:
+        add(prefix, Scope.REGION)
+    for prefix in continent.aggregates:
+        add(prefix, Scope.CONTINENT)
+    for prefix in fleet.aggregates:
+        add(prefix, Scope.GLOBAL)
+    return intents
+
+
+def check_in_plan(fleet: Fleet, prefix: str) -> None:
+    """Refuse a prefix the fleet's plan does not hold, saying why."""
+    try:
+        network = ipaddress.ip_network(prefix, strict=True)
+    except ValueError as error:
+        raise PlanError(f"{prefix!r} is not a prefix: {error}") from None
+    planned = {str(ipaddress.ip_network(p)) for p in fleet.aggregates}
+    for continent in fleet.continents:
+        planned.update(str(ipaddress.ip_network(p)) for p in continent.aggregates)
+    for region in fleet.regions:
+        planned.update(str(ipaddress.ip_network(p)) for p in region.aggregates)
+    for metro in fleet.metros:
+        planned.update(str(ipaddress.ip_network(p)) for p in metro.service_prefixes)
+    if str(network) not in planned:
+        raise PlanError(
+            f"{network} is not in the fleet's prefix plan: only planned metro prefixes and aggregates are announced"
+        )
