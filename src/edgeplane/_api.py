@@ -48,6 +48,11 @@ def error_body(message: str, *, type: str, code: str | None = None, param: str |
     return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
 
 
+def error_event(message: str, *, type: str, code: str | None = None) -> bytes:
+    """An error as a server-sent event: the openai SDK raises it, so a stream never ends looking complete."""
+    return b"data: " + error_body(message, type=type, code=code) + b"\n\n"
+
+
 def invalid(message: str, param: str | None = None, code: str = "invalid_request") -> ApiError:
     return ApiError(400, message, type="invalid_request_error", code=code, param=param)
 

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from edgeplane._api import error_body
+from edgeplane._api import error_body, error_event
 from edgeplane._errors import BackendError, StreamCut
 
 log = logging.getLogger("edgeplane")
@@ -139,9 +139,9 @@ async def relay_stream(
         return response
     except BackendError as error:
         log.warning("stream broken upstream: %s", error)
-        event = error_body(f"The stream was cut short: {error}", type="server_error", code="stream_interrupted")
+        event = error_event(f"The stream was cut short: {error}", type="server_error", code="stream_interrupted")
         with contextlib.suppress(ConnectionError):
-            await response.write(b"data: " + event + b"\n\n")
+            await response.write(event)
     except ConnectionError:
         return response  # the client left; closing the source below frees what it held upstream
     finally:

@@ -87,6 +87,7 @@ class Supervisor:
         self.console = console
         self.children: list[Child] = []
         self._stopping = False
+        self._progress = ""  # shown beside the spinner while waiting
 
     def __repr__(self) -> str:
         alive = sum(1 for c in self.children if c.process and c.process.poll() is None)
@@ -180,7 +181,6 @@ class Supervisor:
             self._progress = f"{serving}/{total} sites serving"
             return serving == total
 
-        self._progress = ""
         self._wait_for("site agents", all_serving, o.ready_timeout_seconds)
         self._wait_for("gateway", lambda: get_json(self.gateway_url + "/healthz")["status"] == "ok", 30)
 
@@ -196,7 +196,7 @@ class Supervisor:
                     pass
                 if time.monotonic() > deadline:
                     raise EdgeplaneError(f"{what} did not become ready within {timeout_seconds:.0f} s")
-                if getattr(self, "_progress", ""):
+                if self._progress:
                     status.update(f"starting {what}: {self._progress}")
                 time.sleep(0.1)
 

@@ -171,7 +171,8 @@ def validate_references(fleet: Fleet) -> list[tuple[Loc, str]]:
         if metro.code in fleet.metro_by_code and not fleet.pops_in(metro.code):
             problems.append((("metros", i), f"metro {metro.code!r} has no PoP"))
 
-    problems.extend(_prefix_overlaps(fleet))
+    problems.extend(_prefix_overlaps(fleet, "client_prefixes"))
+    problems.extend(_prefix_overlaps(fleet, "service_prefixes"))
     problems.extend(_prefix_plan(fleet))
 
     gpus_used: dict[str, int] = {}
@@ -203,16 +204,17 @@ def validate_references(fleet: Fleet) -> list[tuple[Loc, str]]:
     return problems
 
 
-def _prefix_overlaps(fleet: Fleet) -> list[tuple[Loc, str]]:
+def _prefix_overlaps(fleet: Fleet, field: str = "client_prefixes") -> list[tuple[Loc, str]]:
+    """Prefixes of one kind (client or service) of different metros must not overlap."""
     tree = radix.Radix()
     problems: list[tuple[Loc, str]] = []
     for i, metro in enumerate(fleet.metros):
-        for j, prefix in enumerate(metro.client_prefixes):
+        for j, prefix in enumerate(getattr(metro, field)):
             network = str(ipaddress.ip_network(prefix))
-            clashes = [n for n in tree.search_covering(network)] + [n for n in tree.search_covered(network)]
+            clashes = list(tree.search_covering(network)) + list(tree.search_covered(network))
             others = sorted({f"{n.prefix} of {n.data['metro']}" for n in clashes if n.data["metro"] != metro.code})
             if others:
-                problems.append((("metros", i, "client_prefixes", j), f"{prefix} overlaps {'; '.join(others)}"))
+                problems.append((("metros", i, field, j), f"{prefix} overlaps {'; '.join(others)}"))
             if network not in {n.prefix for n in clashes}:
                 tree.add(network).data["metro"] = metro.code
     return problems
@@ -228,8 +230,8 @@ def _covered(prefix: str, by: Sequence[str]) -> bool:
 
 
 def _prefix_plan(fleet: Fleet) -> list[tuple[Loc, str]]:
-    """Every announced prefix has a covering aggregate one scope or more out, and metro prefixes of
-    different metros never overlap: withdrawing a metro must leave its users caught by an aggregate."""
+    """Every announced prefix has a covering aggregate one scope or more out: withdrawing a metro must
+    leave its users caught by an aggregate. (Overlaps between metros are _prefix_overlaps' job.)"""
     problems: list[tuple[Loc, str]] = []
     region_index = {r.code: i for i, r in enumerate(fleet.regions)}
     for i, continent in enumerate(fleet.continents):
@@ -249,7 +251,6 @@ def _prefix_plan(fleet: Fleet) -> list[tuple[Loc, str]]:
                         f"{prefix} is not covered by an aggregate of {region.continent} or the network",
                     )
                 )
-    tree = radix.Radix()
     for i, metro in enumerate(fleet.metros):
         metro_region = fleet.regions[region_index[metro.region]] if metro.region in region_index else None
         metro_continent = fleet.continent_by_code.get(metro_region.continent) if metro_region else None
@@ -259,16 +260,11 @@ def _prefix_plan(fleet: Fleet) -> list[tuple[Loc, str]]:
             *fleet.aggregates,
         ]
         for j, prefix in enumerate(metro.service_prefixes):
-            loc: Loc = ("metros", i, "service_prefixes", j)
             if not _covered(prefix, wider):
                 problems.append(
-                    (loc, f"{prefix} has no covering aggregate (region {metro.region}, its continent or the network)")
+                    (
+                        ("metros", i, "service_prefixes", j),
+                        f"{prefix} has no covering aggregate (region {metro.region}, its continent or the network)",
+                    )
                 )
-            network = str(ipaddress.ip_network(prefix))
-            clashes = list(tree.search_covering(network)) + list(tree.search_covered(network))
-            others = sorted({f"{n.prefix} of {n.data['metro']}" for n in clashes if n.data["metro"] != metro.code})
-            if others:
-                problems.append((loc, f"{prefix} overlaps {'; '.join(others)}"))
-            if network not in {n.prefix for n in clashes}:
-                tree.add(network).data["metro"] = metro.code
     return problems

@@ -28,7 +28,7 @@ from edgeplane._api import (
     ApiError,
     Endpoint,
     InferenceRequest,
-    error_body,
+    error_event,
     model_not_found,
     parse_request,
 )
@@ -615,8 +615,7 @@ class Gateway:
                     break
                 if current is None:
                     message = f"The stream was cut short after {progress.tokens} tokens and could not be resumed."
-                    event_body = error_body(message, type="server_error", code="stream_interrupted")
-                    await response.write(b"data: " + event_body + b"\n\n")
+                    await response.write(error_event(message, type="server_error", code="stream_interrupted"))
                     break
             await response.write_eof()
         except ConnectionError:

@@ -73,16 +73,20 @@ class StreamProgress:
     events: list[bytes] = field(default_factory=list)
     finished: bool = False  # the model gave a finish_reason
     done: bool = False  # [DONE] was relayed
+    _parsed: list[str] | None = None  # the pieces of text, parsed once when first asked for
 
     def observe(self, event: bytes) -> None:
         if b"[DONE]" in event and event.lstrip().startswith(b"data:") and event_data(event) is None:
             self.done = True
             return
         self.events.append(event)
+        self._parsed = None
         if _FINISHED.search(event):
             self.finished = True
 
     def _pieces(self) -> list[str]:
+        if self._parsed is not None:
+            return self._parsed
         pieces = []
         for event in self.events:
             data = event_data(event)
@@ -95,6 +99,7 @@ class StreamProgress:
                 piece = delta.get("content") if isinstance(delta, dict) else choice.get("text")
                 if isinstance(piece, str) and piece:
                     pieces.append(piece)
+        self._parsed = pieces
         return pieces
 
     @property

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from edgeplane._api import MAX_BODY_BYTES, ApiError, Endpoint, error_body, model_not_found, parse_request
+from edgeplane._api import MAX_BODY_BYTES, ApiError, Endpoint, error_body, error_event, model_not_found, parse_request
 from edgeplane._errors import BackendError, ConfigError, StreamCut
 from edgeplane._http import HttpClient
 from edgeplane._service import Listener, abort, error_response, json_response, relay_stream, serve
@@ -185,10 +185,13 @@ class SiteAgent:
         if fault.kind is FaultKind.HTTP_503:
             return error_response(503, "Service unavailable (injected fault).", type="server_error", code="unavailable")
         if fault.kind is FaultKind.ERROR_200:
-            body = error_body("Internal error (injected fault).", type="server_error", code="internal_error")
+            message, code = "Internal error (injected fault).", "internal_error"
             if stream:
-                return web.Response(body=b"data: " + body + b"\n\n", content_type="text/event-stream")
-            return web.Response(body=body, content_type="application/json")
+                event = error_event(message, type="server_error", code=code)
+                return web.Response(body=event, content_type="text/event-stream")
+            return web.Response(
+                body=error_body(message, type="server_error", code=code), content_type="application/json"
+            )
         return None
 
     def _inference(self, endpoint: Endpoint) -> Any:
