@@ -74,6 +74,7 @@ class UpOptions:
     log_level: str = "warning"
     admin_token: str | None = None
     ready_timeout_seconds: float = 120.0
+    control_args: list[str] = field(default_factory=list)
     gateway_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -138,6 +139,7 @@ class Supervisor:
                     str(o.control_port),
                     "--data-dir",
                     str(o.data_dir),
+                    *o.control_args,
                 ],
                 essential=True,
             )

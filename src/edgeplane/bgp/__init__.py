@@ -1,27 +1,78 @@
-"""The network edge (pure parts): the community scheme and what each PoP announces."""
+"""The network edge: the prefix plan's intents, the community scheme, the speaker and the decision process."""
 
+from edgeplane.bgp._balance import SHIFT_PER_PREPEND, Suggestion, read_traffic, suggest
 from edgeplane.bgp._communities import (
+    ACTIONS,
     GRACEFUL_SHUTDOWN,
+    Community,
     Kind,
+    LargeCommunity,
     RouteType,
+    action_community,
     format_large,
     large,
     no_export_to,
+    parse_community,
     prepend,
 )
+from edgeplane.bgp._decision import Comparison, Decision, Route, best_path, by_prefix, compare
+from edgeplane.bgp._edge import GRACEFUL_SHUTDOWN_SECONDS, Announcement, EdgePlan, PopEdge, plan_edge
+from edgeplane.bgp._export import Neighbor, RouteOut, routes_for
 from edgeplane.bgp._intents import Intent, PlanError, check_in_plan, next_hops, pop_intents
+from edgeplane.bgp._rib import load_routes, longest_match
+from edgeplane.bgp._speaker import (
+    ControlIntents,
+    ExaBgp,
+    FleetIntents,
+    IntentSource,
+    Speaker,
+    SpeakerError,
+    intent_from_json,
+)
 
 __all__ = [
+    "ACTIONS",
     "GRACEFUL_SHUTDOWN",
+    "GRACEFUL_SHUTDOWN_SECONDS",
+    "SHIFT_PER_PREPEND",
+    "Announcement",
+    "Community",
+    "Comparison",
+    "ControlIntents",
+    "Decision",
+    "EdgePlan",
+    "ExaBgp",
+    "FleetIntents",
     "Intent",
+    "IntentSource",
     "Kind",
+    "LargeCommunity",
+    "Neighbor",
     "PlanError",
+    "PopEdge",
+    "Route",
+    "RouteOut",
     "RouteType",
+    "Speaker",
+    "SpeakerError",
+    "Suggestion",
+    "action_community",
+    "best_path",
+    "by_prefix",
     "check_in_plan",
+    "compare",
     "format_large",
+    "intent_from_json",
     "large",
+    "load_routes",
+    "longest_match",
     "next_hops",
     "no_export_to",
+    "parse_community",
+    "plan_edge",
     "pop_intents",
     "prepend",
+    "read_traffic",
+    "routes_for",
+    "suggest",
 ]

@@ -50,3 +50,29 @@ def no_export_to(asn: int, transit_asn: int) -> LargeCommunity:
 
 def format_large(community: LargeCommunity) -> str:
     return ":".join(str(part) for part in community)
+
+
+ACTIONS = ("no-export", "prepend-1", "prepend-2", "prepend-3")
+
+
+def action_community(asn: int, transit_asn: int, action: str) -> LargeCommunity:
+    """The action community for ``no-export`` or ``prepend-N`` toward one transit."""
+    if action == "no-export":
+        return no_export_to(asn, transit_asn)
+    if action.startswith("prepend-") and action[-1] in "123":
+        return prepend(asn, transit_asn, int(action[-1]))
+    raise ValueError(f"unknown action {action!r}; expected one of: {', '.join(ACTIONS)}, none")
+
+
+def parse_community(text: str) -> Community | LargeCommunity:
+    """``A:B`` (RFC 1997) or ``A:B:C`` (RFC 8092), each part in range."""
+    parts = text.strip().split(":")
+    try:
+        numbers = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a community: expected A:B or A:B:C with numbers") from None
+    if len(numbers) == 2 and all(0 <= n <= 0xFFFF for n in numbers):
+        return (numbers[0], numbers[1])
+    if len(numbers) == 3 and all(0 <= n <= 0xFFFFFFFF for n in numbers):
+        return (numbers[0], numbers[1], numbers[2])
+    raise ValueError(f"{text!r} is not a community: expected A:B (16-bit parts) or A:B:C (32-bit parts)")

@@ -33,6 +33,7 @@ class Intent:
     route_type: RouteType
     large_communities: tuple[LargeCommunity, ...]
     communities: tuple[Community, ...] = ()
+    med: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,6 +43,7 @@ class Intent:
             "route_type": self.route_type.name.lower(),
             "large_communities": [format_large(c) for c in self.large_communities],
             "communities": [f"{a}:{b}" for a, b in self.communities],
+            "med": self.med,
         }
 
 

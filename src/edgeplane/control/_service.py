@@ -54,6 +54,7 @@ class ControlPlane:
         self.router = state.router
         self.admin_token = admin_token
         self._changed = asyncio.Event()
+        self._edge_changed = asyncio.Event()
         self._client = HttpClient(connect_timeout_seconds=1.0)
         self.traffic = Traffic()
         self.leases = LeaseBook(limit_window_seconds)
@@ -88,6 +89,9 @@ class ControlPlane:
         app.router.add_get("/api/faults", self._faults)
         app.router.add_post("/api/faults", self._set_fault)
         app.router.add_delete("/api/faults/{pop}", self._clear_fault)
+        app.router.add_get("/api/bgp", self._bgp)
+        app.router.add_get("/api/bgp/intents", self._bgp_intents)
+        app.router.add_post("/api/bgp/actions", self._bgp_action)
         return app
 
     # -- publishing ---------------------------------------------------------------------------
@@ -95,6 +99,12 @@ class ControlPlane:
         if self.state.refresh():
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
+        if self.state.refresh_edge():
+            self._edge_moved()
+
+    def _edge_moved(self) -> None:
+        changed, self._edge_changed = self._edge_changed, asyncio.Event()
+        changed.set()
 
     async def probe_forever(self) -> None:
         """Active probes of every site, with the same health logic the gateways run."""
@@ -438,6 +448,75 @@ class ControlPlane:
         if not self._authorised(request):
             return self._refused()
         return await self._relay_fault(request, request.match_info["pop"], "DELETE", None)
+
+    # -- the network edge -----------------------------------------------------------------------
+    async def _bgp(self, request: web.Request) -> web.Response:
+        edge = self.state.edge
+        return json_response(
+            {
+                "version": self.state.edge_version,
+                "asn": self.state.fleet.asn,
+                "graceful_shutdown_seconds": self.state.graceful_shutdown_seconds,
+                "pops": [e.to_json() for e in edge.pops.values()],
+                "withdrawn_metros": sorted(edge.withdrawn_metros()),
+                "held": list(edge.held),
+                "actions": {
+                    pop: {str(asn): ":".join(map(str, c)) for asn, c in actions.items()}
+                    for pop, actions in self.state.bgp_actions.items()
+                    if actions
+                },
+            }
+        )
+
+    async def _bgp_intents(self, request: web.Request) -> web.Response:
+        pop = request.query.get("pop", "")
+        if pop not in self.state.fleet.pop_by_code:
+            known = ", ".join(sorted(self.state.fleet.pop_by_code))
+            return error_response(
+                404, f"Unknown PoP {pop!r}; expected one of: {known}.", type="invalid_request_error", code="not_found"
+            )
+        try:
+            after = int(request.query.get("after", "0"))
+            wait = min(MAX_WAIT_SECONDS, float(request.query.get("wait", "0")))
+        except ValueError:
+            return error_response(400, "`after` must be an integer and `wait` a number.", type="invalid_request_error")
+        if self.state.edge_version <= after and wait > 0:
+            try:
+                await asyncio.wait_for(self._edge_changed.wait(), wait)
+            except TimeoutError:
+                pass
+        return json_response(
+            {
+                "version": self.state.edge_version,
+                "pop": pop,
+                "asn": self.state.fleet.asn,
+                "state": self.state.edge.pops[pop].to_json(),
+                "intents": [i.to_json() for i in self.state.pop_intents(pop)],
+            }
+        )
+
+    async def _bgp_action(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        try:
+            body = orjson.loads(await request.read())
+            pop, transit_asn, action = str(body["pop"]), int(body["transit_asn"]), str(body["action"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return error_response(
+                400,
+                'Expected {"pop": CODE, "transit_asn": N, "action": "prepend-1".."prepend-3"|"no-export"|"none"}.',
+                type="invalid_request_error",
+            )
+        try:
+            self.state.set_bgp_action(pop, transit_asn, action, by=self._who(request))
+        except UnknownTarget as error:
+            return error_response(404, str(error), type="invalid_request_error", code="not_found")
+        except ValueError as error:
+            return error_response(400, str(error), type="invalid_request_error")
+        self._edge_moved()
+        return json_response(
+            {"pop": pop, "transit_asn": transit_asn, "action": action, "version": self.state.edge_version}
+        )
 
     async def _index(self, request: web.Request) -> web.Response:
         status = self.state.status()

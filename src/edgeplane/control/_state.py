@@ -6,11 +6,12 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
+from edgeplane.bgp import GRACEFUL_SHUTDOWN_SECONDS, EdgePlan, Intent, LargeCommunity, action_community, plan_edge
 from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, Store, StoredKey
 from edgeplane.fleet import Fleet
 from edgeplane.health import HealthBook
@@ -96,6 +97,7 @@ class FleetState:
         agent_timeout_seconds: float = 2.0,
         health: HealthBook | None = None,
         max_drained_metros: int = MAX_DRAINED_METROS,
+        graceful_shutdown_seconds: float = GRACEFUL_SHUTDOWN_SECONDS,
     ) -> None:
         self.fleet = fleet
         self.router = Router(fleet)
@@ -110,6 +112,10 @@ class FleetState:
         self.keys_version = len(store.api_keys()) + 1
         self._published_at = clock()
         self.snapshot = Snapshot(1, wall_clock(), self.digest, self._views(), self.keys_version)
+        self.graceful_shutdown_seconds = graceful_shutdown_seconds
+        self.edge_version = 1
+        self.edge = self._plan_edge()
+        self.bgp_actions: dict[str, dict[int, LargeCommunity]] = {}  # pop -> transit ASN -> action
 
     def __repr__(self) -> str:
         return (
@@ -264,6 +270,48 @@ class FleetState:
             busy = {m: _busy(report.models[m]) for m in loaded} if report else {}
             views[pop.code] = SiteView(pop.code, state, loaded, url, round(load, 4), reason, busy)
         return self.health.overlay(views)
+
+    def _plan_edge(self) -> EdgePlan:
+        sites = self.snapshot.sites
+        # A PoP that never reported is starting, not failed: its withdrawal waits for a first report.
+        failed = {code for code, view in sites.items() if view.state is SiteState.DOWN and code in self.reports}
+        return plan_edge(
+            self.fleet,
+            drains=self.store.drains(),
+            failed_pops=failed,
+            now=self.wall_clock(),
+            graceful_shutdown_seconds=self.graceful_shutdown_seconds,
+            max_withdrawn_metros=self.max_drained_metros,
+        )
+
+    def refresh_edge(self) -> bool:
+        """Recompute what each PoP announces; True if a speaker has something new to do."""
+        edge = self._plan_edge()
+        changed = edge.shape() != self.edge.shape()
+        self.edge = edge
+        if changed:
+            self.edge_version += 1
+        return changed
+
+    def set_bgp_action(self, pop: str, transit_asn: int, action: str, *, by: str) -> None:
+        """Ask the PoP's speaker to prepend toward, or stop announcing to, one transit (or ``none`` to clear)."""
+        site = self.fleet.pop_by_code.get(pop)
+        if site is None:
+            raise UnknownTarget(f"unknown PoP {pop!r}")
+        if transit_asn not in {t.asn for t in site.transits}:
+            known = ", ".join(str(t.asn) for t in site.transits) or "none"
+            raise UnknownTarget(f"AS{transit_asn} is not a transit of {pop} (its transits: {known})")
+        actions = self.bgp_actions.setdefault(pop, {})
+        if action == "none":
+            actions.pop(transit_asn, None)
+        else:
+            actions[transit_asn] = action_community(self.fleet.asn, transit_asn, action)
+        self.edge_version += 1
+        self.store.audit(AuditRecord(self.wall_clock(), by, "bgp action", f"{pop} AS{transit_asn}", action, {}))
+
+    def pop_intents(self, pop: str) -> list[Intent]:
+        actions = tuple(self.bgp_actions.get(pop, {}).values())
+        return [replace(i, large_communities=i.large_communities + actions) for i in self.edge.intents(self.fleet, pop)]
 
     def refresh(self) -> bool:
         """Rebuild the snapshot; True if a new version was published."""

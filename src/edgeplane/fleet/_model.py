@@ -97,10 +97,16 @@ class Unit(_Strict):
     gpu_servers: list[GpuServers] = Field(min_length=1)
 
 
+CommunityText = Annotated[str, Field(pattern=r"^\d{1,10}:\d{1,10}(:\d{1,10})?$")]
+
+
 class Transit(_Strict):
     name: str = Field(min_length=1)
     asn: int = Field(ge=1, le=4294967295)
     capacity_gbps: PositiveFloat
+    # The transit's own communities for "prepend 1, 2, 3 times toward your peers": where given, our
+    # prepend actions toward this transit are sent as these instead of prepending ourselves.
+    prepend_communities: list[CommunityText] = Field(default_factory=list, max_length=3)
 
 
 class Pop(_Strict):

@@ -1,0 +1,534 @@
+"""The BGP speaker: ExaBGP driven through its process API, intents applied as they change and reconciled."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import getpass
+import ipaddress
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from edgeplane._errors import BackendError, EdgeplaneError
+from edgeplane._http import HttpClient
+from edgeplane.bgp._communities import RouteType
+from edgeplane.bgp._decision import Route
+from edgeplane.bgp._export import Neighbor, RouteOut, routes_for
+from edgeplane.bgp._intents import Intent, PlanError, check_in_plan, next_hops, pop_intents
+from edgeplane.fleet import Fleet
+from edgeplane.routing import Scope
+
+log = logging.getLogger("edgeplane.bgp")
+
+ACK_TIMEOUT_SECONDS = 30.0
+START_TIMEOUT_SECONDS = 30.0
+RESTART_BACKOFF_SECONDS = (0.5, 10.0)
+INTENTS_WAIT_SECONDS = 20.0
+
+
+class SpeakerError(EdgeplaneError):
+    """ExaBGP could not be started, refused a command, or stopped."""
+
+
+def intent_from_json(data: Mapping[str, Any]) -> Intent:
+    def numbers(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.split(":"))
+
+    return Intent(
+        prefix=str(data["prefix"]),
+        next_hop=str(data["next_hop"]),
+        scope=Scope[str(data["scope"]).upper()],
+        route_type=RouteType[str(data["route_type"]).upper()],
+        large_communities=tuple(numbers(c) for c in data["large_communities"]),  # type: ignore[misc]
+        communities=tuple(numbers(c) for c in data.get("communities", ())),  # type: ignore[misc]
+        med=data.get("med"),
+    )
+
+
+# -- where intents come from ----------------------------------------------------------------------
+class IntentSource(Protocol):
+    async def fleet(self) -> Fleet: ...
+
+    async def next(self, after: int) -> tuple[int, list[Intent]]:
+        """The intents once their version is past ``after`` (may wait)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class FleetIntents:
+    """Intents from the fleet file alone: everything in the plan announced, nothing drained."""
+
+    def __init__(self, fleet: Fleet, pop: str, extra: Sequence[Intent] = ()) -> None:
+        self._fleet, self._pop, self._extra = fleet, pop, list(extra)
+
+    async def fleet(self) -> Fleet:
+        return self._fleet
+
+    async def next(self, after: int) -> tuple[int, list[Intent]]:
+        if after >= 1:
+            await asyncio.Event().wait()  # a file does not change under a running speaker
+        return 1, [*pop_intents(self._fleet, self._pop), *self._extra]
+
+    async def close(self) -> None:
+        pass
+
+
+class ControlIntents:
+    """Intents from the control plane, long-polled: drains, health and actions reach the speaker at once."""
+
+    def __init__(self, control_url: str, pop: str, *, admin_token: str | None = None) -> None:
+        self.control_url = control_url.rstrip("/")
+        self.pop = pop
+        self._headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+        self._client = HttpClient(connect_timeout_seconds=2.0)
+
+    async def fleet(self) -> Fleet:
+        status, data = await self._client.request_json("GET", f"{self.control_url}/api/fleet")
+        if status != 200:
+            raise BackendError(f"control plane answered {status} for the fleet")
+        return Fleet.model_validate(data["fleet"])
+
+    async def next(self, after: int) -> tuple[int, list[Intent]]:
+        wait = INTENTS_WAIT_SECONDS if after else 0
+        url = f"{self.control_url}/api/bgp/intents?pop={self.pop}&after={after}&wait={wait}"
+        status, data = await self._client.request_json("GET", url, timeout_seconds=wait + 5, headers=self._headers)
+        if status != 200:
+            message = (data or {}).get("error", {}).get("message", "") if isinstance(data, dict) else ""
+            raise BackendError(f"control plane answered {status} for the intents: {message}")
+        return int(data["version"]), [intent_from_json(i) for i in data["intents"]]
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+# -- the ExaBGP process -----------------------------------------------------------------------------
+def _die_with_parent() -> None:
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def exabgp_config(
+    neighbors: Sequence[Neighbor], *, local_asn: int, router_id: str, local_address: str | None, helper: str
+) -> str:
+    lines = ["process edgeplane {", f"  run {helper};", "  encoder json;", "}", ""]
+    for n in neighbors:
+        lines += [
+            f"neighbor {n.address} {{",
+            f"  router-id {router_id};",
+            *([f"  local-address {local_address};"] if local_address else []),
+            f"  local-as {local_asn};",
+            f"  peer-as {n.asn};",
+            *([f"  connect {n.port};"] if n.port else []),
+            "  family { ipv4 unicast; ipv6 unicast; }",
+            "  api { processes [ edgeplane ]; neighbor-changes; receive { parsed; update; } }",
+            "}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+class ExaBgp:
+    """One ExaBGP process and its API stream. Every command waits for ExaBGP's acknowledgement: a helper that
+    leaves them unread fills the pipe and ExaBGP stops answering."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        neighbors: Sequence[Neighbor],
+        *,
+        local_asn: int,
+        router_id: str,
+        local_address: str | None,
+        on_event: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.workdir = workdir
+        self.neighbors = list(neighbors)
+        self.local_asn, self.router_id, self.local_address = local_asn, router_id, local_address
+        self.on_event = on_event
+        self.socket_path = workdir / "api.sock"
+        self.log_path = workdir / "exabgp.log"
+        self._process: asyncio.subprocess.Process | None = None
+        self._server: asyncio.Server | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._connected = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._pending: collections.deque[asyncio.Future[bool]] = collections.deque()
+        self._lock = asyncio.Lock()
+        self._reader_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        pid = self._process.pid if self._process else None
+        return f"<ExaBgp pid={pid} [connected={self._connected.is_set()}, pending acks={len(self._pending)}]>"
+
+    async def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        self._server = await asyncio.start_unix_server(self._accept, path=str(self.socket_path))
+        helper = f"{sys.executable} -m edgeplane.bgp._bridge {self.socket_path}"
+        config = self.workdir / "exabgp.conf"
+        config.write_text(
+            exabgp_config(
+                self.neighbors,
+                local_asn=self.local_asn,
+                router_id=self.router_id,
+                local_address=self.local_address,
+                helper=helper,
+            )
+        )
+        env = {
+            **os.environ,
+            "exabgp_daemon_daemonize": "false",
+            "exabgp_daemon_user": getpass.getuser(),  # ExaBGP would drop to `nobody`, who cannot run our helper
+            "exabgp_daemon_pid": "",
+            "exabgp_log_destination": "stdout",
+            "exabgp_cli_enable": "false",
+            "exabgp_api_ack": "true",
+            "exabgp_tcp_bind": "",  # connect out only; listening is the transit's side
+        }
+        with self.log_path.open("ab") as log_file:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "exabgp",
+                str(config),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        exited = asyncio.ensure_future(self._process.wait())
+        connected = asyncio.ensure_future(self._connected.wait())
+        try:
+            await asyncio.wait({exited, connected}, timeout=START_TIMEOUT_SECONDS, return_when="FIRST_COMPLETED")
+        finally:
+            for task in (exited, connected):
+                task.cancel()
+        if not self._connected.is_set():
+            raise SpeakerError(f"ExaBGP did not start its helper; see {self.log_path}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._writer is not None:  # one helper per ExaBGP
+            writer.close()
+            return
+        self._writer = writer
+        self._connected.set()
+        try:
+            while line := await reader.readline():
+                self._line(line.decode("utf-8", "replace").strip())
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            for future in self._pending:
+                if not future.done():
+                    future.set_exception(SpeakerError("ExaBGP went away before acknowledging"))
+            self._closed.set()
+
+    def _line(self, line: str) -> None:
+        if line in ("done", "error"):
+            if self._pending:
+                future = self._pending.popleft()
+                if not future.done():
+                    future.set_result(line == "done")
+            return
+        if line == "shutdown":
+            return
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            log.debug("ExaBGP said: %s", line)
+            return
+        if isinstance(event, dict):
+            self.on_event(event)
+
+    async def command(self, line: str) -> None:
+        """Send one API command and wait for its acknowledgement; SpeakerError if ExaBGP refused it."""
+        async with self._lock:
+            if self._writer is None or self._closed.is_set():
+                raise SpeakerError("ExaBGP is not running")
+            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._pending.append(future)
+            self._writer.write(line.encode() + b"\n")
+            try:
+                await self._writer.drain()
+                accepted = await asyncio.wait_for(future, ACK_TIMEOUT_SECONDS)
+            except (ConnectionError, TimeoutError) as error:
+                raise SpeakerError(f"no acknowledgement from ExaBGP for {line!r}: {error!r}") from None
+            if not accepted:
+                raise SpeakerError(f"ExaBGP refused {line!r}")
+
+    async def wait_closed(self) -> None:
+        assert self._process is not None
+        closed = asyncio.ensure_future(self._closed.wait())
+        exited = asyncio.ensure_future(self._process.wait())
+        try:
+            await asyncio.wait({closed, exited}, return_when="FIRST_COMPLETED")
+        finally:
+            closed.cancel()
+            exited.cancel()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.terminate()
+            try:
+                await asyncio.wait_for(self._process.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self._process.kill()
+                await self._process.wait()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+
+# -- the speaker ----------------------------------------------------------------------------------
+@dataclass
+class SpeakerStatus:
+    sessions: dict[str, str] = field(default_factory=dict)  # neighbour address -> up/down/connected
+    announced: dict[tuple[str, str], RouteOut] = field(default_factory=dict)  # (neighbour, prefix) -> route
+    refused: dict[str, str] = field(default_factory=dict)  # prefix -> why it is not announced
+    received: dict[str, dict[str, Route]] = field(default_factory=dict)  # neighbour -> prefix -> route
+    intents_version: int = 0
+    restarts: int = 0
+
+
+class Speaker:
+    """Keeps one PoP's announcements at its transits equal to its intents, across restarts of either side."""
+
+    def __init__(
+        self,
+        pop: str,
+        neighbors: Sequence[Neighbor],
+        source: IntentSource,
+        *,
+        workdir: Path,
+        local_address: str | None = None,
+        router_id: str | None = None,
+        rib_file: Path | None = None,
+    ) -> None:
+        self.pop = pop
+        self.neighbors = list(neighbors)
+        self.source = source
+        self.workdir = workdir
+        self.local_address = local_address
+        self.router_id = router_id
+        self.rib_file = rib_file
+        self.status = SpeakerStatus()
+        self.fleet: Fleet | None = None
+        self._desired: list[Intent] | None = None
+        self._dirty = asyncio.Event()
+
+    def __repr__(self) -> str:
+        up = sum(1 for s in self.status.sessions.values() if s == "up")
+        return (
+            f"<Speaker {self.pop} v{self.status.intents_version} [Sessions: {up}/{len(self.neighbors)} up,"
+            f" Routes: {len(self.status.announced)} announced, {len(self.status.refused)} refused]>"
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.fleet = await self.source.fleet()
+        if self.pop not in self.fleet.pop_by_code:
+            raise SpeakerError(
+                f"unknown PoP {self.pop!r}; expected one of: {', '.join(sorted(self.fleet.pop_by_code))}"
+            )
+        try:
+            async with asyncio.TaskGroup() as group:
+                follow = group.create_task(self._follow())
+                speak = group.create_task(self._speak())
+                await stop.wait()
+                follow.cancel()
+                speak.cancel()
+        finally:
+            await self.source.close()
+
+    def accept(self, version: int, intents: Sequence[Intent]) -> None:
+        """Take a new set of intents: those outside the fleet's plan are refused with the reason, never sent."""
+        assert self.fleet is not None
+        accepted: list[Intent] = []
+        refused: dict[str, str] = {}
+        for intent in intents:
+            try:
+                check_in_plan(self.fleet, intent.prefix)
+            except PlanError as error:
+                refused[intent.prefix] = str(error)
+                if intent.prefix not in self.status.refused:
+                    log.error("refused to announce %s: %s", intent.prefix, error)
+                continue
+            accepted.append(intent)
+        self.status.refused = refused
+        self.status.intents_version = version
+        self._desired = accepted
+        self._dirty.set()
+
+    async def _follow(self) -> None:
+        version, delay = 0, RESTART_BACKOFF_SECONDS[0]
+        while True:
+            try:
+                version, intents = await self.source.next(version)
+            except (EdgeplaneError, KeyError, ValueError) as error:
+                log.warning("no intents from the control plane (%s); keeping what is announced", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESTART_BACKOFF_SECONDS[1])
+                continue
+            delay = RESTART_BACKOFF_SECONDS[0]
+            self.accept(version, intents)
+
+    def desired_routes(self) -> dict[tuple[str, str], RouteOut]:
+        assert self.fleet is not None
+        if self._desired is None:
+            return {}
+        transits = {t.asn: t for t in self.fleet.pop_by_code[self.pop].transits}
+        return {
+            (n.address, r.prefix): r
+            for n in self.neighbors
+            for r in routes_for(self.fleet.asn, self._desired, n, transits.get(n.asn))
+        }
+
+    async def reconcile(self, exa: ExaBgp) -> None:
+        desired = self.desired_routes()
+        announced = self.status.announced
+        for key in [k for k in announced if k not in desired]:
+            await exa.command(announced[key].withdraw(key[0]))
+            log.info("withdrew %s from %s", key[1], key[0])
+            del announced[key]
+        for key, route in desired.items():
+            if announced.get(key) != route:
+                await exa.command(route.announce(key[0]))
+                log.info("announced %s to %s%s", key[1], key[0], _summary(route))
+                announced[key] = route
+
+    async def _speak(self) -> None:
+        assert self.fleet is not None
+        delay = RESTART_BACKOFF_SECONDS[0]
+        router_id = self.router_id or next_hops(self.fleet.pop_by_code[self.pop].id)[0]
+        while True:
+            exa = ExaBgp(
+                self.workdir,
+                self.neighbors,
+                local_asn=self.fleet.asn,
+                router_id=router_id,
+                local_address=self.local_address,
+                on_event=self._event,
+            )
+            started = time.monotonic()
+            try:
+                await exa.start()
+                self.status.announced = {}  # a fresh ExaBGP holds nothing: everything goes out again
+                await self._serve(exa)
+            except SpeakerError as error:
+                log.error("BGP speaker: %s", error)
+            finally:
+                await exa.close()
+                self.status.sessions = {n.address: "down" for n in self.neighbors}
+            if time.monotonic() - started > 30:
+                delay = RESTART_BACKOFF_SECONDS[0]
+            self.status.restarts += 1
+            log.warning("ExaBGP stopped; starting it again in %.1f s", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_BACKOFF_SECONDS[1])
+
+    async def _serve(self, exa: ExaBgp) -> None:
+        closed = asyncio.ensure_future(exa.wait_closed())
+        try:
+            while not closed.done():
+                self._dirty.clear()
+                await self.reconcile(exa)
+                dirty = asyncio.ensure_future(self._dirty.wait())
+                await asyncio.wait({closed, dirty}, return_when="FIRST_COMPLETED")
+                dirty.cancel()
+        finally:
+            closed.cancel()
+
+    # -- events from ExaBGP ---------------------------------------------------------------------
+    def _event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        neighbor = event.get("neighbor", {})
+        peer = str(neighbor.get("address", {}).get("peer", ""))
+        if kind == "state":
+            state = str(neighbor.get("state", ""))
+            if self.status.sessions.get(peer) != state:
+                log.info("session with %s (AS%s) %s", peer, neighbor.get("asn", {}).get("peer"), state)
+            self.status.sessions[peer] = state
+            if state == "down":
+                self.status.received.pop(peer, None)
+                self._write_rib()
+        elif kind == "update":
+            update = neighbor.get("message", {}).get("update", {})
+            rib = self.status.received.setdefault(peer, {})
+            apply_update(rib, update, peer=peer, peer_asn=int(neighbor.get("asn", {}).get("peer", 0) or 0))
+            self._write_rib()
+
+    def _write_rib(self) -> None:
+        if self.rib_file is None:
+            return
+        data = {
+            "pop": self.pop,
+            "written_at": time.time(),
+            "routes": [r.to_json() for rib in self.status.received.values() for r in rib.values()],
+        }
+        tmp = self.rib_file.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        tmp.replace(self.rib_file)
+
+
+def _summary(route: RouteOut) -> str:
+    extras = []
+    if route.as_path:
+        extras.append(f"as-path {' '.join(map(str, route.as_path))}")
+    if route.communities:
+        extras.append("communities " + " ".join(f"{a}:{b}" for a, b in route.communities))
+    return f" ({'; '.join(extras)})" if extras else ""
+
+
+def apply_update(rib: dict[str, Route], update: Mapping[str, Any], *, peer: str, peer_asn: int) -> None:
+    """Fold one parsed UPDATE from ExaBGP into a neighbour's Adj-RIB-In."""
+    attributes = update.get("attribute", {})
+    path = attributes.get("as-path", [])
+    if isinstance(path, dict):  # newer encoders: {"0": {"element": "as-sequence", "value": [...]}}
+        as_path = [int(a) for segment in path.values() for a in segment.get("value", [])]
+    else:
+        as_path = [int(a) for a in path]
+    for family in update.get("withdraw", {}).values():
+        for nlri in family:
+            rib.pop(str(nlri.get("nlri", nlri)) if isinstance(nlri, dict) else str(nlri), None)
+    for family in update.get("announce", {}).values():
+        for next_hop, nlris in family.items():
+            for nlri in nlris:
+                prefix = str(nlri.get("nlri")) if isinstance(nlri, dict) else str(nlri)
+                rib[prefix] = Route(
+                    prefix=str(ipaddress.ip_network(prefix)),
+                    peer=peer,
+                    peer_asn=peer_asn,
+                    next_hop=str(next_hop),
+                    as_path=tuple(as_path),
+                    origin=str(attributes.get("origin", "igp")),
+                    med=attributes.get("med"),
+                    local_pref=attributes.get("local-preference"),
+                )
