@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ class Route:
         return f"via {self.peer} (AS{self.peer_asn})"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _ip(text: str) -> tuple[int, int]:
     address = ipaddress.ip_address(text)
     return address.version, int(address)
@@ -153,38 +155,70 @@ class Decision:
         }
 
 
+MED = 5  # the position of MED in a route's key
+
+
+def _key(r: Route) -> tuple[Any, ...]:
+    """Every step's key in order (lower wins), computed once per route: the fast path of :func:`compare`."""
+    return (
+        -r.weight,
+        -(DEFAULT_LOCAL_PREF if r.local_pref is None else r.local_pref),
+        0 if r.locally_originated else 1,
+        len(r.as_path),
+        ORIGINS[r.origin],
+        r.med or 0,
+        1 if r.ibgp else 0,
+        r.igp_cost,
+        _ip(r.router_id or r.peer),
+        _ip(r.peer),
+    )
+
+
+def _wins(a: Route, ka: tuple[Any, ...], b: Route, kb: tuple[Any, ...], always_compare_med: bool) -> bool:
+    """True if ``a`` stays best against ``b`` (ties keep the incumbent)."""
+    if always_compare_med or a.neighbor_as == b.neighbor_as:
+        return ka <= kb
+    return ka[:MED] + ka[MED + 1 :] <= kb[:MED] + kb[MED + 1 :]
+
+
+def _fold(routes: Sequence[Route], keys: dict[int, tuple[Any, ...]], always_compare_med: bool) -> Route:
+    best = routes[0]
+    for route in routes[1:]:
+        if not _wins(best, keys[id(best)], route, keys[id(route)], always_compare_med):
+            best = route
+    return best
+
+
 def best_path(
-    routes: Sequence[Route], *, always_compare_med: bool = False, deterministic_med: bool = False
+    routes: Sequence[Route], *, always_compare_med: bool = False, deterministic_med: bool = False, explain: bool = True
 ) -> Decision:
     """The best of ``routes`` (all to one prefix). Without always-compare-med MED is not transitive, so:
     deterministic MED first picks the best of each neighbour AS and then compares those (RFC 4271's procedure,
     order-independent); otherwise routes are compared one by one in the order given (as they arrived), which
-    is what routers do by default and can depend on that order."""
+    is what routers do by default and can depend on that order. ``explain`` adds why each other route lost."""
     if not routes:
         return Decision("", None, (), "no route")
     prefix = routes[0].prefix
+    keys = {id(r): _key(r) for r in routes}
     if always_compare_med or not deterministic_med:
         method = "always-compare-med" if always_compare_med else "pairwise in arrival order"
-        best = routes[0]
-        for route in routes[1:]:
-            best = compare(best, route, always_compare_med=always_compare_med).winner
-        reasons = tuple(compare(best, r, always_compare_med=always_compare_med) for r in routes if r is not best)
+        best = _fold(routes, keys, always_compare_med)
+        reasons = (
+            tuple(compare(best, r, always_compare_med=always_compare_med) for r in routes if r is not best)
+            if explain
+            else ()
+        )
         return Decision(prefix, best, reasons, method)
     groups: dict[int, list[Route]] = {}
     for route in routes:
         groups.setdefault(route.neighbor_as, []).append(route)
-    winners: list[Route] = []
+    leaders = [_fold(members, keys, False) for members in groups.values()]
+    best = _fold(leaders, keys, False)
     reasons_list: list[Comparison] = []
-    for members in groups.values():
-        leader = members[0]
-        for route in members[1:]:
-            leader = compare(leader, route).winner
-        winners.append(leader)
-        reasons_list += [compare(leader, r) for r in members if r is not leader]
-    best = winners[0]
-    for route in winners[1:]:
-        best = compare(best, route).winner
-    reasons_list += [compare(best, r) for r in winners if r is not best]
+    if explain:
+        for leader, members in zip(leaders, groups.values(), strict=True):
+            reasons_list += [compare(leader, r) for r in members if r is not leader]
+        reasons_list += [compare(best, r) for r in leaders if r is not best]
     return Decision(prefix, best, tuple(reasons_list), "deterministic-med")
 
 

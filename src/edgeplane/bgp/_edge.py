@@ -100,23 +100,26 @@ def plan_edge(
         else:
             pops[pop.code] = PopEdge(pop.code, pop.metro, Announcement.WITHDRAWN, why)
     held: list[str] = []
-    for metro in fleet.metros:
-        failing = [p.code for p in fleet.pops_in(metro.code) if p.code in failed_pops]
+    by_metro: dict[str, list[str]] = {}
+    for pop in fleet.pops:
+        by_metro.setdefault(pop.metro, []).append(pop.code)
+    withdrawn = EdgePlan(pops).withdrawn_metros()
+    for metro, codes in by_metro.items():
+        failing = [c for c in codes if c in failed_pops]
         if not failing or any(pops[c].state is not Announcement.ANNOUNCED for c in failing):
             continue
-        whole_metro = all(
-            c in failing or pops[c].state is Announcement.WITHDRAWN for c in (p.code for p in fleet.pops_in(metro.code))
-        )
-        plan = EdgePlan(pops)
-        if whole_metro and len(plan.withdrawn_metros()) + 1 > max_withdrawn_metros:
+        whole_metro = all(c in failing or pops[c].state is Announcement.WITHDRAWN for c in codes)
+        if whole_metro and len(withdrawn) + 1 > max_withdrawn_metros:
             reason = (
-                f"failed, but withdrawal held: {len(plan.withdrawn_metros())} metros are withdrawn already and the"
+                f"failed, but withdrawal held: {len(withdrawn)} metros are withdrawn already and the"
                 f" blast radius allows {max_withdrawn_metros}"
             )
             for code in failing:
-                pops[code] = PopEdge(code, metro.code, Announcement.ANNOUNCED, reason)
+                pops[code] = PopEdge(code, metro, Announcement.ANNOUNCED, reason)
                 held.append(code)
             continue
         for code in failing:
-            pops[code] = PopEdge(code, metro.code, Announcement.WITHDRAWN, "failed health checks")
+            pops[code] = PopEdge(code, metro, Announcement.WITHDRAWN, "failed health checks")
+        if whole_metro:
+            withdrawn.add(metro)
     return EdgePlan(pops, tuple(held))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -20,6 +21,14 @@ from edgeplane.fleet import Fleet
 from edgeplane.routing import Scope
 
 
+@functools.lru_cache(maxsize=65536)
+def _normal(prefix: str) -> tuple[str, int]:
+    """A plan prefix in canonical text, and its IP version (the plan is fixed: parse each once)."""
+    network = ipaddress.ip_network(prefix)
+    return str(network), network.version
+
+
+@functools.lru_cache(maxsize=65536)
 def next_hops(pop_id: int) -> tuple[str, str]:
     """A PoP's next hops, derived from its id in documentation space (192.0.2.0/24, 2001:db8:ffff::/48)."""
     return str(ipaddress.ip_address("192.0.2.0") + pop_id), str(ipaddress.ip_address("2001:db8:ffff::") + pop_id)
@@ -77,10 +86,9 @@ def pop_intents(
     intents: list[Intent] = []
 
     def add(prefix: str, scope: Scope, communities: tuple[Community, ...] = ()) -> None:
-        network = ipaddress.ip_network(prefix)
-        hop = v4 if network.version == 4 else v6
+        text, version = _normal(prefix)
         tags = (*origin, large(asn, Kind.SCOPE, int(scope)))
-        intents.append(Intent(str(network), hop, scope, RouteType.ANYCAST, tags, communities))
+        intents.append(Intent(text, v4 if version == 4 else v6, scope, RouteType.ANYCAST, tags, communities))
 
     if metro.code not in withdrawn_metros:
         graceful = (GRACEFUL_SHUTDOWN,) if metro.code in shutting_down_metros else ()
