@@ -645,6 +645,10 @@ def _admin_client(ctx: click.Context, timeout_seconds: float = 10.0) -> Any:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Where the routes received from the transits are written (default: DATA_DIR/bgp-POP/rib-in.json).",
 )
+@click.option("--status-host", default="127.0.0.1", show_default=True, help="Address of /healthz and /metrics.")
+@click.option(
+    "--status-port", type=click.IntRange(0, 65535), help="Serve /healthz (JSON) and /metrics here (default: none)."
+)
 @click.pass_context
 def bgp_run(
     ctx: click.Context,
@@ -657,12 +661,14 @@ def bgp_run(
     fleet_path: Path | None,
     data_dir: Path | None,
     rib_file: Path | None,
+    status_host: str,
+    status_port: int | None,
 ) -> None:
     """Run the PoP's BGP speaker (ExaBGP): announce its intents to its transits and keep them so.
 
     With --fleet the intents come from the file (everything in the plan announced); otherwise from the
     control plane, so drains, health and balance actions reach the transits as they happen."""
-    from edgeplane.bgp import ControlIntents, FleetIntents, IntentSource, Neighbor, Speaker, SpeakerError
+    from edgeplane.bgp import ControlIntents, FleetIntents, IntentSource, Neighbor, Speaker, SpeakerError, status_app
 
     if len(neighbors) != len(neighbor_asns):
         raise click.UsageError(
@@ -696,12 +702,24 @@ def bgp_run(
     async def main() -> None:
         import signal
 
+        from edgeplane._service import serve
+
         stop = asyncio.Event()
+        names = ", ".join(f"{p.address} (AS{p.asn})" for p in peers)
+        print(f"bgp speaker for {pop_code}: peering with {names}", flush=True)
+        if status_port is not None:
+            await serve(
+                status_app(speaker),
+                status_host,
+                status_port,
+                on_ready=lambda url: print(f"bgp speaker status at {url}/healthz and {url}/metrics", flush=True),
+                background=lambda url: [lambda: speaker.run(stop)],
+                stop=stop,
+            )
+            return
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        names = ", ".join(f"{p.address} (AS{p.asn})" for p in peers)
-        print(f"bgp speaker for {pop_code}: peering with {names}", flush=True)
         await speaker.run(stop)
 
     try:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,10 +64,17 @@ class SpeakerProcess:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(15)
-        self.process = None
+        """SIGTERM, and the speaker must be gone within 15 s, ExaBGP with it; SIGKILL is for cleanup only."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise AssertionError(f"the speaker ignored SIGTERM; its log:\n{self.log.read_text()[-3000:]}") from None
 
 
 def expected_communities(pop: str, prefix: str) -> list[str]:
@@ -117,7 +126,9 @@ def test_transits_get_the_plan_with_every_community_and_get_it_back_after_restar
 ) -> None:
     c, d, port = transits
     fleet_file = str(ROOT / "src" / "edgeplane" / "fleet" / "default.yaml")
-    speaker = SpeakerProcess(tmp_path, [*speaker_args(port, tmp_path), "--fleet", fleet_file]).start()
+    status_port = free_port()
+    args = [*speaker_args(port, tmp_path), "--fleet", fleet_file, "--status-port", str(status_port)]
+    speaker = SpeakerProcess(tmp_path, args).start()
     try:
         for bird in (c, d):
             routes = bird.wait_for("the plan", lambda r: has_plan(r) and r)
@@ -130,6 +141,16 @@ def test_transits_get_the_plan_with_every_community_and_get_it_back_after_restar
                 assert route.large_communities == expected_communities("lon1", prefix)
                 assert route.communities == []
         before = {p: (r.attributes, r.large_communities) for p, r in c.by_prefix().items()}
+        with urllib.request.urlopen(f"http://127.0.0.1:{status_port}/healthz", timeout=5) as answer:
+            health = json.loads(answer.read())
+        assert [(n["address"], n["session"], len(n["announced"])) for n in health["neighbors"]] == [
+            ("127.0.0.2", "up", 8),
+            ("127.0.0.3", "up", 8),
+        ]
+        with urllib.request.urlopen(f"http://127.0.0.1:{status_port}/metrics", timeout=5) as answer:
+            metrics = answer.read().decode()
+        assert 'edgeplane_bgp_session_up{neighbor="127.0.0.3"} 1.0' in metrics
+        assert 'edgeplane_bgp_routes_announced{neighbor="127.0.0.2"} 8.0' in metrics
 
         # Egress: the transits' routes went through the decision process the way the issue asks.
         rib = tmp_path / "data" / "bgp-lon1" / "rib-in.json"
@@ -200,6 +221,17 @@ def test_a_drain_tags_graceful_shutdown_then_withdraws_the_metro_prefixes_and_ke
         assert runner.invoke(cli, ["--control", url, "undrain", "metro", "lon"]).exit_code == 0
         back = c.wait_for("the prefixes back", lambda r: LON_V4 in r and r)
         assert back[LON_V4].communities == [] and back[LON_V4].large_communities == expected_communities("lon1", LON_V4)
+
+        # A failure is not planned: lon1 stops answering, the control plane's probes find it down, and its
+        # metro prefixes go at once (no graceful-shutdown period); they come back once it passes again.
+        fault = ["--control", url, "fault", "set", "lon1", "refuse-connections", "--seconds", "3"]
+        assert runner.invoke(cli, fault).exit_code == 0  # the site cannot be reached to clear it: it times out
+        left = c.wait_for("the withdrawal on failure", lambda r: LON_V4 not in r and r)
+        assert "198.19.128.0/20" in left
+        status = json.loads(runner.invoke(cli, ["--control", url, "bgp", "status", "--json"]).output)
+        lon1 = next(p for p in status["pops"] if p["pop"] == "lon1")
+        assert (lon1["state"], lon1["reason"]) == ("withdrawn", "failed health checks")
+        c.wait_for("the prefixes back after the failure", lambda r: LON_V4 in r)
 
         # Inbound balance: transit-d carries too much; the suggestion is applied and carried out as
         # transit-d's own prepend community; a prepend toward transit-c is done by us in the AS path.

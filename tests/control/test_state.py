@@ -139,3 +139,46 @@ def test_blast_radius_limits_metros_drained_at_once(clock: Clock) -> None:
         state.drain("metro", "ams", by="alice")
     assert state.drain("pop", "nyc1", by="alice")  # inside a metro already drained: no wider
     assert state.drain("metro", "ams", by="alice", force=True)
+
+
+def test_the_edge_follows_drains_after_graceful_shutdown_and_failures_within_the_blast_radius(
+    state: FleetState, clock: Clock
+) -> None:
+    state.graceful_shutdown_seconds = 5.0
+    for pop in state.fleet.pops:
+        report(state, pop.code)
+    state.refresh()
+    state.refresh_edge()
+    version = state.edge_version
+    assert not state.refresh_edge(), "nothing changed, so no new edge version"
+    state.drain("metro", "lon", by="test")
+    assert state.refresh_edge() and state.edge_version == version + 1
+    assert state.edge.pops["lon1"].state.value == "graceful-shutdown"
+    assert [c for i in state.pop_intents("lon1") for c in i.communities][:1] == [(65535, 0)]
+    clock.now += 5.0
+    state.refresh()
+    assert state.refresh_edge() and state.edge.pops["lon1"].state.value == "withdrawn"
+    assert "198.19.128.0/24" not in {i.prefix for i in state.pop_intents("lon1")}
+    assert "198.19.128.0/20" in {i.prefix for i in state.pop_intents("lon1")}  # the region's aggregate stays
+
+    # Failures: sites that stop reporting withdraw at once, but lon is withdrawn already and the blast
+    # radius allows two metros: sea goes (first in the fleet's order), ams and fra are held (and said so).
+    clock.now += 3.0
+    for pop in state.fleet.pops:
+        if pop.code not in ("ams1", "fra1", "sea1"):
+            report(state, pop.code)
+    state.refresh()
+    state.refresh_edge()
+    assert state.edge.withdrawn_metros() == {"lon", "sea"}
+    assert set(state.edge.held) == {"ams1", "fra1"}
+    assert "blast radius allows 2" in state.edge.pops["fra1"].reason
+
+
+def test_bgp_actions_are_checked_and_audited(state: FleetState) -> None:
+    with pytest.raises(UnknownTarget, match="AS64497 is not a transit of lon1"):
+        state.set_bgp_action("lon1", 64497, "prepend-1", by="test")
+    with pytest.raises(ValueError, match="unknown action"):
+        state.set_bgp_action("lon1", 64499, "prepend-9", by="test")
+    state.set_bgp_action("lon1", 64499, "prepend-2", by="test")
+    assert all((64496, 22, 64499) in i.large_communities for i in state.pop_intents("lon1"))
+    assert state.store.audit_log()[0].action == "bgp action"

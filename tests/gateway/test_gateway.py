@@ -243,6 +243,7 @@ async def test_admin_actions_need_the_token_compared_in_constant_time_and_are_au
                 ("POST", "/api/keys", {"tenant": "acme"}),
                 ("POST", "/api/faults", {"pop": "nyc1", "fault": "slow"}),
                 ("POST", "/api/drills", {"metro": "nyc", "duration_seconds": 1}),
+                ("POST", "/api/bgp/actions", {"pop": "nyc1", "transit_asn": 64497, "action": "prepend-1"}),
             ]
             for method, path, body in actions:
                 for token in (None, "wrong"):

@@ -28,6 +28,7 @@ from edgeplane.bgp._speaker import (
     Speaker,
     SpeakerError,
     intent_from_json,
+    status_app,
 )
 
 __all__ = [
@@ -74,5 +75,6 @@ __all__ = [
     "prepend",
     "read_traffic",
     "routes_for",
+    "status_app",
     "suggest",
 ]

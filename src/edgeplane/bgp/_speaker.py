@@ -36,7 +36,11 @@ INTENTS_WAIT_SECONDS = 20.0
 
 
 class SpeakerError(EdgeplaneError):
-    """ExaBGP could not be started, refused a command, or stopped."""
+    """ExaBGP could not be started, stopped, or stopped answering."""
+
+
+class CommandRefused(SpeakerError):
+    """ExaBGP answered `error` to one command; the others and the sessions are unaffected."""
 
 
 def intent_from_json(data: Mapping[str, Any]) -> Intent:
@@ -275,7 +279,7 @@ class ExaBgp:
             except (ConnectionError, TimeoutError) as error:
                 raise SpeakerError(f"no acknowledgement from ExaBGP for {line!r}: {error!r}") from None
             if not accepted:
-                raise SpeakerError(f"ExaBGP refused {line!r}")
+                raise CommandRefused(f"ExaBGP refused {line!r}")
 
     async def wait_closed(self) -> None:
         assert self._process is not None
@@ -352,6 +356,25 @@ class Speaker:
             f" Routes: {len(self.status.announced)} announced, {len(self.status.refused)} refused]>"
         )
 
+    def status_json(self) -> dict[str, Any]:
+        status = self.status
+        return {
+            "pop": self.pop,
+            "intents_version": status.intents_version,
+            "exabgp_restarts": status.restarts,
+            "neighbors": [
+                {
+                    "address": n.address,
+                    "asn": n.asn,
+                    "session": status.sessions.get(n.address, "idle"),
+                    "announced": sorted(p for a, p in status.announced if a == n.address),
+                    "received": len(status.received.get(n.address, {})),
+                }
+                for n in self.neighbors
+            ],
+            "refused": status.refused,
+        }
+
     async def run(self, stop: asyncio.Event) -> None:
         self.fleet = await self.source.fleet()
         if self.pop not in self.fleet.pop_by_code:
@@ -363,6 +386,7 @@ class Speaker:
                 follow = group.create_task(self._follow())
                 speak = group.create_task(self._speak())
                 await stop.wait()
+                log.info("stopping: ExaBGP closes its sessions, the transits withdraw our routes")
                 follow.cancel()
                 speak.cancel()
         finally:
@@ -412,15 +436,25 @@ class Speaker:
         }
 
     async def reconcile(self, exa: ExaBgp) -> None:
+        """Withdraw what is announced but no longer wanted, announce what is wanted and not yet announced.
+        A command ExaBGP refuses is logged and left for the next pass; losing ExaBGP raises SpeakerError."""
         desired = self.desired_routes()
         announced = self.status.announced
         for key in [k for k in announced if k not in desired]:
-            await exa.command(announced[key].withdraw(key[0]))
+            try:
+                await exa.command(announced[key].withdraw(key[0]))
+            except CommandRefused as error:
+                log.error("%s", error)
+                continue
             log.info("withdrew %s from %s", key[1], key[0])
             del announced[key]
         for key, route in desired.items():
             if announced.get(key) != route:
-                await exa.command(route.announce(key[0]))
+                try:
+                    await exa.command(route.announce(key[0]))
+                except CommandRefused as error:
+                    log.error("%s", error)
+                    continue
                 log.info("announced %s to %s%s", key[1], key[0], _summary(route))
                 announced[key] = route
 
@@ -532,3 +566,62 @@ def apply_update(rib: dict[str, Route], update: Mapping[str, Any], *, peer: str,
                     med=attributes.get("med"),
                     local_pref=attributes.get("local-preference"),
                 )
+
+
+# -- the speaker's own status page ----------------------------------------------------------------
+class _SpeakerCollector:
+    """Reads the speaker's state at scrape time: sessions, routes, refusals, restarts."""
+
+    def __init__(self, speaker: Speaker) -> None:
+        self.speaker = speaker
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        status = self.speaker.status
+        up = GaugeMetricFamily(
+            "edgeplane_bgp_session_up", "1 if the BGP session with the neighbour is established.", labels=["neighbor"]
+        )
+        routes = GaugeMetricFamily(
+            "edgeplane_bgp_routes_announced", "Routes announced to the neighbour.", labels=["neighbor"]
+        )
+        received = GaugeMetricFamily(
+            "edgeplane_bgp_routes_received", "Routes received from the neighbour.", labels=["neighbor"]
+        )
+        for neighbor in self.speaker.neighbors:
+            up.add_metric([neighbor.address], 1.0 if status.sessions.get(neighbor.address) == "up" else 0.0)
+            count = sum(1 for address, _ in status.announced if address == neighbor.address)
+            routes.add_metric([neighbor.address], float(count))
+            received.add_metric([neighbor.address], float(len(status.received.get(neighbor.address, {}))))
+        yield up
+        yield routes
+        yield received
+        yield GaugeMetricFamily(
+            "edgeplane_bgp_intents_refused", "Intents refused (outside the prefix plan).", value=len(status.refused)
+        )
+        yield GaugeMetricFamily(
+            "edgeplane_bgp_intents_version", "Version of the intents applied.", value=status.intents_version
+        )
+        yield CounterMetricFamily(
+            "edgeplane_bgp_exabgp_restarts", "Times ExaBGP was started again.", value=status.restarts
+        )
+
+
+def status_app(speaker: Speaker) -> Any:
+    """`/healthz` (JSON: sessions, routes, refusals) and `/metrics` (Prometheus) for one speaker."""
+    from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(_SpeakerCollector(speaker))
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(speaker.status_json()), content_type="application/json")
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
