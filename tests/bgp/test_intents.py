@@ -100,3 +100,16 @@ def test_bgp_intents_command() -> None:
         cli, ["--control", control, "bgp", "intents", "--pop", "fra1"], obj={"console": console}
     )
     assert result.exit_code == 0 and "198.19.144.0/24" in buffer.getvalue()
+
+
+def test_a_malformed_transit_community_is_refused_naming_file_line_and_field() -> None:
+    text = default_fleet_text()
+    old = 'prepend_communities: ["64500:3001", "64500:3002", "64500:3003"]'
+    assert old in text
+    broken = text.replace(old, 'prepend_communities: ["64500:3001", "64500-3002"]', 1)
+    with pytest.raises(FleetError) as caught:
+        parse_fleet(broken, "fleet.yaml")
+    problem = caught.value.problems[0]
+    line = broken[: broken.index("64500-3002")].count("\n") + 1
+    assert (problem.file, problem.line) == ("fleet.yaml", line)
+    assert "prepend_communities" in problem.field and "is not a community: expected A:B" in problem.message

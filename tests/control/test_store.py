@@ -39,7 +39,18 @@ def test_sqlite_state_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "edgeplane.db"
     first = SQLiteStore(path)
     first.add_drain(Drain("metro", "lon", 5.0, "carol"))
+    first.set_bgp_action("lon1", 64500, "prepend-2")
     first.close()
     again = SQLiteStore(path)
     assert [d.code for d in again.drains()] == ["lon"]
+    assert again.bgp_actions() == [("lon1", 64500, "prepend-2")]
     again.close()
+
+
+def test_bgp_actions_replace_per_transit_and_clear(store: Store) -> None:
+    store.set_bgp_action("lon1", 64499, "prepend-1")
+    store.set_bgp_action("lon1", 64500, "no-export")
+    store.set_bgp_action("lon1", 64499, "prepend-3")
+    assert store.bgp_actions() == [("lon1", 64500, "no-export"), ("lon1", 64499, "prepend-3")]
+    store.set_bgp_action("lon1", 64500, None)
+    assert store.bgp_actions() == [("lon1", 64499, "prepend-3")]

@@ -115,7 +115,6 @@ class FleetState:
         self.graceful_shutdown_seconds = graceful_shutdown_seconds
         self.edge_version = 1
         self.edge = self._plan_edge()
-        self.bgp_actions: dict[str, dict[int, LargeCommunity]] = {}  # pop -> transit ASN -> action
 
     def __repr__(self) -> str:
         return (
@@ -301,13 +300,20 @@ class FleetState:
         if transit_asn not in {t.asn for t in site.transits}:
             known = ", ".join(str(t.asn) for t in site.transits) or "none"
             raise UnknownTarget(f"AS{transit_asn} is not a transit of {pop} (its transits: {known})")
-        actions = self.bgp_actions.setdefault(pop, {})
-        if action == "none":
-            actions.pop(transit_asn, None)
-        else:
-            actions[transit_asn] = action_community(self.fleet.asn, transit_asn, action)
+        if action != "none":
+            action_community(self.fleet.asn, transit_asn, action)  # ValueError names the known actions
+        self.store.set_bgp_action(pop, transit_asn, None if action == "none" else action)
         self.edge_version += 1
         self.store.audit(AuditRecord(self.wall_clock(), by, "bgp action", f"{pop} AS{transit_asn}", action, {}))
+
+    @property
+    def bgp_actions(self) -> dict[str, dict[int, LargeCommunity]]:
+        """Standing actions (kept in the store, so a restart keeps them): PoP -> transit ASN -> community."""
+        actions: dict[str, dict[int, LargeCommunity]] = {}
+        for pop, asn, action in self.store.bgp_actions():
+            if pop in self.fleet.pop_by_code:
+                actions.setdefault(pop, {})[asn] = action_community(self.fleet.asn, asn, action)
+        return actions
 
     def pop_intents(self, pop: str) -> list[Intent]:
         actions = tuple(self.bgp_actions.get(pop, {}).values())

@@ -91,6 +91,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def audit_log(self, limit: int = 100) -> list[AuditRecord]: ...
 
+    @abc.abstractmethod
+    def bgp_actions(self) -> list[tuple[str, int, str]]:
+        """Standing BGP actions: (PoP, transit ASN, action), in the order they were set."""
+
+    @abc.abstractmethod
+    def set_bgp_action(self, pop: str, transit_asn: int, action: str | None) -> None:
+        """Set (or with None clear) the action of one PoP toward one transit."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -118,8 +126,24 @@ class SQLiteStore(Store):
             " revoked_at REAL)"
         )
 
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS bgp_actions (id INTEGER PRIMARY KEY AUTOINCREMENT, pop TEXT NOT NULL,"
+            " transit_asn INTEGER NOT NULL, action TEXT NOT NULL, UNIQUE (pop, transit_asn))"
+        )
+
     def __repr__(self) -> str:
         return f"<SQLiteStore [Drains: {len(self.drains())}]>"
+
+    def bgp_actions(self) -> list[tuple[str, int, str]]:
+        rows = self._db.execute("SELECT pop, transit_asn, action FROM bgp_actions ORDER BY id")
+        return [(str(pop), int(asn), str(action)) for pop, asn, action in rows]
+
+    def set_bgp_action(self, pop: str, transit_asn: int, action: str | None) -> None:
+        self._db.execute("DELETE FROM bgp_actions WHERE pop = ? AND transit_asn = ?", (pop, transit_asn))
+        if action is not None:
+            self._db.execute(
+                "INSERT INTO bgp_actions (pop, transit_asn, action) VALUES (?, ?, ?)", (pop, transit_asn, action)
+            )
 
     def drains(self) -> list[Drain]:
         rows = self._db.execute("SELECT kind, code, since, by, reason FROM drains ORDER BY since, kind, code")

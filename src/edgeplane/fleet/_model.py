@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import Annotated
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -97,7 +98,15 @@ class Unit(_Strict):
     gpu_servers: list[GpuServers] = Field(min_length=1)
 
 
-CommunityText = Annotated[str, Field(pattern=r"^\d{1,10}:\d{1,10}(:\d{1,10})?$")]
+def _check_community(value: str) -> str:
+    parts = value.split(":")
+    limit = 0xFFFF if len(parts) == 2 else 0xFFFFFFFF
+    if len(parts) not in (2, 3) or not all(p.isdigit() and int(p) <= limit for p in parts):
+        raise ValueError(f"{value!r} is not a community: expected A:B (16-bit parts) or A:B:C (32-bit parts)")
+    return value
+
+
+CommunityText = Annotated[str, AfterValidator(_check_community)]
 
 
 class Transit(_Strict):
