@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -12,7 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,19 @@ def session_pids(sid: int) -> list[int]:
         except (ProcessLookupError, PermissionError):
             continue
     return pids
+
+
+@contextlib.asynccontextmanager
+async def serving(service: Any) -> AsyncIterator[str]:
+    """Run a service object (anything with ``run(host, port, on_ready=, stop=)``) on a free loopback port."""
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run("127.0.0.1", 0, on_ready=ready.set_result, stop=stop))
+    try:
+        yield await ready
+    finally:
+        stop.set()
+        await task
 
 
 def stop_fleet(running: RunningFleet) -> int | None:

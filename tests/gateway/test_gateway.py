@@ -17,7 +17,7 @@ from edgeplane.control import ControlPlane, FleetState, SQLiteStore
 from edgeplane.fleet import Fleet, load_fleet
 from edgeplane.gateway import ClientLocator, Gateway, GatewayOptions, SnapshotWatcher
 from edgeplane.site import SiteAgent, SiteOptions, build_backends
-from tests.conftest import SMALL_FLEET, free_port
+from tests.conftest import SMALL_FLEET, free_port, serving
 
 NYC_CLIENT = "198.18.0.20"
 
@@ -231,11 +231,7 @@ async def test_admin_actions_need_the_token_compared_in_constant_time_and_are_au
     plane = ControlPlane(
         FleetState(fleet, SQLiteStore(":memory:")), admin_token="s3cret-admin", probe_interval_seconds=None
     )
-    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    stop = asyncio.Event()
-    task = asyncio.create_task(plane.run("127.0.0.1", 0, on_ready=ready.set_result, stop=stop))
-    url = await ready
-    try:
+    async with serving(plane) as url:
         async with aiohttp.ClientSession() as session:
             actions = [
                 ("POST", "/api/drains", {"kind": "metro", "code": "nyc"}),
@@ -265,6 +261,3 @@ async def test_admin_actions_need_the_token_compared_in_constant_time_and_are_au
         )
         with pytest.raises(ValueError, match="beyond loopback"):
             await ControlPlane(FleetState(fleet, SQLiteStore(":memory:"))).run("0.0.0.0", 0)
-    finally:
-        stop.set()
-        await task
