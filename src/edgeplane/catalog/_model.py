@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
-# Accelerators the planner and emulator know how to reason about.
-GPU_TYPES = frozenset({"A100", "H100", "H200", "GH200", "B200", "GB200", "L40S", "MI300X"})
+from edgeplane.catalog._gpus import GPU_SPECS, GPU_TYPES
 
 
 class ModelSpec(BaseModel):
@@ -34,3 +33,12 @@ class ModelSpec(BaseModel):
     def replica_throughput(self, gpu_type: str) -> float:
         """Aggregate output tokens per second of one replica on this GPU type (0 if it cannot run there)."""
         return self.throughput_tokens_per_second.get(gpu_type, 0.0) * self.gpus_per_replica
+
+    def fits(self, gpu_type: str) -> bool:
+        """True if a replica's weights and cache fit in its GPUs' memory and the catalog has its speed there."""
+        spec = GPU_SPECS.get(gpu_type)
+        return (
+            spec is not None
+            and gpu_type in self.throughput_tokens_per_second
+            and (self.gpu_memory_gb <= spec.memory_gb * self.gpus_per_replica)
+        )
