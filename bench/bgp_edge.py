@@ -24,53 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._synthetic import synthetic_fleet  # noqa: E402
+
 from edgeplane.bgp import Route, best_path, plan_edge  # noqa: E402
 from edgeplane.bgp._decision import ORIGINS  # noqa: E402
-from edgeplane.fleet import Fleet, load_default_fleet  # noqa: E402
 
 TICK_SECONDS = 0.25
-
-
-def synthetic_fleet(continents: int = 10, regions_per: int = 10, metros_per: int = 10, pops_per: int = 5) -> Fleet:
-    """1,000 metros and 5,000 PoPs with a full prefix plan inside 198.18.0.0/15 and 2001:db8::/32."""
-    base = load_default_fleet()
-    v4, v6 = ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32")
-    data: dict[str, object] = {
-        "asn": 64496,
-        "aggregates": [str(v4), str(v6)],
-        "models": [m.model_dump() for m in base.models],
-    }
-    conts, regions, metros, pops = [], [], [], []
-    c4, c6 = list(v4.subnets(4)), list(v6.subnets(4))
-    for c in range(continents):
-        conts.append({"code": f"c{c}", "id": c + 1, "name": f"C{c}", "aggregates": [str(c4[c]), str(c6[c])]})
-        r4, r6 = list(c4[c].subnets(4)), list(c6[c].subnets(4))
-        for r in range(regions_per):
-            rid = len(regions) + 1
-            regions.append(
-                {"code": f"r{rid}", "id": rid, "name": f"R{rid}", "continent": f"c{c}",
-                 "aggregates": [str(r4[r]), str(r6[r])]}
-            )  # fmt: skip
-            m4, m6 = list(r4[r].subnets(4)), list(r6[r].subnets(4))
-            for m in range(metros_per):
-                mid = len(metros) + 1
-                m6s = list(m6[m].subnets(4))
-                metros.append(
-                    {"code": f"m{mid}", "id": mid, "name": f"M{mid}", "region": f"r{rid}",
-                     "latitude": (mid % 170) - 85, "longitude": (mid % 350) - 175,
-                     "client_prefixes": [str(m6s[1])], "service_prefixes": [str(m4[m]), str(m6s[0])]}
-                )  # fmt: skip
-                for _ in range(pops_per):
-                    pid = len(pops) + 1
-                    pops.append(
-                        {"code": f"p{pid}", "id": pid, "metro": f"m{mid}",
-                         "units": [{"code": f"u{pid}", "id": pid, "power_kw": 100,
-                                    "gpu_servers": [{"gpu_type": "H100", "servers": 1}]}],
-                         "transits": [{"name": "t-a", "asn": 64497, "capacity_gbps": 100},
-                                      {"name": "t-b", "asn": 64498, "capacity_gbps": 100}]}
-                    )  # fmt: skip
-    data.update(continents=conts, regions=regions, metros=metros, pops=pops)
-    return Fleet.model_validate(data)
 
 
 def bench_intents(repeats: int = 5) -> None:

@@ -19,7 +19,6 @@ from edgeplane.planning._demand import Demand
 # further. 0.0002 makes one H100 (2 $/h) worth 10,000 rps x ms: latency decides among placements of about
 # the same cost and never buys a GPU on its own unless it saves that much.
 LATENCY_WEIGHT = 0.0002
-NEAREST_CANDIDATES = 6  # PoPs a metro's demand may be served from in the no-failure routing
 MIP_REL_GAP = 0.01
 
 
@@ -99,12 +98,19 @@ class _Model:
     def row(self, indices: list[int], values: list[float], lower: float, upper: float) -> None:
         self.rows.append((indices, values, lower, upper))
 
-    def solve(self, *, relax: bool = False, time_limit_seconds: float = 60.0) -> Any:
+    def solve(
+        self,
+        *,
+        relax: bool = False,
+        time_limit_seconds: float = 60.0,
+        start: list[float] | None = None,
+        gap: float = MIP_REL_GAP,
+    ) -> Any:
         import highspy  # the solver loads only when a plan is made, not with the control plane
 
         h: Any = highspy.Highs()  # type: ignore[no-untyped-call]
         h.setOptionValue("output_flag", False)
-        h.setOptionValue("mip_rel_gap", MIP_REL_GAP)
+        h.setOptionValue("mip_rel_gap", gap)
         h.setOptionValue("time_limit", time_limit_seconds)
         h.setOptionValue("threads", 1)
         n = len(self.cost)
@@ -129,6 +135,10 @@ class _Model:
             np.array(indices, dtype=np.int32),
             np.array(values, dtype=float),
         )
+        if start is not None and not relax:
+            solution = highspy.HighsSolution()
+            solution.col_value = start
+            h.setSolution(solution)
         h.run()
         return h
 
@@ -186,6 +196,30 @@ def failure_scenarios(fleet: Fleet, continent: str) -> list[tuple[str, frozenset
     return scenarios
 
 
+def _continent_demand(fleet: Fleet, demand: Sequence[Demand]) -> dict[tuple[str, str], float]:
+    totals: dict[tuple[str, str], float] = {}
+    for d in demand:
+        key = (fleet.continent_of(d.metro).code, d.model)
+        totals[key] = totals.get(key, 0.0) + d.requests_per_second
+    return totals
+
+
+def _mean_rtt(fleet: Fleet, demand: Sequence[Demand]) -> dict[tuple[str, str], float]:
+    """Per (model, PoP): the demand-weighted RTT from the metros of its continent that ask for the model."""
+    weights: dict[tuple[str, str], list[tuple[str, float]]] = {}
+    for d in demand:
+        if d.requests_per_second > 0:
+            weights.setdefault((fleet.continent_of(d.metro).code, d.model), []).append((d.metro, d.requests_per_second))
+    rtt: dict[tuple[str, str], float] = {}
+    for pop in fleet.pops:
+        continent = fleet.continent_of(pop.metro).code
+        for (where, name), metros in weights.items():
+            if where == continent:
+                total = sum(w for _, w in metros)
+                rtt[name, pop.code] = sum(w * fleet.metro_rtt_ms(m, pop.metro) for m, w in metros) / total
+    return rtt
+
+
 def _build(
     fleet: Fleet,
     demand: Sequence[Demand],
@@ -194,40 +228,46 @@ def _build(
     latency_weight: float,
     slack: bool,
     gpus_only: bool,
-) -> tuple[_Model, dict[tuple[str, str, str], int], list[tuple[int, int, float]], list[tuple[int, dict[str, Any]]]]:
+    hardware: bool = True,
+) -> tuple[_Model, dict[tuple[str, str, str], int], list[tuple[int, dict[str, Any]]]]:
+    """The MILP. Latency enters as a price per replica: its capacity times the demand-weighted RTT to it from
+    the metros that ask for its model, which pulls replicas toward their users without flow variables (the
+    covering structure stays small enough to solve fleets of hundreds of PoPs in seconds)."""
     model = _Model()
     replicas: dict[tuple[str, str, str], int] = {}
+    rtt = _mean_rtt(fleet, demand)
     for c in cands:
         cost = c.gpus if gpus_only else c.gpus * GPU_SPECS[c.gpu_type].cost_per_hour_usd
+        if not gpus_only:
+            cost += latency_weight * c.capacity_rps * rtt.get((c.model, c.pop), 0.0)
         replicas[c.model, c.pop, c.gpu_type] = model.column(cost, integer=True)
+    by_site: dict[str, list[_Candidate]] = {}
+    for c in cands:
+        by_site.setdefault(c.pop, []).append(c)
     # Hardware: GPUs per type and power per PoP.
-    for site in fleet.pops:
-        power_cols: list[int] = []
-        power_vals: list[float] = []
+    for site in fleet.pops if hardware else []:
+        here = by_site.get(site.code, [])
         for gpu_type, count in site.gpus_by_type().items():
-            pairs = [
-                (replicas[c.model, c.pop, c.gpu_type], c.gpus)
-                for c in cands
-                if (c.pop, c.gpu_type) == (site.code, gpu_type)
-            ]
-            if pairs:
-                model.row([i for i, _ in pairs], [float(g) for _, g in pairs], -math.inf, float(count))
-                power_cols += [i for i, _ in pairs]
-                power_vals += [g * GPU_SPECS[gpu_type].power_kw for _, g in pairs]
-        if power_cols:
-            model.row(power_cols, power_vals, -math.inf, sum(u.power_kw for u in site.units))
+            of_type = [c for c in here if c.gpu_type == gpu_type]
+            if of_type:
+                model.row([replicas[c.model, c.pop, c.gpu_type] for c in of_type], [float(c.gpus) for c in of_type],
+                          -math.inf, float(count))  # fmt: skip
+        if here:
+            model.row(
+                [replicas[c.model, c.pop, c.gpu_type] for c in here],
+                [c.gpus * GPU_SPECS[c.gpu_type].power_kw for c in here],
+                -math.inf,
+                sum(u.power_kw for u in site.units),
+            )
     # Survivability: every single failure in a continent leaves enough capacity there for all its demand.
     slacks: list[tuple[int, dict[str, Any]]] = []
-    continent_demand: dict[tuple[str, str], float] = {}
-    for d in demand:
-        key = (fleet.continent_of(d.metro).code, d.model)
-        continent_demand[key] = continent_demand.get(key, 0.0) + d.requests_per_second
-    for (continent, name), rps in continent_demand.items():
+    by_group: dict[tuple[str, str], list[_Candidate]] = {}
+    for c in cands:
+        by_group.setdefault((fleet.continent_of(fleet.pop_by_code[c.pop].metro).code, c.model), []).append(c)
+    for (continent, name), rps in _continent_demand(fleet, demand).items():
         if rps <= 0:
             continue
-        here = [
-            c for c in cands if c.model == name and fleet.continent_of(fleet.pop_by_code[c.pop].metro).code == continent
-        ]
+        here = by_group.get((continent, name), [])
         for scenario, lost in [("no failure", frozenset[str]()), *failure_scenarios(fleet, continent)]:
             columns = [replicas[c.model, c.pop, c.gpu_type] for c in here if c.pop not in lost]
             vals = [c.capacity_rps for c in here if c.pop not in lost]
@@ -240,48 +280,156 @@ def _build(
         # A valid cut (it holds for every integer placement, so the LP bound stays a bound): at least
         # `need` replicas must survive the worst metro failure, and by pigeonhole that failure takes at
         # least ceil(R / metros) of R replicas spread over the continent's metros.
-        metros = {fleet.pop_by_code[c.pop].metro for c in here}
-        need = math.ceil(rps / max(c.capacity_rps for c in here) - 1e-9) if here else 0
-        total = need
-        while len(metros) > 1 and total - math.ceil(total / len(metros)) < need:
-            total += 1
-        if here and total > 0 and not slack:
-            model.row([replicas[c.model, c.pop, c.gpu_type] for c in here], [1.0] * len(here), total, math.inf)
-    # Routing without failure, for the latency term: each metro's demand to its nearest candidate PoPs.
-    flows: list[tuple[int, int, float]] = []  # (column, demand index, rtt)
-    if not gpus_only and not slack:
-        served: dict[tuple[str, str], list[tuple[int, float]]] = {}
-        for index, d in enumerate(demand):
-            if d.requests_per_second <= 0:
-                continue
-            continent = fleet.continent_of(d.metro).code
-            near = sorted(
-                {
-                    (fleet.metro_rtt_ms(d.metro, fleet.pop_by_code[c.pop].metro), c.pop)
-                    for c in cands
-                    if c.model == d.model and fleet.continent_of(fleet.pop_by_code[c.pop].metro).code == continent
-                }
-            )[:NEAREST_CANDIDATES]
-            flow_cols: list[int] = []
-            for rtt, code in near:
-                column = model.column(latency_weight * rtt)
-                flows.append((column, index, rtt))
-                served.setdefault((d.model, code), []).append((column, 1.0))
-                flow_cols.append(column)
-            model.row(flow_cols, [1.0] * len(flow_cols), d.requests_per_second, d.requests_per_second)
-        for (name, code), parts in served.items():
-            at = [c for c in cands if c.model == name and c.pop == code]
-            model.row(
-                [c for c, _ in parts] + [replicas[name, code, c.gpu_type] for c in at],
-                [1.0] * len(parts) + [-c.capacity_rps for c in at],
-                -math.inf,
-                0.0,
+        if here and not slack:
+            total = _replicas_needed(
+                rps, max(c.capacity_rps for c in here), len({fleet.pop_by_code[c.pop].metro for c in here})
             )
-    return model, replicas, flows, slacks
+            model.row([replicas[c.model, c.pop, c.gpu_type] for c in here], [1.0] * len(here), total, math.inf)
+    return model, replicas, slacks
+
+
+def _replicas_needed(rps: float, best_capacity_rps: float, metros: int) -> int:
+    """The fewest replicas that can leave ``rps`` of capacity after losing any one of ``metros`` metros."""
+    need = math.ceil(rps / best_capacity_rps - 1e-9)
+    total = need
+    while metros > 1 and total - math.ceil(total / metros) < need:
+        total += 1
+    return total
+
+
+def _greedy(fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate]) -> dict[tuple[str, str, str], int] | None:
+    """A quick feasible placement to start the solver from: per continent and model, replicas spread round-robin
+    over the metros (nearest to the demand first) until any one metro or PoP can fail. None if it runs out."""
+    free = {(p.code, t): float(n) for p in fleet.pops for t, n in p.gpus_by_type().items()}
+    power = {p.code: sum(u.power_kw for u in p.units) for p in fleet.pops}
+    rtt = _mean_rtt(fleet, demand)
+    chosen: dict[tuple[str, str, str], int] = {}
+    groups: dict[tuple[str, str], list[_Candidate]] = {}
+    for c in cands:
+        groups.setdefault((fleet.continent_of(fleet.pop_by_code[c.pop].metro).code, c.model), []).append(c)
+    needs = _continent_demand(fleet, demand)
+    order = sorted(needs, key=lambda k: -needs[k] * fleet.model_by_name[k[1]].gpus_per_replica)
+    for key in order:
+        rps, here = needs[key], groups.get(key, [])
+        if rps <= 0:
+            continue
+        metro_of = {c.pop: fleet.pop_by_code[c.pop].metro for c in here}
+        metro_cap: dict[str, float] = {}
+        pop_count: dict[str, int] = {}
+        metro_count: dict[str, int] = {}
+        total = 0.0
+        while not metro_cap or total - max(metro_cap.values()) < rps - 1e-9:
+            usable = [
+                c for c in here
+                if free[c.pop, c.gpu_type] >= c.gpus and power[c.pop] >= c.gpus * GPU_SPECS[c.gpu_type].power_kw
+            ]  # fmt: skip
+            if not usable:
+                return None
+            best = min(
+                usable,
+                key=lambda c: (
+                    metro_count.get(metro_of[c.pop], 0),  # spread over metros first
+                    rtt.get((c.model, c.pop), 0.0),  # then nearest to the demand
+                    pop_count.get(c.pop, 0),  # then over a metro's PoPs
+                    -c.capacity_rps / (c.gpus * GPU_SPECS[c.gpu_type].cost_per_hour_usd),
+                ),
+            )
+            chosen[best.model, best.pop, best.gpu_type] = chosen.get((best.model, best.pop, best.gpu_type), 0) + 1
+            free[best.pop, best.gpu_type] -= best.gpus
+            power[best.pop] -= best.gpus * GPU_SPECS[best.gpu_type].power_kw
+            metro = metro_of[best.pop]
+            metro_cap[metro] = metro_cap.get(metro, 0.0) + best.capacity_rps
+            metro_count[metro] = metro_count.get(metro, 0) + 1
+            pop_count[best.pop] = pop_count.get(best.pop, 0) + 1
+            total += best.capacity_rps
+            if len(metro_cap) == 1 and len({metro_of[c.pop] for c in here}) == 1:
+                return None  # one metro only: its failure leaves nothing, no placement survives it
+        _tighten(chosen, here, rps, metro_of, free, power)
+    return chosen
+
+
+def _tighten(
+    chosen: dict[tuple[str, str, str], int],
+    here: list[_Candidate],
+    rps: float,
+    metro_of: dict[str, str],
+    free: dict[tuple[str, str], float],
+    power: dict[str, float],
+) -> None:
+    """Local search on one continent and model: drop replicas, or move them to a cheaper GPU type at the same
+    PoP, while every single failure still leaves ``rps``. The greedy spreads first; this takes back the excess."""
+
+    def survives() -> bool:
+        per_metro: dict[str, float] = {}
+        for c in here:
+            n = chosen.get((c.model, c.pop, c.gpu_type), 0)
+            if n:
+                per_metro[metro_of[c.pop]] = per_metro.get(metro_of[c.pop], 0.0) + n * c.capacity_rps
+        total = sum(per_metro.values())
+        return bool(per_metro) and total - max(per_metro.values()) >= rps - 1e-9
+
+    def price(c: _Candidate) -> float:
+        return c.gpus * GPU_SPECS[c.gpu_type].cost_per_hour_usd
+
+    improved = True
+    while improved:
+        improved = False
+        for c in sorted(here, key=price, reverse=True):
+            key = (c.model, c.pop, c.gpu_type)
+            if not chosen.get(key):
+                continue
+            chosen[key] -= 1
+            if survives():  # not needed at all
+                free[c.pop, c.gpu_type] += c.gpus
+                power[c.pop] += c.gpus * GPU_SPECS[c.gpu_type].power_kw
+                improved = True
+                continue
+            for other in sorted(here, key=price):  # a cheaper type at the same PoP
+                if other.pop != c.pop or price(other) >= price(c) or free[other.pop, other.gpu_type] < other.gpus:
+                    continue
+                swap = (other.model, other.pop, other.gpu_type)
+                chosen[swap] = chosen.get(swap, 0) + 1
+                if survives():
+                    free[other.pop, other.gpu_type] -= other.gpus
+                    free[c.pop, c.gpu_type] += c.gpus
+                    power[c.pop] += (
+                        c.gpus * GPU_SPECS[c.gpu_type].power_kw - other.gpus * GPU_SPECS[other.gpu_type].power_kw
+                    )
+                    improved = True
+                    break
+                chosen[swap] -= 1
+            else:
+                chosen[key] += 1
+
+
+def _route(fleet: Fleet, demand: Sequence[Demand], placed: list[Placed]) -> float:
+    """Demand-weighted RTT with no failure, each metro served from the nearest capacity left (as the gateway
+    stays as close as it can)."""
+    left: dict[tuple[str, str], float] = {}
+    sites: dict[tuple[str, str], set[str]] = {}  # (model, continent) -> PoPs with that model
+    for p in placed:
+        left[p.model, p.pop] = left.get((p.model, p.pop), 0.0) + p.replicas * p.replica_capacity_rps
+        sites.setdefault((p.model, fleet.continent_of(fleet.pop_by_code[p.pop].metro).code), set()).add(p.pop)
+    weighted, total = 0.0, 0.0
+    for d in sorted(demand, key=lambda d: -d.requests_per_second):
+        need = d.requests_per_second
+        total += need
+        near = sorted(
+            (fleet.metro_rtt_ms(d.metro, fleet.pop_by_code[pop].metro), pop)
+            for pop in sites.get((d.model, fleet.continent_of(d.metro).code), ())
+        )
+        for rtt, pop in near:
+            take = min(need, left[d.model, pop])
+            left[d.model, pop] -= take
+            weighted += take * rtt
+            need -= take
+            if need <= 1e-9:
+                break
+    return weighted / total if total else 0.0
 
 
 def _diagnose(fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate]) -> PlacementError:
-    model, _, _, slacks = _build(fleet, demand, cands, latency_weight=0.0, slack=True, gpus_only=True)
+    model, _, slacks = _build(fleet, demand, cands, latency_weight=0.0, slack=True, gpus_only=True)
     for column, _ in slacks:
         model.cost[column] = 1e6  # shortfall first, GPUs second
     h = model.solve(relax=True)
@@ -322,34 +470,130 @@ def place(
                 f" from {d.metro} cannot be served anywhere)",
                 [{"model": d.model, "metro": d.metro, "short_rps": d.requests_per_second}],
             )
-    model, replicas, flows, _ = _build(
-        fleet, demand, cands, latency_weight=latency_weight, slack=False, gpus_only=False
+    model, replicas, _ = _build(fleet, demand, cands, latency_weight=latency_weight, slack=False, gpus_only=False)
+    groups = len({(fleet.continent_of(d.metro).code, d.model) for d in demand})
+    decomposed, group_bound = (
+        _by_group(fleet, demand, cands, latency_weight, 0.3 * time_limit_seconds) if groups <= 30 else (None, 0.0)
     )
-    h = model.solve(time_limit_seconds=time_limit_seconds)
+    if decomposed is not None and _fits(fleet, cands, decomposed):
+        # Each continent and model solved on its own; together they fit the hardware, so the whole is
+        # optimal up to the groups' own gaps: no need for the coupled model.
+        values = [0.0] * len(model.cost)
+        for key, count in decomposed.items():
+            values[replicas[key]] = float(count)
+        objective = sum(v * c for v, c in zip(values, model.cost, strict=True))
+        lower = _gpu_bound(fleet, demand, cands)
+        return _plan(
+            fleet, demand, cands, replicas, values, "Optimal (decomposed)", objective, group_bound, started, lower
+        )
+    start = _greedy(fleet, demand, cands)
+    initial = None
+    if start is not None:
+        initial = [0.0] * len(model.cost)
+        for key, count in start.items():
+            initial[replicas[key]] = float(count)
+    relaxing = time.perf_counter()
+    relaxed = model.solve(relax=True).getInfo().objective_function_value  # a bound even if the search is cut short
+    lower = _gpu_bound(fleet, demand, cands)
+    reserve = 0.5 + (time.perf_counter() - relaxing) / 2  # for the routing and the report after the search
+    left = time_limit_seconds - (time.perf_counter() - started) - reserve
+    h = model.solve(time_limit_seconds=max(1.0, left), start=initial)
     status = h.modelStatusToString(h.getModelStatus())
-    values = h.getSolution().col_value
-    if status not in ("Optimal", "Time limit reached") or not len(values):
+    values = list(h.getSolution().col_value)
+    if status not in ("Optimal", "Time limit reached") or not values or not h.getInfo().primal_solution_status:
         raise _diagnose(fleet, demand, cands)
-    bound_model, _, _, _ = _build(fleet, demand, cands, latency_weight=0.0, slack=False, gpus_only=True)
-    bound = bound_model.solve(relax=True)
-    lower = math.ceil(bound.getInfo().objective_function_value - 1e-6)
+    info = h.getInfo()
+    bound = max(float(info.mip_dual_bound), group_bound, float(relaxed))
+    objective = float(info.objective_function_value)
+    return _plan(fleet, demand, cands, replicas, values, status, objective, bound, started, lower)
+
+
+def _by_group(
+    fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate], latency_weight: float, budget_seconds: float
+) -> tuple[dict[tuple[str, str, str], int] | None, float]:
+    """Each continent and model on its own (they share only the hardware): the sum of their optima is a lower
+    bound on the whole, and when their solutions fit the hardware together, the whole's optimum."""
+    groups: dict[tuple[str, str], list[_Candidate]] = {}
+    for c in cands:
+        groups.setdefault((fleet.continent_of(fleet.pop_by_code[c.pop].metro).code, c.model), []).append(c)
+    rows: dict[tuple[str, str], list[Demand]] = {}
+    for d in demand:
+        rows.setdefault((fleet.continent_of(d.metro).code, d.model), []).append(d)
+    chosen: dict[tuple[str, str, str], int] | None = {}
+    bound = 0.0
+    deadline = time.perf_counter() + budget_seconds
+    for key, asked in rows.items():
+        if sum(d.requests_per_second for d in asked) <= 0:
+            continue
+        here = groups.get(key, [])
+        model, replicas, _ = _build(
+            fleet, asked, here, latency_weight=latency_weight, slack=False, gpus_only=False, hardware=False
+        )
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return None, 0.0  # out of budget: the coupled model takes over
+        h = model.solve(time_limit_seconds=left, gap=1e-4)
+        if h.modelStatusToString(h.getModelStatus()) != "Optimal":
+            return None, 0.0
+        bound += float(h.getInfo().mip_dual_bound)
+        values = h.getSolution().col_value
+        assert chosen is not None
+        for c in here:
+            count = round(values[replicas[c.model, c.pop, c.gpu_type]])
+            if count:
+                chosen[c.model, c.pop, c.gpu_type] = count
+    return chosen, bound
+
+
+def _gpu_bound(fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate]) -> int:
+    """The fewest GPUs any placement can use: the LP relaxation of GPU count under the same constraints and cuts."""
+    model, _, _ = _build(fleet, demand, cands, latency_weight=0.0, slack=False, gpus_only=True)
+    return math.ceil(model.solve(relax=True).getInfo().objective_function_value - 1e-6)
+
+
+def _fits(fleet: Fleet, cands: list[_Candidate], chosen: dict[tuple[str, str, str], int]) -> bool:
+    gpus: dict[tuple[str, str], float] = {}
+    power: dict[str, float] = {}
+    for c in cands:
+        n = chosen.get((c.model, c.pop, c.gpu_type), 0)
+        if n:
+            gpus[c.pop, c.gpu_type] = gpus.get((c.pop, c.gpu_type), 0.0) + n * c.gpus
+            power[c.pop] = power.get(c.pop, 0.0) + n * c.gpus * GPU_SPECS[c.gpu_type].power_kw
+    for pop in fleet.pops:
+        if power.get(pop.code, 0.0) > sum(u.power_kw for u in pop.units) + 1e-9:
+            return False
+        for gpu_type, count in pop.gpus_by_type().items():
+            if gpus.get((pop.code, gpu_type), 0.0) > count:
+                return False
+    return True
+
+
+def _plan(
+    fleet: Fleet,
+    demand: Sequence[Demand],
+    cands: list[_Candidate],
+    replicas: dict[tuple[str, str, str], int],
+    values: list[float],
+    status: str,
+    objective: float,
+    bound: float,
+    started: float,
+    lower: int,
+) -> Plan:
     placed = []
     for c in cands:
         count = round(values[replicas[c.model, c.pop, c.gpu_type]])
         if count > 0:
             placed.append(Placed(c.model, c.pop, count, count * c.gpus, c.gpu_type, c.capacity_rps))
     gpus = sum(p.gpus for p in placed)
-    total_rps = sum(d.requests_per_second for d in demand) or 1.0
-    latency = sum(values[column] * rtt for column, _, rtt in flows) / total_rps
-    cost = sum(p.gpus * GPU_SPECS[p.gpu_type].cost_per_hour_usd for p in placed)
     return Plan(
         placement=placed,
         gpus_used=gpus,
         lower_bound_gpus=lower,
         gap=(gpus - lower) / lower if lower else 0.0,
-        mip_gap=float(h.getInfo().mip_gap),
-        cost_per_hour_usd=cost,
-        latency_ms_weighted=latency,
+        mip_gap=max(0.0, (objective - bound) / objective) if objective > 0 else 0.0,
+        cost_per_hour_usd=sum(p.gpus * GPU_SPECS[p.gpu_type].cost_per_hour_usd for p in placed),
+        latency_ms_weighted=_route(fleet, demand, placed),
         solve_seconds=time.perf_counter() - started,
         status=status,
         capacity={(c.model, c.pop, c.gpu_type): c.capacity_rps for c in cands},
