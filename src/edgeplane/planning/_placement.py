@@ -548,7 +548,7 @@ def _by_group(
 def _gpu_bound(fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate]) -> int:
     """The fewest GPUs any placement can use: the LP relaxation of GPU count under the same constraints and cuts."""
     model, _, _ = _build(fleet, demand, cands, latency_weight=0.0, slack=False, gpus_only=True)
-    return math.ceil(model.solve(relax=True).getInfo().objective_function_value - 1e-6)
+    return math.ceil(float(model.solve(relax=True).getInfo().objective_function_value) - 1e-6)
 
 
 def _fits(fleet: Fleet, cands: list[_Candidate], chosen: dict[tuple[str, str, str], int]) -> bool:
