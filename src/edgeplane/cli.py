@@ -1203,6 +1203,77 @@ def plan_placement(
     )
 
 
+def _read_placement(path: Path) -> list[tuple[str, str, int]]:
+    """A placement as `plan placement --json` writes it."""
+    try:
+        data = json.loads(path.read_text())
+        return [(str(p["model"]), str(p["pop"]), int(p["replicas"])) for p in data["placement"]]
+    except OSError as error:
+        raise click.ClickException(f"{path}: cannot read the placement ({error.strerror})") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise click.ClickException(
+            f"{path}: not a placement as `edgeplane plan placement --json` writes it ({error!r})"
+        ) from None
+
+
+@plan.command("scenarios")
+@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@click.option("--demand", "demand_path", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--placement",
+    "placement_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A placement from `plan placement --json` (default: the fleet file's placement).",
+)
+@click.option("--scale", "factor", default=1.0, show_default=True, help="Grow the demand by this factor.")
+@click.option("--pairs", is_flag=True, help="Also every pair of metros failing together.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def plan_scenarios(
+    ctx: click.Context,
+    fleet_path: Path | None,
+    demand_path: Path,
+    placement_path: Path | None,
+    factor: float,
+    pairs: bool,
+    as_json: bool,
+) -> None:
+    """Every single PoP and metro failure: the load each site then carries, predicted p99 time to first token
+    per metro and model, SLO breaches and demand nobody can serve, routed by the gateway's own router."""
+    from edgeplane.planning import load_demand, scale, scenarios, with_placement
+
+    fleet = _load(ctx, fleet_path)
+    try:
+        demand = scale(load_demand(demand_path, fleet), factor)
+    except (ConfigError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    if placement_path is not None:
+        planned = _read_placement(placement_path)
+        unknown = sorted({p for _, p, _ in planned} - set(fleet.pop_by_code))
+        if unknown:
+            raise click.ClickException(f"{placement_path}: PoPs not in the fleet: {', '.join(unknown)}")
+        fleet = with_placement(fleet, planned)
+    results = scenarios(fleet, demand, pairs=pairs)
+    if as_json:
+        click.echo(json.dumps({"scenarios": [s.to_json() for s in results]}, indent=2))
+        return
+    table = Table(title="failure scenarios (routed by the gateway's router)")
+    for column in ("scenario", "busiest site", "utilisation", "worst p99 TTFT", "SLO breaches", "unserved rps"):
+        table.add_column(column)
+    for s in results:
+        busiest = max(s.sites, key=lambda x: x.utilisation, default=None)
+        worst = max(s.metros, key=lambda m: m.ttft_p99_ms / m.slo_ms, default=None)
+        table.add_row(
+            s.name,
+            f"{busiest.pop} {busiest.model}" if busiest else "",
+            f"{busiest.utilisation:.0%}" if busiest else "",
+            f"{worst.ttft_p99_ms:.0f} ms ({worst.metro} {worst.model}, SLO {worst.slo_ms:g})" if worst else "",
+            str(sum(1 for m in s.metros if m.breaches)),
+            f"{s.unserved_rps:.1f}",
+        )
+    _console(ctx).print(table)
+
+
 def main() -> None:
     cli(prog_name="edgeplane")
 

@@ -13,6 +13,15 @@ from edgeplane.planning._placement import (
     failure_scenarios,
     place,
 )
+from edgeplane.planning._scenarios import (
+    MetroOutcome,
+    Scenario,
+    SiteLoad,
+    scenarios,
+    simulate,
+    single_failures,
+    with_placement,
+)
 
 __all__ = [
     "COLUMNS",
@@ -20,11 +29,14 @@ __all__ = [
     "MAX_UTILISATION",
     "Demand",
     "DrainCheck",
+    "MetroOutcome",
     "Overload",
     "Placed",
     "PlacementError",
     "Plan",
     "ReplicaCapacity",
+    "Scenario",
+    "SiteLoad",
     "candidates",
     "check_drain",
     "erlang_c",
@@ -33,5 +45,9 @@ __all__ = [
     "place",
     "replica_capacity",
     "scale",
+    "scenarios",
+    "simulate",
+    "single_failures",
     "wait_p99_seconds",
+    "with_placement",
 ]

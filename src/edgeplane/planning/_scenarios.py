@@ -1,0 +1,178 @@
+"""Failure scenarios: where the demand goes when PoPs or metros fail, decided by the gateway's own router.
+
+Demand is routed in small slices through :meth:`Router.decide_for_metro`, the function every gateway runs
+per request, with each site's busy count raised by the slices it already took (Little's law), so spill-over,
+scope ladders and the SLO rule are the gateway's, not a copy of them."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeplane.fleet import Fleet, PlacementEntry
+from edgeplane.planning._capacity import replica_capacity
+from edgeplane.planning._demand import Demand
+from edgeplane.routing import Router, SiteState, SiteView
+
+SLICES = 20  # each demand row is routed in this many slices, interleaved across rows
+URL = "http://planned.invalid/"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLoad:
+    pop: str
+    model: str
+    rps: float
+    capacity_rps: float  # replicas x the replica's capacity within the SLO
+
+    @property
+    def utilisation(self) -> float:
+        return self.rps / self.capacity_rps if self.capacity_rps else float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class MetroOutcome:
+    metro: str
+    model: str
+    demand_rps: float
+    unserved_rps: float
+    ttft_p99_ms: float  # worst of the sites serving it, RTT included
+    slo_ms: float
+    served_by: dict[str, float]  # PoP -> rps
+
+    @property
+    def breaches(self) -> bool:
+        return self.ttft_p99_ms > self.slo_ms or self.unserved_rps > 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    failed: frozenset[str]
+    sites: list[SiteLoad] = field(default_factory=list)
+    metros: list[MetroOutcome] = field(default_factory=list)
+
+    @property
+    def unserved_rps(self) -> float:
+        return sum(m.unserved_rps for m in self.metros)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.name,
+            "failed": sorted(self.failed),
+            "unserved_rps": round(self.unserved_rps, 3),
+            "breaches": [
+                {"metro": m.metro, "model": m.model, "ttft_p99_ms": _finite(m.ttft_p99_ms), "slo_ms": m.slo_ms,
+                 "unserved_rps": round(m.unserved_rps, 3)}
+                for m in self.metros if m.breaches
+            ],
+            "sites": [
+                {"pop": s.pop, "model": s.model, "rps": round(s.rps, 3), "capacity_rps": round(s.capacity_rps, 3),
+                 "utilisation": _finite(s.utilisation)}
+                for s in self.sites
+            ],
+            "metros": [
+                {"metro": m.metro, "model": m.model, "demand_rps": m.demand_rps, "ttft_p99_ms": _finite(m.ttft_p99_ms),
+                 "slo_ms": m.slo_ms, "unserved_rps": round(m.unserved_rps, 3),
+                 "served_by": {p: round(r, 3) for p, r in m.served_by.items()}}
+                for m in self.metros
+            ],
+        }  # fmt: skip
+
+
+def _finite(value: float) -> float | None:
+    return None if value == float("inf") else round(value, 3)
+
+
+def with_placement(fleet: Fleet, placement: Iterable[tuple[str, str, int]]) -> Fleet:
+    """The fleet with another placement ((model, pop, replicas), summed per model and PoP)."""
+    merged: dict[tuple[str, str], int] = {}
+    for model, pop, replicas in placement:
+        merged[model, pop] = merged.get((model, pop), 0) + replicas
+    entries = [PlacementEntry(model=m, pop=p, replicas=n) for (m, p), n in merged.items() if n > 0]
+    return fleet.model_copy(update={"placement": entries})
+
+
+def single_failures(fleet: Fleet, *, pairs: bool = False) -> list[tuple[str, frozenset[str]]]:
+    """No failure, each PoP, each metro; with ``pairs``, each pair of metros too."""
+    out: list[tuple[str, frozenset[str]]] = [("no failure", frozenset())]
+    out += [(f"pop {p.code}", frozenset({p.code})) for p in fleet.pops]
+    metro_pops = {m.code: frozenset(p.code for p in fleet.pops_in(m.code)) for m in fleet.metros}
+    out += [(f"metro {m}", pops) for m, pops in metro_pops.items()]
+    if pairs:
+        out += [(f"metros {a}+{b}", metro_pops[a] | metro_pops[b]) for a, b in itertools.combinations(metro_pops, 2)]
+    return out
+
+
+def simulate(fleet: Fleet, demand: Sequence[Demand], failed: frozenset[str], name: str = "") -> Scenario:
+    """Route the demand with ``failed`` PoPs down, the way the gateways would, and report loads and TTFT."""
+    router = Router(fleet)
+    mix = {d.model: (d.prompt_tokens, d.output_tokens) for d in demand}
+    capacity: dict[tuple[str, str], float] = {}
+    service: dict[tuple[str, str], float] = {}
+    for entry in fleet.placement:
+        gpu = fleet.best_gpu_type(entry.model, entry.pop)
+        if gpu is None or entry.model not in mix:
+            continue
+        one = replica_capacity(fleet.model_by_name[entry.model], gpu, *mix[entry.model])
+        capacity[entry.model, entry.pop] = entry.replicas * one.requests_per_second
+        service[entry.model, entry.pop] = one.service_seconds
+    rps: dict[tuple[str, str], float] = dict.fromkeys(capacity, 0.0)
+    served: dict[tuple[str, str], dict[str, float]] = {}
+    unserved: dict[tuple[str, str], float] = {}
+
+    def views() -> dict[str, SiteView]:
+        out = {}
+        for pop in fleet.pops:
+            models = frozenset(m for m in fleet.models_at(pop.code) if (m, pop.code) in capacity)
+            if pop.code in failed:
+                out[pop.code] = SiteView(pop.code, SiteState.DOWN, models, None)
+                continue
+            busy = {m: round(rps[m, pop.code] * service[m, pop.code]) for m in models}
+            load = max((rps[m, pop.code] / capacity[m, pop.code] for m in models if capacity[m, pop.code]), default=0)
+            out[pop.code] = SiteView(pop.code, SiteState.SERVING, models, URL, min(1.0, load), "", busy)
+        return out
+
+    rows = [d for d in demand if d.requests_per_second > 0]
+    for _ in range(SLICES):
+        for d in rows:
+            share = d.requests_per_second / SLICES
+            decision = router.decide_for_metro(
+                "", d.metro, "planned", d.model, views(), explain=False,
+                prompt_tokens=d.prompt_tokens, output_tokens=d.output_tokens,
+            )  # fmt: skip
+            # The gateway's first choice takes the slice, unless it is over its capacity: then the next.
+            target = next(
+                (c.pop for c in decision.candidates if rps[d.model, c.pop] + share <= capacity[d.model, c.pop] + 1e-9),
+                None,
+            )
+            if target is None:
+                unserved[d.metro, d.model] = unserved.get((d.metro, d.model), 0.0) + share
+                continue
+            rps[d.model, target] += share
+            by = served.setdefault((d.metro, d.model), {})
+            by[target] = by.get(target, 0.0) + share
+    sites = [SiteLoad(p, m, rps[m, p], capacity[m, p]) for (m, p) in capacity if p not in failed]
+    metros = []
+    for d in rows:
+        spec = fleet.model_by_name[d.model]
+        by = served.get((d.metro, d.model), {})
+        worst = 0.0
+        for pop, _ in by.items():
+            gpu = fleet.best_gpu_type(d.model, pop)
+            assert gpu is not None
+            one = replica_capacity(spec, gpu, d.prompt_tokens, d.output_tokens)
+            replicas = fleet.models_at(pop)[d.model]
+            ttft = one.ttft_p99_seconds(rps[d.model, pop] / replicas) * 1000.0
+            worst = max(worst, ttft + fleet.metro_rtt_ms(d.metro, fleet.pop_by_code[pop].metro))
+        metros.append(
+            MetroOutcome(d.metro, d.model, d.requests_per_second, unserved.get((d.metro, d.model), 0.0), worst,
+                         spec.slo_ttft_ms, by)
+        )  # fmt: skip
+    return Scenario(name, failed, sites, metros)
+
+
+def scenarios(fleet: Fleet, demand: Sequence[Demand], *, pairs: bool = False) -> list[Scenario]:
+    return [simulate(fleet, demand, failed, name) for name, failed in single_failures(fleet, pairs=pairs)]

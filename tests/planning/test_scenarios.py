@@ -1,0 +1,64 @@
+"""Failure scenarios routed by the gateway's router: spill-over follows the scope ladder, and a placement
+made to survive single failures serves everything in each of them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from edgeplane.cli import cli
+from edgeplane.fleet import load_default_fleet
+from edgeplane.planning import load_demand, place, scenarios, simulate, single_failures, with_placement
+
+DEMAND = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
+
+
+def test_a_survivable_placement_serves_all_demand_in_every_single_failure() -> None:
+    fleet = load_default_fleet()
+    demand = load_demand(DEMAND, fleet)
+    plan = place(fleet, demand)
+    planned = with_placement(fleet, [(p.model, p.pop, p.replicas) for p in plan.placement])
+    results = scenarios(planned, demand)
+    assert len(results) == 1 + len(fleet.pops) + len(fleet.metros)
+    for s in results:
+        assert s.unserved_rps < 1e-6, s.name
+        assert all(site.utilisation <= 1.0 + 1e-9 for site in s.sites), s.name
+
+
+def test_a_failed_metro_spills_to_its_region_first_as_the_gateway_does() -> None:
+    fleet = load_default_fleet()
+    demand = load_demand(DEMAND, fleet)
+    plan = place(fleet, demand)
+    planned = with_placement(fleet, [(p.model, p.pop, p.replicas) for p in plan.placement])
+    nyc = frozenset(p.code for p in fleet.pops_in("nyc"))
+    outcome = simulate(planned, demand, nyc, "metro nyc")
+    moved = next(m for m in outcome.metros if (m.metro, m.model) == ("nyc", "llama-3.1-8b-instruct"))
+    assert not set(moved.served_by) & nyc
+    assert max(moved.served_by, key=lambda p: moved.served_by[p]) == "iad1"  # same region (us-east) first
+
+
+def test_the_fleet_files_static_placement_is_shown_short() -> None:
+    fleet = load_default_fleet()
+    demand = load_demand(DEMAND, fleet)
+    results = {s.name: s for s in scenarios(fleet, demand)}
+    assert results["no failure"].unserved_rps > 0  # the static placement was never sized for this demand
+    assert {name for name, _ in single_failures(fleet, pairs=True)} >= {"metros nyc+iad", "pop lon1"}
+
+
+def test_the_cli_reads_a_placement_and_prints_json(tmp_path: Path) -> None:
+    runner = CliRunner()
+    placed = runner.invoke(cli, ["plan", "placement", "--demand", str(DEMAND), "--json"])
+    assert placed.exit_code == 0
+    path = tmp_path / "placement.json"
+    path.write_text(placed.output)
+    result = runner.invoke(cli, ["plan", "scenarios", "--demand", str(DEMAND), "--placement", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)["scenarios"]
+    assert data[0]["scenario"] == "no failure" and data[0]["unserved_rps"] == 0
+    assert {"pop", "model", "rps", "capacity_rps", "utilisation"} <= set(data[0]["sites"][0])
+    assert {"metro", "model", "ttft_p99_ms", "slo_ms", "unserved_rps", "served_by"} <= set(data[0]["metros"][0])
+    path.write_text("{}")
+    bad = runner.invoke(cli, ["plan", "scenarios", "--demand", str(DEMAND), "--placement", str(path)])
+    assert bad.exit_code == 1 and "not a placement" in bad.output
