@@ -1274,6 +1274,75 @@ def plan_scenarios(
     _console(ctx).print(table)
 
 
+@plan.command("growth")
+@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@click.option(
+    "--demand",
+    "demand_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Today's demand (CSV or YAML, as for `plan placement`).",
+)
+@click.option("--factor", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--horizon-months", default=24, show_default=True, type=click.IntRange(1, 240))
+@click.option("--step-months", default=1, show_default=True, type=click.IntRange(1, 12), help="Plan every N months.")
+@click.option("--time-limit", default=10.0, show_default=True, help="Seconds the solver may take per step.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def plan_growth_command(
+    ctx: click.Context,
+    fleet_path: Path | None,
+    demand_path: Path | None,
+    factor: float,
+    horizon_months: int,
+    step_months: int,
+    time_limit: float,
+    as_json: bool,
+) -> None:
+    """Units to add per metro, and when to order each (the fleet file's unit_template and its lead time), so
+    that capacity stays ahead of demand growing FACTOR times over the horizon, surviving any single failure."""
+    from edgeplane.planning import PlacementError, load_demand, plan_growth
+
+    fleet = _load(ctx, fleet_path)
+    if demand_path is None:
+        raise click.UsageError("give --demand FILE: today's demand, which growth is planned from")
+    try:
+        demand = load_demand(demand_path, fleet)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    console = _console(ctx)
+    try:
+        with console.status("planning growth") as status:
+            result = plan_growth(
+                fleet,
+                demand,
+                factor=factor,
+                horizon_months=horizon_months,
+                step_months=step_months,
+                time_limit_seconds=time_limit,
+                progress=lambda done, total: status.update(f"planning growth: month {done} of {total}"),
+            )
+    except PlacementError as error:
+        raise click.ClickException(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    table = Table(
+        title=f"demand x{factor:g} over {horizon_months} months; lead time {result.lead_time_months:g} months"
+    )
+    for column in ("month", "demand rps", "units added", "GPUs", "GPUs used"):
+        table.add_column(column)
+    for m in result.timeline:
+        table.add_row(str(m.month), f"{m.demand_rps:,.0f}", str(m.units_added), str(m.gpus), str(m.gpus_used))
+    console.print(table)
+    orders = Table(title="unit orders")
+    for column in ("order at month", "metro", "PoP", "unit", "needed at month", "note"):
+        orders.add_column(column)
+    for o in result.orders:
+        note = f"late by {o.late_by_months:g} months: serves at month {o.serving_month:g}" if o.late_by_months else ""
+        orders.add_row(f"{max(0.0, o.order_month):g}", o.metro, o.pop, f"#{o.number}", str(o.needed_month), note)
+    console.print(orders)
+
+
 def main() -> None:
     cli(prog_name="edgeplane")
 

@@ -21,6 +21,7 @@ from edgeplane.fleet._model import (
     Region,
     Transit,
     Unit,
+    UnitTemplate,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Region",
     "Transit",
     "Unit",
+    "UnitTemplate",
     "default_fleet_text",
     "great_circle_km",
     "load_default_fleet",

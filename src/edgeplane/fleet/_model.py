@@ -149,6 +149,22 @@ class PlacementEntry(_Strict):
     replicas: PositiveInt
 
 
+class UnitTemplate(_Strict):
+    """What one more modular unit brings, and how long it takes from order to serving."""
+
+    power_kw: PositiveFloat
+    gpu_servers: list[GpuServers] = Field(min_length=1)
+    # Order, factory assembly and testing, shipping, commissioning.
+    lead_time_months: PositiveFloat = 3.0
+    cost_usd: NonNegativeFloat = 0.0  # one-off, for reports; the planner counts GPUs' hourly cost
+
+    def gpus_by_type(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for group in self.gpu_servers:
+            counts[group.gpu_type] = counts.get(group.gpu_type, 0) + group.gpus
+        return counts
+
+
 class Fleet(_Strict):
     """The whole fleet; cross-references are checked by :func:`edgeplane.fleet.validate_references`."""
 
@@ -163,8 +179,21 @@ class Fleet(_Strict):
     links: list[Link] = Field(default_factory=list)
     models: list[ModelSpec] = Field(min_length=1)
     placement: list[PlacementEntry] = Field(default_factory=list)
+    unit_template: UnitTemplate | None = None  # growth: the unit to order (default: the fleet's most common)
 
     _aggregates = field_validator("aggregates")(_check_prefixes)
+
+    def new_unit(self) -> UnitTemplate:
+        """The unit growth plans order: the fleet file's `unit_template`, or its most common unit."""
+        if self.unit_template is not None:
+            return self.unit_template
+        shapes: dict[str, tuple[int, Unit]] = {}
+        for _, unit in self.units():
+            key = repr((unit.power_kw, unit.gpu_servers))
+            count, first = shapes.get(key, (0, unit))
+            shapes[key] = (count + 1, first)
+        _, common = max(shapes.values(), key=lambda item: item[0])
+        return UnitTemplate(power_kw=common.power_kw, gpu_servers=common.gpu_servers)
 
     # Indexes built once; the model is frozen so they never go stale.
     @cached_property

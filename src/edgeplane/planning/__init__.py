@@ -3,6 +3,7 @@ replica capacity from a queueing model, and placement that survives any single f
 
 from edgeplane.planning._capacity import ReplicaCapacity, erlang_c, replica_capacity, wait_p99_seconds
 from edgeplane.planning._demand import COLUMNS, Demand, load_demand, scale
+from edgeplane.planning._growth import GrowthPlan, Month, UnitOrder, demand_at, plan_growth
 from edgeplane.planning._headroom import MAX_UTILISATION, DrainCheck, Overload, check_drain
 from edgeplane.planning._placement import (
     LATENCY_WEIGHT,
@@ -29,7 +30,9 @@ __all__ = [
     "MAX_UTILISATION",
     "Demand",
     "DrainCheck",
+    "GrowthPlan",
     "MetroOutcome",
+    "Month",
     "Overload",
     "Placed",
     "PlacementError",
@@ -37,12 +40,15 @@ __all__ = [
     "ReplicaCapacity",
     "Scenario",
     "SiteLoad",
+    "UnitOrder",
     "candidates",
     "check_drain",
+    "demand_at",
     "erlang_c",
     "failure_scenarios",
     "load_demand",
     "place",
+    "plan_growth",
     "replica_capacity",
     "scale",
     "scenarios",

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from edgeplane.catalog import GPU_SPECS
-from edgeplane.fleet import Fleet
+from edgeplane.fleet import Fleet, UnitTemplate
 from edgeplane.planning._capacity import replica_capacity
 from edgeplane.planning._demand import Demand
 
@@ -62,6 +62,7 @@ class Plan:
     solve_seconds: float
     status: str
     capacity: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (model, pop, GPU type) -> rps
+    units_added: dict[str, int] = field(default_factory=dict)  # growth: PoP -> units added there
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +75,7 @@ class Plan:
             "mean_latency_ms": round(self.latency_ms_weighted, 3),
             "solve_seconds": round(self.solve_seconds, 3),
             "status": self.status,
+            **({"units_added": dict(self.units_added)} if self.units_added else {}),
         }
 
 
@@ -144,6 +146,16 @@ class _Model:
 
 
 @dataclass(frozen=True, slots=True)
+class Growth:
+    """Units that may be added: at each PoP listed, up to any number of ``template`` units, at least
+    ``committed`` of them (already ordered), each priced ``unit_weight`` in the objective."""
+
+    template: UnitTemplate
+    committed: Mapping[str, int]  # PoP -> units already ordered there
+    unit_weight: float = 1000.0  # a unit costs more than any GPU-hour saving: add as few as will do
+
+
+@dataclass(frozen=True, slots=True)
 class _Candidate:
     model: str
     pop: str
@@ -164,8 +176,9 @@ def _token_mix(demand: Sequence[Demand]) -> dict[str, tuple[int, int]]:
     return {m: (round(t[1] / t[0]), max(1, round(t[2] / t[0]))) for m, t in totals.items()}
 
 
-def candidates(fleet: Fleet, demand: Sequence[Demand]) -> list[_Candidate]:
-    """Where each demanded model can run: each GPU type it fits at a PoP, in a continent that demands it."""
+def candidates(fleet: Fleet, demand: Sequence[Demand], growth: Growth | None = None) -> list[_Candidate]:
+    """Where each demanded model can run: each GPU type it fits at a PoP (or in units that may be added
+    there), in a continent that demands it."""
     mix = _token_mix(demand)
     wanted = {(fleet.continent_of(d.metro).code, d.model) for d in demand if d.requests_per_second > 0}
     found = []
@@ -174,7 +187,10 @@ def candidates(fleet: Fleet, demand: Sequence[Demand]) -> list[_Candidate]:
         for pop in fleet.pops:
             if (fleet.continent_of(pop.metro).code, model) not in wanted:
                 continue
-            for gpu_type in pop.gpus_by_type():
+            types = set(pop.gpus_by_type())
+            if growth is not None and pop.code in growth.committed:
+                types |= set(growth.template.gpus_by_type())
+            for gpu_type in sorted(types):
                 if not spec.fits(gpu_type):
                     continue
                 capacity = replica_capacity(spec, gpu_type, prompt, output).requests_per_second
@@ -229,6 +245,8 @@ def _build(
     slack: bool,
     gpus_only: bool,
     hardware: bool = True,
+    growth: Growth | None = None,
+    units: dict[str, int] | None = None,
 ) -> tuple[_Model, dict[tuple[str, str, str], int], list[tuple[int, dict[str, Any]]]]:
     """The MILP. Latency enters as a price per replica: its capacity times the demand-weighted RTT to it from
     the metros that ask for its model, which pulls replicas toward their users without flow variables (the
@@ -244,21 +262,31 @@ def _build(
     by_site: dict[str, list[_Candidate]] = {}
     for c in cands:
         by_site.setdefault(c.pop, []).append(c)
-    # Hardware: GPUs per type and power per PoP.
+    # Growth: how many units to add per PoP (integers, at least those already ordered).
+    if growth is not None and units is not None:
+        for pop, committed in growth.committed.items():
+            units[pop] = model.column(growth.unit_weight, integer=True)
+            model.lower[units[pop]] = float(committed)
+    # Hardware: GPUs per type and power per PoP, plus what added units bring.
     for site in fleet.pops if hardware else []:
         here = by_site.get(site.code, [])
-        for gpu_type, count in site.gpus_by_type().items():
+        added = units.get(site.code) if units is not None else None
+        brings = growth.template.gpus_by_type() if growth is not None and added is not None else {}
+        for gpu_type in sorted(set(site.gpus_by_type()) | set(brings)):
+            count = site.gpus_by_type().get(gpu_type, 0)
             of_type = [c for c in here if c.gpu_type == gpu_type]
             if of_type:
-                model.row([replicas[c.model, c.pop, c.gpu_type] for c in of_type], [float(c.gpus) for c in of_type],
-                          -math.inf, float(count))  # fmt: skip
+                columns = [replicas[c.model, c.pop, c.gpu_type] for c in of_type]
+                values = [float(c.gpus) for c in of_type]
+                if added is not None and gpu_type in brings:
+                    columns, values = [*columns, added], [*values, -float(brings[gpu_type])]
+                model.row(columns, values, -math.inf, float(count))
         if here:
-            model.row(
-                [replicas[c.model, c.pop, c.gpu_type] for c in here],
-                [c.gpus * GPU_SPECS[c.gpu_type].power_kw for c in here],
-                -math.inf,
-                sum(u.power_kw for u in site.units),
-            )
+            columns = [replicas[c.model, c.pop, c.gpu_type] for c in here]
+            values = [c.gpus * GPU_SPECS[c.gpu_type].power_kw for c in here]
+            if added is not None and growth is not None:
+                columns, values = [*columns, added], [*values, -growth.template.power_kw]
+            model.row(columns, values, -math.inf, sum(u.power_kw for u in site.units))
     # Survivability: every single failure in a continent leaves enough capacity there for all its demand.
     slacks: list[tuple[int, dict[str, Any]]] = []
     by_group: dict[tuple[str, str], list[_Candidate]] = {}
@@ -458,11 +486,13 @@ def place(
     *,
     latency_weight: float = LATENCY_WEIGHT,
     time_limit_seconds: float = 60.0,
+    growth: Growth | None = None,
 ) -> Plan:
     """The cheapest placement (GPU cost plus demand-weighted latency) that survives every single PoP and
-    metro failure; PlacementError says what cannot be met, and by how much, when none does."""
+    metro failure; PlacementError says what cannot be met, and by how much, when none does. With ``growth``,
+    units may be added where it allows, as few as will do (`Plan.units_added`)."""
     started = time.perf_counter()
-    cands = candidates(fleet, demand)
+    cands = candidates(fleet, demand, growth)
     for d in demand:
         if d.requests_per_second > 0 and not any(c.model == d.model for c in cands):
             raise PlacementError(
@@ -470,10 +500,15 @@ def place(
                 f" from {d.metro} cannot be served anywhere)",
                 [{"model": d.model, "metro": d.metro, "short_rps": d.requests_per_second}],
             )
-    model, replicas, _ = _build(fleet, demand, cands, latency_weight=latency_weight, slack=False, gpus_only=False)
+    units: dict[str, int] = {}
+    model, replicas, _ = _build(
+        fleet, demand, cands, latency_weight=latency_weight, slack=False, gpus_only=False, growth=growth, units=units
+    )
     groups = len({(fleet.continent_of(d.metro).code, d.model) for d in demand})
     decomposed, group_bound = (
-        _by_group(fleet, demand, cands, latency_weight, 0.3 * time_limit_seconds) if groups <= 30 else (None, 0.0)
+        _by_group(fleet, demand, cands, latency_weight, 0.3 * time_limit_seconds)
+        if groups <= 30 and growth is None
+        else (None, 0.0)
     )
     if decomposed is not None and _fits(fleet, cands, decomposed):
         # Each continent and model solved on its own; together they fit the hardware, so the whole is
@@ -486,7 +521,7 @@ def place(
         return _plan(
             fleet, demand, cands, replicas, values, "Optimal (decomposed)", objective, group_bound, started, lower
         )
-    start = _greedy(fleet, demand, cands)
+    start = _greedy(fleet, demand, cands) if growth is None else None
     initial = None
     if start is not None:
         initial = [0.0] * len(model.cost)
@@ -494,7 +529,7 @@ def place(
             initial[replicas[key]] = float(count)
     relaxing = time.perf_counter()
     relaxed = model.solve(relax=True).getInfo().objective_function_value  # a bound even if the search is cut short
-    lower = _gpu_bound(fleet, demand, cands)
+    lower = _gpu_bound(fleet, demand, cands, growth)
     reserve = 0.5 + (time.perf_counter() - relaxing) / 2  # for the routing and the report after the search
     left = time_limit_seconds - (time.perf_counter() - started) - reserve
     h = model.solve(time_limit_seconds=max(1.0, left), start=initial)
@@ -505,7 +540,9 @@ def place(
     info = h.getInfo()
     bound = max(float(info.mip_dual_bound), group_bound, float(relaxed))
     objective = float(info.objective_function_value)
-    return _plan(fleet, demand, cands, replicas, values, status, objective, bound, started, lower)
+    plan = _plan(fleet, demand, cands, replicas, values, status, objective, bound, started, lower)
+    added = {pop: round(values[column]) for pop, column in units.items() if round(values[column]) > 0}
+    return replace(plan, units_added=added)
 
 
 def _by_group(
@@ -545,9 +582,14 @@ def _by_group(
     return chosen, bound
 
 
-def _gpu_bound(fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate]) -> int:
+def _gpu_bound(fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate], growth: Growth | None = None) -> int:
     """The fewest GPUs any placement can use: the LP relaxation of GPU count under the same constraints and cuts."""
-    model, _, _ = _build(fleet, demand, cands, latency_weight=0.0, slack=False, gpus_only=True)
+    units: dict[str, int] = {}
+    model, _, _ = _build(
+        fleet, demand, cands, latency_weight=0.0, slack=False, gpus_only=True, growth=growth, units=units
+    )
+    for column in units.values():
+        model.cost[column] = 0.0  # units bring room, not GPUs used
     return math.ceil(float(model.solve(relax=True).getInfo().objective_function_value) - 1e-6)
 
 
