@@ -417,7 +417,7 @@ def site_run(
     """Serve the models placed at one PoP."""
     from prometheus_client import CollectorRegistry
 
-    from edgeplane.site import SiteAgent, SiteOptions, build_backends
+    from edgeplane.site import ModelLoader, SiteAgent, SiteOptions, build_backends
 
     fleet = _load(ctx, fleet_path)
     registry = CollectorRegistry()
@@ -433,7 +433,9 @@ def site_run(
         registry=registry,
         control_url=None if no_report else ctx.obj["control_url"],
         admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
+        loader=None if no_report else ModelLoader(fleet, pop, options, registry),
     )
+    agent.replicas = dict(fleet.models_at(pop))
     _run(agent.run(host, port, on_ready=lambda url: print(f"site {pop} at {url}", flush=True)))
 
 
@@ -1160,6 +1162,9 @@ def plan() -> None:
     show_default=True,
     help="Dollars per hour for carrying one request per second one millisecond further.",
 )
+@click.option(
+    "--apply", "apply_", is_flag=True, help="Send it to the running fleet: agents load and unload models to match."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def plan_placement(
@@ -1169,6 +1174,7 @@ def plan_placement(
     factor: float,
     time_limit: float,
     latency_weight: float,
+    apply_: bool,
     as_json: bool,
 ) -> None:
     """Replicas per model per PoP: the cheapest (GPU cost plus demand-weighted latency) that leaves enough
@@ -1186,8 +1192,15 @@ def plan_placement(
             click.echo(json.dumps({"error": str(error), "shortfalls": error.shortfalls}, indent=2))
             ctx.exit(1)
         raise click.ClickException(str(error)) from None
+    applied: dict[str, Any] | None = None
+    if apply_:
+        entries = [{"model": p.model, "pop": p.pop, "replicas": p.replicas} for p in result.placement]
+        try:
+            applied = _admin_client(ctx).call("POST", "/api/placement", {"placement": entries})
+        except EdgeplaneError as error:
+            raise click.ClickException(f"applying the placement: {error}") from None
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        click.echo(json.dumps({**result.to_json(), **({"applied": applied} if applied else {})}, indent=2))
         return
     console = _console(ctx)
     table = Table(title=f"placement for {demand_path} (x{factor:g}): survives every single PoP and metro failure")
@@ -1201,6 +1214,11 @@ def plan_placement(
         f" {result.mip_gap:.2%} ({result.status}, {result.solve_seconds:.2f} s); ${result.cost_per_hour_usd:,.0f}/h;"
         f" demand-weighted RTT {result.latency_ms_weighted:.1f} ms"
     )
+    if applied:
+        console.print(
+            f"applied to {ctx.obj['control_url']}: {len(applied['added'])} to load, {len(applied['removed'])} to"
+            f" unload, {len(applied['resized'])} resized; sites serve each model once it is loaded"
+        )
 
 
 def _read_placement(path: Path) -> list[tuple[str, str, int]]:

@@ -51,7 +51,6 @@ class ControlPlane:
     ) -> None:
         self.state = state
         self.probe_interval_seconds = probe_interval_seconds  # None: no active probes
-        self.router = state.router
         self.admin_token = admin_token
         self._changed = asyncio.Event()
         self._edge_changed = asyncio.Event()
@@ -89,6 +88,8 @@ class ControlPlane:
         app.router.add_get("/api/faults", self._faults)
         app.router.add_post("/api/faults", self._set_fault)
         app.router.add_delete("/api/faults/{pop}", self._clear_fault)
+        app.router.add_get("/api/placement", self._placement)
+        app.router.add_post("/api/placement", self._apply_placement)
         app.router.add_get("/api/bgp", self._bgp)
         app.router.add_get("/api/bgp/intents", self._bgp_intents)
         app.router.add_post("/api/bgp/actions", self._bgp_action)
@@ -199,7 +200,7 @@ class ControlPlane:
             return error_response(
                 400, "`prompt_tokens` and `max_tokens` must be integers.", type="invalid_request_error"
             )
-        decision = self.router.decide(
+        decision = self.state.router.decide(
             client, model, self.state.snapshot.sites, prompt_tokens=prompt_tokens, output_tokens=output_tokens
         )
         return json_response({"snapshot_version": self.state.snapshot.version, **decision.to_json()})
@@ -279,7 +280,9 @@ class ControlPlane:
         except (orjson.JSONDecodeError, ValueError, TypeError) as error:
             return error_response(400, f"Bad report: {error}", type="invalid_request_error")
         self._publish()
-        return json_response({"snapshot_version": self.state.snapshot.version})
+        # The answer carries what this site should serve: a placement applied since it started reaches it here.
+        models = self.state.fleet.models_at(request.match_info["pop"])
+        return json_response({"snapshot_version": self.state.snapshot.version, "models": models})
 
     async def _gateway_report(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
@@ -448,6 +451,39 @@ class ControlPlane:
         if not self._authorised(request):
             return self._refused()
         return await self._relay_fault(request, request.match_info["pop"], "DELETE", None)
+
+    # -- placement ------------------------------------------------------------------------------
+    async def _placement(self, request: web.Request) -> web.Response:
+        sites = self.state.snapshot.sites
+        return json_response(
+            {
+                "placement": [e.model_dump() for e in self.state.fleet.placement],
+                "loaded": {code: sorted(view.models) for code, view in sites.items()},
+                "loading": {p: r.loading for p, r in self.state.reports.items() if r.loading},
+            }
+        )
+
+    async def _apply_placement(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        try:
+            body = orjson.loads(await request.read())
+            entries = [(str(e["model"]), str(e["pop"]), int(e["replicas"])) for e in body["placement"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return error_response(
+                400,
+                'Expected {"placement": [{"model": ..., "pop": ..., "replicas": N}, ...]}.',
+                type="invalid_request_error",
+            )
+        try:
+            change = self.state.apply_placement(entries, by=self._who(request))
+        except ValueError as error:
+            return error_response(
+                400, f"Placement refused: {error}.", type="invalid_request_error", code="bad_placement"
+            )
+        self._publish()
+        log.info("placement applied: %s", change)
+        return json_response({"applied": len(entries), **change, "snapshot_version": self.state.snapshot.version})
 
     # -- the network edge -----------------------------------------------------------------------
     async def _bgp(self, request: web.Request) -> web.Response:

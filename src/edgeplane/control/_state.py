@@ -13,7 +13,7 @@ import orjson
 
 from edgeplane.bgp import GRACEFUL_SHUTDOWN_SECONDS, EdgePlan, Intent, LargeCommunity, action_community, plan_edge
 from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, Store, StoredKey
-from edgeplane.fleet import Fleet
+from edgeplane.fleet import Fleet, PlacementEntry
 from edgeplane.health import HealthBook
 from edgeplane.planning import DrainCheck, check_drain
 from edgeplane.routing import Router, SiteState, SiteView, Snapshot
@@ -53,6 +53,7 @@ class AgentReport:
     load: float
     received_at: float  # monotonic seconds
     fault: Mapping[str, Any] | None = None  # an injected fault the agent shows
+    loading: str | None = None  # a model being loaded after a placement change
 
     @classmethod
     def from_json(cls, pop: str, data: Mapping[str, Any], received_at: float) -> AgentReport:
@@ -70,6 +71,7 @@ class AgentReport:
             load=float(data.get("load", 0.0)),
             received_at=received_at,
             fault=data.get("fault") if isinstance(data.get("fault"), dict) else None,
+            loading=str(data["loading"]) if data.get("loading") else None,
         )
 
 
@@ -78,6 +80,10 @@ def _busy(model: Mapping[str, Any]) -> int:
         return int(model.get("running", 0)) + int(model.get("waiting", 0))
     except (TypeError, ValueError):
         return 0
+
+
+def _entries(placed: list[tuple[str, str, int]]) -> list[PlacementEntry]:
+    return [PlacementEntry(model=m, pop=p, replicas=n) for m, p, n in placed]
 
 
 def fleet_digest(fleet: Fleet) -> str:
@@ -99,6 +105,9 @@ class FleetState:
         max_drained_metros: int = MAX_DRAINED_METROS,
         graceful_shutdown_seconds: float = GRACEFUL_SHUTDOWN_SECONDS,
     ) -> None:
+        stored = store.placement()
+        if stored is not None:  # a placement applied earlier outlives restarts
+            fleet = fleet.model_copy(update={"placement": _entries(stored)})
         self.fleet = fleet
         self.router = Router(fleet)
         self.max_drained_metros = max_drained_metros
@@ -292,6 +301,41 @@ class FleetState:
             self.edge_version += 1
         return changed
 
+    def apply_placement(self, entries: list[tuple[str, str, int]], *, by: str) -> dict[str, Any]:
+        """Make ``entries`` the fleet's placement: agents load and unload to match, gateways route to a model
+        only where it is loaded. Refused (ValueError, saying why) if a PoP cannot hold what it is given."""
+        merged: dict[tuple[str, str], int] = {}
+        for model, pop, replicas in entries:
+            if model not in self.fleet.model_by_name:
+                raise ValueError(f"{model!r} is not in the catalog")
+            if pop not in self.fleet.pop_by_code:
+                raise ValueError(f"{pop!r} is not a PoP of the fleet")
+            if replicas < 1:
+                raise ValueError(f"{model} at {pop}: replicas must be at least 1, got {replicas}")
+            if self.fleet.best_gpu_type(model, pop) is None:
+                raise ValueError(f"{model} runs on no GPU type of {pop}")
+            merged[model, pop] = merged.get((model, pop), 0) + replicas
+        for site in self.fleet.pops:
+            need = sum(
+                n * self.fleet.model_by_name[m].gpus_per_replica for (m, p), n in merged.items() if p == site.code
+            )
+            have = sum(site.gpus_by_type().values())
+            if need > have:
+                raise ValueError(f"{site.code} would need {need} GPUs and has {have}")
+        before = {(e.model, e.pop): e.replicas for e in self.fleet.placement}
+        placed = [(m, p, n) for (m, p), n in merged.items()]
+        self.fleet = self.fleet.model_copy(update={"placement": _entries(placed)})
+        self.router = Router(self.fleet)
+        self.digest = fleet_digest(self.fleet)
+        self.store.set_placement(placed)
+        change = {
+            "added": sorted(f"{m}@{p}" for (m, p) in merged if (m, p) not in before),
+            "removed": sorted(f"{m}@{p}" for (m, p) in before if (m, p) not in merged),
+            "resized": sorted(f"{m}@{p}" for (m, p), n in merged.items() if before.get((m, p), n) != n),
+        }
+        self.store.audit(AuditRecord(self.wall_clock(), by, "apply placement", "fleet", "ok", change))
+        return change
+
     def set_bgp_action(self, pop: str, transit_asn: int, action: str, *, by: str) -> None:
         """Ask the PoP's speaker to prepend toward, or stop announcing to, one transit (or ``none`` to clear)."""
         site = self.fleet.pop_by_code.get(pop)
@@ -328,7 +372,7 @@ class FleetState:
         def shape(v: SiteView) -> tuple[Any, ...]:
             return (v.state, v.models, v.url)
 
-        structural = self.keys_version != self.snapshot.keys_version
+        structural = self.keys_version != self.snapshot.keys_version or self.digest != self.snapshot.fleet_digest
         structural = structural or any(shape(views[c]) != shape(old[c]) for c in views)
         load_moved = any(
             abs(views[c].load - old[c].load) >= LOAD_PUBLISH_DELTA or views[c].busy != old[c].busy for c in views

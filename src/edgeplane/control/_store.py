@@ -92,6 +92,13 @@ class Store(abc.ABC):
     def audit_log(self, limit: int = 100) -> list[AuditRecord]: ...
 
     @abc.abstractmethod
+    def placement(self) -> list[tuple[str, str, int]] | None:
+        """The applied placement ((model, PoP, replicas)), or None if the fleet file's stands."""
+
+    @abc.abstractmethod
+    def set_placement(self, entries: list[tuple[str, str, int]]) -> None: ...
+
+    @abc.abstractmethod
     def bgp_actions(self) -> list[tuple[str, int, str]]:
         """Standing BGP actions: (PoP, transit ASN, action), in the order they were set."""
 
@@ -126,6 +133,7 @@ class SQLiteStore(Store):
             " revoked_at REAL)"
         )
 
+        self._db.execute("CREATE TABLE IF NOT EXISTS placement (id INTEGER PRIMARY KEY CHECK (id = 1), entries TEXT)")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS bgp_actions (id INTEGER PRIMARY KEY AUTOINCREMENT, pop TEXT NOT NULL,"
             " transit_asn INTEGER NOT NULL, action TEXT NOT NULL, UNIQUE (pop, transit_asn))"
@@ -133,6 +141,17 @@ class SQLiteStore(Store):
 
     def __repr__(self) -> str:
         return f"<SQLiteStore [Drains: {len(self.drains())}]>"
+
+    def placement(self) -> list[tuple[str, str, int]] | None:
+        row = self._db.execute("SELECT entries FROM placement WHERE id = 1").fetchone()
+        return None if row is None else [(str(m), str(p), int(n)) for m, p, n in orjson.loads(row[0])]
+
+    def set_placement(self, entries: list[tuple[str, str, int]]) -> None:
+        self._db.execute(
+            "INSERT INTO placement (id, entries) VALUES (1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET entries = excluded.entries",
+            (orjson.dumps([list(e) for e in entries]).decode(),),
+        )
 
     def bgp_actions(self) -> list[tuple[str, int, str]]:
         rows = self._db.execute("SELECT pop, transit_asn, action FROM bgp_actions ORDER BY id")

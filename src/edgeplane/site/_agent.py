@@ -39,30 +39,62 @@ class SiteOptions:
     upstream_url: str | None = None  # upstream: the OpenAI-compatible server behind this site
 
 
-def build_backends(fleet: Fleet, pop: str, options: SiteOptions, registry: CollectorRegistry) -> dict[str, Backend]:
-    """One backend per model placed at the PoP, of the kind asked for."""
+# The emulator reads a model's weights from local NVMe at this rate when it is placed on a site.
+DISK_GB_PER_SECOND = 2.0
+
+
+def build_backend(
+    fleet: Fleet, pop: str, model: str, replicas: int, options: SiteOptions, registry: CollectorRegistry
+) -> Backend:
+    """One backend for one model at the PoP, of the kind asked for."""
     if pop not in fleet.pop_by_code:
         raise ConfigError(f"unknown PoP {pop!r}; expected one of: {', '.join(sorted(fleet.pop_by_code))}")
-    backends: dict[str, Backend] = {}
-    pop_seed = options.seed * 7919 + fleet.pop_by_code[pop].id
-    for model, replicas in fleet.models_at(pop).items():
-        spec = fleet.model_by_name[model]
-        if options.backend == "emulator":
-            gpu_type = fleet.best_gpu_type(model, pop) or next(iter(spec.throughput_tokens_per_second))
-            backends[model] = EmulatorBackend(
-                spec, gpu_type, replicas, seed=pop_seed, time_scale=options.time_scale, registry=registry
-            )
-        elif options.backend == "llamacpp":
-            if options.gguf_path is None:
-                raise ConfigError("the llamacpp backend needs a GGUF file (--gguf PATH)")
-            backends[model] = LlamaCppBackend(model, options.gguf_path)
-        elif options.backend == "upstream":
-            if not options.upstream_url:
-                raise ConfigError("the upstream backend needs a URL (--upstream URL)")
-            backends[model] = UpstreamBackend(model, options.upstream_url, capacity=spec.max_concurrency * replicas)
-        else:
-            raise ConfigError(f"unknown backend {options.backend!r}; expected one of: {', '.join(BACKEND_KINDS)}")
-    return backends
+    if model not in fleet.model_by_name:
+        raise ConfigError(f"unknown model {model!r}; expected one of: {', '.join(fleet.model_by_name)}")
+    spec = fleet.model_by_name[model]
+    if options.backend == "emulator":
+        gpu_type = fleet.best_gpu_type(model, pop) or next(iter(spec.throughput_tokens_per_second))
+        pop_seed = options.seed * 7919 + fleet.pop_by_code[pop].id
+        return EmulatorBackend(
+            spec, gpu_type, replicas, seed=pop_seed, time_scale=options.time_scale, registry=registry
+        )
+    if options.backend == "llamacpp":
+        if options.gguf_path is None:
+            raise ConfigError("the llamacpp backend needs a GGUF file (--gguf PATH)")
+        return LlamaCppBackend(model, options.gguf_path)
+    if options.backend == "upstream":
+        if not options.upstream_url:
+            raise ConfigError("the upstream backend needs a URL (--upstream URL)")
+        return UpstreamBackend(model, options.upstream_url, capacity=spec.max_concurrency * replicas)
+    raise ConfigError(f"unknown backend {options.backend!r}; expected one of: {', '.join(BACKEND_KINDS)}")
+
+
+def load_seconds(fleet: Fleet, model: str, options: SiteOptions) -> float:
+    """How long the emulator takes to load a model: its file over the local disk (others load for real)."""
+    if options.backend != "emulator":
+        return 0.0
+    return fleet.model_by_name[model].file_size_gb / DISK_GB_PER_SECOND * options.time_scale
+
+
+def build_backends(fleet: Fleet, pop: str, options: SiteOptions, registry: CollectorRegistry) -> dict[str, Backend]:
+    """One backend per model placed at the PoP, of the kind asked for."""
+    return {
+        model: build_backend(fleet, pop, model, replicas, options, registry)
+        for model, replicas in fleet.models_at(pop).items()
+    }
+
+
+class ModelLoader:
+    """Builds and loads the backend of a model newly placed on a site (the placement is applied live)."""
+
+    def __init__(self, fleet: Fleet, pop: str, options: SiteOptions, registry: CollectorRegistry) -> None:
+        self.fleet, self.pop, self.options, self.registry = fleet, pop, options, registry
+
+    async def load(self, model: str, replicas: int) -> Backend:
+        backend = build_backend(self.fleet, self.pop, model, replicas, self.options, self.registry)
+        await asyncio.sleep(load_seconds(self.fleet, model, self.options))
+        await backend.start()
+        return backend
 
 
 class SiteAgent:
@@ -78,8 +110,14 @@ class SiteAgent:
         control_url: str | None = None,
         report_interval_seconds: float = 0.5,
         admin_token: str | None = None,
+        loader: ModelLoader | None = None,
     ) -> None:
         self.pop = pop
+        self.loader = loader
+        self.replicas: dict[str, int] = {}  # per model, as last placed
+        self.desired: dict[str, int] | None = None  # what the control plane's placement wants here
+        self.loading: str | None = None
+        self._models_changed = asyncio.Event()
         self._auth_headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
         self.backends = dict(backends)
         self.kind = kind
@@ -99,7 +137,49 @@ class SiteAgent:
         )
 
     def __repr__(self) -> str:
-        return f"<SiteAgent {self.pop} [{self.kind}: {', '.join(self.backends)}]>"
+        loading = f", loading {self.loading}" if self.loading else ""
+        return f"<SiteAgent {self.pop} [{self.kind}: {', '.join(self.backends)}{loading}]>"
+
+    # -- placement ----------------------------------------------------------------------------
+    def want(self, models: Mapping[str, int]) -> None:
+        """The placement for this site changed: load and unload until ``models`` is what serves."""
+        desired = {str(m): int(n) for m, n in models.items() if int(n) > 0}
+        if desired != self.desired:
+            self.desired = desired
+            self._models_changed.set()
+
+    async def models_forever(self) -> None:
+        """One model at a time, as a disk would: unload what is no longer placed, load what is newly placed
+        (a model serves, and is reported, only once loaded), rebuild what changed its replica count."""
+        assert self.loader is not None
+        while True:
+            await self._models_changed.wait()
+            self._models_changed.clear()
+            desired = dict(self.desired or {})
+            for model in [m for m in self.backends if m not in desired]:
+                backend = self.backends.pop(model)
+                self.replicas.pop(model, None)
+                log.info("site %s: unloaded %s", self.pop, model)
+                await backend.stop()
+            for model, replicas in desired.items():
+                if model in self.backends and self.replicas.get(model, replicas) == replicas:
+                    continue
+                self.loading = model
+                try:
+                    backend = await self.loader.load(model, replicas)
+                except (ConfigError, BackendError) as error:
+                    log.error("site %s: cannot load %s: %s", self.pop, model, error)
+                    continue
+                finally:
+                    self.loading = None
+                old = self.backends.get(model)
+                self.backends[model] = backend
+                self.replicas[model] = replicas
+                log.info("site %s: loaded %s (%d replicas)", self.pop, model, replicas)
+                if old is not None:
+                    await old.stop()
+                if self._models_changed.is_set():
+                    break  # the placement moved again meanwhile: start over from it
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -275,6 +355,7 @@ class SiteAgent:
             "models": models,
             "load": utilisation,
             "fault": self.fault.to_json() if self.fault else None,
+            "loading": self.loading,
         }
 
     async def report_forever(self) -> None:
@@ -284,9 +365,12 @@ class SiteAgent:
         reachable = True
         while True:
             try:
-                status, _ = await self._client.request_json(
+                status, answer = await self._client.request_json(
                     "POST", url, await self.state(), timeout_seconds=2.0, headers=self._auth_headers
                 )
+                placed = answer.get("models") if status == 200 and isinstance(answer, dict) else None
+                if isinstance(placed, dict) and self.loader is not None:
+                    self.want(placed)
                 if not reachable:
                     log.info("control plane reachable again")
                 reachable = status < 500
@@ -298,6 +382,7 @@ class SiteAgent:
 
     async def run(self, host: str, port: int, *, on_ready: Any = None, stop: asyncio.Event | None = None) -> None:
         started: list[Backend] = []
+        initial = list(self.backends.values())
         try:
             for backend in self.backends.values():
                 await backend.start()
@@ -309,13 +394,20 @@ class SiteAgent:
                 return on_ready(url) if on_ready else None
 
             def background(url: str) -> list[Any]:
-                return [self.faults_forever, *([self.report_forever] if self.control_url else [])]
+                jobs: list[Any] = [self.faults_forever]
+                if self.control_url:
+                    jobs.append(self.report_forever)
+                if self.loader is not None:
+                    jobs.append(self.models_forever)
+                return jobs
 
             def keep(listener: Listener) -> None:
                 self._listener = listener
 
             await serve(self.app(), host, port, on_ready=ready, background=background, stop=stop, on_listener=keep)
         finally:
-            for backend in reversed(started):
-                await backend.stop()
+            # What serves now: the first backends that started, and any loaded since (unloaded ones stopped then).
+            for backend in reversed(list(self.backends.values())):
+                if any(backend is b for b in started) or not any(backend is b for b in initial):
+                    await backend.stop()
             await self._client.close()

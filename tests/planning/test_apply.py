@@ -1,0 +1,77 @@
+"""`plan placement --apply` on a running fleet: sites load newly placed models (taking the emulator's load
+time) and unload removed ones, and the gateway routes to a model only where it is loaded."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import OPEN_CLIENTS, RunningFleet, start_fleet, stop_fleet
+
+DEMAND = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
+BIG = "llama-3.1-405b-instruct"  # 410 GB at 2 GB/s: about 10 s to load at --time-scale 0.05
+
+
+def get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
+    tmp = tmp_path_factory.mktemp("apply-fleet")
+    running = start_fleet(
+        [sys.executable, "-m", "edgeplane", "up", "--time-scale", "0.05"], tmp, fleet_path=None, backend="emulator"
+    )
+    yield running
+    stop_fleet(running)
+
+
+def route_sites(fleet: RunningFleet, model: str, client: str) -> list[str]:
+    answer = fleet.cli("route", "--client", client, "--model", model, "--json")
+    return [c["pop"] for c in json.loads(answer.stdout)["candidates"]]
+
+
+def test_applying_a_placement_loads_and_unloads_and_routing_follows(fleet: RunningFleet) -> None:
+    from openai import OpenAI
+
+    before = get(fleet.control_url + "/api/placement")
+    assert BIG in before["loaded"]["iad1"] and BIG not in before["loaded"]["lon1"]
+    applied = fleet.cli("plan", "placement", "--demand", str(DEMAND), "--apply", "--json")
+    change = json.loads(applied.stdout)["applied"]
+    assert f"{BIG}@lon1" in change["added"] and f"{BIG}@iad1" in change["removed"]
+
+    # While lon1 loads the big model, it is not offered for it; iad1 is no longer offered at all.
+    seen_loading = False
+    deadline = time.monotonic() + 90
+    while True:
+        sites = route_sites(fleet, BIG, "198.18.96.10")  # a London client
+        state = get(fleet.control_url + "/api/placement")  # after the route: still not loaded means not then
+        loaded_lon1 = BIG in state["loaded"]["lon1"]
+        if not loaded_lon1:
+            assert "lon1" not in sites
+            seen_loading = seen_loading or state["loading"].get("lon1") == BIG
+        elif BIG not in state["loaded"]["iad1"]:
+            assert "iad1" not in route_sites(fleet, BIG, "198.18.96.10")
+            break
+        assert time.monotonic() < deadline, f"not loaded in time: {state}"
+        time.sleep(0.2)
+    assert seen_loading, "the load took the emulator's load time, reported as loading"
+    assert route_sites(fleet, BIG, "198.18.96.10")[0] == "lon1"
+
+    client = OpenAI(base_url=fleet.gateway_url + "/v1", api_key="unused", max_retries=0)
+    OPEN_CLIENTS.append(client)
+    answer = client.chat.completions.with_raw_response.create(
+        model=BIG, messages=[{"role": "user", "content": "hello"}], max_tokens=4,
+        extra_headers={"X-Forwarded-For": "198.18.96.10"},
+    )  # fmt: skip
+    assert answer.headers["x-edgeplane-site"] == "lon1"
+    after = get(fleet.control_url + "/api/placement")
+    assert "llama-3.1-8b-instruct" not in after["loaded"]["nyc1"]  # unloaded where it was removed
