@@ -1165,6 +1165,7 @@ def plan() -> None:
 @click.option(
     "--apply", "apply_", is_flag=True, help="Send it to the running fleet: agents load and unload models to match."
 )
+@click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False), help="Also write an HTML report.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def plan_placement(
@@ -1175,6 +1176,7 @@ def plan_placement(
     time_limit: float,
     latency_weight: float,
     apply_: bool,
+    html_path: Path | None,
     as_json: bool,
 ) -> None:
     """Replicas per model per PoP: the cheapest (GPU cost plus demand-weighted latency) that leaves enough
@@ -1192,6 +1194,10 @@ def plan_placement(
             click.echo(json.dumps({"error": str(error), "shortfalls": error.shortfalls}, indent=2))
             ctx.exit(1)
         raise click.ClickException(str(error)) from None
+    if html_path is not None:
+        from edgeplane.reports import placement_report
+
+        placement_report(fleet, result, html_path)
     applied: dict[str, Any] | None = None
     if apply_:
         entries = [{"model": p.model, "pop": p.pop, "replicas": p.replicas} for p in result.placement]
@@ -1245,6 +1251,7 @@ def _read_placement(path: Path) -> list[tuple[str, str, int]]:
 )
 @click.option("--scale", "factor", default=1.0, show_default=True, help="Grow the demand by this factor.")
 @click.option("--pairs", is_flag=True, help="Also every pair of metros failing together.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False), help="Also write an HTML report.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def plan_scenarios(
@@ -1254,6 +1261,7 @@ def plan_scenarios(
     placement_path: Path | None,
     factor: float,
     pairs: bool,
+    html_path: Path | None,
     as_json: bool,
 ) -> None:
     """Every single PoP and metro failure: the load each site then carries, predicted p99 time to first token
@@ -1272,6 +1280,10 @@ def plan_scenarios(
             raise click.ClickException(f"{placement_path}: PoPs not in the fleet: {', '.join(unknown)}")
         fleet = with_placement(fleet, planned)
     results = scenarios(fleet, demand, pairs=pairs)
+    if html_path is not None:
+        from edgeplane.reports import scenarios_report
+
+        scenarios_report(fleet, results, html_path)
     if as_json:
         click.echo(json.dumps({"scenarios": [s.to_json() for s in results]}, indent=2))
         return
@@ -1304,6 +1316,7 @@ def plan_scenarios(
 @click.option("--horizon-months", default=24, show_default=True, type=click.IntRange(1, 240))
 @click.option("--step-months", default=1, show_default=True, type=click.IntRange(1, 12), help="Plan every N months.")
 @click.option("--time-limit", default=10.0, show_default=True, help="Seconds the solver may take per step.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False), help="Also write an HTML report.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def plan_growth_command(
@@ -1314,6 +1327,7 @@ def plan_growth_command(
     horizon_months: int,
     step_months: int,
     time_limit: float,
+    html_path: Path | None,
     as_json: bool,
 ) -> None:
     """Units to add per metro, and when to order each (the fleet file's unit_template and its lead time), so
@@ -1341,6 +1355,10 @@ def plan_growth_command(
             )
     except PlacementError as error:
         raise click.ClickException(str(error)) from None
+    if html_path is not None:
+        from edgeplane.reports import growth_report
+
+        growth_report(result, html_path)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
