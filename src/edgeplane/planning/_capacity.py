@@ -34,10 +34,14 @@ class ReplicaCapacity:
     prefill_seconds: float
     slots: int
     limited_by: str  # "ttft-slo" or "utilisation"
+    speed: ReplicaSpeed
+    prompt_tokens: int
+    output_tokens: float
 
     def ttft_p99_seconds(self, requests_per_second: float) -> float:
         """Predicted p99 time to first token at this load (inf when the queue is unstable)."""
-        return self.prefill_seconds + wait_p99_seconds(self.slots, self.service_seconds, requests_per_second)
+        service = service_seconds(self.speed, self.prompt_tokens, self.output_tokens, requests_per_second)
+        return self.prefill_seconds + wait_p99_seconds(self.slots, service, requests_per_second)
 
 
 def wait_p99_seconds(slots: int, service_seconds: float, requests_per_second: float) -> float:
@@ -50,9 +54,12 @@ def wait_p99_seconds(slots: int, service_seconds: float, requests_per_second: fl
     return math.log(waits / (1 - P99)) / (rate - requests_per_second)
 
 
-def replica_capacity(spec: ModelSpec, gpu_type: str, prompt_tokens: int, output_tokens: int) -> ReplicaCapacity:
-    """The most requests per second one replica takes with p99 TTFT within ``spec.slo_ttft_ms`` and its batch
-    slots at most 90% busy (the drain check's limit). 0 when even an idle replica breaks the SLO."""
+def replica_capacity(
+    spec: ModelSpec, gpu_type: str, prompt_tokens: int, output_tokens: float, *, utilisation_cap: bool = True
+) -> ReplicaCapacity:
+    """The most requests per second one replica takes with p99 TTFT within ``spec.slo_ttft_ms`` and (unless
+    ``utilisation_cap`` is off) its batch slots at most 90% busy at full-batch speed, the drain check's limit.
+    0 when even an idle replica breaks the SLO."""
     return _capacity(
         spec.name,
         gpu_type,
@@ -61,27 +68,59 @@ def replica_capacity(spec: ModelSpec, gpu_type: str, prompt_tokens: int, output_
         spec.slo_ttft_ms,
         prompt_tokens,
         output_tokens,
+        utilisation_cap,
     )
+
+
+def service_seconds(speed: ReplicaSpeed, prompt_tokens: int, output_tokens: float, requests_per_second: float) -> float:
+    """One request's time in a batch slot at this load. Decoding slows as the batch grows (the speed model),
+    and the batch is the load times that time (Little's law): the fixed point of the two, at most full."""
+    slots = speed.max_concurrency
+    batch = 1.0
+    for _ in range(100):
+        whole = round(batch)
+        service = speed.prefill_seconds(prompt_tokens, whole) + output_tokens * speed.inter_token_seconds(whole)
+        nxt = min(float(slots), max(1.0, requests_per_second * service))
+        if abs(nxt - batch) < 1e-3:
+            break
+        batch = (batch + nxt) / 2
+    return service
 
 
 @functools.lru_cache(maxsize=4096)
 def _capacity(
-    name: str, gpu_type: str, throughput: float, slots: int, slo_ttft_ms: float, prompt_tokens: int, output_tokens: int
+    name: str,
+    gpu_type: str,
+    throughput: float,
+    slots: int,
+    slo_ttft_ms: float,
+    prompt_tokens: int,
+    output_tokens: float,
+    utilisation_cap: bool = True,
 ) -> ReplicaCapacity:
     speed = ReplicaSpeed(throughput, slots)
     prefill = speed.prefill_seconds(prompt_tokens, slots)
-    service = prefill + output_tokens * speed.itl_full_seconds
+    full = prefill + output_tokens * speed.itl_full_seconds
     slo = slo_ttft_ms / 1000.0
-    utilisation_cap = MAX_UTILISATION * slots / service
+    extra = (speed, prompt_tokens, output_tokens)
     if throughput <= 0 or prefill >= slo:
-        return ReplicaCapacity(name, gpu_type, 0.0, service, prefill, slots, "ttft-slo")
-    if prefill + wait_p99_seconds(slots, service, utilisation_cap) <= slo:
-        return ReplicaCapacity(name, gpu_type, utilisation_cap, service, prefill, slots, "utilisation")
-    low, high = 0.0, utilisation_cap
-    for _ in range(60):
+        return ReplicaCapacity(name, gpu_type, 0.0, full, prefill, slots, "ttft-slo", *extra)
+
+    def meets(rate: float) -> bool:
+        return (
+            prefill + wait_p99_seconds(slots, service_seconds(speed, prompt_tokens, output_tokens, rate), rate) <= slo
+        )
+
+    high = slots / full  # every slot busy at full-batch speed: no more than this completes
+    low = 0.0
+    for _ in range(50):
         middle = (low + high) / 2
-        if prefill + wait_p99_seconds(slots, service, middle) <= slo:
+        if meets(middle):
             low = middle
         else:
             high = middle
-    return ReplicaCapacity(name, gpu_type, low, service, prefill, slots, "ttft-slo")
+    service = service_seconds(speed, prompt_tokens, output_tokens, low)
+    cap = MAX_UTILISATION * slots / full
+    if utilisation_cap and low > cap:
+        return ReplicaCapacity(name, gpu_type, cap, full, prefill, slots, "utilisation", *extra)
+    return ReplicaCapacity(name, gpu_type, low, service, prefill, slots, "ttft-slo", *extra)
