@@ -1251,6 +1251,11 @@ def _read_placement(path: Path) -> list[tuple[str, str, int]]:
 )
 @click.option("--scale", "factor", default=1.0, show_default=True, help="Grow the demand by this factor.")
 @click.option("--pairs", is_flag=True, help="Also every pair of metros failing together.")
+@click.option(
+    "--fast",
+    is_flag=True,
+    help="Vectorised: all scenarios at once along the gateway's ladders (loads and unserved demand only).",
+)
 @click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False), help="Also write an HTML report.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
@@ -1261,6 +1266,7 @@ def plan_scenarios(
     placement_path: Path | None,
     factor: float,
     pairs: bool,
+    fast: bool,
     html_path: Path | None,
     as_json: bool,
 ) -> None:
@@ -1279,6 +1285,32 @@ def plan_scenarios(
         if unknown:
             raise click.ClickException(f"{placement_path}: PoPs not in the fleet: {', '.join(unknown)}")
         fleet = with_placement(fleet, planned)
+    if fast:
+        from edgeplane.planning import single_failures, utilisation_matrix
+
+        failures = single_failures(fleet, pairs=pairs)
+        pops, load, capacity, unserved = utilisation_matrix(fleet, demand, failures)
+        rows: list[dict[str, Any]] = []
+        for k, (name, failed) in enumerate(failures):
+            use = [float(load[k, i] / capacity[i]) if capacity[i] else 0.0 for i in range(len(pops))]
+            top = max(range(len(pops)), key=lambda i: use[i])
+            rows.append(
+                {"scenario": name, "failed": sorted(failed), "unserved_rps": round(float(unserved[k]), 3),
+                 "busiest": {"pop": pops[top], "utilisation": round(use[top], 4)}}
+            )  # fmt: skip
+        if as_json:
+            click.echo(json.dumps({"scenarios": rows}, indent=2))
+            return
+        fast_table = Table(title="failure scenarios (vectorised along the gateway's ladders)")
+        for column in ("scenario", "busiest PoP", "utilisation", "unserved rps"):
+            fast_table.add_column(column)
+        for row in rows:
+            top_site = row["busiest"]
+            fast_table.add_row(
+                row["scenario"], top_site["pop"], f"{top_site['utilisation']:.0%}", f"{row['unserved_rps']:.1f}"
+            )
+        _console(ctx).print(fast_table)
+        return
     results = scenarios(fleet, demand, pairs=pairs)
     if html_path is not None:
         from edgeplane.reports import scenarios_report

@@ -62,3 +62,26 @@ def test_the_cli_reads_a_placement_and_prints_json(tmp_path: Path) -> None:
     path.write_text("{}")
     bad = runner.invoke(cli, ["plan", "scenarios", "--demand", str(DEMAND), "--placement", str(path)])
     assert bad.exit_code == 1 and "not a placement" in bad.output
+
+
+def test_the_vectorised_engine_agrees_with_the_slice_by_slice_one() -> None:
+    from edgeplane.planning import utilisation_matrix
+
+    fleet = load_default_fleet()
+    demand = load_demand(DEMAND, fleet)
+    plan = place(fleet, demand)
+    planned = with_placement(fleet, [(p.model, p.pop, p.replicas) for p in plan.placement])
+    failures = single_failures(planned)
+    pops, load, capacity, unserved = utilisation_matrix(planned, demand, failures)
+    total = sum(d.requests_per_second for d in demand)
+    for k, exact in enumerate(scenarios(planned, demand)):
+        by_pop: dict[str, float] = {}
+        for site in exact.sites:
+            by_pop[site.pop] = by_pop.get(site.pop, 0.0) + site.rps
+        assert abs(unserved[k] - exact.unserved_rps) < 1e-6
+        for i, pop in enumerate(pops):
+            assert abs(load[k, i] - by_pop.get(pop, 0.0)) <= 0.02 * total, (exact.name, pop)
+            assert load[k, i] <= capacity[i] + 1e-6
+    result = CliRunner().invoke(cli, ["plan", "scenarios", "--demand", str(DEMAND), "--fast", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["scenarios"][0]["scenario"] == "no failure"

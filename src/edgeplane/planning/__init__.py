@@ -21,6 +21,7 @@ from edgeplane.planning._scenarios import (
     scenarios,
     simulate,
     single_failures,
+    utilisation_matrix,
     with_placement,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "scenarios",
     "simulate",
     "single_failures",
+    "utilisation_matrix",
     "wait_p99_seconds",
     "with_placement",
 ]

@@ -63,11 +63,14 @@ class Router:
         self._slo_ms = {m.name: m.slo_ttft_ms for m in fleet.models}
         # Per client metro and model, only the rungs that serve the model, with how they serve it: the
         # request path walks these; explanations walk the whole ladder.
+        placed_at: dict[str, set[str]] = {}
+        for entry in fleet.placement:
+            placed_at.setdefault(entry.pop, set()).add(entry.model)
         self._placed: dict[tuple[str, str], tuple[tuple[_Rung, _Serving | None], ...]] = {
             (metro, model.name): tuple(
                 (rung, self._serving.get((rung.pop, model.name)))
                 for rung in ladder
-                if model.name in fleet.models_at(rung.pop)
+                if model.name in placed_at.get(rung.pop, ())
             )
             for metro, ladder in self._ladders.items()
             for model in fleet.models
@@ -102,6 +105,11 @@ class Router:
             for pop in self.fleet.pops
         ]
         return tuple(sorted(rungs, key=lambda r: (r.scope, r.rtt_ms, r.pop)))
+
+    def ladder(self, client_metro: str) -> list[tuple[str, str, Scope, float]]:
+        """Every PoP in the order the gateway tries them for a client metro before load is known: scope,
+        then round trip: (pop, metro, scope, rtt_ms). The planner routes whole demand along it."""
+        return [(r.pop, r.metro, r.scope, r.rtt_ms) for r in self._ladders[client_metro]]
 
     def locate(self, client: str) -> tuple[str, str]:
         """The client's metro and how it was found. Unknown addresses belong to the gateway's home metro,
