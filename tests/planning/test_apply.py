@@ -3,6 +3,7 @@ time) and unload removed ones, and the gateway routes to a model only where it i
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from edgeplane.fleet import load_default_fleet
 from tests.conftest import OPEN_CLIENTS, RunningFleet, start_fleet, stop_fleet
 
 DEMAND = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
@@ -43,35 +45,42 @@ def test_applying_a_placement_loads_and_unloads_and_routing_follows(fleet: Runni
     from openai import OpenAI
 
     before = get(fleet.control_url + "/api/placement")
-    assert BIG in before["loaded"]["iad1"] and BIG not in before["loaded"]["lon1"]
     applied = fleet.cli("plan", "placement", "--demand", str(DEMAND), "--apply", "--json")
     change = json.loads(applied.stdout)["applied"]
-    assert f"{BIG}@lon1" in change["added"] and f"{BIG}@iad1" in change["removed"]
+    added = [e.split("@")[1] for e in change["added"] if e.startswith(BIG + "@")]
+    removed = [e.split("@")[1] for e in change["removed"] if e.startswith(BIG + "@")]
+    assert added and removed, change  # the demand file moves the big model
+    new, old = added[0], removed[0]
+    assert BIG in before["loaded"][old] and BIG not in before["loaded"][new]
+    default = load_default_fleet()
+    prefix = ipaddress.ip_network(default.metro_by_code[default.pop_by_code[new].metro].client_prefixes[0])
+    client = str(prefix.network_address + 10)  # a client in the metro that gains the model
 
     # While lon1 loads the big model, it is not offered for it; iad1 is no longer offered at all.
     seen_loading = False
     deadline = time.monotonic() + 90
     while True:
-        sites = route_sites(fleet, BIG, "198.18.96.10")  # a London client
+        sites = route_sites(fleet, BIG, client)
         state = get(fleet.control_url + "/api/placement")  # after the route: still not loaded means not then
-        loaded_lon1 = BIG in state["loaded"]["lon1"]
-        if not loaded_lon1:
-            assert "lon1" not in sites
-            seen_loading = seen_loading or state["loading"].get("lon1") == BIG
-        elif BIG not in state["loaded"]["iad1"]:
-            assert "iad1" not in route_sites(fleet, BIG, "198.18.96.10")
+        if BIG not in state["loaded"][new]:
+            assert new not in sites
+            seen_loading = seen_loading or state["loading"].get(new) == BIG
+        elif BIG not in state["loaded"][old]:
+            assert old not in route_sites(fleet, BIG, client)
             break
         assert time.monotonic() < deadline, f"not loaded in time: {state}"
         time.sleep(0.2)
     assert seen_loading, "the load took the emulator's load time, reported as loading"
-    assert route_sites(fleet, BIG, "198.18.96.10")[0] == "lon1"
+    assert route_sites(fleet, BIG, client)[0] == new
 
-    client = OpenAI(base_url=fleet.gateway_url + "/v1", api_key="unused", max_retries=0)
-    OPEN_CLIENTS.append(client)
-    answer = client.chat.completions.with_raw_response.create(
+    sdk = OpenAI(base_url=fleet.gateway_url + "/v1", api_key="unused", max_retries=0)
+    OPEN_CLIENTS.append(sdk)
+    answer = sdk.chat.completions.with_raw_response.create(
         model=BIG, messages=[{"role": "user", "content": "hello"}], max_tokens=4,
-        extra_headers={"X-Forwarded-For": "198.18.96.10"},
+        extra_headers={"X-Forwarded-For": client},
     )  # fmt: skip
-    assert answer.headers["x-edgeplane-site"] == "lon1"
+    assert answer.headers["x-edgeplane-site"] == new
     after = get(fleet.control_url + "/api/placement")
-    assert "llama-3.1-8b-instruct" not in after["loaded"]["nyc1"]  # unloaded where it was removed
+    for entry in change["removed"]:
+        model, pop = entry.split("@")
+        assert model not in after["loaded"][pop]  # unloaded where it was removed

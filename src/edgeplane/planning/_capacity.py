@@ -38,6 +38,16 @@ class ReplicaCapacity:
     prompt_tokens: int
     output_tokens: float
 
+    @property
+    def saturation_rps(self) -> float:
+        """The rate at which every batch slot is taken at full-batch speed: beyond it the queue only grows,
+        and the gateway's router calls the site full."""
+        full = (
+            self.speed.prefill_seconds(self.prompt_tokens, self.slots)
+            + self.output_tokens * self.speed.itl_full_seconds
+        )
+        return self.slots / full if full > 0 else 0.0
+
     def ttft_p99_seconds(self, requests_per_second: float) -> float:
         """Predicted p99 time to first token at this load (inf when the queue is unstable)."""
         service = service_seconds(self.speed, self.prompt_tokens, self.output_tokens, requests_per_second)

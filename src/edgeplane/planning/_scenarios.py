@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeplane.fleet import Fleet, PlacementEntry
-from edgeplane.planning._capacity import replica_capacity
+from edgeplane.planning._capacity import ReplicaCapacity, replica_capacity, service_seconds
 from edgeplane.planning._demand import Demand
 from edgeplane.routing import Router, SiteState, SiteView
 
@@ -26,6 +26,7 @@ class SiteLoad:
     model: str
     rps: float
     capacity_rps: float  # replicas x the replica's capacity within the SLO
+    saturation_rps: float = 0.0  # where every batch slot is taken: the router calls the site full
 
     @property
     def utilisation(self) -> float:
@@ -70,7 +71,7 @@ class Scenario:
             ],
             "sites": [
                 {"pop": s.pop, "model": s.model, "rps": round(s.rps, 3), "capacity_rps": round(s.capacity_rps, 3),
-                 "utilisation": _finite(s.utilisation)}
+                 "saturation_rps": round(s.saturation_rps, 3), "utilisation": _finite(s.utilisation)}
                 for s in self.sites
             ],
             "metros": [
@@ -111,50 +112,65 @@ def simulate(fleet: Fleet, demand: Sequence[Demand], failed: frozenset[str], nam
     router = Router(fleet)
     mix = {d.model: (d.prompt_tokens, d.output_tokens) for d in demand}
     capacity: dict[tuple[str, str], float] = {}
-    service: dict[tuple[str, str], float] = {}
+    replica: dict[tuple[str, str], tuple[ReplicaCapacity, int]] = {}
     for entry in fleet.placement:
         gpu = fleet.best_gpu_type(entry.model, entry.pop)
         if gpu is None or entry.model not in mix:
             continue
         one = replica_capacity(fleet.model_by_name[entry.model], gpu, *mix[entry.model])
         capacity[entry.model, entry.pop] = entry.replicas * one.requests_per_second
-        service[entry.model, entry.pop] = one.service_seconds
+        replica[entry.model, entry.pop] = (one, entry.replicas)
+
+    def busy(model: str, pop: str) -> int:
+        """Requests in flight at a site, as its metrics would show them: load times time in a slot."""
+        one, replicas = replica[model, pop]
+        per_replica = rps[model, pop] / replicas
+        return round(rps[model, pop] * service_seconds(one.speed, one.prompt_tokens, one.output_tokens, per_replica))
+
     rps: dict[tuple[str, str], float] = dict.fromkeys(capacity, 0.0)
     served: dict[tuple[str, str], dict[str, float]] = {}
     unserved: dict[tuple[str, str], float] = {}
 
-    def views() -> dict[str, SiteView]:
-        out = {}
-        for pop in fleet.pops:
-            models = frozenset(m for m in fleet.models_at(pop.code) if (m, pop.code) in capacity)
-            if pop.code in failed:
-                out[pop.code] = SiteView(pop.code, SiteState.DOWN, models, None)
-                continue
-            busy = {m: round(rps[m, pop.code] * service[m, pop.code]) for m in models}
-            load = max((rps[m, pop.code] / capacity[m, pop.code] for m in models if capacity[m, pop.code]), default=0)
-            out[pop.code] = SiteView(pop.code, SiteState.SERVING, models, URL, min(1.0, load), "", busy)
-        return out
+    placed = {
+        pop.code: frozenset(m for m in fleet.models_at(pop.code) if (m, pop.code) in capacity) for pop in fleet.pops
+    }
+    counts: dict[str, dict[str, int]] = {pop: dict.fromkeys(models, 0) for pop, models in placed.items()}
+
+    def view(pop: str) -> SiteView:
+        """The site as a gateway's snapshot would show it now."""
+        models = placed[pop]
+        if pop in failed:
+            return SiteView(pop, SiteState.DOWN, models, None)
+        load = max((rps[m, pop] / capacity[m, pop] for m in models if capacity[m, pop]), default=0.0)
+        return SiteView(pop, SiteState.SERVING, models, URL, min(1.0, load), "", dict(counts[pop]))
+
+    views = {pop: view(pop) for pop in placed}
 
     rows = [d for d in demand if d.requests_per_second > 0]
     for _ in range(SLICES):
         for d in rows:
             share = d.requests_per_second / SLICES
             decision = router.decide_for_metro(
-                "", d.metro, "planned", d.model, views(), explain=False,
+                "", d.metro, "planned", d.model, views, explain=False,
                 prompt_tokens=d.prompt_tokens, output_tokens=d.output_tokens,
             )  # fmt: skip
-            # The gateway's first choice takes the slice, unless it is over its capacity: then the next.
-            target = next(
-                (c.pop for c in decision.candidates if rps[d.model, c.pop] + share <= capacity[d.model, c.pop] + 1e-9),
-                None,
-            )
+            # The gateway's first choice takes the slice. When even that one is full (every batch slot
+            # taken everywhere the client may go), the slice would only queue without end: unserved.
+            first = decision.candidates[0] if decision.candidates else None
+            target = first.pop if first is not None and not first.full else None
             if target is None:
                 unserved[d.metro, d.model] = unserved.get((d.metro, d.model), 0.0) + share
                 continue
             rps[d.model, target] += share
+            counts[target][d.model] = busy(d.model, target)
+            views[target] = view(target)
             by = served.setdefault((d.metro, d.model), {})
             by[target] = by.get(target, 0.0) + share
-    sites = [SiteLoad(p, m, rps[m, p], capacity[m, p]) for (m, p) in capacity if p not in failed]
+    sites = [
+        SiteLoad(p, m, rps[m, p], capacity[m, p], replica[m, p][1] * replica[m, p][0].saturation_rps)
+        for (m, p) in capacity
+        if p not in failed
+    ]
     metros = []
     for d in rows:
         spec = fleet.model_by_name[d.model]
@@ -187,8 +203,8 @@ def utilisation_matrix(
     router: Router | None = None,
 ) -> tuple[list[str], Any, Any, Any]:
     """Every scenario at once (numpy), for large fleets: each metro's demand fills the PoPs along the gateway's
-    ladder (Router.ladder: scope, then RTT; the first ``nearest`` that serve the model) up to their capacity
-    within the SLO, all scenarios side by side. Returns the PoP codes, load per (scenario, PoP) in rps summed
+    ladder (Router.ladder: scope, then RTT; the first ``nearest`` that serve the model) until the router would
+    call them full, all scenarios side by side. Returns the PoP codes, load per (scenario, PoP) in rps summed
     over models, capacity per PoP (rps, summed over models), and unserved rps per scenario. Cheaper than
     :func:`simulate` (no per-slice TTFT re-ranking)."""
     import numpy as np
@@ -205,15 +221,17 @@ def utilisation_matrix(
     unserved = np.zeros(len(failures))
     mix = {d.model: (d.prompt_tokens, d.output_tokens) for d in demand}
     for model, (prompt, output) in mix.items():
-        capacity = np.zeros(len(pops))
+        capacity = np.zeros(len(pops))  # within the SLO, for utilisation
+        saturation = np.zeros(len(pops))  # where the gateway calls the site full and moves on
         for entry in fleet.placement:
             if entry.model == model:
                 gpu = fleet.best_gpu_type(model, entry.pop)
                 if gpu is not None:
                     one = replica_capacity(fleet.model_by_name[model], gpu, prompt, output)
                     capacity[index[entry.pop]] = entry.replicas * one.requests_per_second
+                    saturation[index[entry.pop]] = entry.replicas * one.saturation_rps
         total_capacity += capacity
-        left = np.where(down, 0.0, capacity[None, :])  # capacity left, per scenario and PoP
+        left = np.where(down, 0.0, saturation[None, :])  # room left before full, per scenario and PoP
         rows = [d for d in demand if d.model == model and d.requests_per_second > 0]
         ladders = {
             d.metro: [index[p] for p, *_ in router.ladder(d.metro) if capacity[index[p]] > 0][:nearest] for d in rows
