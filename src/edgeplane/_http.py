@@ -52,6 +52,10 @@ class Reply:
                 yield leftover
             raise
 
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
     async def read(self) -> bytes:
         with map_exceptions():
             return await self._response.read()

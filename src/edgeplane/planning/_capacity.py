@@ -13,6 +13,16 @@ from edgeplane.planning._headroom import MAX_UTILISATION
 P99 = 0.99
 
 
+def erlang_b(servers: int, offered_erlangs: float) -> float:
+    """Probability that an arrival finds all ``servers`` busy in a loss system offered ``offered_erlangs``."""
+    if offered_erlangs <= 0:
+        return 0.0
+    blocking = 1.0
+    for k in range(1, servers + 1):
+        blocking = offered_erlangs * blocking / (k + offered_erlangs * blocking)
+    return blocking
+
+
 def erlang_c(servers: int, offered_erlangs: float) -> float:
     """Probability that an arrival waits, in an M/M/c queue with ``servers`` and load ``offered_erlangs``."""
     if offered_erlangs <= 0:

@@ -1,8 +1,9 @@
 """Failure scenarios: where the demand goes when PoPs or metros fail, decided by the gateway's own router.
 
-Demand is routed in small slices through :meth:`Router.decide_for_metro`, the function every gateway runs
-per request, with each site's busy count raised by the slices it already took (Little's law), so spill-over,
-scope ladders and the SLO rule are the gateway's, not a copy of them."""
+Each metro's demand tries the sites in the order :meth:`Router.decide_for_metro` (the function every gateway
+runs per request) gives them, and moves on from a site when the router would call it full: every batch slot
+taken. With requests arriving at random that happens before the average load fills the slots, so each site
+is a loss system (Erlang B) whose overflow goes to the next candidate, as the gateway's retries do."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeplane.fleet import Fleet, PlacementEntry
-from edgeplane.planning._capacity import ReplicaCapacity, replica_capacity, service_seconds
+from edgeplane.planning._capacity import ReplicaCapacity, erlang_b, replica_capacity, service_seconds
 from edgeplane.planning._demand import Demand
 from edgeplane.routing import Router, SiteState, SiteView
 
-SLICES = 20  # each demand row is routed in this many slices, interleaved across rows
+OVERFLOW_ITERATIONS = 60  # of the fixed point between what each site is offered and what it turns away
 URL = "http://planned.invalid/"
 
 
@@ -121,12 +122,6 @@ def simulate(fleet: Fleet, demand: Sequence[Demand], failed: frozenset[str], nam
         capacity[entry.model, entry.pop] = entry.replicas * one.requests_per_second
         replica[entry.model, entry.pop] = (one, entry.replicas)
 
-    def busy(model: str, pop: str) -> int:
-        """Requests in flight at a site, as its metrics would show them: load times time in a slot."""
-        one, replicas = replica[model, pop]
-        per_replica = rps[model, pop] / replicas
-        return round(rps[model, pop] * service_seconds(one.speed, one.prompt_tokens, one.output_tokens, per_replica))
-
     rps: dict[tuple[str, str], float] = dict.fromkeys(capacity, 0.0)
     served: dict[tuple[str, str], dict[str, float]] = {}
     unserved: dict[tuple[str, str], float] = {}
@@ -134,7 +129,6 @@ def simulate(fleet: Fleet, demand: Sequence[Demand], failed: frozenset[str], nam
     placed = {
         pop.code: frozenset(m for m in fleet.models_at(pop.code) if (m, pop.code) in capacity) for pop in fleet.pops
     }
-    counts: dict[str, dict[str, int]] = {pop: dict.fromkeys(models, 0) for pop, models in placed.items()}
 
     def view(pop: str) -> SiteView:
         """The site as a gateway's snapshot would show it now."""
@@ -142,30 +136,58 @@ def simulate(fleet: Fleet, demand: Sequence[Demand], failed: frozenset[str], nam
         if pop in failed:
             return SiteView(pop, SiteState.DOWN, models, None)
         load = max((rps[m, pop] / capacity[m, pop] for m in models if capacity[m, pop]), default=0.0)
-        return SiteView(pop, SiteState.SERVING, models, URL, min(1.0, load), "", dict(counts[pop]))
+        return SiteView(pop, SiteState.SERVING, models, URL, min(1.0, load), "", dict.fromkeys(models, 0))
 
     views = {pop: view(pop) for pop in placed}
 
     rows = [d for d in demand if d.requests_per_second > 0]
-    for _ in range(SLICES):
+    # The order each client's requests try the sites in: the gateway's own decision, on the idle fleet.
+    ladders = {
+        (d.metro, d.model): [
+            c.pop
+            for c in router.decide_for_metro(
+                "",
+                d.metro,
+                "planned",
+                d.model,
+                views,
+                explain=False,
+                prompt_tokens=d.prompt_tokens,
+                output_tokens=d.output_tokens,
+            ).candidates
+        ]
+        for d in rows
+    }
+    # A request that finds every batch slot of a site taken goes on to the next candidate (the router calls
+    # the site full). So the sites along a ladder are loss systems in series: each carries what is offered
+    # to it times one minus its Erlang B blocking, and passes the rest on. Solved as a damped fixed point.
+    blocking = dict.fromkeys(capacity, 0.0)
+
+    def flow(record: bool) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
+        offered = dict.fromkeys(capacity, 0.0)
+        carried = dict.fromkeys(capacity, 0.0)
         for d in rows:
-            share = d.requests_per_second / SLICES
-            decision = router.decide_for_metro(
-                "", d.metro, "planned", d.model, views, explain=False,
-                prompt_tokens=d.prompt_tokens, output_tokens=d.output_tokens,
-            )  # fmt: skip
-            # The gateway's first choice takes the slice. When even that one is full (every batch slot
-            # taken everywhere the client may go), the slice would only queue without end: unserved.
-            first = decision.candidates[0] if decision.candidates else None
-            target = first.pop if first is not None and not first.full else None
-            if target is None:
-                unserved[d.metro, d.model] = unserved.get((d.metro, d.model), 0.0) + share
-                continue
-            rps[d.model, target] += share
-            counts[target][d.model] = busy(d.model, target)
-            views[target] = view(target)
-            by = served.setdefault((d.metro, d.model), {})
-            by[target] = by.get(target, 0.0) + share
+            rest = d.requests_per_second
+            for pop in ladders[d.metro, d.model]:
+                offered[d.model, pop] += rest
+                take = rest * (1.0 - blocking[d.model, pop])
+                carried[d.model, pop] += take
+                rest -= take
+                if record and take > 0:
+                    by = served.setdefault((d.metro, d.model), {})
+                    by[pop] = by.get(pop, 0.0) + take
+            if record and rest > 1e-9:
+                unserved[d.metro, d.model] = rest
+        return offered, carried
+
+    for _ in range(OVERFLOW_ITERATIONS):
+        offered, carried = flow(record=False)
+        for key in capacity:
+            one, replicas = replica[key]
+            service = service_seconds(one.speed, one.prompt_tokens, one.output_tokens, carried[key] / replicas)
+            blocking[key] = (blocking[key] + erlang_b(replicas * one.slots, offered[key] * service)) / 2
+    _, carried = flow(record=True)
+    rps.update(carried)
     sites = [
         SiteLoad(p, m, rps[m, p], capacity[m, p], replica[m, p][1] * replica[m, p][0].saturation_rps)
         for (m, p) in capacity
