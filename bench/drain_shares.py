@@ -19,9 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.conftest import start_fleet, stop_fleet  # noqa: E402
+
 from edgeplane.fleet import default_fleet_text, parse_fleet  # noqa: E402
 from edgeplane.planning import load_demand, simulate  # noqa: E402
-from tests.conftest import start_fleet, stop_fleet  # noqa: E402
 
 DEMAND = ROOT / "tests" / "data" / "slow-demand.csv"
 POPS = ("nyc1", "nyc2", "iad1", "ord1", "dfw1", "sjc1", "sea1", "lon1", "ams1", "fra1")
