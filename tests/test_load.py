@@ -24,3 +24,22 @@ def test_load_replays_demand_and_reports_where_it_was_served(emulator_fleet: Run
     assert by_metro["sjc"]["shares"] == {"sjc": 1.0}
     bad = emulator_fleet.cli("load", "--demand", str(tmp_path / "missing.csv"), check=False)
     assert bad.returncode != 0 and "missing.csv" in bad.stderr
+
+
+def test_the_planner_reads_the_demand_the_fleet_served(emulator_fleet: RunningFleet, tmp_path: Path) -> None:
+    import time
+    import urllib.request
+
+    demand = tmp_path / "demand.csv"
+    demand.write_text("metro,model,requests_per_second,prompt_tokens,output_tokens\nfra,qwen2.5-32b-instruct,6,40,8\n")
+    emulator_fleet.cli("load", "--demand", str(demand), "--gateway", emulator_fleet.gateway_url, "--duration", "2")
+    time.sleep(1.0)  # the gateway reports every half second
+    with urllib.request.urlopen(emulator_fleet.control_url + "/api/demand?window=60", timeout=5) as answer:
+        observed = json.loads(answer.read())
+    fra = next(r for r in observed["demand"] if (r["metro"], r["model"]) == ("fra", "qwen2.5-32b-instruct"))
+    assert fra["requests_per_second"] > 0 and fra["output_tokens"] >= 1
+    placed = emulator_fleet.cli("plan", "placement", "--observed", "--window", "60", "--json")
+    models = {p["model"] for p in json.loads(placed.stdout)["placement"]}
+    assert "qwen2.5-32b-instruct" in models
+    both = emulator_fleet.cli("plan", "placement", "--observed", "--demand", str(demand), check=False)
+    assert both.returncode == 2 and "not both" in both.stderr

@@ -1145,15 +1145,55 @@ def plan() -> None:
     """Capacity planning: placement that survives any single failure, failure scenarios, growth."""
 
 
+def _plan_demand(
+    ctx: click.Context, fleet: Fleet, demand_path: Path | None, observed: bool, window: float
+) -> list[Any]:
+    """Demand from a file, or what the control plane saw the gateways serve over ``window`` seconds."""
+    from edgeplane.planning import Demand, load_demand
+
+    if demand_path is not None and observed:
+        raise click.UsageError("give --demand FILE or --observed, not both")
+    if demand_path is not None:
+        try:
+            return load_demand(demand_path, fleet)
+        except ConfigError as error:
+            raise click.ClickException(str(error)) from None
+    if not observed:
+        raise click.UsageError("give --demand FILE, or --observed for what the running fleet has served")
+    try:
+        answer = _admin_client(ctx).call("GET", f"/api/demand?window={window}")
+    except EdgeplaneError as error:
+        raise click.ClickException(f"observed demand: {error}") from None
+    rows = [
+        Demand(
+            r["metro"], r["model"], float(r["requests_per_second"]), int(r["prompt_tokens"]), int(r["output_tokens"])
+        )
+        for r in answer["demand"]
+        if r["metro"] in fleet.metro_by_code and r["model"] in fleet.model_by_name
+    ]
+    if not rows:
+        raise click.ClickException(
+            f"the control plane at {ctx.obj['control_url']} has seen no requests in the last {window:g} s"
+        )
+    return rows
+
+
+_OBSERVED = click.option(
+    "--observed", is_flag=True, help="Use the demand the running fleet served (from the control plane)."
+)
+_WINDOW = click.option("--window", default=600.0, show_default=True, help="Seconds of observed demand to use.")
+
+
 @plan.command("placement")
 @click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
 @click.option(
     "--demand",
     "demand_path",
-    required=True,
     type=click.Path(path_type=Path, dir_okay=False),
     help="CSV (metro,model,requests_per_second,prompt_tokens,output_tokens) or YAML with the same fields.",
 )
+@_OBSERVED
+@_WINDOW
 @click.option("--scale", "factor", default=1.0, show_default=True, help="Grow the demand by this factor (2, 10).")
 @click.option("--time-limit", default=60.0, show_default=True, help="Seconds the solver may take.")
 @click.option(
@@ -1171,7 +1211,9 @@ def plan() -> None:
 def plan_placement(
     ctx: click.Context,
     fleet_path: Path | None,
-    demand_path: Path,
+    demand_path: Path | None,
+    observed: bool,
+    window: float,
     factor: float,
     time_limit: float,
     latency_weight: float,
@@ -1181,14 +1223,12 @@ def plan_placement(
 ) -> None:
     """Replicas per model per PoP: the cheapest (GPU cost plus demand-weighted latency) that leaves enough
     capacity in each continent after any single PoP or metro failure. A MILP on HiGHS, with its proven gap."""
-    from edgeplane.planning import PlacementError, load_demand, place, scale
+    from edgeplane.planning import PlacementError, place, scale
 
     fleet = _load(ctx, fleet_path)
     try:
-        demand = scale(load_demand(demand_path, fleet), factor)
+        demand = scale(_plan_demand(ctx, fleet, demand_path, observed, window), factor)
         result = place(fleet, demand, latency_weight=latency_weight, time_limit_seconds=time_limit)
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from None
     except (PlacementError, ValueError) as error:
         if as_json and isinstance(error, PlacementError):
             click.echo(json.dumps({"error": str(error), "shortfalls": error.shortfalls}, indent=2))
@@ -1209,7 +1249,8 @@ def plan_placement(
         click.echo(json.dumps({**result.to_json(), **({"applied": applied} if applied else {})}, indent=2))
         return
     console = _console(ctx)
-    table = Table(title=f"placement for {demand_path} (x{factor:g}): survives every single PoP and metro failure")
+    source = demand_path or f"observed demand ({window:g} s)"
+    table = Table(title=f"placement for {source} (x{factor:g}): survives every single PoP and metro failure")
     for column in ("model", "PoP", "GPU", "replicas", "GPUs", "rps per replica"):
         table.add_column(column)
     for p in result.placement:
@@ -1242,7 +1283,9 @@ def _read_placement(path: Path) -> list[tuple[str, str, int]]:
 
 @plan.command("scenarios")
 @click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
-@click.option("--demand", "demand_path", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--demand", "demand_path", type=click.Path(path_type=Path, dir_okay=False))
+@_OBSERVED
+@_WINDOW
 @click.option(
     "--placement",
     "placement_path",
@@ -1262,7 +1305,9 @@ def _read_placement(path: Path) -> list[tuple[str, str, int]]:
 def plan_scenarios(
     ctx: click.Context,
     fleet_path: Path | None,
-    demand_path: Path,
+    demand_path: Path | None,
+    observed: bool,
+    window: float,
     placement_path: Path | None,
     factor: float,
     pairs: bool,
@@ -1272,12 +1317,12 @@ def plan_scenarios(
 ) -> None:
     """Every single PoP and metro failure: the load each site then carries, predicted p99 time to first token
     per metro and model, SLO breaches and demand nobody can serve, routed by the gateway's own router."""
-    from edgeplane.planning import load_demand, scale, scenarios, with_placement
+    from edgeplane.planning import scale, scenarios, with_placement
 
     fleet = _load(ctx, fleet_path)
     try:
-        demand = scale(load_demand(demand_path, fleet), factor)
-    except (ConfigError, ValueError) as error:
+        demand = scale(_plan_demand(ctx, fleet, demand_path, observed, window), factor)
+    except ValueError as error:
         raise click.ClickException(str(error)) from None
     if placement_path is not None:
         planned = _read_placement(placement_path)
@@ -1344,6 +1389,8 @@ def plan_scenarios(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Today's demand (CSV or YAML, as for `plan placement`).",
 )
+@_OBSERVED
+@_WINDOW
 @click.option("--factor", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--horizon-months", default=24, show_default=True, type=click.IntRange(1, 240))
 @click.option("--step-months", default=1, show_default=True, type=click.IntRange(1, 12), help="Plan every N months.")
@@ -1355,6 +1402,8 @@ def plan_growth_command(
     ctx: click.Context,
     fleet_path: Path | None,
     demand_path: Path | None,
+    observed: bool,
+    window: float,
     factor: float,
     horizon_months: int,
     step_months: int,
@@ -1364,15 +1413,10 @@ def plan_growth_command(
 ) -> None:
     """Units to add per metro, and when to order each (the fleet file's unit_template and its lead time), so
     that capacity stays ahead of demand growing FACTOR times over the horizon, surviving any single failure."""
-    from edgeplane.planning import PlacementError, load_demand, plan_growth
+    from edgeplane.planning import PlacementError, plan_growth
 
     fleet = _load(ctx, fleet_path)
-    if demand_path is None:
-        raise click.UsageError("give --demand FILE: today's demand, which growth is planned from")
-    try:
-        demand = load_demand(demand_path, fleet)
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from None
+    demand = _plan_demand(ctx, fleet, demand_path, observed, window)
     console = _console(ctx)
     try:
         with console.status("planning growth") as status:

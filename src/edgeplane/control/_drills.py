@@ -71,6 +71,51 @@ class Traffic:
         return [s for s in self._by_metro.get(client_metro, ()) if s.at >= start and s.metro != client_metro]
 
 
+DEMAND_WINDOW_SECONDS = 3600.0
+
+
+class DemandBook:
+    """What the gateways served per client metro and model over the last hour: the observed demand."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
+        self._rows: collections.deque[tuple[float, str, str, int, int, int]] = collections.deque()
+
+    def add(self, rows: list[Mapping[str, Any]]) -> int:
+        now = self.clock()
+        taken = 0
+        for raw in rows:
+            try:
+                row = (now, str(raw["client_metro"]), str(raw["model"]), int(raw["requests"]),
+                       int(raw.get("prompt_tokens", 0)), int(raw.get("output_tokens", 0)))  # fmt: skip
+            except (KeyError, TypeError, ValueError):
+                continue
+            if row[3] > 0:
+                self._rows.append(row)
+                taken += 1
+        while self._rows and self._rows[0][0] < now - DEMAND_WINDOW_SECONDS:
+            self._rows.popleft()
+        return taken
+
+    def observed(self, window_seconds: float) -> tuple[float, list[dict[str, Any]]]:
+        """Rows of demand (requests per second and mean tokens) over the window, or since the book began
+        if that is shorter; returns the seconds actually covered."""
+        now = self.clock()
+        covered = max(1e-9, min(window_seconds, now - self.started))
+        totals: dict[tuple[str, str], list[int]] = {}
+        for at, metro, model, requests, prompt, output in self._rows:
+            if at >= now - covered:
+                t = totals.setdefault((metro, model), [0, 0, 0])
+                t[0], t[1], t[2] = t[0] + requests, t[1] + prompt, t[2] + output
+        rows = [
+            {"metro": m, "model": n, "requests_per_second": round(t[0] / covered, 6),
+             "prompt_tokens": round(t[1] / t[0]), "output_tokens": max(1, round(t[2] / t[0]))}
+            for (m, n), t in sorted(totals.items())
+        ]  # fmt: skip
+        return covered, rows
+
+
 @dataclass
 class Drill:
     id: int

@@ -18,7 +18,7 @@ from edgeplane._http import HttpClient
 from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane._service import error_response, json_response, serve
 from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS
-from edgeplane.control._drills import DrillRunner, Traffic
+from edgeplane.control._drills import DemandBook, DrillRunner, Traffic
 from edgeplane.control._state import DrainRefused, FleetState, UnknownTarget
 from edgeplane.control._store import AuditRecord
 from edgeplane.faults import CATALOGUE
@@ -56,6 +56,7 @@ class ControlPlane:
         self._edge_changed = asyncio.Event()
         self._client = HttpClient(connect_timeout_seconds=1.0)
         self.traffic = Traffic()
+        self.demand = DemandBook()
         self.leases = LeaseBook(limit_window_seconds)
         self.drills = DrillRunner(state, self.traffic, self._publish)
 
@@ -88,6 +89,7 @@ class ControlPlane:
         app.router.add_get("/api/faults", self._faults)
         app.router.add_post("/api/faults", self._set_fault)
         app.router.add_delete("/api/faults/{pop}", self._clear_fault)
+        app.router.add_get("/api/demand", self._observed_demand)
         app.router.add_get("/api/placement", self._placement)
         app.router.add_post("/api/placement", self._apply_placement)
         app.router.add_get("/api/bgp", self._bgp)
@@ -290,11 +292,22 @@ class ControlPlane:
         try:
             data = orjson.loads(await request.read())
             samples = data["samples"]
-            if not isinstance(samples, list):
-                raise TypeError("samples must be a list")
+            demand = data.get("demand", [])
+            if not isinstance(samples, list) or not isinstance(demand, list):
+                raise TypeError("samples and demand must be lists")
         except (orjson.JSONDecodeError, KeyError, TypeError) as error:
             return error_response(400, f"Bad report: {error}", type="invalid_request_error")
-        return json_response({"taken": self.traffic.add(samples)})
+        return json_response({"taken": self.traffic.add(samples), "demand_rows": self.demand.add(demand)})
+
+    async def _observed_demand(self, request: web.Request) -> web.Response:
+        try:
+            window = float(request.query.get("window", "600"))
+            if not window > 0:
+                raise ValueError
+        except ValueError:
+            return error_response(400, "`window` must be a positive number of seconds.", type="invalid_request_error")
+        covered, rows = self.demand.observed(window)
+        return json_response({"window_seconds": round(covered, 3), "demand": rows})
 
     async def _list_keys(self, request: web.Request) -> web.Response:
         if not self._authorised(request):

@@ -168,6 +168,8 @@ class Gateway:
         self.health = HealthBook(self.options.health)
         self._inflight: dict[tuple[str, str], int] = {}  # (PoP, model): this gateway's requests there now
         self._samples: list[dict[str, Any]] = []  # time to first token per request, for the control plane
+        # Requests and tokens per (client metro, model) since the last report: the demand the planner reads.
+        self._demand: dict[tuple[str, str], list[int]] = {}
         self._residency: dict[tuple[str, str | None, str | None], frozenset[str]] = {}
         self._buckets: dict[str, Bucket] = {}  # key id -> what is left of its leases
         self._views: tuple[tuple[int, int], dict[str, SiteView]] | None = None
@@ -281,10 +283,19 @@ class Gateway:
         while True:
             await asyncio.sleep(REPORT_SECONDS)
             samples, self._samples = self._samples, []
-            if samples:
+            demand, self._demand = self._demand, {}
+            if samples or demand:
+                rows = [
+                    {"client_metro": m, "model": n, "requests": t[0], "prompt_tokens": t[1], "output_tokens": t[2]}
+                    for (m, n), t in demand.items()
+                ]
                 try:
                     await self.client.request_json(
-                        "POST", url, {"samples": samples}, timeout_seconds=2.0, headers=self.watcher.auth_headers
+                        "POST",
+                        url,
+                        {"samples": samples, "demand": rows},
+                        timeout_seconds=2.0,
+                        headers=self.watcher.auth_headers,
                     )
                 except BackendError:
                     pass  # the samples of a partition are lost; serving goes on
@@ -324,6 +335,11 @@ class Gateway:
                 self.metrics.in_flight.dec()
                 if "key_id" in info:
                     self._spend_tokens(info["key_id"], info)
+                if "client_metro" in info and "model" in info:
+                    tally = self._demand.setdefault((info["client_metro"], info["model"]), [0, 0, 0])
+                    tally[0] += 1
+                    tally[1] += int(info.get("tokens_in", 0))
+                    tally[2] += int(info.get("tokens_out", 0))
                 if access_log.handlers:
                     info["status"] = response.status if response is not None else 499
                     info["duration_ms"] = round(1000 * (time.monotonic() - started), 3)
