@@ -66,12 +66,19 @@ def main() -> None:
         running.cli("undrain", "metro", "nyc")
     finally:
         stop_fleet(running)
+    attempts: dict[str, int] = {}
+    for line in (tmp / "data" / "access.log").read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("client_metro") == "nyc":
+            key = f"{entry.get('metro')} after {entry.get('attempts')} attempt(s)"
+            attempts[key] = attempts.get(key, 0) + 1
     nyc = next(r for r in result["results"] if r["metro"] == "nyc")
     measured = nyc["shares"]
     worst = max(abs(measured.get(m, 0.0) - expected.get(m, 0.0)) for m in set(measured) | set(expected))
     print(f"nyc drained, {nyc['ok']} of {nyc['sent']} requests answered over {args.duration:g} s")
     for metro in sorted(set(measured) | set(expected), key=lambda m: -expected.get(m, 0.0)):
         print(f"  {metro}: predicted {expected.get(metro, 0.0):6.1%}  measured {measured.get(metro, 0.0):6.1%}")
+    print("  where nyc's requests went, from the gateway's access log:", dict(sorted(attempts.items())))
     print(f"largest difference {worst:.1%} (goal: at most 10 points); ratio to the goal {worst / 0.10:.2f}")
 
 

@@ -41,5 +41,9 @@ def test_the_planner_reads_the_demand_the_fleet_served(emulator_fleet: RunningFl
     placed = emulator_fleet.cli("plan", "placement", "--observed", "--window", "60", "--json")
     models = {p["model"] for p in json.loads(placed.stdout)["placement"]}
     assert "qwen2.5-32b-instruct" in models
+    grown = emulator_fleet.cli(
+        "plan", "growth", "--factor", "2", "--horizon-months", "3", "--step-months", "3", "--json"
+    )
+    assert [m["month"] for m in json.loads(grown.stdout)["timeline"]] == [0, 3]  # no --demand: what was served
     both = emulator_fleet.cli("plan", "placement", "--observed", "--demand", str(demand), check=False)
     assert both.returncode == 2 and "not both" in both.stderr

@@ -1148,7 +1148,8 @@ def plan() -> None:
 def _plan_demand(
     ctx: click.Context, fleet: Fleet, demand_path: Path | None, observed: bool, window: float
 ) -> list[Any]:
-    """Demand from a file, or what the control plane saw the gateways serve over ``window`` seconds."""
+    """Demand from a file, or what the control plane saw the gateways serve over ``window`` seconds (also
+    when neither is asked for, so `plan growth --factor 10 --horizon-months 24` plans a running fleet)."""
     from edgeplane.planning import Demand, load_demand
 
     if demand_path is not None and observed:
@@ -1158,12 +1159,12 @@ def _plan_demand(
             return load_demand(demand_path, fleet)
         except ConfigError as error:
             raise click.ClickException(str(error)) from None
-    if not observed:
-        raise click.UsageError("give --demand FILE, or --observed for what the running fleet has served")
+    # Neither given: what the running fleet has served, if there is one to ask.
     try:
         answer = _admin_client(ctx).call("GET", f"/api/demand?window={window}")
     except EdgeplaneError as error:
-        raise click.ClickException(f"observed demand: {error}") from None
+        hint = "" if observed else "give --demand FILE, or run against a fleet that has served requests; "
+        raise click.ClickException(f"{hint}observed demand: {error}") from None
     rows = [
         Demand(
             r["metro"], r["model"], float(r["requests_per_second"]), int(r["prompt_tokens"]), int(r["output_tokens"])

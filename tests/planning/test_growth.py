@@ -54,5 +54,8 @@ def test_the_cli_plans_growth_as_json() -> None:
     data = json.loads(result.output)
     assert data["lead_time_months"] == 3 and [m["month"] for m in data["timeline"]] == [0, 3, 6]
     assert {"metro", "pop", "order_month", "needed_month"} <= set(data["orders"][0])
-    missing = CliRunner().invoke(cli, ["plan", "growth", "--factor", "10", "--horizon-months", "24"])
-    assert missing.exit_code == 2 and "give --demand FILE" in missing.output
+    nowhere = "http://127.0.0.1:9"  # no control plane there: nothing observed to plan from
+    missing = CliRunner().invoke(
+        cli, ["--control", nowhere, "plan", "growth", "--factor", "10", "--horizon-months", "24"]
+    )
+    assert missing.exit_code == 1 and "give --demand FILE, or run against a fleet" in missing.output
