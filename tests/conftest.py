@@ -161,16 +161,25 @@ async def serving(service: Any) -> AsyncIterator[str]:
         await task
 
 
+def terminate(process: subprocess.Popen[Any], timeout_seconds: float) -> bool:
+    """SIGTERM a process started in its own session, as a user would stop it; if it is not gone in time,
+    SIGKILL its whole group as a safety net. True if SIGTERM alone stopped it."""
+    if process.poll() is not None:
+        return True
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return False
+
+
 def stop_fleet(running: RunningFleet) -> int | None:
     """SIGTERM `up` as a user would, and return its exit code; kill whatever it left as a safety net."""
     process = running.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    terminate(process, 30)
     if process.stdout is not None:
         process.stdout.close()
     return process.returncode

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -19,18 +18,8 @@ from typing import Any
 from rich.console import Console
 
 from edgeplane._errors import EdgeplaneError
+from edgeplane._service import die_with_parent
 from edgeplane.fleet import Fleet
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # A child must not outlive `edgeplane up`, even if up itself is killed with SIGKILL.
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def get_json(url: str, timeout_seconds: float = 2.0) -> Any:
@@ -117,7 +106,7 @@ class Supervisor:
         env = {**os.environ, **self.options.extra_env}
         if self.options.admin_token:
             env["EDGEPLANE_ADMIN_TOKEN"] = self.options.admin_token
-        child.process = subprocess.Popen(child.argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        child.process = subprocess.Popen(child.argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         child.started_at = time.monotonic()
         if child not in self.children:
             self.children.append(child)

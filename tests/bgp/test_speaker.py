@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +17,7 @@ from edgeplane._control_client import ControlClient
 from edgeplane.cli import cli
 from edgeplane.fleet import load_default_fleet
 from tests.bgp._bird import Bird, BirdRoute, transit
-from tests.conftest import ROOT, RunningFleet, free_port, start_fleet, stop_fleet
+from tests.conftest import ROOT, RunningFleet, free_port, start_fleet, stop_fleet, terminate
 
 LON_V4, LON_V6 = "198.19.128.0/24", "2001:db8:c000::/48"  # metro lon's service prefixes
 EXPECTED = {  # lon1 announces: prefix -> scope id
@@ -66,15 +64,8 @@ class SpeakerProcess:
     def stop(self) -> None:
         """SIGTERM, and the speaker must be gone within 15 s, ExaBGP with it; SIGKILL is for cleanup only."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            raise AssertionError(f"the speaker ignored SIGTERM; its log:\n{self.log.read_text()[-3000:]}") from None
+        if process is not None and not terminate(process, 15):
+            raise AssertionError(f"the speaker ignored SIGTERM; its log:\n{self.log.read_text()[-3000:]}")
 
 
 def expected_communities(pop: str, prefix: str) -> list[str]:

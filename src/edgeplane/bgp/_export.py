@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -19,8 +20,6 @@ class Neighbor:
     @classmethod
     def parse(cls, text: str, asn: int) -> Neighbor:
         """``ADDRESS`` or ``ADDRESS:PORT`` (IPv6 with a port as ``[ADDRESS]:PORT``)."""
-        import ipaddress
-
         host, port = text, None
         if text.startswith("["):
             host, _, rest = text[1:].partition("]")

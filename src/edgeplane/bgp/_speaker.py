@@ -20,6 +20,7 @@ import orjson
 
 from edgeplane._errors import BackendError, EdgeplaneError
 from edgeplane._http import HttpClient
+from edgeplane._service import die_with_parent
 from edgeplane.bgp._communities import RouteType
 from edgeplane.bgp._decision import Route
 from edgeplane.bgp._export import Neighbor, RouteOut, routes_for
@@ -116,14 +117,6 @@ class ControlIntents:
 
 
 # -- the ExaBGP process -----------------------------------------------------------------------------
-def _die_with_parent() -> None:
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def exabgp_config(
     neighbors: Sequence[Neighbor], *, local_asn: int, router_id: str, local_address: str | None, helper: str
 ) -> str:
@@ -213,7 +206,7 @@ class ExaBgp:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         exited = asyncio.ensure_future(self._process.wait())
         connected = asyncio.ensure_future(self._connected.wait())

@@ -8,6 +8,7 @@ import html
 import ipaddress
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -161,18 +162,26 @@ class ControlPlane:
     async def _fleet(self, request: web.Request) -> web.Response:
         return json_response({"digest": self.state.digest, "fleet": self.state.fleet.model_dump(mode="json")})
 
-    async def _snapshot(self, request: web.Request) -> web.Response:
+    async def _long_poll(
+        self, request: web.Request, version: Callable[[], int], changed: Callable[[], asyncio.Event]
+    ) -> web.Response | None:
+        """Hold a request asking for a version past `after` for up to `wait` seconds, until it is published.
+        ``changed`` is read when waiting starts: each publication replaces the event. A bad query: a 400."""
         try:
             after = int(request.query.get("after", "0"))
             wait = min(MAX_WAIT_SECONDS, float(request.query.get("wait", "0")))
         except ValueError:
             return error_response(400, "`after` must be an integer and `wait` a number.", type="invalid_request_error")
-        if self.state.snapshot.version <= after and wait > 0:
+        if version() <= after and wait > 0:
             try:
-                await asyncio.wait_for(self._changed.wait(), wait)
+                await asyncio.wait_for(changed().wait(), wait)
             except TimeoutError:
                 pass
-        return json_response(self.state.snapshot.to_json())
+        return None
+
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        refused = await self._long_poll(request, lambda: self.state.snapshot.version, lambda: self._changed)
+        return refused or json_response(self.state.snapshot.to_json())
 
     async def _status(self, request: web.Request) -> web.Response:
         status = self.state.status()
@@ -524,16 +533,9 @@ class ControlPlane:
             return error_response(
                 404, f"Unknown PoP {pop!r}; expected one of: {known}.", type="invalid_request_error", code="not_found"
             )
-        try:
-            after = int(request.query.get("after", "0"))
-            wait = min(MAX_WAIT_SECONDS, float(request.query.get("wait", "0")))
-        except ValueError:
-            return error_response(400, "`after` must be an integer and `wait` a number.", type="invalid_request_error")
-        if self.state.edge_version <= after and wait > 0:
-            try:
-                await asyncio.wait_for(self._edge_changed.wait(), wait)
-            except TimeoutError:
-                pass
+        refused = await self._long_poll(request, lambda: self.state.edge_version, lambda: self._edge_changed)
+        if refused is not None:
+            return refused
         return json_response(
             {
                 "version": self.state.edge_version,

@@ -212,6 +212,14 @@ def failure_scenarios(fleet: Fleet, continent: str) -> list[tuple[str, frozenset
     return scenarios
 
 
+def _by_continent_and_model(fleet: Fleet, cands: list[_Candidate]) -> dict[tuple[str, str], list[_Candidate]]:
+    """Candidates per (continent, model): the groups the survivability rows, bounds and greedy start work on."""
+    groups: dict[tuple[str, str], list[_Candidate]] = {}
+    for c in cands:
+        groups.setdefault((fleet.continent_of(fleet.pop_by_code[c.pop].metro).code, c.model), []).append(c)
+    return groups
+
+
 def _continent_demand(fleet: Fleet, demand: Sequence[Demand]) -> dict[tuple[str, str], float]:
     totals: dict[tuple[str, str], float] = {}
     for d in demand:
@@ -289,9 +297,7 @@ def _build(
             model.row(columns, values, -math.inf, sum(u.power_kw for u in site.units))
     # Survivability: every single failure in a continent leaves enough capacity there for all its demand.
     slacks: list[tuple[int, dict[str, Any]]] = []
-    by_group: dict[tuple[str, str], list[_Candidate]] = {}
-    for c in cands:
-        by_group.setdefault((fleet.continent_of(fleet.pop_by_code[c.pop].metro).code, c.model), []).append(c)
+    by_group = _by_continent_and_model(fleet, cands)
     for (continent, name), rps in _continent_demand(fleet, demand).items():
         if rps <= 0:
             continue
@@ -332,9 +338,7 @@ def _greedy(fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate]) -> 
     power = {p.code: sum(u.power_kw for u in p.units) for p in fleet.pops}
     rtt = _mean_rtt(fleet, demand)
     chosen: dict[tuple[str, str, str], int] = {}
-    groups: dict[tuple[str, str], list[_Candidate]] = {}
-    for c in cands:
-        groups.setdefault((fleet.continent_of(fleet.pop_by_code[c.pop].metro).code, c.model), []).append(c)
+    groups = _by_continent_and_model(fleet, cands)
     needs = _continent_demand(fleet, demand)
     order = sorted(needs, key=lambda k: -needs[k] * fleet.model_by_name[k[1]].gpus_per_replica)
     for key in order:
@@ -550,9 +554,7 @@ def _by_group(
 ) -> tuple[dict[tuple[str, str, str], int] | None, float]:
     """Each continent and model on its own (they share only the hardware): the sum of their optima is a lower
     bound on the whole, and when their solutions fit the hardware together, the whole's optimum."""
-    groups: dict[tuple[str, str], list[_Candidate]] = {}
-    for c in cands:
-        groups.setdefault((fleet.continent_of(fleet.pop_by_code[c.pop].metro).code, c.model), []).append(c)
+    groups = _by_continent_and_model(fleet, cands)
     rows: dict[tuple[str, str], list[Demand]] = {}
     for d in demand:
         rows.setdefault((fleet.continent_of(d.metro).code, d.model), []).append(d)

@@ -126,19 +126,14 @@ def simulate(fleet: Fleet, demand: Sequence[Demand], failed: frozenset[str], nam
     served: dict[tuple[str, str], dict[str, float]] = {}
     unserved: dict[tuple[str, str], float] = {}
 
-    placed = {
-        pop.code: frozenset(m for m in fleet.models_at(pop.code) if (m, pop.code) in capacity) for pop in fleet.pops
-    }
-
-    def view(pop: str) -> SiteView:
-        """The site as a gateway's snapshot would show it now."""
-        models = placed[pop]
-        if pop in failed:
-            return SiteView(pop, SiteState.DOWN, models, None)
-        load = max((rps[m, pop] / capacity[m, pop] for m in models if capacity[m, pop]), default=0.0)
-        return SiteView(pop, SiteState.SERVING, models, URL, min(1.0, load), "", dict.fromkeys(models, 0))
-
-    views = {pop: view(pop) for pop in placed}
+    # The fleet as a gateway's snapshot shows it before any of this demand arrives: the ladders start here.
+    idle: dict[str, SiteView] = {}
+    for site in fleet.pops:
+        models = frozenset(m for m in fleet.models_at(site.code) if (m, site.code) in capacity)
+        if site.code in failed:
+            idle[site.code] = SiteView(site.code, SiteState.DOWN, models, None)
+        else:
+            idle[site.code] = SiteView(site.code, SiteState.SERVING, models, URL, 0.0, "", dict.fromkeys(models, 0))
 
     rows = [d for d in demand if d.requests_per_second > 0]
     # The order each client's requests try the sites in: the gateway's own decision, on the idle fleet.
@@ -150,7 +145,7 @@ def simulate(fleet: Fleet, demand: Sequence[Demand], failed: frozenset[str], nam
                 d.metro,
                 "planned",
                 d.model,
-                views,
+                idle,
                 explain=False,
                 prompt_tokens=d.prompt_tokens,
                 output_tokens=d.output_tokens,
