@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -54,6 +55,7 @@ class AgentReport:
     received_at: float  # monotonic seconds
     fault: Mapping[str, Any] | None = None  # an injected fault the agent shows
     loading: str | None = None  # a model being loaded after a placement change
+    measured_at: float = 0.0  # unix seconds when the agent read its models' busy counts; 0 when unsaid
 
     @classmethod
     def from_json(cls, pop: str, data: Mapping[str, Any], received_at: float) -> AgentReport:
@@ -72,7 +74,12 @@ class AgentReport:
             received_at=received_at,
             fault=data.get("fault") if isinstance(data.get("fault"), dict) else None,
             loading=str(data["loading"]) if data.get("loading") else None,
+            measured_at=_seconds(data.get("measured_at")),
         )
+
+
+def _seconds(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) and value > 0 else 0.0
 
 
 def _busy(model: Mapping[str, Any]) -> int:
@@ -276,7 +283,8 @@ class FleetState:
             else:
                 state, reason = SiteState.SERVING, ""
             busy = {m: _busy(report.models[m]) for m in loaded} if report else {}
-            views[pop.code] = SiteView(pop.code, state, loaded, url, round(load, 4), reason, busy)
+            busy_at = report.measured_at if report else 0.0
+            views[pop.code] = SiteView(pop.code, state, loaded, url, round(load, 4), reason, busy, busy_at)
         return self.health.overlay(views)
 
     def _plan_edge(self) -> EdgePlan:

@@ -37,6 +37,7 @@ from edgeplane._http import HttpClient, Reply
 from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane._service import error_response, json_response
 from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS
+from edgeplane.gateway._inflight import InFlight
 from edgeplane.gateway._snapshots import RoutingState, SnapshotWatcher
 from edgeplane.gateway._sse import DONE, EventReader, StreamProgress, event_data, is_error_event, resume_body
 from edgeplane.health import Health, HealthBook, HealthPolicy, Outcome
@@ -166,7 +167,7 @@ class Gateway:
         self.registry = registry or CollectorRegistry()
         self.metrics = _Metrics(self.registry)
         self.health = HealthBook(self.options.health)
-        self._inflight: dict[tuple[str, str], int] = {}  # (PoP, model): this gateway's requests there now
+        self.inflight = InFlight()  # (PoP, model): this gateway's requests there, now and lately
         self._samples: list[dict[str, Any]] = []  # time to first token per request, for the control plane
         # Requests and tokens per (client metro, model) since the last report: the demand the planner reads.
         self._demand: dict[tuple[str, str], list[int]] = {}
@@ -178,10 +179,11 @@ class Gateway:
         return f"<Gateway {self.watcher!r} {self.health!r}>"
 
     def _sites(self, snapshot_version: int, sites: dict[str, SiteView] | Any) -> dict[str, SiteView]:
-        """The snapshot's sites as this gateway's own health verdicts amend them; rebuilt only on change."""
+        """The snapshot's sites as this gateway's own health verdicts amend them, busy counts less this
+        gateway's own requests (added back fresh per decision); rebuilt only on change."""
         key = (snapshot_version, self.health.generation)
         if self._views is None or self._views[0] != key:
-            self._views = (key, self.health.overlay(sites))
+            self._views = (key, self.inflight.others(self.health.overlay(sites)))
         return self._views[1]
 
     def _authenticate(self, request: web.Request, keys: dict[str, KeyPolicy]) -> KeyPolicy:
@@ -408,7 +410,7 @@ class Gateway:
             explain=False,
             prompt_tokens=max(1, len(raw) // 4),
             output_tokens=max_tokens if isinstance(max_tokens, int) else DEFAULT_OUTPUT_TOKENS,
-            local_busy=self._inflight,
+            local_busy=self.inflight.now,
             within=within,
         )
         self.metrics.decision.observe(time.perf_counter() - started)
@@ -428,7 +430,7 @@ class Gateway:
                 headers={**base_headers, "x-edgeplane-attempts": "0"},
             )
         if not decision.candidates:
-            decision = state.router.decide(client, parsed.model, sites)
+            decision = state.router.decide(client, parsed.model, sites, local_busy=self.inflight.now)
             self.metrics.requests.labels(parsed.model, "", "", "503").inc()
             reasons = "; ".join(f"{p.pop}: {p.reason}" for p in decision.passed_over[:6])
             return error_response(
@@ -448,7 +450,7 @@ class Gateway:
             candidate = candidates.pop(0)
             attempts += 1
             key = (candidate.pop, parsed.model)
-            self._inflight[key] = self._inflight.get(key, 0) + 1
+            self.inflight.change(key, 1)
             try:
                 outcome = await self._attempt(candidate, endpoint, raw, parsed.stream, deadline - loop.time())
                 if isinstance(outcome, str):
@@ -471,7 +473,7 @@ class Gateway:
                     )
                 return await self._respond(request, parsed, endpoint, outcome, candidates, attempts, base_headers, info)
             finally:
-                self._inflight[key] -= 1
+                self.inflight.change(key, -1)
         self.metrics.requests.labels(parsed.model, "", "", "503").inc()
         info["attempts"] = attempts
         why = "; ".join(failures[-3:]) or "the request budget ran out"

@@ -41,6 +41,7 @@ class SiteView:
     load: float = 0.0  # 0..1, the busiest model's share of its batch slots
     reason: str = ""
     busy: Mapping[str, int] = field(default_factory=dict)  # per model: requests running or waiting
+    busy_at: float = 0.0  # unix seconds when the site read its busy counts; 0 when unknown
 
     def __repr__(self) -> str:
         return f"<SiteView {self.pop} {self.state} load={self.load:.2f} models={len(self.models)}>"

@@ -136,7 +136,8 @@ class Router:
     ) -> Decision:
         """Ordered candidates for one request. ``explain=False`` skips the reasons for passed-over sites,
         which the request path only needs when nothing can serve. ``local_busy`` is the caller's own
-        in-flight count per (PoP, model), fresher than the snapshot's."""
+        in-flight count per (PoP, model), added to the sites' busy counts, which must then leave the caller's
+        requests out (the gateway's InFlight.others)."""
         metro, located_by = self.locate(client)
         return self.decide_for_metro(
             client,
@@ -204,7 +205,7 @@ class Router:
                 continue
             busy = site.busy.get(model, 0) if site.busy else 0
             if local_busy:
-                busy = max(busy, local_busy.get((rung.pop, model), 0))
+                busy += local_busy.get((rung.pop, model), 0)
             if serving is None:
                 queue_ms, prefill_ms, full = 0.0, 0.0, False
             else:

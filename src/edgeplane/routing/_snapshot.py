@@ -35,6 +35,7 @@ class Snapshot:
                     "load": site.load,
                     "reason": site.reason,
                     "busy": dict(site.busy),
+                    "busy_at": site.busy_at,
                 }
                 for code, site in self.sites.items()
             },
@@ -51,6 +52,7 @@ class Snapshot:
                 load=float(raw.get("load", 0.0)),
                 reason=str(raw.get("reason", "")),
                 busy={str(m): int(n) for m, n in (raw.get("busy") or {}).items()},
+                busy_at=float(raw.get("busy_at") or 0.0),
             )
             for code, raw in data["sites"].items()
         }

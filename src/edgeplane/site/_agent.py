@@ -337,6 +337,7 @@ class SiteAgent:
 
     async def state(self) -> dict[str, Any]:
         models: dict[str, Any] = {}
+        measured_at = time.time()
         for name, backend in self.backends.items():
             load = await backend.load()
             models[name] = {
@@ -356,6 +357,7 @@ class SiteAgent:
             "load": utilisation,
             "fault": self.fault.to_json() if self.fault else None,
             "loading": self.loading,
+            "measured_at": measured_at,
         }
 
     async def report_forever(self) -> None:
