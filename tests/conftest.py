@@ -68,13 +68,13 @@ class RunningFleet:
     def env(self) -> dict[str, str]:
         return {**os.environ, **self.extra_env, "EDGEPLANE_CONTROL_URL": self.control_url}
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "edgeplane", *args],
             env=self.env,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout,
             check=check,
         )
 

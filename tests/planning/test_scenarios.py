@@ -4,13 +4,24 @@ made to survive single failures serves everything in each of them."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from click.testing import CliRunner
 
+from edgeplane.catalog import ReplicaSpeed
 from edgeplane.cli import cli
 from edgeplane.fleet import load_default_fleet
-from edgeplane.planning import load_demand, place, scenarios, simulate, single_failures, with_placement
+from edgeplane.planning import (
+    erlang_b,
+    load_demand,
+    place,
+    scenarios,
+    simulate,
+    single_failures,
+    site_blocking,
+    with_placement,
+)
 
 DEMAND = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
 
@@ -88,3 +99,17 @@ def test_the_vectorised_engine_agrees_with_the_slice_by_slice_one() -> None:
     result = CliRunner().invoke(cli, ["plan", "scenarios", "--demand", str(DEMAND), "--fast", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["scenarios"][0]["scenario"] == "no failure"
+
+
+def test_a_sites_blocking_is_erlang_b_when_the_batch_does_not_slow_it() -> None:
+    # One slot per replica: a request's time does not depend on how many are in flight, so the site is
+    # Erlang's loss system with one server per replica.
+    speed = ReplicaSpeed(50.0, 1)
+    service = speed.prefill_seconds(10, 1) + 19 * speed.inter_token_seconds(1)
+    for replicas, rps in ((1, 0.5), (3, 4.0), (8, 30.0)):
+        assert math.isclose(site_blocking(speed, replicas, 10, 20, rps), erlang_b(replicas, rps * service))
+    # With a batch that slows as it grows, a full site is reached sooner than at the idle speed.
+    slowing = ReplicaSpeed(100.0, 4)
+    idle = slowing.prefill_seconds(1, 1) + 14 * slowing.inter_token_seconds(1)
+    assert site_blocking(slowing, 1, 1, 15, 6.0) > erlang_b(4, 6.0 * idle)
+    assert site_blocking(slowing, 1, 1, 15, 0.0) == 0.0

@@ -28,14 +28,14 @@ class ReplicaSpeed:
     def itl_full_seconds(self) -> float:
         return max(self.itl_idle_seconds, self.max_concurrency / self.throughput_tokens_per_second)
 
-    def inter_token_seconds(self, batch: int) -> float:
+    def inter_token_seconds(self, batch: float) -> float:
         """Grows linearly with the batch from one idle stream to a full batch at the catalog throughput."""
         if self.max_concurrency <= 1:
             return self.itl_full_seconds
         fraction = (min(max(batch, 1), self.max_concurrency) - 1) / (self.max_concurrency - 1)
         return self.itl_idle_seconds + fraction * (self.itl_full_seconds - self.itl_idle_seconds)
 
-    def prefill_seconds(self, prompt_tokens: int, batch: int) -> float:
+    def prefill_seconds(self, prompt_tokens: float, batch: float) -> float:
         # Decoding neighbours (batch - 1 of them) share the GPU with this prefill.
         slowdown = 1.0 + (batch - 1 if batch > 1 else 0) / (self.max_concurrency or 1)
         return BASE_OVERHEAD_SECONDS + prompt_tokens / (self.throughput_tokens_per_second * PREFILL_SPEEDUP) * slowdown

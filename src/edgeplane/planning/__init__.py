@@ -1,7 +1,14 @@
 """Planning (pure logic): capacity and failure checks with the same routing code the gateways run, demand,
 replica capacity from a queueing model, and placement that survives any single failure."""
 
-from edgeplane.planning._capacity import ReplicaCapacity, erlang_c, replica_capacity, wait_p99_seconds
+from edgeplane.planning._capacity import (
+    ReplicaCapacity,
+    erlang_b,
+    erlang_c,
+    replica_capacity,
+    site_blocking,
+    wait_p99_seconds,
+)
 from edgeplane.planning._demand import COLUMNS, Demand, load_demand, scale
 from edgeplane.planning._growth import GrowthPlan, Month, UnitOrder, demand_at, plan_growth
 from edgeplane.planning._headroom import MAX_UTILISATION, DrainCheck, Overload, check_drain
@@ -45,6 +52,7 @@ __all__ = [
     "candidates",
     "check_drain",
     "demand_at",
+    "erlang_b",
     "erlang_c",
     "failure_scenarios",
     "load_demand",
@@ -55,6 +63,7 @@ __all__ = [
     "scenarios",
     "simulate",
     "single_failures",
+    "site_blocking",
     "utilisation_matrix",
     "wait_p99_seconds",
     "with_placement",

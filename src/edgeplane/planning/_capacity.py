@@ -23,6 +23,27 @@ def erlang_b(servers: int, offered_erlangs: float) -> float:
     return blocking
 
 
+def site_blocking(
+    speed: ReplicaSpeed, replicas: int, prompt_tokens: int, output_tokens: float, offered_rps: float
+) -> float:
+    """Probability that a request finds every batch slot of a site taken, so that the gateway's router calls it
+    full and moves on. A loss system whose completion rate depends on how many requests are in flight: with
+    ``n`` of them spread over the replicas, each takes prefill plus its decode steps at the inter-token time of
+    a batch of ``n / replicas`` (the speed model the emulator runs), so ``n`` complete at ``n / S(n)`` per
+    second. Erlang B is the case where ``S`` does not depend on ``n``; this is its recursion, state by state."""
+    slots = speed.max_concurrency * replicas
+    if offered_rps <= 0 or slots <= 0:
+        return 0.0
+    steps = max(0.0, output_tokens - 1)  # the first token comes with the prefill
+    blocking = 1.0
+    for n in range(1, slots + 1):
+        batch = n / replicas
+        service = speed.prefill_seconds(prompt_tokens, batch) + steps * speed.inter_token_seconds(batch)
+        ratio = offered_rps * service / n
+        blocking = ratio * blocking / (1.0 + ratio * blocking)
+    return blocking
+
+
 def erlang_c(servers: int, offered_erlangs: float) -> float:
     """Probability that an arrival waits, in an M/M/c queue with ``servers`` and load ``offered_erlangs``."""
     if offered_erlangs <= 0:

@@ -3,7 +3,8 @@
 Each metro's demand tries the sites in the order :meth:`Router.decide_for_metro` (the function every gateway
 runs per request) gives them, and moves on from a site when the router would call it full: every batch slot
 taken. With requests arriving at random that happens before the average load fills the slots, so each site
-is a loss system (Erlang B) whose overflow goes to the next candidate, as the gateway's retries do."""
+is a loss system (Erlang B's, with a service time that grows with the batch: capacity.site_blocking) whose
+overflow goes to the next candidate, as the gateway's router does."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeplane.fleet import Fleet, PlacementEntry
-from edgeplane.planning._capacity import ReplicaCapacity, erlang_b, replica_capacity, service_seconds
+from edgeplane.planning._capacity import ReplicaCapacity, replica_capacity, site_blocking
 from edgeplane.planning._demand import Demand
 from edgeplane.routing import Router, SiteState, SiteView
 
@@ -155,7 +156,7 @@ def simulate(fleet: Fleet, demand: Sequence[Demand], failed: frozenset[str], nam
     }
     # A request that finds every batch slot of a site taken goes on to the next candidate (the router calls
     # the site full). So the sites along a ladder are loss systems in series: each carries what is offered
-    # to it times one minus its Erlang B blocking, and passes the rest on. Solved as a damped fixed point.
+    # to it times one minus its blocking, and passes the rest on. Solved as a damped fixed point.
     blocking = dict.fromkeys(capacity, 0.0)
 
     def flow(record: bool) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
@@ -176,11 +177,11 @@ def simulate(fleet: Fleet, demand: Sequence[Demand], failed: frozenset[str], nam
         return offered, carried
 
     for _ in range(OVERFLOW_ITERATIONS):
-        offered, carried = flow(record=False)
+        offered, _ = flow(record=False)
         for key in capacity:
             one, replicas = replica[key]
-            service = service_seconds(one.speed, one.prompt_tokens, one.output_tokens, carried[key] / replicas)
-            blocking[key] = (blocking[key] + erlang_b(replicas * one.slots, offered[key] * service)) / 2
+            lost = site_blocking(one.speed, replicas, one.prompt_tokens, one.output_tokens, offered[key])
+            blocking[key] = (blocking[key] + lost) / 2
     _, carried = flow(record=True)
     rps.update(carried)
     sites = [
