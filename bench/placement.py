@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._synthetic import synthetic_demand, synthetic_fleet
 
 from edgeplane.planning import PlacementError, place
+from edgeplane.planning._capacity import _capacity
 
 
 def main() -> None:
@@ -31,6 +32,7 @@ def main() -> None:
     gpus = sum(sum(p.gpus_by_type().values()) for p in fleet.pops)
     for load in args.load:
         demand = synthetic_demand(fleet, models_per_metro=12, rps_per_gpu=load)
+        _capacity.cache_clear()  # each load from cold, as a `plan placement` process would be
         started = time.perf_counter()
         try:
             plan = place(fleet, demand, time_limit_seconds=args.time_limit)

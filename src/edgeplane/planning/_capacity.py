@@ -154,7 +154,7 @@ def _capacity(
 
     high = slots / full  # every slot busy at full-batch speed: no more than this completes
     low = 0.0
-    for _ in range(50):
+    for _ in range(32):  # to a few parts in a billion of the saturation rate
         middle = (low + high) / 2
         if meets(middle):
             low = middle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -14,6 +15,7 @@ from edgeplane.catalog import GPU_SPECS
 from edgeplane.fleet import Fleet, UnitTemplate
 from edgeplane.planning._capacity import replica_capacity
 from edgeplane.planning._demand import Demand
+from edgeplane.planning._groups import group_optimum
 
 # Value of latency against GPU cost: dollars per hour for one request per second carried one millisecond
 # further. 0.0002 makes one H100 (2 $/h) worth 10,000 rps x ms: latency decides among placements of about
@@ -107,7 +109,10 @@ class _Model:
         time_limit_seconds: float = 60.0,
         start: list[float] | None = None,
         gap: float = MIP_REL_GAP,
+        known_bound: float = 0.0,
     ) -> Any:
+        """``known_bound``: a lower bound on the optimum found elsewhere; the search stops as soon as its best
+        placement is within ``gap`` of it (the solver's own bound may be far weaker)."""
         import highspy  # the solver loads only when a plan is made, not with the control plane
 
         h: Any = highspy.Highs()  # type: ignore[no-untyped-call]
@@ -141,6 +146,14 @@ class _Model:
             solution = highspy.HighsSolution()
             solution.col_value = start
             h.setSolution(solution)
+        if known_bound > 0 and not relax:
+
+            def enough(event: Any) -> None:
+                best = float(event.data_out.mip_primal_bound)
+                if math.isfinite(best) and best - known_bound <= gap * abs(best):
+                    event.data_in.user_interrupt = True
+
+            h.cbMipInterrupt.subscribe(enough)
         h.run()
         return h
 
@@ -234,13 +247,24 @@ def _mean_rtt(fleet: Fleet, demand: Sequence[Demand]) -> dict[tuple[str, str], f
     for d in demand:
         if d.requests_per_second > 0:
             weights.setdefault((fleet.continent_of(d.metro).code, d.model), []).append((d.metro, d.requests_per_second))
-    rtt: dict[tuple[str, str], float] = {}
+    pops_of: dict[str, list[str]] = {}
     for pop in fleet.pops:
-        continent = fleet.continent_of(pop.metro).code
-        for (where, name), metros in weights.items():
-            if where == continent:
-                total = sum(w for _, w in metros)
-                rtt[name, pop.code] = sum(w * fleet.metro_rtt_ms(m, pop.metro) for m, w in metros) / total
+        pops_of.setdefault(fleet.continent_of(pop.metro).code, []).append(pop.metro)
+    between: dict[tuple[str, str], float] = {}
+    rtt: dict[tuple[str, str], float] = {}
+    for (continent, name), metros in weights.items():
+        total = sum(w for _, w in metros)
+        at_metro: dict[str, float] = {}
+        for target in set(pops_of.get(continent, ())):
+            weighted = 0.0
+            for m, w in metros:
+                if (m, target) not in between:
+                    between[m, target] = fleet.metro_rtt_ms(m, target)
+                weighted += w * between[m, target]
+            at_metro[target] = weighted / total
+        for pop in fleet.pops:
+            if pop.metro in at_metro:
+                rtt[name, pop.code] = at_metro[pop.metro]
     return rtt
 
 
@@ -331,13 +355,23 @@ def _replicas_needed(rps: float, best_capacity_rps: float, metros: int) -> int:
     return total
 
 
-def _greedy(fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate]) -> dict[tuple[str, str, str], int] | None:
+def _greedy(
+    fleet: Fleet,
+    demand: Sequence[Demand],
+    cands: list[_Candidate],
+    seed: Mapping[tuple[str, str, str], int] | None = None,
+) -> dict[tuple[str, str, str], int] | None:
     """A quick feasible placement to start the solver from: per continent and model, replicas spread round-robin
-    over the metros (nearest to the demand first) until any one metro or PoP can fail. None if it runs out."""
+    over the metros (nearest to the demand first) until any one metro or PoP can fail. None if it runs out.
+    ``seed``: replicas already placed (that fit the hardware), completed rather than replaced."""
     free = {(p.code, t): float(n) for p in fleet.pops for t, n in p.gpus_by_type().items()}
     power = {p.code: sum(u.power_kw for u in p.units) for p in fleet.pops}
     rtt = _mean_rtt(fleet, demand)
-    chosen: dict[tuple[str, str, str], int] = {}
+    chosen: dict[tuple[str, str, str], int] = dict(seed or {})
+    for c in cands:
+        n = chosen.get((c.model, c.pop, c.gpu_type), 0)
+        free[c.pop, c.gpu_type] -= n * c.gpus
+        power[c.pop] -= n * c.gpus * GPU_SPECS[c.gpu_type].power_kw
     groups = _by_continent_and_model(fleet, cands)
     needs = _continent_demand(fleet, demand)
     order = sorted(needs, key=lambda k: -needs[k] * fleet.model_by_name[k[1]].gpus_per_replica)
@@ -350,6 +384,14 @@ def _greedy(fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate]) -> 
         pop_count: dict[str, int] = {}
         metro_count: dict[str, int] = {}
         total = 0.0
+        for c in here:
+            n = chosen.get((c.model, c.pop, c.gpu_type), 0)
+            if n:
+                metro = metro_of[c.pop]
+                metro_cap[metro] = metro_cap.get(metro, 0.0) + n * c.capacity_rps
+                metro_count[metro] = metro_count.get(metro, 0) + n
+                pop_count[c.pop] = pop_count.get(c.pop, 0) + n
+                total += n * c.capacity_rps
         while not metro_cap or total - max(metro_cap.values()) < rps - 1e-9:
             usable = [
                 c for c in here
@@ -497,8 +539,9 @@ def place(
     units may be added where it allows, as few as will do (`Plan.units_added`)."""
     started = time.perf_counter()
     cands = candidates(fleet, demand, growth)
+    placeable = {c.model for c in cands}
     for d in demand:
-        if d.requests_per_second > 0 and not any(c.model == d.model for c in cands):
+        if d.requests_per_second > 0 and d.model not in placeable:
             raise PlacementError(
                 f"{d.model} fits no GPU type of the fleet within its SLO ({d.requests_per_second:g} requests/s"
                 f" from {d.metro} cannot be served anywhere)",
@@ -508,38 +551,43 @@ def place(
     model, replicas, _ = _build(
         fleet, demand, cands, latency_weight=latency_weight, slack=False, gpus_only=False, growth=growth, units=units
     )
-    groups = len({(fleet.continent_of(d.metro).code, d.model) for d in demand})
-    decomposed, group_bound = (
+    decomposed, optimal, group_bound = (
         _by_group(fleet, demand, cands, latency_weight, 0.3 * time_limit_seconds)
-        if groups <= 30 and growth is None
-        else (None, 0.0)
+        if growth is None
+        else (None, False, 0.0)
     )
-    if decomposed is not None and _fits(fleet, cands, decomposed):
+    if decomposed is not None and optimal and _fits(fleet, cands, decomposed):
         # Each continent and model solved on its own; together they fit the hardware, so the whole is
         # optimal up to the groups' own gaps: no need for the coupled model.
         values = [0.0] * len(model.cost)
         for key, count in decomposed.items():
             values[replicas[key]] = float(count)
         objective = sum(v * c for v, c in zip(values, model.cost, strict=True))
-        lower = _gpu_bound(fleet, demand, cands)
+        lower = _gpu_bound(model, replicas, cands)
         return _plan(
             fleet, demand, cands, replicas, values, "Optimal (decomposed)", objective, group_bound, started, lower
         )
-    start = _greedy(fleet, demand, cands) if growth is None else None
+    # Start the search from the groups' optima where they fit, completed by the greedy where they do not.
+    start = _greedy(fleet, demand, cands, seed=decomposed) if decomposed is not None else None
+    if start is None and growth is None:
+        start = _greedy(fleet, demand, cands)
     initial = None
     if start is not None:
         initial = [0.0] * len(model.cost)
         for key, count in start.items():
             initial[replicas[key]] = float(count)
     relaxing = time.perf_counter()
-    relaxed = model.solve(relax=True).getInfo().objective_function_value  # a bound even if the search is cut short
-    lower = _gpu_bound(fleet, demand, cands, growth)
+    # A bound even if the search is cut short: the groups' (far stronger), or else the LP relaxation's.
+    relaxed = group_bound or float(model.solve(relax=True).getInfo().objective_function_value)
+    lower = _gpu_bound(model, replicas, cands)
     reserve = 0.5 + (time.perf_counter() - relaxing) / 2  # for the routing and the report after the search
     left = time_limit_seconds - (time.perf_counter() - started) - reserve
-    h = model.solve(time_limit_seconds=max(1.0, left), start=initial)
+    h = model.solve(time_limit_seconds=max(1.0, left), start=initial, known_bound=group_bound)
     status = h.modelStatusToString(h.getModelStatus())
+    if status == "Interrupted by user":
+        status = "Optimal (within the gap of the per-group bound)"
     values = list(h.getSolution().col_value)
-    if status not in ("Optimal", "Time limit reached") or not values or not h.getInfo().primal_solution_status:
+    if not status.startswith(("Optimal", "Time limit")) or not values or not h.getInfo().primal_solution_status:
         raise _diagnose(fleet, demand, cands)
     info = h.getInfo()
     bound = max(float(info.mip_dual_bound), group_bound, float(relaxed))
@@ -551,48 +599,80 @@ def place(
 
 def _by_group(
     fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate], latency_weight: float, budget_seconds: float
-) -> tuple[dict[tuple[str, str, str], int] | None, float]:
-    """Each continent and model on its own (they share only the hardware): the sum of their optima is a lower
-    bound on the whole, and when their solutions fit the hardware together, the whole's optimum."""
+) -> tuple[dict[tuple[str, str, str], int] | None, bool, float]:
+    """Each continent and model on its own (they share only the hardware), exactly (planning._groups): the sum
+    of their optima is a lower bound on the whole. Their replicas per metro and GPU type are then spread over
+    the metros' PoPs within the hardware; when they all fit, that is the whole's optimum. Returns what fits
+    of that placement (None when a group has no solution), whether it is all of it and every group was
+    solved exactly (then it is optimal), and the bound."""
     groups = _by_continent_and_model(fleet, cands)
-    rows: dict[tuple[str, str], list[Demand]] = {}
-    for d in demand:
-        rows.setdefault((fleet.continent_of(d.metro).code, d.model), []).append(d)
-    chosen: dict[tuple[str, str, str], int] | None = {}
-    bound = 0.0
+    needs = _continent_demand(fleet, demand)
+    rtt = _mean_rtt(fleet, demand)
     deadline = time.perf_counter() + budget_seconds
-    for key, asked in rows.items():
-        if sum(d.requests_per_second for d in asked) <= 0:
+    bound = 0.0
+    wanted: list[tuple[_Candidate, str, int]] = []  # (a candidate of the group, metro, replicas)
+    solved = True
+    for key, here in groups.items():
+        rps = needs.get(key, 0.0)
+        if rps <= 0:
             continue
-        here = groups.get(key, [])
-        model, replicas, _ = _build(
-            fleet, asked, here, latency_weight=latency_weight, slack=False, gpus_only=False, hardware=False
-        )
-        left = deadline - time.perf_counter()
-        if left <= 0:
-            return None, 0.0  # out of budget: the coupled model takes over
-        h = model.solve(time_limit_seconds=left, gap=1e-4)
-        if h.modelStatusToString(h.getModelStatus()) != "Optimal":
-            return None, 0.0
-        bound += float(h.getInfo().mip_dual_bound)
-        values = h.getSolution().col_value
-        assert chosen is not None
+        capacity: dict[str, float] = {}
+        cost: dict[tuple[str, str], float] = {}
+        sample: dict[str, _Candidate] = {}
         for c in here:
-            count = round(values[replicas[c.model, c.pop, c.gpu_type]])
-            if count:
-                chosen[c.model, c.pop, c.gpu_type] = count
-    return chosen, bound
+            metro = fleet.pop_by_code[c.pop].metro
+            capacity[c.gpu_type] = c.capacity_rps
+            price = c.gpus * GPU_SPECS[c.gpu_type].cost_per_hour_usd
+            cost[metro, c.gpu_type] = price + latency_weight * c.capacity_rps * rtt.get((c.model, c.pop), 0.0)
+            sample[c.gpu_type] = c
+        found = group_optimum(rps, capacity, cost, deadline=deadline)
+        if found is None:
+            return None, False, 0.0
+        bound += found.bound
+        solved = solved and found.exact
+        wanted += [(sample[gpu_type], metro, n) for (metro, gpu_type), n in found.replicas.items()]
+    chosen, complete = _spread(fleet, cands, wanted)
+    return chosen, solved and complete, bound
 
 
-def _gpu_bound(fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate], growth: Growth | None = None) -> int:
-    """The fewest GPUs any placement can use: the LP relaxation of GPU count under the same constraints and cuts."""
-    units: dict[str, int] = {}
-    model, _, _ = _build(
-        fleet, demand, cands, latency_weight=0.0, slack=False, gpus_only=True, growth=growth, units=units
-    )
-    for column in units.values():
-        model.cost[column] = 0.0  # units bring room, not GPUs used
-    return math.ceil(float(model.solve(relax=True).getInfo().objective_function_value) - 1e-6)
+def _spread(
+    fleet: Fleet, cands: list[_Candidate], wanted: list[tuple[_Candidate, str, int]]
+) -> tuple[dict[tuple[str, str, str], int], bool]:
+    """Replicas per metro and GPU type onto the metro's PoPs, largest models first, each to the PoP with the
+    most GPUs of its type free (and the power for them). What fits, and whether that is all of it."""
+    free = {(p.code, t): float(n) for p in fleet.pops for t, n in p.gpus_by_type().items()}
+    power = {p.code: sum(u.power_kw for u in p.units) for p in fleet.pops}
+    sites = {(c.model, c.gpu_type, fleet.pop_by_code[c.pop].metro, c.pop) for c in cands}
+    where: dict[tuple[str, str, str], list[str]] = {}
+    for model, gpu_type, metro, pop in sorted(sites):
+        where.setdefault((model, gpu_type, metro), []).append(pop)
+    chosen: dict[tuple[str, str, str], int] = {}
+    complete = True
+    for c, metro, n in sorted(wanted, key=lambda w: -w[0].gpus):
+        kw = c.gpus * GPU_SPECS[c.gpu_type].power_kw
+        for _ in range(n):
+            room = [
+                p for p in where.get((c.model, c.gpu_type, metro), [])
+                if free[p, c.gpu_type] >= c.gpus and power[p] >= kw - 1e-9
+            ]  # fmt: skip
+            if not room:
+                complete = False
+                break
+            pop = max(room, key=lambda p: (free[p, c.gpu_type], power[p]))
+            free[pop, c.gpu_type] -= c.gpus
+            power[pop] -= kw
+            chosen[c.model, pop, c.gpu_type] = chosen.get((c.model, pop, c.gpu_type), 0) + 1
+    return chosen, complete
+
+
+def _gpu_bound(model: _Model, replicas: dict[tuple[str, str, str], int], cands: list[_Candidate]) -> int:
+    """The fewest GPUs any placement can use: the LP relaxation of the same model (constraints and cuts) with
+    GPUs as the only cost (added units bring room, not GPUs used)."""
+    gpus = copy.copy(model)
+    gpus.cost = [0.0] * len(model.cost)
+    for c in cands:
+        gpus.cost[replicas[c.model, c.pop, c.gpu_type]] = float(c.gpus)
+    return math.ceil(float(gpus.solve(relax=True).getInfo().objective_function_value) - 1e-6)
 
 
 def _fits(fleet: Fleet, cands: list[_Candidate], chosen: dict[tuple[str, str, str], int]) -> bool:
