@@ -7,6 +7,8 @@ import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from edgeplane.catalog import ModelSpec, ReplicaSpeed
 from edgeplane.planning._headroom import MAX_UTILISATION
 
@@ -30,18 +32,32 @@ def site_blocking(
     full and moves on. A loss system whose completion rate depends on how many requests are in flight: with
     ``n`` of them spread over the replicas, each takes prefill plus its decode steps at the inter-token time of
     a batch of ``n / replicas`` (the speed model the emulator runs), so ``n`` complete at ``n / S(n)`` per
-    second. Erlang B is the case where ``S`` does not depend on ``n``; this is its recursion, state by state."""
-    slots = speed.max_concurrency * replicas
-    if offered_rps <= 0 or slots <= 0:
+    second, and state ``n`` is ``prod(rate * S(k) / k for k <= n)`` times as likely as an empty site. Erlang B
+    is the case where ``S`` does not depend on ``n``."""
+    if offered_rps <= 0 or replicas <= 0 or speed.max_concurrency <= 0:
         return 0.0
-    steps = max(0.0, output_tokens - 1)  # the first token comes with the prefill
-    blocking = 1.0
-    for n in range(1, slots + 1):
-        batch = n / replicas
-        service = speed.prefill_seconds(prompt_tokens, batch) + steps * speed.inter_token_seconds(batch)
-        ratio = offered_rps * service / n
-        blocking = ratio * blocking / (1.0 + ratio * blocking)
-    return blocking
+    base = _log_hold(speed, replicas, prompt_tokens, float(output_tokens))
+    states = np.arange(1, len(base) + 1)
+    log_weight = base + states * math.log(offered_rps)
+    top = max(0.0, float(log_weight.max()))
+    return float(math.exp(log_weight[-1] - top) / (math.exp(-top) + np.exp(log_weight - top).sum()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _log_hold(speed: ReplicaSpeed, replicas: int, prompt_tokens: int, output_tokens: float) -> np.ndarray:
+    """``cumsum(log(S(k) / k))`` for k = 1 .. every slot of the site: what site_blocking weighs states by."""
+    slots = speed.max_concurrency * replicas
+    n = np.arange(1, slots + 1, dtype=float)
+    batch = n / replicas
+    c = speed.max_concurrency
+    fraction = (np.clip(batch, 1, c) - 1) / (c - 1) if c > 1 else np.ones_like(batch)
+    itl = speed.itl_idle_seconds + fraction * (speed.itl_full_seconds - speed.itl_idle_seconds)
+    prefill = np.array([speed.prefill_seconds(prompt_tokens, 1.0)]) + (
+        speed.prefill_seconds(prompt_tokens, 2.0) - speed.prefill_seconds(prompt_tokens, 1.0)
+    ) * np.maximum(batch - 1, 0)  # linear in the batch past one
+    hold = prefill + max(0.0, output_tokens - 1) * itl  # the first token comes with the prefill
+    result: np.ndarray = np.cumsum(np.log(hold / n))
+    return result
 
 
 def erlang_c(servers: int, offered_erlangs: float) -> float:
