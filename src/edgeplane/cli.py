@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from edgeplane._errors import ConfigError, EdgeplaneError
 from edgeplane.fleet import Fleet, FleetError, load_fleet
+from edgeplane.units import UnitState
 
 DEFAULT_CONTROL_URL = "http://127.0.0.1:8081"
 
@@ -1518,3 +1520,98 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@cli.group()
+def unit() -> None:
+    """Modular units: their lifecycle from order to decommissioning (only units in service carry traffic)."""
+
+
+def _unit_line(u: dict[str, Any]) -> str:
+    due = f", due {time.strftime('%Y-%m-%d', time.gmtime(u['due']))}" if u.get("due") else ""
+    return f"{u['code']} at {u['pop']}: {u['state']} since {_when(u['since'])} by {u['by']}{due}"
+
+
+def _when(seconds: float) -> str:
+    return "the fleet file" if not seconds else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
+@unit.command("list")
+@click.option("--pop", default=None, help="Only this PoP's units.")
+@click.option("--state", "state", default=None, help="Only units in this state.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def unit_list(ctx: click.Context, pop: str | None, state: str | None, as_json: bool) -> None:
+    """Every unit with its state, since when, and who set it."""
+    units = [
+        u for u in _api(ctx, "GET", "/api/units")["units"]
+        if (pop is None or u["pop"] == pop) and (state is None or u["state"] == state)
+    ]  # fmt: skip
+    if as_json:
+        click.echo(json.dumps({"units": units}, indent=2))
+        return
+    table = Table(title=f"edgeplane units ({len(units)})")
+    for column in ("unit", "PoP", "state", "traffic", "since", "by", "due"):
+        table.add_column(column)
+    for u in units:
+        due = time.strftime("%Y-%m-%d", time.gmtime(u["due"])) if u.get("due") else ""
+        colour = "green" if u["carries_traffic"] else "yellow"
+        table.add_row(u["code"], u["pop"], f"[{colour}]{u['state']}[/]", "yes" if u["carries_traffic"] else "no",
+                      _when(u["since"]), u["by"], due)  # fmt: skip
+    _console(ctx).print(table)
+
+
+@unit.command("show")
+@click.argument("code")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def unit_show(ctx: click.Context, code: str, as_json: bool) -> None:
+    """One unit: its state, history and factory acceptance results."""
+    u = _api(ctx, "GET", f"/api/units/{code}")
+    if as_json:
+        click.echo(json.dumps(u, indent=2))
+        return
+    console = _console(ctx)
+    console.print(_unit_line(u), highlight=False)
+    for change in u["history"]:
+        note = f" ({change['note']})" if change["note"] else ""
+        console.print(f"  {_when(change['at'])}: {change['state']} by {change['by']}{note}", highlight=False)
+    if u.get("acceptance"):
+        console.print(f"  factory acceptance: {json.dumps(u['acceptance'])}", highlight=False)
+
+
+@unit.command("set-state")
+@click.argument("code")
+@click.argument("state", type=click.Choice([str(s) for s in UnitState]))
+@click.option("--note", default="", help="Why, for the audit log and the unit's history.")
+@click.option("--acceptance", default=None, help='Factory acceptance results, JSON or @FILE: {"passed": true, ...}.')
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def unit_set_state(ctx: click.Context, code: str, state: str, note: str, acceptance: str | None, as_json: bool) -> None:
+    """Move a unit along its lifecycle (needs EDGEPLANE_ADMIN_TOKEN when the control plane is not on loopback)."""
+    payload: dict[str, Any] = {"state": state, "note": note}
+    if acceptance is not None:
+        text = Path(acceptance[1:]).read_text() if acceptance.startswith("@") else acceptance
+        try:
+            payload["acceptance"] = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise click.BadParameter(f"not JSON: {error}", param_hint="--acceptance") from None
+    u = _api(ctx, "POST", f"/api/units/{code}/state", payload)
+    if as_json:
+        click.echo(json.dumps(u))
+        return
+    _console(ctx).print(_unit_line(u), highlight=False)
+
+
+@unit.command("order")
+@click.argument("pop")
+@click.option("--note", default="", help="Why, for the audit log.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def unit_order(ctx: click.Context, pop: str, note: str, as_json: bool) -> None:
+    """Record a unit ordered for a PoP (the fleet's unit template, due after its lead time)."""
+    u = _api(ctx, "POST", "/api/units", {"pop": pop, "note": note})
+    if as_json:
+        click.echo(json.dumps(u))
+        return
+    _console(ctx).print(_unit_line(u), highlight=False)

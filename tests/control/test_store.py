@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeplane.control import AuditRecord, Drain, SQLiteStore, Store
+from edgeplane.units import UnitRecord, UnitState, move
 
 
 @pytest.fixture(params=["sqlite-file", "sqlite-memory"])
@@ -54,3 +55,17 @@ def test_bgp_actions_replace_per_transit_and_clear(store: Store) -> None:
     assert store.bgp_actions() == [("lon1", 64500, "no-export"), ("lon1", 64499, "prepend-3")]
     store.set_bgp_action("lon1", 64500, None)
     assert store.bgp_actions() == [("lon1", 64499, "prepend-3")]
+
+
+def test_unit_records_are_kept_whole_and_replaced_by_code(tmp_path: Path) -> None:
+    path = tmp_path / "edgeplane.db"
+    first = SQLiteStore(path)
+    unit = UnitRecord("ams1-n1", "ams1", UnitState.ORDERED, 10.0, "planner", "order", due=99.0)
+    first.put_unit(unit)
+    moved = move(move(unit, UnitState.ASSEMBLING, at=11, by="f"), UnitState.FACTORY_ACCEPTANCE_TEST, at=12, by="f")
+    moved = move(moved, UnitState.SHIPPING, at=13, by="f", acceptance={"passed": True, "burn_in_hours": 48})
+    first.put_unit(moved)
+    first.close()
+    again = SQLiteStore(path)  # a restart
+    assert again.units() == [moved]
+    again.close()

@@ -25,6 +25,7 @@ from edgeplane.control._store import AuditRecord
 from edgeplane.faults import CATALOGUE
 from edgeplane.routing import DEFAULT_PROMPT_TOKENS, SiteState
 from edgeplane.tenants import WINDOW_SECONDS, LeaseBook
+from edgeplane.units import LifecycleError
 
 log = logging.getLogger("edgeplane.control")
 
@@ -96,6 +97,10 @@ class ControlPlane:
         app.router.add_get("/api/bgp", self._bgp)
         app.router.add_get("/api/bgp/intents", self._bgp_intents)
         app.router.add_post("/api/bgp/actions", self._bgp_action)
+        app.router.add_get("/api/units", self._units)
+        app.router.add_post("/api/units", self._order_unit)
+        app.router.add_get("/api/units/{code}", self._unit)
+        app.router.add_post("/api/units/{code}/state", self._set_unit_state)
         return app
 
     # -- publishing ---------------------------------------------------------------------------
@@ -568,6 +573,55 @@ class ControlPlane:
         return json_response(
             {"pop": pop, "transit_asn": transit_asn, "action": action, "version": self.state.edge_version}
         )
+
+    async def _units(self, request: web.Request) -> web.Response:
+        return json_response({"units": [u.to_json() for u in self.state.units()]})
+
+    async def _unit(self, request: web.Request) -> web.Response:
+        try:
+            return json_response(self.state.unit(request.match_info["code"]).to_json())
+        except UnknownTarget as error:
+            return error_response(404, str(error), type="invalid_request_error", code="not_found")
+
+    async def _set_unit_state(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        code = request.match_info["code"]
+        try:
+            body = orjson.loads(await request.read())
+            state, note, acceptance = str(body["state"]), str(body.get("note", "")), body.get("acceptance")
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return error_response(
+                400, 'Expected {"state": STATE, "note": TEXT, "acceptance": {"passed": true, ...}}.',
+                type="invalid_request_error",
+            )  # fmt: skip
+        try:
+            unit = self.state.set_unit_state(code, state, by=self._who(request), note=note, acceptance=acceptance)
+        except UnknownTarget as error:
+            return error_response(404, str(error), type="invalid_request_error", code="not_found")
+        except LifecycleError as error:
+            return error_response(409, str(error), type="invalid_request_error", code="lifecycle_refused")
+        self._publish()
+        log.info("unit %s is now %s", code, unit.state)
+        return json_response(unit.to_json())
+
+    async def _order_unit(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        try:
+            body = orjson.loads(await request.read())
+            pop, note, due = str(body["pop"]), str(body.get("note", "")), body.get("due")
+            due = float(due) if due is not None else None
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            return error_response(
+                400, 'Expected {"pop": CODE, "note": TEXT, "due": UNIX_SECONDS}.', type="invalid_request_error"
+            )
+        try:
+            unit = self.state.order_unit(pop, by=self._who(request), due=due, note=note)
+        except UnknownTarget as error:
+            return error_response(404, str(error), type="invalid_request_error", code="not_found")
+        log.info("unit %s ordered for %s", unit.code, pop)
+        return json_response(unit.to_json(), status=201)
 
     async def _index(self, request: web.Request) -> web.Response:
         status = self.state.status()

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from edgeplane.tenants import KeyPolicy
+from edgeplane.units import UnitRecord, unit_from_json
 
 DRAIN_KINDS = ("metro", "pop")
 
@@ -106,6 +107,14 @@ class Store(abc.ABC):
     def set_bgp_action(self, pop: str, transit_asn: int, action: str | None) -> None:
         """Set (or with None clear) the action of one PoP toward one transit."""
 
+    @abc.abstractmethod
+    def units(self) -> list[UnitRecord]:
+        """Units whose lifecycle was changed or that were ordered through the control plane."""
+
+    @abc.abstractmethod
+    def put_unit(self, record: UnitRecord) -> None:
+        """Keep a unit's record (replacing the one kept)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -138,6 +147,7 @@ class SQLiteStore(Store):
             "CREATE TABLE IF NOT EXISTS bgp_actions (id INTEGER PRIMARY KEY AUTOINCREMENT, pop TEXT NOT NULL,"
             " transit_asn INTEGER NOT NULL, action TEXT NOT NULL, UNIQUE (pop, transit_asn))"
         )
+        self._db.execute("CREATE TABLE IF NOT EXISTS units (code TEXT PRIMARY KEY, record TEXT NOT NULL)")
 
     def __repr__(self) -> str:
         return f"<SQLiteStore [Drains: {len(self.drains())}]>"
@@ -163,6 +173,15 @@ class SQLiteStore(Store):
             self._db.execute(
                 "INSERT INTO bgp_actions (pop, transit_asn, action) VALUES (?, ?, ?)", (pop, transit_asn, action)
             )
+
+    def units(self) -> list[UnitRecord]:
+        return [unit_from_json(orjson.loads(row[0])) for row in self._db.execute("SELECT record FROM units")]
+
+    def put_unit(self, record: UnitRecord) -> None:
+        self._db.execute(
+            "INSERT INTO units (code, record) VALUES (?, ?) ON CONFLICT (code) DO UPDATE SET record = excluded.record",
+            (record.code, orjson.dumps(record.to_json()).decode()),
+        )
 
     def drains(self) -> list[Drain]:
         rows = self._db.execute("SELECT kind, code, since, by, reason FROM drains ORDER BY since, kind, code")

@@ -2,6 +2,7 @@
 
 from edgeplane.units._lifecycle import (
     MOVES,
+    SECONDS_PER_MONTH,
     Change,
     LifecycleError,
     UnitRecord,
@@ -11,4 +12,14 @@ from edgeplane.units._lifecycle import (
     unit_from_json,
 )
 
-__all__ = ["MOVES", "Change", "LifecycleError", "UnitRecord", "UnitState", "check_acceptance", "move", "unit_from_json"]
+__all__ = [
+    "MOVES",
+    "SECONDS_PER_MONTH",
+    "Change",
+    "LifecycleError",
+    "UnitRecord",
+    "UnitState",
+    "check_acceptance",
+    "move",
+    "unit_from_json",
+]

@@ -35,6 +35,8 @@ MOVES: Mapping[UnitState, frozenset[UnitState]] = {
     S.DECOMMISSIONED: frozenset(),
 }
 # Burn-in figures a factory acceptance test reports; `passed` is required, the rest are kept as given.
+SECONDS_PER_MONTH = 30.44 * 86400  # an average month, for lead times
+# Burn-in figures a factory acceptance test reports (see check_acceptance).
 ACCEPTANCE_NUMBERS = ("burn_in_hours", "gpus_tested", "gpus_failed", "peak_inlet_c", "peak_power_kw")
 
 

@@ -1,0 +1,104 @@
+"""Units on a running fleet: listed from the fleet file, moved along their lifecycle with the CLI, audited,
+and a PoP with no unit in service carries no traffic (the official openai SDK shows where it went)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import time
+
+import pytest
+from openai import OpenAI
+
+from edgeplane._up import get_json
+from edgeplane.fleet import load_default_fleet
+from tests.conftest import OPEN_CLIENTS, RunningFleet
+
+pytestmark = pytest.mark.slow
+MODEL = "llama-3.1-8b-instruct"
+
+
+def served_at(fleet: RunningFleet, metro: str) -> str:
+    layout = load_default_fleet()
+    prefix = next(ipaddress.ip_network(p) for p in layout.metro_by_code[metro].client_prefixes)
+    api = OpenAI(base_url=fleet.gateway_url + "/v1", api_key="loopback", max_retries=0, timeout=30,
+                 default_headers={"X-Forwarded-For": str(prefix.network_address + 9)})  # fmt: skip
+    OPEN_CLIENTS.append(api)
+    with api:
+        raw = api.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=4
+        )
+        return raw.headers["x-edgeplane-site"]
+
+
+def eventually_served_at(fleet: RunningFleet, metro: str, want: bool, pop: str) -> str:
+    """Where the metro's request went, once the gateway's snapshot has caught up (up to 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        site = served_at(fleet, metro)
+        if (site == pop) == want or time.monotonic() > deadline:
+            return site
+        time.sleep(0.2)
+
+
+def said(result: subprocess.CompletedProcess[str]) -> str:
+    """What a command printed, lines unwrapped (the terminal wraps long errors)."""
+    return " ".join((result.stdout + result.stderr).split())
+
+
+def set_state(fleet: RunningFleet, code: str, state: str, *extra: str) -> dict[str, object]:
+    result = fleet.cli("unit", "set-state", code, state, *extra, "--json")
+    return dict(json.loads(result.stdout))
+
+
+def test_a_pop_with_no_unit_in_service_carries_no_traffic_until_one_returns(emulator_fleet: RunningFleet) -> None:
+    fleet = emulator_fleet
+    units = json.loads(fleet.cli("unit", "list", "--json").stdout)["units"]
+    assert {u["code"] for u in units} >= {"lon1-u1", "lon1-u2", "nyc1-u1"}
+    assert all(u["state"] == "in-service" and u["origin"] == "fleet" for u in units)
+    assert served_at(fleet, "lon") == "lon1"
+    try:
+        # One of lon1's two units in maintenance: the other still carries its traffic.
+        moved = set_state(fleet, "lon1-u1", "maintenance", "--note", "coolant pump swap")
+        assert moved["state"] == "maintenance" and moved["carries_traffic"] is False
+        assert served_at(fleet, "lon") == "lon1"
+        # Both: lon1 carries none; lon's users go to the region.
+        set_state(fleet, "lon1-u2", "maintenance")
+        assert eventually_served_at(fleet, "lon", False, "lon1") != "lon1"
+        status = json.loads(fleet.cli("status", "--json").stdout)
+        lon1 = next(p for p in status["pops"] if p["code"] == "lon1")
+        assert lon1["state"] == "drained" and "no unit in service" in lon1["reason"]
+        # A move the lifecycle does not allow is refused, saying what is.
+        refused = fleet.cli("unit", "set-state", "lon1-u2", "shipping", check=False)
+        assert refused.returncode == 1 and "can go to decommissioned, in-service" in said(refused)
+    finally:
+        for code in ("lon1-u1", "lon1-u2"):
+            if json.loads(fleet.cli("unit", "show", code, "--json").stdout)["state"] != "in-service":
+                set_state(fleet, code, "in-service", "--note", "pump replaced")
+    assert eventually_served_at(fleet, "lon", True, "lon1") == "lon1"
+    shown = fleet.cli("unit", "show", "lon1-u1").stdout
+    assert "maintenance" in shown and "coolant pump swap" in shown and "pump replaced" in shown
+    audit = get_json(fleet.control_url + "/api/audit")
+    entries = [(a["action"], a["target"], a["outcome"]) for a in audit["audit"]]
+    assert ("unit-state", "unit lon1-u1", "ok") in entries and ("unit-state", "unit lon1-u2", "refused") in entries
+
+
+def test_an_ordered_unit_is_listed_with_its_due_date_and_goes_through_the_factory(emulator_fleet: RunningFleet) -> None:
+    fleet = emulator_fleet
+    before = time.time()
+    ordered = json.loads(fleet.cli("unit", "order", "ams1", "--note", "growth plan", "--json").stdout)
+    assert ordered["state"] == "ordered" and ordered["origin"] == "order" and ordered["pop"] == "ams1"
+    assert 85 * 86400 < ordered["due"] - before < 95 * 86400  # the fleet's lead time: 3 months
+    code = ordered["code"]
+    set_state(fleet, code, "assembling")
+    set_state(fleet, code, "factory-acceptance-test")
+    no_results = fleet.cli("unit", "set-state", code, "shipping", check=False)
+    assert no_results.returncode == 1 and "cannot ship before it passes" in said(no_results)
+    burn_in = '{"passed": true, "burn_in_hours": 48, "gpus_tested": 32, "gpus_failed": 0}'
+    shipped = set_state(fleet, code, "shipping", "--acceptance", burn_in)
+    assert shipped["acceptance"] == {"passed": True, "burn_in_hours": 48, "gpus_tested": 32, "gpus_failed": 0}
+    listed = json.loads(fleet.cli("unit", "list", "--pop", "ams1", "--json").stdout)["units"]
+    assert [u["code"] for u in listed if u["origin"] == "order"] == [code]
+    missing = fleet.cli("unit", "show", "zzz9-u1", check=False)
+    assert missing.returncode == 1 and "unknown unit" in said(missing)
