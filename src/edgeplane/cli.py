@@ -1399,6 +1399,9 @@ def plan_scenarios(
 @click.option("--step-months", default=1, show_default=True, type=click.IntRange(1, 12), help="Plan every N months.")
 @click.option("--time-limit", default=10.0, show_default=True, help="Seconds the solver may take per step.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False), help="Also write an HTML report.")
+@click.option(
+    "--apply", "apply_orders", is_flag=True, help="Record the orders in the running fleet (`edgeplane unit list`)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def plan_growth_command(
@@ -1412,6 +1415,7 @@ def plan_growth_command(
     step_months: int,
     time_limit: float,
     html_path: Path | None,
+    apply_orders: bool,
     as_json: bool,
 ) -> None:
     """Units to add per metro, and when to order each (the fleet file's unit_template and its lead time), so
@@ -1438,9 +1442,14 @@ def plan_growth_command(
         from edgeplane.reports import growth_report
 
         growth_report(result, html_path)
+    recorded = _record_orders(ctx, result.orders) if apply_orders else None
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        click.echo(
+            json.dumps({**result.to_json(), **({"recorded": recorded} if recorded is not None else {})}, indent=2)
+        )
         return
+    if recorded is not None:
+        console.print(f"recorded {len(recorded)} unit orders in the running fleet: {', '.join(recorded) or 'none new'}")
     table = Table(
         title=f"demand x{factor:g} over {horizon_months} months; lead time {result.lead_time_months:g} months"
     )
@@ -1456,6 +1465,26 @@ def plan_growth_command(
         note = f"late by {o.late_by_months:g} months: serves at month {o.serving_month:g}" if o.late_by_months else ""
         orders.add_row(f"{max(0.0, o.order_month):g}", o.metro, o.pop, f"#{o.number}", str(o.needed_month), note)
     console.print(orders)
+
+
+def _record_orders(ctx: click.Context, orders: list[Any]) -> list[str]:
+    """Each planned order as an ordered unit of the running fleet, due when the plan has it serving; orders
+    already recorded there (by count per PoP) are not made twice. The codes of the new ones."""
+    from edgeplane.units import SECONDS_PER_MONTH
+
+    held: dict[str, int] = {}
+    for u in _api(ctx, "GET", "/api/units")["units"]:
+        if u["origin"] == "order" and u["state"] != "decommissioned":
+            held[u["pop"]] = held.get(u["pop"], 0) + 1
+    now = time.time()
+    made = []
+    for o in orders:
+        if o.number <= held.get(o.pop, 0):
+            continue
+        note = f"plan growth: order at month {max(0.0, o.order_month):g}, needed at month {o.needed_month}"
+        due = now + o.serving_month * SECONDS_PER_MONTH
+        made.append(_api(ctx, "POST", "/api/units", {"pop": o.pop, "due": due, "note": note})["code"])
+    return made
 
 
 @cli.command("load")

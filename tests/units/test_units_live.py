@@ -7,6 +7,7 @@ import ipaddress
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from openai import OpenAI
@@ -102,3 +103,20 @@ def test_an_ordered_unit_is_listed_with_its_due_date_and_goes_through_the_factor
     assert [u["code"] for u in listed if u["origin"] == "order"] == [code]
     missing = fleet.cli("unit", "show", "zzz9-u1", check=False)
     assert missing.returncode == 1 and "unknown unit" in said(missing)
+    gone = set_state(fleet, code, "decommissioned", "--note", "cancelled")
+    assert gone["state"] == "decommissioned" and gone["carries_traffic"] is False
+
+
+def test_the_growth_plans_orders_appear_as_ordered_units_once(emulator_fleet: RunningFleet) -> None:
+    fleet = emulator_fleet
+    demand = str(Path(__file__).resolve().parent.parent / "data" / "demand.csv")
+    args = ["plan", "growth", "--demand", demand, "--factor", "3", "--horizon-months", "9", "--step-months", "3"]
+    planned = json.loads(fleet.cli(*args, "--apply", "--json", timeout=300).stdout)
+    assert planned["orders"] and len(planned["recorded"]) == len(planned["orders"])
+    units = {u["code"]: u for u in json.loads(fleet.cli("unit", "list", "--json").stdout)["units"]}
+    for code, order in zip(planned["recorded"], planned["orders"], strict=True):
+        unit = units[code]
+        assert unit["state"] == "ordered" and unit["pop"] == order["pop"]
+        assert "plan growth" in unit["history"][0]["note"]
+    again = json.loads(fleet.cli(*args, "--apply", "--json", timeout=300).stdout)
+    assert again["recorded"] == []  # the same plan applied twice orders nothing more
