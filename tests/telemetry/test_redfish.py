@@ -1,0 +1,94 @@
+"""The Redfish emulator on loopback, read by the agent's reader over HTTP: DMTF's documents, readings that move,
+injected faults, and bad telemetry that reads as stale rather than as an alarm."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from edgeplane._http import HttpClient
+from edgeplane.telemetry import FaultKind, RedfishEmulator, TelemetryStale, read_unit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[RedfishEmulator, str, HttpClient, Clock]]:
+    clock = Clock()
+    emulator = RedfishEmulator("iad1-u1", power_kw=400, clock=clock)
+    runner = web.AppRunner(emulator.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    client = HttpClient()
+    try:
+        yield emulator, f"http://127.0.0.1:{port}", client, clock
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
+async def test_a_healthy_unit_reads_dmtf_documents_with_moving_values(served: tuple) -> None:
+    _, url, client, clock = served
+    status, root = await client.request_json("GET", url + "/redfish/v1")
+    assert status == 200 and root["@odata.type"].startswith("#ServiceRoot.")
+    status, cdu = await client.request_json("GET", url + "/redfish/v1/ThermalEquipment/CDUs/1")
+    assert cdu["@odata.type"] == "#CoolingUnit.v1_2_0.CoolingUnit" and cdu["EquipmentType"] == "CDU"
+    first = await read_unit(client, url, "iad1-u1")
+    assert 22 < first.inlet_c < 26 and 14 < first.coolant_supply_c < 16 and not first.leak and first.fire == "Normal"
+    assert 0.55 * 400_000 < first.pdu_power_w < 0.65 * 400_000
+    clock.now += 10
+    later = await read_unit(client, url, "iad1-u1")
+    assert (later.inlet_c, later.coolant_supply_c) != (first.inlet_c, first.coolant_supply_c)
+    status, _ = await client.request_json("GET", url + "/redfish/v1/Nothing/Here")
+    assert status == 404
+
+
+@pytest.mark.parametrize(
+    ("fault", "check"),
+    [
+        (FaultKind.COOLANT, lambda r: r.coolant_supply_c >= 30),
+        (FaultKind.LEAK, lambda r: r.leak),
+        (FaultKind.INLET, lambda r: r.inlet_c >= 40),
+        (FaultKind.PDU, lambda r: r.pdu_power_w >= 0.95 * 400_000),
+        (FaultKind.FIRE_ARMED, lambda r: r.fire == "Armed"),
+        (FaultKind.FIRE_DISCHARGED, lambda r: r.fire == "Discharged"),
+    ],
+)
+async def test_injected_faults_show_in_the_readings_and_clear(served: tuple, fault: FaultKind, check: object) -> None:
+    _, url, client, _ = served
+    status, answer = await client.request_json("POST", url + "/redfish/v1/Oem/Edgeplane/Fault", {"kind": fault.value})
+    assert status == 200 and answer["fault"] == fault.value
+    assert check(await read_unit(client, url, "iad1-u1"))  # type: ignore[operator]
+    await client.request_json("DELETE", url + "/redfish/v1/Oem/Edgeplane/Fault")
+    assert not check(await read_unit(client, url, "iad1-u1"))  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (FaultKind.MALFORMED, "not a Redfish document"),
+        (FaultKind.MISSING, "has no reading"),
+        (FaultKind.SILENT, "no answer"),
+    ],
+)
+async def test_bad_telemetry_reads_as_stale_with_the_reason(served: tuple, fault: FaultKind, reason: str) -> None:
+    emulator, url, client, _ = served
+    emulator.fault = fault
+    with pytest.raises(TelemetryStale, match=reason):
+        await read_unit(client, url, "iad1-u1", timeout_seconds=0.3)
+
+
+async def test_an_unknown_fault_is_refused(served: tuple) -> None:
+    _, url, client, _ = served
+    status, answer = await client.request_json("POST", url + "/redfish/v1/Oem/Edgeplane/Fault", {"kind": "meteor"})
+    assert status == 400 and "coolant" in answer["error"]["message"]
