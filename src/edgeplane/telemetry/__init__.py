@@ -1,5 +1,16 @@
 """Unit telemetry: facility equipment over Redfish (and an emulator of it for tests and `edgeplane up`)."""
 
+from edgeplane.telemetry._alarms import RULES, AlarmBook, AlarmEvent, AlarmRule
 from edgeplane.telemetry._redfish import FacilityReading, FaultKind, RedfishEmulator, TelemetryStale, read_unit
 
-__all__ = ["FacilityReading", "FaultKind", "RedfishEmulator", "TelemetryStale", "read_unit"]
+__all__ = [
+    "RULES",
+    "AlarmBook",
+    "AlarmEvent",
+    "AlarmRule",
+    "FacilityReading",
+    "FaultKind",
+    "RedfishEmulator",
+    "TelemetryStale",
+    "read_unit",
+]
