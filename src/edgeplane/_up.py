@@ -135,6 +135,7 @@ class Supervisor:
         )
         self._wait_for("control plane", lambda: get_json(self.control_url + "/healthz")["status"] == "ok", 30)
         site_args = ["--backend", o.backend, "--seed", str(o.seed), "--time-scale", str(o.time_scale)]
+        site_args.append("--redfish-emulate")  # one Redfish emulator per unit: live facility telemetry
         if o.gguf_path:
             site_args += ["--gguf", str(o.gguf_path)]
         for pop in self.fleet.pops:

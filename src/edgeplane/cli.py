@@ -402,6 +402,8 @@ def site() -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--no-report", is_flag=True, help="Do not report to the control plane.")
+@click.option("--redfish", "redfish", multiple=True, metavar="UNIT=URL", help="A unit's Redfish service to poll.")
+@click.option("--redfish-emulate", is_flag=True, help="Emulate the Redfish service of every unit not given one.")
 @click.pass_context
 def site_run(
     ctx: click.Context,
@@ -415,6 +417,8 @@ def site_run(
     seed: int,
     time_scale: float,
     no_report: bool,
+    redfish: tuple[str, ...],
+    redfish_emulate: bool,
 ) -> None:
     """Serve the models placed at one PoP."""
     from prometheus_client import CollectorRegistry
@@ -436,9 +440,35 @@ def site_run(
         control_url=None if no_report else ctx.obj["control_url"],
         admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
         loader=None if no_report else ModelLoader(fleet, pop, options, registry),
+        watch=_unit_watch(fleet, pop, redfish, redfish_emulate, registry, time_scale, seed),
     )
     agent.replicas = dict(fleet.models_at(pop))
     _run(agent.run(host, port, on_ready=lambda url: print(f"site {pop} at {url}", flush=True)))
+
+
+def _unit_watch(
+    fleet: Fleet, pop: str, redfish: tuple[str, ...], emulate: bool, registry: Any, time_scale: float, seed: int
+) -> Any:
+    """The PoP's units to watch: those given a Redfish URL, and with ``emulate`` the rest; None if neither."""
+    from edgeplane.telemetry import UnitWatch
+
+    units = {u.code: u for u in fleet.pop_by_code[pop].units} if pop in fleet.pop_by_code else {}
+    urls: dict[str, str | None] = {}
+    for item in redfish:
+        code, _, url = item.partition("=")
+        if code not in units or not url.startswith(("http://", "https://")):
+            raise click.BadParameter(f"expected UNIT=URL with a unit of {pop} ({', '.join(units)}), not {item!r}",
+                                     param_hint="--redfish")  # fmt: skip
+        urls[code] = url
+    if emulate:
+        urls.update({code: None for code in units if code not in urls})
+    if not urls:
+        return None
+    scale = time_scale if time_scale > 0 else 1.0
+    power = {code: unit.power_kw for code, unit in units.items()}
+    return UnitWatch(
+        urls, power, registry, interval_seconds=min(1.0, max(0.25, scale * 5)), hold_scale=scale, seed=seed
+    )
 
 
 # -- fleet -------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -57,6 +57,16 @@ class AgentReport:
     fault: Mapping[str, Any] | None = None  # an injected fault the agent shows
     loading: str | None = None  # a model being loaded after a placement change
     measured_at: float = 0.0  # unix seconds when the agent read its models' busy counts; 0 when unsaid
+    units: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # telemetry and alarms per unit
+
+    def alarmed(self) -> dict[str, list[str]]:
+        """Units with alarms raised, and which."""
+        out: dict[str, list[str]] = {}
+        for code, unit in self.units.items():
+            alarms = unit.get("alarms") if isinstance(unit, Mapping) else None
+            if isinstance(alarms, list) and alarms:
+                out[str(code)] = [str(a) for a in alarms]
+        return out
 
     @classmethod
     def from_json(cls, pop: str, data: Mapping[str, Any], received_at: float) -> AgentReport:
@@ -76,6 +86,7 @@ class AgentReport:
             fault=data.get("fault") if isinstance(data.get("fault"), dict) else None,
             loading=str(data["loading"]) if data.get("loading") else None,
             measured_at=_seconds(data.get("measured_at")),
+            units=data["units"] if isinstance(data.get("units"), dict) else {},
         )
 
 
@@ -129,6 +140,7 @@ class FleetState:
         self.keys_version = len(store.api_keys()) + 1
         self._published_at = clock()
         self._no_unit_in_service: dict[str, str] = {}
+        self._in_service: dict[str, set[str]] = {}
         self._units_changed()
         self.snapshot = Snapshot(1, wall_clock(), self.digest, self._views(), self.keys_version)
         self.graceful_shutdown_seconds = graceful_shutdown_seconds
@@ -145,6 +157,13 @@ class FleetState:
         if pop not in self.fleet.pop_by_code:
             raise UnknownTarget(f"unknown PoP {pop!r}")
         self.reports[pop] = AgentReport.from_json(pop, data, self.clock())
+        events = data.get("alarm_events")
+        for event in events if isinstance(events, list) else []:
+            if isinstance(event, dict) and isinstance(event.get("unit"), str):
+                kind = str(event.get("kind", "?"))
+                detail = {k: event.get(k) for k in ("rule", "what", "value", "threshold")}
+                target = f"unit {event['unit']}"
+                self.store.audit(AuditRecord(self.wall_clock(), f"alarm at {pop}", "unit-alarm", target, kind, detail))
 
     def _check_target(self, kind: str, code: str) -> None:
         if kind not in DRAIN_KINDS:
@@ -232,6 +251,14 @@ class FleetState:
         self.store.audit(AuditRecord(now, by, "unit-order", f"unit {code}", "ok", detail))
         return record
 
+    def _all_alarmed(self, pop: str, report: AgentReport) -> str:
+        """When every unit of the PoP in service has an alarm raised: which (else empty)."""
+        alarmed = report.alarmed()
+        serving = self._in_service.get(pop, set())
+        if not alarmed or not serving or not serving <= set(alarmed):
+            return ""
+        return "; ".join(f"{code} {', '.join(alarmed[code])}" for code in sorted(serving))
+
     def _units_changed(self) -> None:
         """Which PoPs have no unit in service (their units listed): those carry no traffic."""
         by_pop: dict[str, list[UnitRecord]] = {}
@@ -239,6 +266,7 @@ class FleetState:
             if unit.state not in (UnitState.ORDERED, UnitState.ASSEMBLING, UnitState.FACTORY_ACCEPTANCE_TEST,
                                   UnitState.SHIPPING):  # fmt: skip
                 by_pop.setdefault(unit.pop, []).append(unit)
+        self._in_service = {pop: {u.code for u in units if u.carries_traffic} for pop, units in by_pop.items()}
         self._no_unit_in_service = {
             pop: ", ".join(f"{u.code} {u.state}" for u in units)
             for pop, units in by_pop.items()
@@ -356,6 +384,8 @@ class FleetState:
                 state, reason = SiteState.DRAINED, f"PoP drained by {drained_pops[pop.code].by}"
             elif pop.code in self._no_unit_in_service:
                 state, reason = SiteState.DRAINED, f"no unit in service ({self._no_unit_in_service[pop.code]})"
+            elif report is not None and (alarms := self._all_alarmed(pop.code, report)):
+                state, reason = SiteState.DRAINED, f"alarm: {alarms}"
             elif report is None:
                 state, reason = SiteState.DOWN, "site agent has not reported"
             elif now - report.received_at > self.agent_timeout_seconds:
@@ -494,6 +524,7 @@ class FleetState:
                     "models": {name: dict(m) for name, m in (report.models.items() if report else [])},
                     "last_report_age_seconds": round(now - report.received_at, 3) if report else None,
                     "fault": dict(report.fault) if report and report.fault else None,
+                    "units": {code: dict(unit) for code, unit in report.units.items()} if report else {},
                 }
             )
         metros = []

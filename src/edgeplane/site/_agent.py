@@ -24,6 +24,7 @@ from edgeplane.site._backend import Backend
 from edgeplane.site._emulator import EmulatorBackend
 from edgeplane.site._llamacpp import LlamaCppBackend
 from edgeplane.site._upstream import UpstreamBackend
+from edgeplane.telemetry import UnitWatch
 
 log = logging.getLogger("edgeplane.site")
 
@@ -111,8 +112,10 @@ class SiteAgent:
         report_interval_seconds: float = 0.5,
         admin_token: str | None = None,
         loader: ModelLoader | None = None,
+        watch: UnitWatch | None = None,
     ) -> None:
         self.pop = pop
+        self.watch = watch  # the units' facility telemetry and alarms
         self.loader = loader
         self.replicas: dict[str, int] = {}  # per model, as last placed
         self.desired: dict[str, int] | None = None  # what the control plane's placement wants here
@@ -358,6 +361,7 @@ class SiteAgent:
             "fault": self.fault.to_json() if self.fault else None,
             "loading": self.loading,
             "measured_at": measured_at,
+            "units": self.watch.state() if self.watch is not None else {},
         }
 
     async def report_forever(self) -> None:
@@ -366,10 +370,14 @@ class SiteAgent:
         url = f"{self.control_url}/api/agents/{self.pop}/report"
         reachable = True
         while True:
+            events = self.watch.take_events() if self.watch is not None else []
             try:
+                payload = {**await self.state(), "alarm_events": events}
                 status, answer = await self._client.request_json(
-                    "POST", url, await self.state(), timeout_seconds=2.0, headers=self._auth_headers
+                    "POST", url, payload, timeout_seconds=2.0, headers=self._auth_headers
                 )
+                if status >= 300 and events and self.watch is not None:
+                    self.watch.put_back(events)
                 placed = answer.get("models") if status == 200 and isinstance(answer, dict) else None
                 if isinstance(placed, dict) and self.loader is not None:
                     self.want(placed)
@@ -377,6 +385,8 @@ class SiteAgent:
                     log.info("control plane reachable again")
                 reachable = status < 500
             except BackendError as error:
+                if events and self.watch is not None:
+                    self.watch.put_back(events)
                 if reachable:
                     log.warning("cannot report to the control plane (%s); still serving", error)
                 reachable = False
@@ -401,6 +411,8 @@ class SiteAgent:
                     jobs.append(self.report_forever)
                 if self.loader is not None:
                     jobs.append(self.models_forever)
+                if self.watch is not None:
+                    jobs.append(self.watch.forever)
                 return jobs
 
             def keep(listener: Listener) -> None:

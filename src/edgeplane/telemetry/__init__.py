@@ -2,6 +2,7 @@
 
 from edgeplane.telemetry._alarms import RULES, AlarmBook, AlarmEvent, AlarmRule
 from edgeplane.telemetry._redfish import FacilityReading, FaultKind, RedfishEmulator, TelemetryStale, read_unit
+from edgeplane.telemetry._watch import UnitWatch
 
 __all__ = [
     "RULES",
@@ -12,5 +13,6 @@ __all__ = [
     "FaultKind",
     "RedfishEmulator",
     "TelemetryStale",
+    "UnitWatch",
     "read_unit",
 ]

@@ -1,0 +1,100 @@
+"""Alarms on a running fleet (`edgeplane up`, one Redfish emulator per unit): a coolant fault injected into a
+unit's emulator raises its alarm within the hold time; when no unit of a PoP is left without an alarm, the PoP
+is drained and its traffic moves (the official openai SDK shows where); it returns after recovery; the audit
+log shows both. Bad telemetry from a unit marks it stale and drains nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from edgeplane._up import get_json
+from tests.conftest import RunningFleet
+from tests.units.test_units_live import served_at
+
+pytestmark = pytest.mark.slow
+
+
+def all_read(fleet: RunningFleet, pop: str) -> bool:
+    units = pop_status(fleet, pop)["units"]
+    return len(units) == 2 and all(u["reading"] for u in units.values())
+
+
+def pop_status(fleet: RunningFleet, pop: str) -> dict[str, Any]:
+    status = get_json(fleet.control_url + "/api/status")
+    return dict(next(p for p in status["pops"] if p["code"] == pop))
+
+
+def wait_for(what: str, check: Callable[[], bool], seconds: float = 15) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"{what}: not within {seconds} s")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def fault(url: str, kind: str | None) -> None:
+    path = url + "/redfish/v1/Oem/Edgeplane/Fault"
+    if kind is None:
+        request = urllib.request.Request(path, method="DELETE")
+    else:
+        body = json.dumps({"kind": kind}).encode()
+        request = urllib.request.Request(path, body, {"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert answer.status == 200
+
+
+def metrics_of(url: str) -> str:
+    with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=5) as answer:
+        return str(answer.read().decode())
+
+
+def test_a_coolant_fault_drains_and_recovery_returns(emulator_fleet: RunningFleet) -> None:
+    fleet = emulator_fleet
+    wait_for("lon1's units read", lambda: all_read(fleet, "lon1"))
+    units = pop_status(fleet, "lon1")["units"]
+    assert len(units) == 2 and all(u["reading"] and u["alarms"] == [] and u["stale"] is None for u in units.values())
+    urls = {code: u["redfish"] for code, u in units.items()}
+    metrics = metrics_of(pop_status(fleet, "lon1")["url"])
+    assert 'edgeplane_unit_coolant_supply_celsius{unit="lon1-u1"}' in metrics
+    assert served_at(fleet, "lon") == "lon1"
+    try:
+        fault(urls["lon1-u1"], "coolant")
+        took = wait_for("lon1-u1's alarm", lambda: pop_status(fleet, "lon1")["units"]["lon1-u1"]["alarms"] != [])
+        assert took < 5  # hold time 10 s x time scale 0.05, plus polls and reports
+        assert pop_status(fleet, "lon1")["state"] == "serving"  # lon1-u2 still carries lon1's traffic
+        fault(urls["lon1-u2"], "coolant")
+        wait_for("lon1 drained", lambda: pop_status(fleet, "lon1")["state"] == "drained")
+        assert "alarm" in pop_status(fleet, "lon1")["reason"]
+        wait_for("lon's traffic moved", lambda: served_at(fleet, "lon") != "lon1")
+    finally:
+        fault(urls["lon1-u1"], None)
+        fault(urls["lon1-u2"], None)
+    wait_for("lon1 back", lambda: pop_status(fleet, "lon1")["state"] == "serving")
+    wait_for("lon's traffic back", lambda: served_at(fleet, "lon") == "lon1")
+    audit = get_json(fleet.control_url + "/api/audit")["audit"]
+    seen = {(a["target"], a["outcome"]) for a in audit if a["action"] == "unit-alarm"}
+    assert {("unit lon1-u1", "raised"), ("unit lon1-u1", "cleared"), ("unit lon1-u2", "raised")} <= seen
+
+
+def test_bad_telemetry_marks_the_unit_stale_and_drains_nothing(emulator_fleet: RunningFleet) -> None:
+    fleet = emulator_fleet
+    wait_for("ams1's units read", lambda: all_read(fleet, "ams1"))
+    url = pop_status(fleet, "ams1")["units"]["ams1-u1"]["redfish"]
+    try:
+        for kind in ("malformed", "missing", "silent"):
+            fault(url, kind)
+            wait_for(f"{kind}: stale", lambda: pop_status(fleet, "ams1")["units"]["ams1-u1"]["stale"] is not None)
+            status = pop_status(fleet, "ams1")
+            assert status["state"] == "serving" and status["units"]["ams1-u1"]["alarms"] == []
+            assert status["units"]["ams1-u2"]["stale"] is None
+            fault(url, None)
+            wait_for("fresh again", lambda: pop_status(fleet, "ams1")["units"]["ams1-u1"]["stale"] is None)
+    finally:
+        fault(url, None)
