@@ -1674,3 +1674,46 @@ def unit_order(ctx: click.Context, pop: str, note: str, as_json: bool) -> None:
         click.echo(json.dumps(u))
         return
     _console(ctx).print(_unit_line(u), highlight=False)
+
+
+@unit.command("fault")
+@click.argument("code")
+@click.argument("kind", required=False)  # checked by the emulator, which lists the kinds it knows
+@click.option("--clear", is_flag=True, help="Clear the unit's injected fault.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def unit_fault(ctx: click.Context, code: str, kind: str | None, clear: bool, as_json: bool) -> None:
+    """Inject a fault into a unit's emulated Redfish service (as `up` runs them), or --clear it: coolant, leak,
+    inlet, pdu, fire-armed, fire-discharged, or bad telemetry (malformed, missing, silent)."""
+    from edgeplane._http import HttpClient
+
+    if (kind is None) == (not clear):
+        raise click.UsageError("give a fault KIND, or --clear")
+    url = next(
+        (u.get("redfish") for p in _api(ctx, "GET", "/api/status")["pops"] for c, u in p.get("units", {}).items()
+         if c == code),
+        None,
+    )  # fmt: skip
+    if not url:
+        raise click.ClickException(f"no Redfish service reported for unit {code!r} (`edgeplane unit list` shows units)")
+
+    async def send() -> tuple[int, Any]:
+        client = HttpClient()
+        try:
+            path = f"{url}/redfish/v1/Oem/Edgeplane/Fault"
+            if clear:
+                return await client.request_json("DELETE", path)
+            return await client.request_json("POST", path, {"kind": kind})
+        finally:
+            await client.close()
+
+    try:
+        status, answer = asyncio.run(send())
+    except EdgeplaneError as error:
+        raise click.ClickException(f"unit {code}'s Redfish service at {url}: {error}") from None
+    if status != 200:
+        raise click.ClickException(f"unit {code}'s Redfish service answered {status}: {answer}")
+    if as_json:
+        click.echo(json.dumps({**answer, "redfish": url}))
+        return
+    _console(ctx).print(f"unit {code}: fault {answer.get('fault') or 'cleared'} ({url})", highlight=False)

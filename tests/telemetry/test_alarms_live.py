@@ -86,15 +86,19 @@ def test_a_coolant_fault_drains_and_recovery_returns(emulator_fleet: RunningFlee
 def test_bad_telemetry_marks_the_unit_stale_and_drains_nothing(emulator_fleet: RunningFleet) -> None:
     fleet = emulator_fleet
     wait_for("ams1's units read", lambda: all_read(fleet, "ams1"))
-    url = pop_status(fleet, "ams1")["units"]["ams1-u1"]["redfish"]
     try:
         for kind in ("malformed", "missing", "silent"):
-            fault(url, kind)
+            injected = json.loads(fleet.cli("unit", "fault", "ams1-u1", kind, "--json").stdout)
+            assert injected["fault"] == kind and injected["redfish"].startswith("http://127.0.0.1:")
             wait_for(f"{kind}: stale", lambda: pop_status(fleet, "ams1")["units"]["ams1-u1"]["stale"] is not None)
             status = pop_status(fleet, "ams1")
             assert status["state"] == "serving" and status["units"]["ams1-u1"]["alarms"] == []
             assert status["units"]["ams1-u2"]["stale"] is None
-            fault(url, None)
+            fleet.cli("unit", "fault", "ams1-u1", "--clear")
             wait_for("fresh again", lambda: pop_status(fleet, "ams1")["units"]["ams1-u1"]["stale"] is None)
     finally:
-        fault(url, None)
+        fleet.cli("unit", "fault", "ams1-u1", "--clear")
+    unknown = fleet.cli("unit", "fault", "ams1-u1", "meteor", check=False)
+    assert unknown.returncode == 1 and "coolant" in unknown.stdout + unknown.stderr
+    neither = fleet.cli("unit", "fault", "ams1-u1", check=False)
+    assert neither.returncode == 2 and "--clear" in neither.stdout + neither.stderr
