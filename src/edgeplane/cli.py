@@ -1591,6 +1591,13 @@ def _unit_line(u: dict[str, Any]) -> str:
     return f"{u['code']} at {u['pop']}: {u['state']} since {_when(u['since'])} by {u['by']}{due}"
 
 
+def _print_unit(ctx: click.Context, u: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(u))
+    else:
+        _console(ctx).print(_unit_line(u), highlight=False)
+
+
 def _when(seconds: float) -> str:
     return "the fleet file" if not seconds else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
@@ -1655,11 +1662,7 @@ def unit_set_state(ctx: click.Context, code: str, state: str, note: str, accepta
             payload["acceptance"] = json.loads(text)
         except json.JSONDecodeError as error:
             raise click.BadParameter(f"not JSON: {error}", param_hint="--acceptance") from None
-    u = _api(ctx, "POST", f"/api/units/{code}/state", payload)
-    if as_json:
-        click.echo(json.dumps(u))
-        return
-    _console(ctx).print(_unit_line(u), highlight=False)
+    _print_unit(ctx, _api(ctx, "POST", f"/api/units/{code}/state", payload), as_json)
 
 
 @unit.command("order")
@@ -1669,11 +1672,7 @@ def unit_set_state(ctx: click.Context, code: str, state: str, note: str, accepta
 @click.pass_context
 def unit_order(ctx: click.Context, pop: str, note: str, as_json: bool) -> None:
     """Record a unit ordered for a PoP (the fleet's unit template, due after its lead time)."""
-    u = _api(ctx, "POST", "/api/units", {"pop": pop, "note": note})
-    if as_json:
-        click.echo(json.dumps(u))
-        return
-    _console(ctx).print(_unit_line(u), highlight=False)
+    _print_unit(ctx, _api(ctx, "POST", "/api/units", {"pop": pop, "note": note}), as_json)
 
 
 @unit.command("fault")

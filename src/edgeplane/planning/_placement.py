@@ -247,15 +247,15 @@ def _mean_rtt(fleet: Fleet, demand: Sequence[Demand]) -> dict[tuple[str, str], f
     for d in demand:
         if d.requests_per_second > 0:
             weights.setdefault((fleet.continent_of(d.metro).code, d.model), []).append((d.metro, d.requests_per_second))
-    pops_of: dict[str, list[str]] = {}
+    sited: dict[str, set[str]] = {}  # continent -> metros with PoPs
     for pop in fleet.pops:
-        pops_of.setdefault(fleet.continent_of(pop.metro).code, []).append(pop.metro)
+        sited.setdefault(fleet.continent_of(pop.metro).code, set()).add(pop.metro)
     between: dict[tuple[str, str], float] = {}
     rtt: dict[tuple[str, str], float] = {}
     for (continent, name), metros in weights.items():
         total = sum(w for _, w in metros)
         at_metro: dict[str, float] = {}
-        for target in set(pops_of.get(continent, ())):
+        for target in sited.get(continent, ()):
             weighted = 0.0
             for m, w in metros:
                 if (m, target) not in between:

@@ -82,7 +82,7 @@ class RedfishEmulator:
             "coolant_supply_c": 33.0 if fault is FaultKind.COOLANT else self._wave(14.8, 0.3, 45),
             "leak": fault is FaultKind.LEAK,
             "pdu_power_w": round(self.power_kw * 1000 * load),
-            "fire": fire.get(fault, "Normal") if fault is not None else "Normal",
+            "fire": fire.get(fault, "Normal") if fault else "Normal",
         }
 
     def document(self, path: str) -> dict[str, Any] | None:
