@@ -268,7 +268,8 @@ class ExaBgp:
             self._writer.write(line.encode() + b"\n")
             try:
                 await self._writer.drain()
-                accepted = await asyncio.wait_for(future, ACK_TIMEOUT_SECONDS)
+                async with asyncio.timeout(ACK_TIMEOUT_SECONDS):
+                    accepted = await future
             except (ConnectionError, TimeoutError) as error:
                 raise SpeakerError(f"no acknowledgement from ExaBGP for {line!r}: {error!r}") from None
             if not accepted:
@@ -293,7 +294,8 @@ class ExaBgp:
             with contextlib.suppress(ProcessLookupError):
                 self._process.terminate()
             try:
-                await asyncio.wait_for(self._process.wait(), 5)
+                async with asyncio.timeout(5):
+                    await self._process.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     self._process.kill()

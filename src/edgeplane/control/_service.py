@@ -179,7 +179,8 @@ class ControlPlane:
             return error_response(400, "`after` must be an integer and `wait` a number.", type="invalid_request_error")
         if version() <= after and wait > 0:
             try:
-                await asyncio.wait_for(changed().wait(), wait)
+                async with asyncio.timeout(wait):
+                    await changed().wait()
             except TimeoutError:
                 pass
         return None
@@ -430,7 +431,8 @@ class ControlPlane:
             return error_response(404, "No such drill.", type="invalid_request_error", code="not_found")
         if wait > 0 and not drill.to_json()["done"]:
             try:
-                await asyncio.wait_for(self.drills.changed.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self.drills.changed.wait()
             except TimeoutError:
                 pass
         return json_response(drill.to_json())

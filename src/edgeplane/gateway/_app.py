@@ -523,7 +523,8 @@ class Gateway:
         site = candidate.pop
         sent = time.monotonic()
         try:
-            reply = await asyncio.wait_for(self.client.post(candidate.url + endpoint.value, raw), budget_seconds)
+            async with asyncio.timeout(budget_seconds):
+                reply = await self.client.post(candidate.url + endpoint.value, raw)
         except ConnectError as error:
             return self._failed(site, "connect_error", f"{site}: {error}", Outcome.CONNECT_ERROR)
         except (BackendError, TimeoutError) as error:
@@ -545,7 +546,8 @@ class Gateway:
         events = EventReader(reply.chunks())
         timeout = min(self.options.first_token_timeout_seconds, max(0.0, budget_seconds))
         try:
-            first = await asyncio.wait_for(events.next(), timeout)
+            async with asyncio.timeout(timeout):
+                first = await events.next()
         except TimeoutError:
             reply.close()
             await events.aclose()

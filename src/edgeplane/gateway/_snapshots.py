@@ -59,7 +59,8 @@ class SnapshotWatcher:
 
     async def wait_ready(self, timeout_seconds: float) -> bool:
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout_seconds)
+            async with asyncio.timeout(timeout_seconds):
+                await self._ready.wait()
         except TimeoutError:
             return False
         return True

@@ -157,7 +157,8 @@ class RedfishEmulator:
             # No answer until the fault clears or the server stops; the client gives up first.
             while self.fault is FaultKind.SILENT and not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), 0.1)
+                    async with asyncio.timeout(0.1):
+                        await self._stopping.wait()
         doc = self.document(request.path)
         if doc is None:
             return web.json_response({"error": {"code": "Base.1.0.ResourceMissingAtURI", "message": request.path}},
