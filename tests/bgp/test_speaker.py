@@ -201,8 +201,8 @@ def test_a_drain_tags_graceful_shutdown_then_withdraws_the_metro_prefixes_and_ke
         c.wait_for("the plan", has_plan)
         assert runner.invoke(cli, ["--control", url, "drain", "metro", "lon"]).exit_code == 0
         for bird in (c, d):
-            tagged = bird.wait_for("GRACEFUL_SHUTDOWN", lambda r: "65535:0" in r[LON_V4].communities and r)
-            assert "65535:0" in tagged[LON_V6].communities
+            shut = lambda r: all("65535:0" in r[p].communities for p in (LON_V4, LON_V6)) and r  # noqa: E731
+            tagged = bird.wait_for("GRACEFUL_SHUTDOWN on both families", shut)
             assert tagged["198.19.128.0/20"].communities == []  # aggregates are not shut down
         status = json.loads(runner.invoke(cli, ["--control", url, "bgp", "status", "--json"]).output)
         assert {p["pop"]: p["state"] for p in status["pops"]}["lon1"] in ("graceful-shutdown", "withdrawn")
