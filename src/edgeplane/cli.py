@@ -614,8 +614,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 def _drain_command(name: str, drain: bool) -> click.Command:
-    @click.command(name, help=f"{'Drain' if drain else 'Undrain'} a metro or a PoP: `edgeplane {name} metro CODE`.")
-    @click.argument("kind", type=click.Choice(["metro", "pop"]))
+    @click.command(
+        name, help=f"{'Drain' if drain else 'Undrain'} a metro, a PoP or one unit: `edgeplane {name} metro CODE`."
+    )
+    @click.argument("kind", type=click.Choice(["metro", "pop", "unit"]))
     @click.argument("code")
     @click.option("--force", is_flag=True, hidden=not drain, help="Drain even past the headroom and blast radius.")
     @click.option("--json", "as_json", is_flag=True)

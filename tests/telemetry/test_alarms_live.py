@@ -1,7 +1,7 @@
 """Alarms on a running fleet (`edgeplane up`, one Redfish emulator per unit): a coolant fault injected into a
-unit's emulator raises its alarm within the hold time; when no unit of a PoP is left without an alarm, the PoP
-is drained and its traffic moves (the official openai SDK shows where); it returns after recovery; the audit
-log shows both. Bad telemetry from a unit marks it stale and drains nothing."""
+unit's emulator drains that unit within the alarm's hold time and its traffic moves to the PoP's other unit
+(the official openai SDK shows which answered); with no unit left the PoP is drained and its traffic leaves;
+all returns after recovery; the audit log shows both. Bad telemetry marks a unit stale and drains nothing."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from edgeplane._up import get_json
 from tests.conftest import RunningFleet
-from tests.units.test_units_live import served_at
+from tests.units.test_units_live import answered_by, served_at
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def metrics_of(url: str) -> str:
         return str(answer.read().decode())
 
 
-def test_a_coolant_fault_drains_and_recovery_returns(emulator_fleet: RunningFleet) -> None:
+def test_a_coolant_fault_drains_the_unit_its_traffic_moves_and_it_returns(emulator_fleet: RunningFleet) -> None:
     fleet = emulator_fleet
     wait_for("lon1's units read", lambda: all_read(fleet, "lon1"))
     units = pop_status(fleet, "lon1")["units"]
@@ -63,24 +63,40 @@ def test_a_coolant_fault_drains_and_recovery_returns(emulator_fleet: RunningFlee
     urls = {code: u["redfish"] for code, u in units.items()}
     metrics = metrics_of(pop_status(fleet, "lon1")["url"])
     assert 'edgeplane_unit_coolant_supply_celsius{unit="lon1-u1"}' in metrics
-    assert served_at(fleet, "lon") == "lon1"
+    # An idle PoP answers from its first unit's replicas.
+    assert answered_by(fleet, "lon") == ("lon1", "lon1-u1")
+    placed = pop_status(fleet, "lon1")["replicas"]
     try:
         fault(urls["lon1-u1"], "coolant")
-        took = wait_for("lon1-u1's alarm", lambda: pop_status(fleet, "lon1")["units"]["lon1-u1"]["alarms"] != [])
+        took = wait_for("lon1-u1 out", lambda: "lon1-u1" in pop_status(fleet, "lon1")["units_out"])
         assert took < 5  # hold time 10 s x time scale 0.05, plus polls and reports
-        assert pop_status(fleet, "lon1")["state"] == "serving"  # lon1-u2 still carries lon1's traffic
+        half = {model: n // 2 for model, n in placed.items()}
+        wait_for("routing on half the replicas", lambda: pop_status(fleet, "lon1")["replicas"] == half)
+        status = pop_status(fleet, "lon1")
+        assert status["units_out"]["lon1-u1"] == "alarm: coolant-supply"
+        assert status["state"] == "serving"  # lon1-u2 still carries lon1's traffic, with half the replicas
+        wait_for("lon1-u1's traffic moved to lon1-u2", lambda: answered_by(fleet, "lon") == ("lon1", "lon1-u2"))
+        for _ in range(5):
+            assert answered_by(fleet, "lon") == ("lon1", "lon1-u2")
+
+        # With its other unit alarmed too, no unit of lon1 carries traffic: lon's traffic leaves lon1.
         fault(urls["lon1-u2"], "coolant")
         wait_for("lon1 drained", lambda: pop_status(fleet, "lon1")["state"] == "drained")
-        assert "alarm" in pop_status(fleet, "lon1")["reason"]
+        assert "no unit carries traffic" in pop_status(fleet, "lon1")["reason"]
         wait_for("lon's traffic moved", lambda: served_at(fleet, "lon") != "lon1")
+        fault(urls["lon1-u2"], None)
+        wait_for("lon1-u2 back", lambda: answered_by(fleet, "lon") == ("lon1", "lon1-u2"), 30)
     finally:
         fault(urls["lon1-u1"], None)
         fault(urls["lon1-u2"], None)
-    wait_for("lon1 back", lambda: pop_status(fleet, "lon1")["state"] == "serving")
-    wait_for("lon's traffic back", lambda: served_at(fleet, "lon") == "lon1")
+    wait_for("lon1-u1 back", lambda: pop_status(fleet, "lon1")["units_out"] == {})
+    wait_for("routing on all replicas", lambda: pop_status(fleet, "lon1")["replicas"] == placed)
+    wait_for("lon1-u1's traffic back", lambda: answered_by(fleet, "lon") == ("lon1", "lon1-u1"))
     audit = get_json(fleet.control_url + "/api/audit")["audit"]
-    seen = {(a["target"], a["outcome"]) for a in audit if a["action"] == "unit-alarm"}
-    assert {("unit lon1-u1", "raised"), ("unit lon1-u1", "cleared"), ("unit lon1-u2", "raised")} <= seen
+    alarms = {(a["target"], a["outcome"]) for a in audit if a["action"] == "unit-alarm"}
+    assert {("unit lon1-u1", "raised"), ("unit lon1-u1", "cleared"), ("unit lon1-u2", "raised")} <= alarms
+    drains = {(a["target"], a["outcome"]) for a in audit if a["action"] == "alarm-drain"}
+    assert {("unit lon1-u1", "ok"), ("unit lon1-u1", "released"), ("unit lon1-u2", "ok")} <= drains
 
 
 def test_bad_telemetry_marks_the_unit_stale_and_drains_nothing(emulator_fleet: RunningFleet) -> None:

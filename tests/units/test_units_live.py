@@ -21,6 +21,11 @@ MODEL = "llama-3.1-8b-instruct"
 
 
 def served_at(fleet: RunningFleet, metro: str) -> str:
+    return answered_by(fleet, metro)[0]
+
+
+def answered_by(fleet: RunningFleet, metro: str) -> tuple[str, str]:
+    """The PoP and the unit that answered a request from the metro's clients."""
     layout = load_default_fleet()
     prefix = next(ipaddress.ip_network(p) for p in layout.metro_by_code[metro].client_prefixes)
     api = OpenAI(base_url=fleet.gateway_url + "/v1", api_key="loopback", max_retries=0, timeout=30,
@@ -30,7 +35,7 @@ def served_at(fleet: RunningFleet, metro: str) -> str:
         raw = api.chat.completions.with_raw_response.create(
             model=MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=4
         )
-        return raw.headers["x-edgeplane-site"]
+        return raw.headers["x-edgeplane-site"], raw.headers.get("x-edgeplane-unit", "")
 
 
 def eventually_served_at(fleet: RunningFleet, metro: str, want: bool, pop: str) -> str:

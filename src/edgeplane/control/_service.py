@@ -234,7 +234,9 @@ class ControlPlane:
             reason = str(body.get("reason", ""))
             force = bool(body.get("force", False))
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            return error_response(400, 'Expected {"kind": "metro"|"pop", "code": ...}.', type="invalid_request_error")
+            return error_response(
+                400, 'Expected {"kind": "metro"|"pop"|"unit", "code": ...}.', type="invalid_request_error"
+            )
         try:
             added = self.state.drain(kind, code, by=self._who(request), reason=reason, force=force)
         except UnknownTarget as error:
@@ -298,8 +300,11 @@ class ControlPlane:
             return error_response(400, f"Bad report: {error}", type="invalid_request_error")
         self._publish()
         # The answer carries what this site should serve: a placement applied since it started reaches it here.
-        models = self.state.fleet.models_at(request.match_info["pop"])
-        return json_response({"snapshot_version": self.state.snapshot.version, "models": models})
+        # And which of its units carry no traffic: the agent sends nothing to their replicas.
+        pop = request.match_info["pop"]
+        models = self.state.fleet.models_at(pop)
+        out = self.state.units_out(pop)
+        return json_response({"snapshot_version": self.state.snapshot.version, "models": models, "units_out": out})
 
     async def _gateway_report(self, request: web.Request) -> web.Response:
         if not self._authorised(request):

@@ -32,6 +32,12 @@ LOAD_PUBLISH_DELTA = 0.05
 # Blast radius: how many metros may be drained at once without --force.
 MAX_DRAINED_METROS = 2
 
+# Alarms that take a unit out of routing whatever it does to the rest of the fleet: a leak or a fire is not
+# weighed against headroom. Other alarms (heat, power) drain a unit only as an operator's drain would: within
+# the headroom and the blast radius; past them the alarm is held, shown and re-checked.
+SAFETY_ALARMS = frozenset({"leak", "fire-suppression"})
+HELD_RECHECK_SECONDS = 1.0
+
 
 class UnknownTarget(LookupError):
     pass
@@ -141,6 +147,10 @@ class FleetState:
         self._published_at = clock()
         self._no_unit_in_service: dict[str, str] = {}
         self._in_service: dict[str, set[str]] = {}
+        self._unit_states: dict[str, UnitState] = {}
+        self.alarm_out: dict[str, str] = {}  # unit -> the alarms that took it out of routing
+        self.alarm_held: dict[str, str] = {}  # unit -> why its alarms do not drain it (cascade protection)
+        self._held_checked: dict[str, float] = {}  # unit -> when its held alarm was last checked (monotonic)
         self._units_changed()
         self.snapshot = Snapshot(1, wall_clock(), self.digest, self._views(), self.keys_version)
         self.graceful_shutdown_seconds = graceful_shutdown_seconds
@@ -164,11 +174,84 @@ class FleetState:
                 detail = {k: event.get(k) for k in ("rule", "what", "value", "threshold")}
                 target = f"unit {event['unit']}"
                 self.store.audit(AuditRecord(self.wall_clock(), f"alarm at {pop}", "unit-alarm", target, kind, detail))
+        self._judge_alarms(pop)
+
+    def _judge_alarms(self, pop: str) -> None:
+        """Take the PoP's alarmed units out of routing, under cascade protection; put them back once clear.
+        Each decision is audited (action alarm-drain: ok, held, released)."""
+        report = self.reports[pop]
+        alarmed = report.alarmed()
+        now = self.clock()
+        who = f"alarm at {pop}"
+        for unit in self.fleet.pop_by_code[pop].units:
+            code, rules = unit.code, alarmed.get(unit.code, [])
+            if not rules:
+                if self.alarm_out.pop(code, None) is not None:
+                    self.store.audit(AuditRecord(self.wall_clock(), who, "alarm-drain", f"unit {code}", "released", {}))
+                if self.alarm_held.pop(code, None) is not None:
+                    self._held_checked.pop(code, None)
+                    self.store.audit(AuditRecord(self.wall_clock(), who, "alarm-drain", f"unit {code}", "released", {}))
+                continue
+            why = ", ".join(rules)
+            if code in self.alarm_out:
+                self.alarm_out[code] = why
+                continue
+            safety = sorted(SAFETY_ALARMS & set(rules))
+            recent = now - self._held_checked.get(code, -HELD_RECHECK_SECONDS) < HELD_RECHECK_SECONDS
+            if code in self.alarm_held and not safety and recent:
+                continue
+            refused: DrainRefused | None = None
+            if not safety and code not in self.units_out(pop):
+                try:
+                    self.check_drain("unit", code)
+                except DrainRefused as error:
+                    refused = error
+            if refused is None:
+                self.alarm_out[code] = why
+                self.alarm_held.pop(code, None)
+                detail: dict[str, Any] = {"alarms": rules, "safety": bool(safety)}
+                self.store.audit(AuditRecord(self.wall_clock(), who, "alarm-drain", f"unit {code}", "ok", detail))
+                continue
+            self._held_checked[code] = now
+            held = f"{why}: held, {'; '.join(refused.reasons)}"
+            if self.alarm_held.get(code) != held:
+                detail = {"alarms": rules, "reasons": refused.reasons, "advice": refused.advice}
+                self.store.audit(AuditRecord(self.wall_clock(), who, "alarm-drain", f"unit {code}", "held", detail))
+            self.alarm_held[code] = held
+
+    def units_out(self, pop: str, unit_drains: Mapping[str, Drain] | None = None) -> dict[str, str]:
+        """The PoP's units (of the fleet file) that carry no traffic now, and why: not in service, drained,
+        or taken out by an alarm."""
+        if unit_drains is None:
+            unit_drains = {d.code: d for d in self.store.drains() if d.kind == "unit"}
+        out: dict[str, str] = {}
+        for unit in self.fleet.pop_by_code[pop].units:
+            state = self._unit_states.get(unit.code, UnitState.IN_SERVICE)
+            if state is not UnitState.IN_SERVICE:
+                out[unit.code] = str(state)
+            elif unit.code in unit_drains:
+                out[unit.code] = f"drained by {unit_drains[unit.code].by}"
+            elif unit.code in self.alarm_out:
+                out[unit.code] = f"alarm: {self.alarm_out[unit.code]}"
+        return out
+
+    def live_replicas(self, pop: str, out: Mapping[str, str]) -> dict[str, int]:
+        """Per model placed at the PoP whose replicas sit partly in units that are ``out``: the replicas left."""
+        live: dict[str, int] = {}
+        for model, replicas in self.fleet.models_at(pop).items():
+            left = sum(n for u, n in self.fleet.unit_replicas(pop, model, replicas).items() if u not in out)
+            if left < replicas:
+                live[model] = left
+        return live
 
     def _check_target(self, kind: str, code: str) -> None:
         if kind not in DRAIN_KINDS:
             raise UnknownTarget(f"unknown drain kind {kind!r}; expected one of: {', '.join(DRAIN_KINDS)}")
-        known = self.fleet.metro_by_code if kind == "metro" else self.fleet.pop_by_code
+        known: Mapping[str, object]
+        if kind == "unit":
+            known = {u.code: u for _, u in self.fleet.units()}
+        else:
+            known = self.fleet.metro_by_code if kind == "metro" else self.fleet.pop_by_code
         if code not in known:
             raise UnknownTarget(f"unknown {kind} {code!r}; expected one of: {', '.join(sorted(known))}")
 
@@ -251,18 +334,12 @@ class FleetState:
         self.store.audit(AuditRecord(now, by, "unit-order", f"unit {code}", "ok", detail))
         return record
 
-    def _all_alarmed(self, pop: str, report: AgentReport) -> str:
-        """When every unit of the PoP in service has an alarm raised: which (else empty)."""
-        alarmed = report.alarmed()
-        serving = self._in_service.get(pop, set())
-        if not alarmed or not serving or not serving <= set(alarmed):
-            return ""
-        return "; ".join(f"{code} {', '.join(alarmed[code])}" for code in sorted(serving))
-
     def _units_changed(self) -> None:
         """Which PoPs have no unit in service (their units listed): those carry no traffic."""
         by_pop: dict[str, list[UnitRecord]] = {}
-        for unit in self.units():
+        records = self.units()
+        self._unit_states = {u.code: u.state for u in records}
+        for unit in records:
             if unit.state not in (UnitState.ORDERED, UnitState.ASSEMBLING, UnitState.FACTORY_ACCEPTANCE_TEST,
                                   UnitState.SHIPPING):  # fmt: skip
                 by_pop.setdefault(unit.pop, []).append(unit)
@@ -337,9 +414,21 @@ class FleetState:
     def check_drain(self, kind: str, code: str) -> DrainCheck:
         """Raise DrainRefused if draining ``kind code`` now would break the blast radius or the headroom."""
         drains = self.store.drains()
+        reduced: dict[str, dict[str, int]] = {}
+        if kind == "unit":
+            pop = next(p.code for p, u in self.fleet.units() if u.code == code)
+            out = {**self.units_out(pop), code: "drain being checked"}
+            if len(out) < len(self.fleet.pop_by_code[pop].units):
+                reduced[pop] = self.live_replicas(pop, out)  # the PoP keeps serving on its other units
+            kind, code = "pop", pop
         metros = {d.code for d in drains if d.kind == "metro"}
         metros |= {self.fleet.pop_by_code[d.code].metro for d in drains if d.kind == "pop"}
         metro = code if kind == "metro" else self.fleet.pop_by_code[code].metro
+        if reduced:
+            check = check_drain(self.router, self.snapshot.sites, (), reduced=reduced)
+            if not check.ok:
+                raise DrainRefused(check.reasons(), [*check.advice, "or use --force"], check)
+            return check
         if metro not in metros and len(metros) + 1 > self.max_drained_metros:
             raise DrainRefused(
                 [
@@ -368,11 +457,15 @@ class FleetState:
         drains = self.store.drains()
         drained_metros = {d.code: d for d in drains if d.kind == "metro"}
         drained_pops = {d.code: d for d in drains if d.kind == "pop"}
+        unit_drains = {d.code: d for d in drains if d.kind == "unit"}
         views: dict[str, SiteView] = {}
         for pop in self.fleet.pops:
             placed = set(self.fleet.models_at(pop.code))
             report = self.reports.get(pop.code)
+            out = self.units_out(pop.code, unit_drains)
+            live = self.live_replicas(pop.code, out) if out else {}
             loaded = frozenset(placed & set(report.models)) if report else frozenset()
+            loaded -= {m for m, n in live.items() if n == 0}
             url = report.url if report else None
             load = report.load if report else 0.0
             if pop.metro in drained_metros:
@@ -384,8 +477,9 @@ class FleetState:
                 state, reason = SiteState.DRAINED, f"PoP drained by {drained_pops[pop.code].by}"
             elif pop.code in self._no_unit_in_service:
                 state, reason = SiteState.DRAINED, f"no unit in service ({self._no_unit_in_service[pop.code]})"
-            elif report is not None and (alarms := self._all_alarmed(pop.code, report)):
-                state, reason = SiteState.DRAINED, f"alarm: {alarms}"
+            elif len(out) == len(pop.units):
+                why = "; ".join(f"{code} {reason}" for code, reason in out.items())
+                state, reason = SiteState.DRAINED, f"no unit carries traffic ({why})"
             elif report is None:
                 state, reason = SiteState.DOWN, "site agent has not reported"
             elif now - report.received_at > self.agent_timeout_seconds:
@@ -394,7 +488,7 @@ class FleetState:
                 state, reason = SiteState.SERVING, ""
             busy = {m: _busy(report.models[m]) for m in loaded} if report else {}
             busy_at = report.measured_at if report else 0.0
-            views[pop.code] = SiteView(pop.code, state, loaded, url, round(load, 4), reason, busy, busy_at)
+            views[pop.code] = SiteView(pop.code, state, loaded, url, round(load, 4), reason, busy, busy_at, live)
         return self.health.overlay(views)
 
     def _plan_edge(self) -> EdgePlan:
@@ -488,7 +582,7 @@ class FleetState:
         now = self.clock()
 
         def shape(v: SiteView) -> tuple[Any, ...]:
-            return (v.state, v.models, v.url)
+            return (v.state, v.models, v.url, v.replicas)
 
         structural = self.keys_version != self.snapshot.keys_version or self.digest != self.snapshot.fleet_digest
         structural = structural or any(shape(views[c]) != shape(old[c]) for c in views)
@@ -525,6 +619,9 @@ class FleetState:
                     "last_report_age_seconds": round(now - report.received_at, 3) if report else None,
                     "fault": dict(report.fault) if report and report.fault else None,
                     "units": {code: dict(unit) for code, unit in report.units.items()} if report else {},
+                    "units_out": self.units_out(pop.code),
+                    "alarms_held": {u.code: self.alarm_held[u.code] for u in pop.units if u.code in self.alarm_held},
+                    "replicas": {**self.fleet.models_at(pop.code), **view.replicas},
                 }
             )
         metros = []

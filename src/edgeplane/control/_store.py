@@ -13,12 +13,12 @@ import orjson
 from edgeplane.tenants import KeyPolicy
 from edgeplane.units import UnitRecord, unit_from_json
 
-DRAIN_KINDS = ("metro", "pop")
+DRAIN_KINDS = ("metro", "pop", "unit")
 
 
 @dataclass(frozen=True, slots=True)
 class Drain:
-    kind: str  # metro | pop
+    kind: str  # metro | pop | unit
     code: str
     since: float  # unix seconds
     by: str

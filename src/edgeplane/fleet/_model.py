@@ -89,13 +89,22 @@ class GpuServers(_Strict):
         return self.servers * self.gpus_per_server
 
 
-class Unit(_Strict):
+class _GpuHolder(_Strict):
+    gpu_servers: list[GpuServers] = Field(min_length=1)
+
+    def gpus_by_type(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for group in self.gpu_servers:
+            counts[group.gpu_type] = counts.get(group.gpu_type, 0) + group.gpus
+        return counts
+
+
+class Unit(_GpuHolder):
     """One modular, prefabricated data centre at a PoP."""
 
     code: Code
     id: Id
     power_kw: PositiveFloat
-    gpu_servers: list[GpuServers] = Field(min_length=1)
 
 
 def _check_community(value: str) -> str:
@@ -149,20 +158,13 @@ class PlacementEntry(_Strict):
     replicas: PositiveInt
 
 
-class UnitTemplate(_Strict):
+class UnitTemplate(_GpuHolder):
     """What one more modular unit brings, and how long it takes from order to serving."""
 
     power_kw: PositiveFloat
-    gpu_servers: list[GpuServers] = Field(min_length=1)
     # Order, factory assembly and testing, shipping, commissioning.
     lead_time_months: PositiveFloat = 3.0
     cost_usd: NonNegativeFloat = 0.0  # one-off, for reports; the planner counts GPUs' hourly cost
-
-    def gpus_by_type(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for group in self.gpu_servers:
-            counts[group.gpu_type] = counts.get(group.gpu_type, 0) + group.gpus
-        return counts
 
 
 class Fleet(_Strict):
@@ -239,6 +241,23 @@ class Fleet(_Strict):
         spec = self.model_by_name[model]
         types = [t for t in self.pop_by_code[pop].gpus_by_type() if spec.replica_throughput(t) > 0]
         return max(types, key=spec.replica_throughput) if types else None
+
+    def unit_replicas(self, pop: str, model: str, replicas: int) -> dict[str, int]:
+        """How a model's replicas at a PoP sit in its units: in proportion to each unit's GPUs of the types the
+        model runs on (largest remainder, ties to the first unit). Agents run them so, and routing counts
+        what is left when a unit stops carrying traffic."""
+        spec = self.model_by_name[model]
+        units = self.pop_by_code[pop].units
+        weights = {u.code: sum(n for t, n in u.gpus_by_type().items() if spec.replica_throughput(t) > 0) for u in units}
+        if not any(weights.values()):
+            weights = {u.code: sum(u.gpus_by_type().values()) for u in units}
+        total = sum(weights.values())
+        quotas = {code: replicas * w / total for code, w in weights.items()}
+        split = {code: int(q) for code, q in quotas.items()}
+        order = sorted(weights, key=lambda c: (-(quotas[c] - split[c]), list(weights).index(c)))
+        for code in order[: replicas - sum(split.values())]:
+            split[code] += 1
+        return split
 
     def metro_rtt_ms(self, a: str, b: str) -> float:
         """Estimated round trip between two metros: great-circle fibre at 200 km/ms, times the route factor."""

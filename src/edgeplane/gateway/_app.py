@@ -504,6 +504,9 @@ class Gateway:
             "x-edgeplane-scope": str(candidate.scope),
             "x-edgeplane-attempts": str(attempts),
         }
+        unit = outcome.reply.headers.get("x-edgeplane-unit")
+        if unit:
+            headers["x-edgeplane-unit"] = unit
         self.metrics.requests.labels(
             parsed.model, candidate.metro, str(candidate.scope), str(outcome.reply.status)
         ).inc()

@@ -56,30 +56,45 @@ def check_drain(
     sites: Mapping[str, SiteView],
     drained: Iterable[str],
     *,
+    reduced: Mapping[str, Mapping[str, int]] | None = None,
     max_utilisation: float = MAX_UTILISATION,
 ) -> DrainCheck:
     """Move the busy requests of the ``drained`` PoPs where the router would send their clients, filling
-    receiving sites in the router's order up to ``max_utilisation`` of their slots."""
+    receiving sites in the router's order up to ``max_utilisation`` of their slots. A PoP in ``reduced``
+    keeps serving with fewer replicas (model -> replicas left, when a unit stops carrying traffic): what
+    its remaining slots cannot hold moves."""
     fleet = router.fleet
     drained = set(drained)
-    after = {
-        code: replace(view, state=SiteState.DRAINED, reason="drain being checked") if code in drained else view
-        for code, view in sites.items()
-    }
+    reduced = reduced or {}
+    after = dict(sites)
+    for code in drained & set(sites):
+        after[code] = replace(sites[code], state=SiteState.DRAINED, reason="drain being checked")
+    for code, left in reduced.items():
+        if code in after and code not in drained:
+            kept = after[code]
+            gone = {m for m, n in left.items() if n <= 0}
+            after[code] = replace(kept, models=kept.models - gone, replicas={**kept.replicas, **left})
+    leaving: dict[str, dict[str, int]] = {}
+    for pop in sorted(drained | set(reduced)):
+        view = sites.get(pop)
+        if view is None or view.state not in (SiteState.SERVING, SiteState.DEGRADED):
+            continue  # it carries nothing now
+        for model, busy in sorted(view.busy.items()):
+            keep = 0
+            if pop not in drained and model in after[pop].models:
+                keep = min(busy, int(router.slots(pop, model, after[pop]) * max_utilisation))
+            if busy > keep:
+                leaving.setdefault(pop, {})[model] = busy - keep
     extra: dict[tuple[str, str], int] = {}
     moved: dict[str, dict[str, int]] = {}
     overloads: dict[tuple[str, str], Overload] = {}
     stranded: dict[str, int] = {}
-    for pop in sorted(drained):
-        view = sites.get(pop)
-        if view is None or view.state not in (SiteState.SERVING, SiteState.DEGRADED):
-            continue  # it carries nothing now
+    for pop, models in leaving.items():
         metro = fleet.pop_by_code[pop].metro
-        for model, busy in sorted(view.busy.items()):
-            remaining = busy
+        for model, remaining in models.items():
             decision = router.decide_for_metro("drain check", metro, "drain check", model, after, explain=False)
             for candidate in decision.candidates:
-                slots = router.slots(candidate.pop, model)
+                slots = router.slots(candidate.pop, model, after[candidate.pop])
                 now = after[candidate.pop].busy.get(model, 0) + extra.get((candidate.pop, model), 0)
                 room = max(0, int(slots * max_utilisation) - now)
                 take = min(room, remaining)
@@ -96,7 +111,7 @@ def check_drain(
                 first = decision.candidates[0].pop
                 extra[(first, model)] = extra.get((first, model), 0) + remaining
                 moved.setdefault(first, {})[model] = moved.get(first, {}).get(model, 0) + remaining
-                limit = int(router.slots(first, model) * max_utilisation)
+                limit = int(router.slots(first, model, after[first]) * max_utilisation)
                 busy_now = after[first].busy.get(model, 0)
                 overloads[(first, model)] = Overload(first, model, busy_now, extra[(first, model)], limit)
     advice: list[str] = []

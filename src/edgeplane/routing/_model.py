@@ -42,6 +42,9 @@ class SiteView:
     reason: str = ""
     busy: Mapping[str, int] = field(default_factory=dict)  # per model: requests running or waiting
     busy_at: float = 0.0  # unix seconds when the site read its busy counts; 0 when unknown
+    # Per model, the replicas left where some of the PoP's units carry no traffic (drained, alarmed, in
+    # maintenance); a model not named here serves with all its placed replicas.
+    replicas: Mapping[str, int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"<SiteView {self.pop} {self.state} load={self.load:.2f} models={len(self.models)}>"

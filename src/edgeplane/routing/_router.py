@@ -76,14 +76,21 @@ class Router:
             for model in fleet.models
         }
 
-    def slots(self, pop: str, model: str) -> int:
-        """Batch slots of a model at a PoP (replicas times concurrency); 0 where it is not placed."""
-        serving = self._serving.get((pop, model))
+    def slots(self, pop: str, model: str, site: SiteView | None = None) -> int:
+        """Batch slots of a model at a PoP (replicas times concurrency); 0 where it is not placed. With the
+        site's view, only the replicas of units carrying traffic count."""
+        serving = self._at(pop, model, site)
         return serving.slots if serving else 0
 
-    def replicas(self, pop: str, model: str) -> int:
-        serving = self._serving.get((pop, model))
+    def replicas(self, pop: str, model: str, site: SiteView | None = None) -> int:
+        serving = self._at(pop, model, site)
         return serving.replicas if serving else 0
+
+    def _at(self, pop: str, model: str, site: SiteView | None) -> _Serving | None:
+        serving = self._serving.get((pop, model))
+        if serving is None or site is None or model not in site.replicas:
+            return serving
+        return _reduced(serving, site.replicas[model])
 
     def _scope(self, client_metro: str, metro: str) -> Scope:
         if metro == client_metro:
@@ -203,6 +210,8 @@ class Router:
                 if explain:
                     passed.append(PassedOver(rung.pop, rung.metro, rung.scope, _unusable(site, model)))
                 continue
+            if serving is not None and site.replicas and model in site.replicas:
+                serving = _reduced(serving, site.replicas[model])  # some of its units carry no traffic
             busy = site.busy.get(model, 0) if site.busy else 0
             if local_busy:
                 busy += local_busy.get((rung.pop, model), 0)
@@ -249,6 +258,10 @@ class Router:
                 if c.scope == best.scope
             )
         return Decision(client, metro, located_by, model, tuple(candidates), tuple(passed))
+
+
+def _reduced(serving: _Serving, replicas: int) -> _Serving:
+    return _Serving(serving.speed, replicas, serving.speed.max_concurrency * replicas)
 
 
 def _why_poor(candidate: Candidate, slo_ms: float) -> str:

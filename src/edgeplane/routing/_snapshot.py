@@ -36,6 +36,7 @@ class Snapshot:
                     "reason": site.reason,
                     "busy": dict(site.busy),
                     "busy_at": site.busy_at,
+                    "replicas": dict(site.replicas),
                 }
                 for code, site in self.sites.items()
             },
@@ -53,6 +54,7 @@ class Snapshot:
                 reason=str(raw.get("reason", "")),
                 busy={str(m): int(n) for m, n in (raw.get("busy") or {}).items()},
                 busy_at=float(raw.get("busy_at") or 0.0),
+                replicas={str(m): int(n) for m, n in (raw.get("replicas") or {}).items()},
             )
             for code, raw in data["sites"].items()
         }

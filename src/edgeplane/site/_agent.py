@@ -56,8 +56,9 @@ def build_backend(
     if options.backend == "emulator":
         gpu_type = fleet.best_gpu_type(model, pop) or next(iter(spec.throughput_tokens_per_second))
         pop_seed = options.seed * 7919 + fleet.pop_by_code[pop].id
+        units = fleet.unit_replicas(pop, model, replicas)
         return EmulatorBackend(
-            spec, gpu_type, replicas, seed=pop_seed, time_scale=options.time_scale, registry=registry
+            spec, gpu_type, replicas, seed=pop_seed, time_scale=options.time_scale, registry=registry, units=units
         )
     if options.backend == "llamacpp":
         if options.gguf_path is None:
@@ -90,9 +91,11 @@ class ModelLoader:
 
     def __init__(self, fleet: Fleet, pop: str, options: SiteOptions, registry: CollectorRegistry) -> None:
         self.fleet, self.pop, self.options, self.registry = fleet, pop, options, registry
+        self.units_out: frozenset[str] = frozenset()  # what a newly loaded backend starts with
 
     async def load(self, model: str, replicas: int) -> Backend:
         backend = build_backend(self.fleet, self.pop, model, replicas, self.options, self.registry)
+        backend.units_out = self.units_out
         await asyncio.sleep(load_seconds(self.fleet, model, self.options))
         await backend.start()
         return backend
@@ -138,6 +141,10 @@ class SiteAgent:
             ["model", "status"],
             registry=registry,
         )
+        self._unit_requests = Counter(
+            "edgeplane_unit_requests", "Requests answered by a unit's GPUs.", ["unit", "model"], registry=registry
+        )
+        self.units_out: dict[str, str] = {}  # the PoP's units that carry no traffic, and why (control plane)
 
     def __repr__(self) -> str:
         loading = f", loading {self.loading}" if self.loading else ""
@@ -183,6 +190,22 @@ class SiteAgent:
                     await old.stop()
                 if self._models_changed.is_set():
                     break  # the placement moved again meanwhile: start over from it
+
+    def set_units_out(self, out: Mapping[str, str]) -> None:
+        """The control plane says which units carry no traffic: their replicas take no new requests (those
+        running finish); the reported capacity shrinks with them."""
+        out = {str(k): str(v) for k, v in out.items()}
+        if out == self.units_out:
+            return
+        for unit in sorted(set(out) - set(self.units_out)):
+            log.warning("site %s: unit %s carries no traffic (%s)", self.pop, unit, out[unit])
+        for unit in sorted(set(self.units_out) - set(out)):
+            log.info("site %s: unit %s carries traffic again", self.pop, unit)
+        self.units_out = out
+        for backend in self.backends.values():
+            backend.units_out = frozenset(out)
+        if self.loader is not None:
+            self.loader.units_out = frozenset(out)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -298,6 +321,13 @@ class SiteAgent:
             if faulty is not None:
                 self._requests.labels(parsed.model, str(faulty.status)).inc()
                 return faulty
+            if not backend.serves():
+                self._requests.labels(parsed.model, "503").inc()
+                out = ", ".join(sorted(self.units_out))
+                return error_response(
+                    503, f"No unit carrying {parsed.model} here takes traffic ({out}).", type="server_error",
+                    code="unit_drained",
+                )  # fmt: skip
             try:
                 answer = await backend.generate(parsed, raw)
             except BackendError as error:
@@ -306,9 +336,12 @@ class SiteAgent:
                     502, f"Model server unavailable: {error}", type="server_error", code="backend_error"
                 )
             self._requests.labels(parsed.model, str(answer.status)).inc()
+            headers = {"x-edgeplane-unit": answer.unit} if answer.unit else None
+            if answer.unit:
+                self._unit_requests.labels(answer.unit, parsed.model).inc()
             try:
                 if answer.content_type.startswith("text/event-stream"):
-                    return await relay_stream(request, answer.status, answer.content_type, answer.chunks)
+                    return await relay_stream(request, answer.status, answer.content_type, answer.chunks, headers)
                 try:
                     body = b"".join([chunk async for chunk in answer.chunks])
                 except StreamCut:
@@ -318,7 +351,7 @@ class SiteAgent:
                     return error_response(
                         502, f"Model server broke off: {error}", type="server_error", code="backend_error"
                     )
-                return web.Response(body=body, status=answer.status, content_type="application/json")
+                return web.Response(body=body, status=answer.status, content_type="application/json", headers=headers)
             finally:
                 answer.release()
 
@@ -362,6 +395,7 @@ class SiteAgent:
             "loading": self.loading,
             "measured_at": measured_at,
             "units": self.watch.state() if self.watch is not None else {},
+            "units_out": self.units_out,
         }
 
     async def report_forever(self) -> None:
@@ -381,6 +415,9 @@ class SiteAgent:
                 placed = answer.get("models") if status == 200 and isinstance(answer, dict) else None
                 if isinstance(placed, dict) and self.loader is not None:
                     self.want(placed)
+                out = answer.get("units_out") if status == 200 and isinstance(answer, dict) else None
+                if isinstance(out, dict):
+                    self.set_units_out(out)
                 if not reachable:
                     log.info("control plane reachable again")
                 reachable = status < 500

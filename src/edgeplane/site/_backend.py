@@ -35,6 +35,7 @@ class Answer:
     content_type: str
     chunks: AsyncIterator[bytes]
     release: Callable[[], None] = field(default=_nothing)
+    unit: str | None = None  # the unit whose GPUs answer, where the backend knows
 
 
 class Backend(abc.ABC):
@@ -44,6 +45,12 @@ class Backend(abc.ABC):
 
     def __init__(self, model: str) -> None:
         self.model = model
+        self.units_out: frozenset[str] = frozenset()  # the PoP's units that carry no traffic now
+
+    def serves(self) -> bool:
+        """Whether some of the model's replicas sit on units carrying traffic (a backend that does not
+        know its units always serves)."""
+        return True
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.model}>"

@@ -11,7 +11,7 @@ import random
 import time
 import uuid
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -109,8 +109,9 @@ def _metrics_of(registry: CollectorRegistry) -> _Metrics:
 class _Replica:
     """One replica's batch: up to ``max_concurrency`` running, the rest wait in arrival order."""
 
-    def __init__(self, timing: ReplicaSpeed) -> None:
+    def __init__(self, timing: ReplicaSpeed, unit: str | None = None) -> None:
         self.timing = timing
+        self.unit = unit
         self.running = 0
         self.kv_tokens = 0
         self.queue: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -161,14 +162,20 @@ class EmulatorBackend(Backend):
         seed: int = 0,
         time_scale: float = 1.0,
         registry: CollectorRegistry | None = None,
+        units: Mapping[str, int] | None = None,
     ) -> None:
+        """``units``, where given, says how many of the replicas run in each of the PoP's units (their sum is
+        the replica count): requests go only to replicas of units not in ``units_out``."""
         super().__init__(spec.name)
         self.spec = spec
         self.gpu_type = gpu_type
         self.seed = seed
         self.time_scale = time_scale
         self.timing = ReplicaSpeed(spec.replica_throughput(gpu_type), spec.max_concurrency)
-        self._replicas = [_Replica(self.timing) for _ in range(replicas)]
+        if units is None:
+            self._replicas = [_Replica(self.timing) for _ in range(replicas)]
+        else:
+            self._replicas = [_Replica(self.timing, unit) for unit, n in units.items() for _ in range(n)]
         self._metrics = _metrics_of(registry or CollectorRegistry())
         self._labels = {"model_name": spec.name}
         self._fault: Fault | None = None
@@ -181,10 +188,16 @@ class EmulatorBackend(Backend):
         waiting = sum(len(r.queue) for r in self._replicas)
         return f"<EmulatorBackend {self.model} on {self.gpu_type} [Requests: {running} running, {waiting} waiting]>"
 
+    def _live(self) -> list[_Replica]:
+        return [r for r in self._replicas if r.unit not in self.units_out]
+
+    def serves(self) -> bool:
+        return bool(self._live())
+
     async def load(self) -> Load:
         running = sum(r.running for r in self._replicas)
         waiting = sum(len(r.queue) for r in self._replicas)
-        capacity = self.timing.max_concurrency * len(self._replicas)
+        capacity = self.timing.max_concurrency * len(self._live())
         return Load(running, waiting, self._kv_usage(), capacity)
 
     def _kv_usage(self) -> float:
@@ -232,11 +245,12 @@ class EmulatorBackend(Backend):
 
     async def generate(self, request: InferenceRequest, raw: bytes) -> Answer:
         prompt_tokens, pieces, finish = self._plan(request)
-        replica = min(self._replicas, key=lambda r: r.busy)
+        replica = min(self._live() or self._replicas, key=lambda r: r.busy)
         if request.stream:
             body = self._stream(request, replica, prompt_tokens, pieces, finish)
-            return Answer(200, "text/event-stream", body)
-        return Answer(200, "application/json", self._whole(request, replica, prompt_tokens, pieces, finish))
+            return Answer(200, "text/event-stream", body, unit=replica.unit)
+        whole = self._whole(request, replica, prompt_tokens, pieces, finish)
+        return Answer(200, "application/json", whole, unit=replica.unit)
 
     async def _run(self, replica: _Replica, prompt_tokens: int, pieces: list[str]) -> AsyncGenerator[str, None]:
         """Queue, prefill, then decode piece by piece at the speed the current batch allows."""
