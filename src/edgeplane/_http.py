@@ -110,9 +110,12 @@ class HttpClient:
         return Reply(response.status, response.headers.get("Content-Type", ""), response)
 
     async def get_text(self, url: str, timeout_seconds: float = 5.0) -> str:
+        return (await self.fetch_text(url, timeout_seconds))[1]
+
+    async def fetch_text(self, url: str, timeout_seconds: float = 5.0) -> tuple[int, str]:
         with map_exceptions():
             async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_seconds)) as response:
-                return await response.text()
+                return response.status, await response.text()
 
     async def request_json(
         self,

@@ -403,7 +403,10 @@ def site() -> None:
 @click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--no-report", is_flag=True, help="Do not report to the control plane.")
 @click.option("--redfish", "redfish", multiple=True, metavar="UNIT=URL", help="A unit's Redfish service to poll.")
-@click.option("--redfish-emulate", is_flag=True, help="Emulate the Redfish service of every unit not given one.")
+@click.option("--dcgm", "dcgm", multiple=True, metavar="UNIT=URL", help="A unit's DCGM exporter (/metrics URL).")
+@click.option(
+    "--redfish-emulate", is_flag=True, help="Emulate the Redfish service and DCGM exporter of every unit not given one."
+)
 @click.pass_context
 def site_run(
     ctx: click.Context,
@@ -418,6 +421,7 @@ def site_run(
     time_scale: float,
     no_report: bool,
     redfish: tuple[str, ...],
+    dcgm: tuple[str, ...],
     redfish_emulate: bool,
 ) -> None:
     """Serve the models placed at one PoP."""
@@ -440,34 +444,55 @@ def site_run(
         control_url=None if no_report else ctx.obj["control_url"],
         admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
         loader=None if no_report else ModelLoader(fleet, pop, options, registry),
-        watch=_unit_watch(fleet, pop, redfish, redfish_emulate, registry, time_scale, seed),
+        watch=_unit_watch(fleet, pop, (redfish, dcgm), redfish_emulate, registry, time_scale, seed),
     )
     agent.replicas = dict(fleet.models_at(pop))
     _run(agent.run(host, port, on_ready=lambda url: print(f"site {pop} at {url}", flush=True)))
 
 
 def _unit_watch(
-    fleet: Fleet, pop: str, redfish: tuple[str, ...], emulate: bool, registry: Any, time_scale: float, seed: int
+    fleet: Fleet,
+    pop: str,
+    given: tuple[tuple[str, ...], tuple[str, ...]],
+    emulate: bool,
+    registry: Any,
+    time_scale: float,
+    seed: int,
 ) -> Any:
-    """The PoP's units to watch: those given a Redfish URL, and with ``emulate`` the rest; None if neither."""
+    """The PoP's units to watch: those given a Redfish URL (and DCGM exporter), and with ``emulate`` the rest;
+    None if neither."""
     from edgeplane.telemetry import UnitWatch
 
     units = {u.code: u for u in fleet.pop_by_code[pop].units} if pop in fleet.pop_by_code else {}
-    urls: dict[str, str | None] = {}
-    for item in redfish:
-        code, _, url = item.partition("=")
-        if code not in units or not url.startswith(("http://", "https://")):
-            raise click.BadParameter(f"expected UNIT=URL with a unit of {pop} ({', '.join(units)}), not {item!r}",
-                                     param_hint="--redfish")  # fmt: skip
-        urls[code] = url
+
+    def parse(items: tuple[str, ...], option: str) -> dict[str, str]:
+        urls = {}
+        for item in items:
+            code, _, url = item.partition("=")
+            if code not in units or not url.startswith(("http://", "https://")):
+                raise click.BadParameter(f"expected UNIT=URL with a unit of {pop} ({', '.join(units)}), not {item!r}",
+                                         param_hint=option)  # fmt: skip
+            urls[code] = url
+        return urls
+
+    urls: dict[str, str | None] = dict(parse(given[0], "--redfish"))
+    dcgm = parse(given[1], "--dcgm")
     if emulate:
         urls.update({code: None for code in units if code not in urls})
     if not urls:
         return None
     scale = time_scale if time_scale > 0 else 1.0
     power = {code: unit.power_kw for code, unit in units.items()}
+    gpus = {code: unit.gpus_by_type() for code, unit in units.items()}
     return UnitWatch(
-        urls, power, registry, interval_seconds=min(1.0, max(0.25, scale * 5)), hold_scale=scale, seed=seed
+        urls,
+        power,
+        registry,
+        dcgm=dcgm,
+        gpus=gpus,
+        interval_seconds=min(1.0, max(0.25, scale * 5)),
+        hold_scale=scale,
+        seed=seed,
     )
 
 
@@ -1685,7 +1710,8 @@ def unit_order(ctx: click.Context, pop: str, note: str, as_json: bool) -> None:
 @click.pass_context
 def unit_fault(ctx: click.Context, code: str, kind: str | None, clear: bool, as_json: bool) -> None:
     """Inject a fault into a unit's emulated Redfish service (as `up` runs them), or --clear it: coolant, leak,
-    inlet, pdu, fire-armed, fire-discharged, or bad telemetry (malformed, missing, silent)."""
+    inlet, pdu, fire-armed, fire-discharged, xid (a GPU fallen off the bus), gpu-hot, or bad telemetry
+    (malformed, missing, silent)."""
     from edgeplane._http import HttpClient
 
     if (kind is None) == (not clear):

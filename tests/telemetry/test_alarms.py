@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from edgeplane.telemetry import AlarmBook, FacilityReading
+from edgeplane.telemetry import AlarmBook, FacilityReading, GpuReading
 
 CALM = FacilityReading("iad1-u1", 24.0, 14.8, False, 240_000.0, "Normal", 0.0)
 HOT_COOLANT = replace(CALM, coolant_supply_c=33.0)
@@ -53,3 +53,16 @@ def test_stale_telemetry_neither_raises_nor_clears() -> None:
     assert book.to_json()["iad1-u1"] == {"alarms": ["coolant-supply"], "stale": "not a Redfish document"}
     # A healthy neighbour is untouched by either.
     assert book.update(replace(CALM, unit="iad1-u2"), 400, now=2) == [] and "iad1-u2" not in book.alarmed_units()
+
+
+def test_a_critical_xid_raises_at_once_a_hot_gpu_after_its_hold_and_other_xids_only_show() -> None:
+    gpu = GpuReading("0", "GPU-1", "NVIDIA H100", "iad1-u1-h100-1", 55.0, 400.0, 0)
+    book = AlarmBook()
+    assert book.update(replace(CALM, gpus=(gpu, replace(gpu, gpu="1", uuid="GPU-2"))), 400, now=0) == []
+    assert book.update(replace(CALM, gpus=(replace(gpu, xid=13),)), 400, now=1) == []  # a program's fault
+    fallen = book.update(replace(CALM, gpus=(replace(gpu, xid=79),)), 400, now=2)
+    assert [(e.rule, e.kind, e.value) for e in fallen] == [("gpu-xid", "raised", 1.0)]
+    hot = replace(CALM, gpus=(replace(gpu, temp_c=94.0),))
+    assert [e.kind for e in book.update(hot, 400, now=3)] == []  # the XID clears only after its hold
+    assert [(e.rule, e.kind) for e in book.update(hot, 400, now=33)] == [("gpu-temperature", "raised")]
+    assert [(e.rule, e.kind) for e in book.update(hot, 400, now=63)] == [("gpu-xid", "cleared")]

@@ -118,3 +118,32 @@ def test_bad_telemetry_marks_the_unit_stale_and_drains_nothing(emulator_fleet: R
     assert unknown.returncode == 1 and "coolant" in unknown.stdout + unknown.stderr
     neither = fleet.cli("unit", "fault", "ams1-u1", check=False)
     assert neither.returncode == 2 and "--clear" in neither.stdout + neither.stderr
+
+
+def test_a_gpu_xid_error_drains_its_unit_and_dcgm_fields_are_exported(emulator_fleet: RunningFleet) -> None:
+    fleet = emulator_fleet
+    wait_for("ams1's units read", lambda: all_read(fleet, "ams1"))
+    unit = pop_status(fleet, "ams1")["units"]["ams1-u2"]
+    assert unit["reading"]["gpus"] == 32 and 40 < unit["reading"]["gpu_temp_max_c"] < 80
+    assert unit["dcgm"] == unit["redfish"] + "/metrics"
+    metrics = metrics_of(pop_status(fleet, "ams1")["url"])
+    for field in ("DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_XID_ERRORS"):
+        assert sum(line.startswith(field + "{") and 'unit="ams1-u2"' in line for line in metrics.splitlines()) == 32
+    try:
+        fleet.cli("unit", "fault", "ams1-u2", "xid")
+        wait_for("ams1-u2 out", lambda: pop_status(fleet, "ams1")["units_out"].get("ams1-u2") == "alarm: gpu-xid")
+        status = pop_status(fleet, "ams1")
+        assert status["state"] == "serving" and "ams1-u1" not in status["units_out"]
+        [xid] = status["units"]["ams1-u2"]["reading"]["gpu_xid"]
+        assert xid["xid"] == 79 and xid["gpu"] == "0"
+        xids = [line for line in metrics_of(status["url"]).splitlines() if line.startswith("DCGM_FI_DEV_XID_ERRORS{")]
+        assert [line for line in xids if line.endswith(" 79.0")] == [
+            line for line in xids if f'UUID="{xid["uuid"]}"' in line and 'unit="ams1-u2"' in line
+        ]
+    finally:
+        fleet.cli("unit", "fault", "ams1-u2", "--clear")
+    wait_for("ams1-u2 back", lambda: pop_status(fleet, "ams1")["units_out"] == {})
+    audit = get_json(fleet.control_url + "/api/audit")["audit"]
+    assert {("unit ams1-u2", "raised"), ("unit ams1-u2", "cleared")} <= {
+        (a["target"], a["outcome"]) for a in audit if a["action"] == "unit-alarm"
+    }

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from edgeplane._http import HttpClient
-from edgeplane.telemetry import FaultKind, RedfishEmulator, TelemetryStale, read_unit
+from edgeplane.telemetry import FaultKind, RedfishEmulator, TelemetryStale, read_gpus, read_unit
 
 
 class Clock:
@@ -23,7 +23,7 @@ class Clock:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[RedfishEmulator, str, HttpClient, Clock]]:
     clock = Clock()
-    emulator = RedfishEmulator("iad1-u1", power_kw=400, clock=clock)
+    emulator = RedfishEmulator("iad1-u1", power_kw=400, gpus={"H100": 16}, clock=clock)
     runner = web.AppRunner(emulator.app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -92,3 +92,45 @@ async def test_an_unknown_fault_is_refused(served: tuple) -> None:
     _, url, client, _ = served
     status, answer = await client.request_json("POST", url + "/redfish/v1/Oem/Edgeplane/Fault", {"kind": "meteor"})
     assert status == 400 and "coolant" in answer["error"]["message"]
+
+
+async def test_gpu_health_reads_as_the_dcgm_exporter_serves_it(served: tuple) -> None:
+    emulator, url, client, _ = served
+    text = await client.get_text(url + "/metrics")
+    assert "# TYPE DCGM_FI_DEV_GPU_TEMP gauge" in text and 'device="nvidia7"' in text
+    gpus = await read_gpus(client, url + "/metrics")
+    assert (
+        len(gpus) == 16
+        and len({g.uuid for g in gpus}) == 16
+        and {g.hostname for g in gpus}
+        == {
+            "iad1-u1-h100-1",
+            "iad1-u1-h100-2",
+        }
+    )
+    assert all(40 < g.temp_c < 80 and 0 < g.power_w <= 715 and g.xid == 0 for g in gpus)
+    reading = await read_unit(client, url, "iad1-u1", dcgm_url=url + "/metrics")
+    assert reading.to_json()["gpus"] == 16 and reading.to_json()["gpu_xid"] == []
+    emulator.fault = FaultKind.XID
+    assert [(g.gpu, g.xid) for g in await read_gpus(client, url + "/metrics") if g.xid] == [("0", 79)]
+    emulator.fault = FaultKind.GPU_HOT
+    assert (await read_unit(client, url, "iad1-u1", dcgm_url=url + "/metrics")).gpu_temp_max_c == 94.0
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (FaultKind.MALFORMED, "not Prometheus text"),
+        (FaultKind.MISSING, "has no DCGM_FI_DEV_GPU_TEMP"),
+        (FaultKind.SILENT, "no answer"),
+    ],
+)
+async def test_bad_gpu_telemetry_reads_as_stale(served: tuple, fault: FaultKind, reason: str) -> None:
+    emulator, url, client, _ = served
+    emulator.fault = fault
+    with pytest.raises(TelemetryStale, match=reason):
+        await read_gpus(client, url + "/metrics", timeout_seconds=0.3)
+    status, _ = await client.fetch_text(url + "/nothing")
+    with pytest.raises(TelemetryStale, match="HTTP 404"):
+        await read_gpus(client, url + "/nothing")
+    assert status == 404

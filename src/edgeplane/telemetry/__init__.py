@@ -1,7 +1,10 @@
-"""Unit telemetry: facility equipment over Redfish (and an emulator of it for tests and `edgeplane up`)."""
+"""Unit telemetry: facility equipment over Redfish, GPU health from DCGM exporters (and an emulator of both for
+tests and `edgeplane up`)."""
 
 from edgeplane.telemetry._alarms import RULES, AlarmBook, AlarmEvent, AlarmRule
-from edgeplane.telemetry._redfish import FacilityReading, FaultKind, RedfishEmulator, TelemetryStale, read_unit
+from edgeplane.telemetry._dcgm import GpuReading
+from edgeplane.telemetry._errors import TelemetryStale
+from edgeplane.telemetry._redfish import FacilityReading, FaultKind, RedfishEmulator, read_gpus, read_unit
 from edgeplane.telemetry._watch import UnitWatch
 
 __all__ = [
@@ -11,8 +14,10 @@ __all__ = [
     "AlarmRule",
     "FacilityReading",
     "FaultKind",
+    "GpuReading",
     "RedfishEmulator",
     "TelemetryStale",
     "UnitWatch",
+    "read_gpus",
     "read_unit",
 ]

@@ -35,12 +35,23 @@ def _fire(reading: FacilityReading, _: float) -> float:
     return 0.0 if reading.fire == "Normal" else 1.0
 
 
+# XID errors that mean the GPU cannot be trusted with work until it is reset or replaced (double-bit ECC, row
+# remapping failure, NVLink, fallen off the bus, uncontained ECC, GSP errors); the rest are shown, not acted on.
+CRITICAL_XIDS = frozenset({48, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120})
+
+
+def _critical_xids(reading: FacilityReading, _: float) -> float:
+    return float(sum(1 for g in reading.gpus if g.xid in CRITICAL_XIDS))
+
+
 RULES: tuple[AlarmRule, ...] = (
     AlarmRule("inlet-temperature", "inlet air above 35 °C", lambda r, _: r.inlet_c, 35.0, 30.0, 60.0),
     AlarmRule("coolant-supply", "coolant supply above 25 °C", lambda r, _: r.coolant_supply_c, 25.0, 10.0, 30.0),
     AlarmRule("leak", "a leak detector tripped", lambda r, _: 1.0 if r.leak else 0.0, 0.5, 0.0, 60.0),
     AlarmRule("pdu-power", "rack PDUs above 90% of the unit's power", _pdu_percent, 90.0, 60.0, 120.0),
     AlarmRule("fire-suppression", "fire suppression armed or discharged", _fire, 0.5, 0.0, 300.0),
+    AlarmRule("gpu-xid", "a GPU reported a critical XID error", _critical_xids, 0.5, 0.0, 60.0),
+    AlarmRule("gpu-temperature", "a GPU above 87 °C", lambda r, _: r.gpu_temp_max_c, 87.0, 30.0, 60.0),
 )
 
 

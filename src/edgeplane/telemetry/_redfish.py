@@ -4,8 +4,8 @@ paths, readings that move, faults injected over HTTP) and the reader a site agen
 Served paths (all under /redfish/v1): the service root; Chassis/UNIT with the unit's fire suppression as an OEM
 property (Redfish has no schema for it); Chassis/UNIT/EnvironmentMetrics (inlet air); ThermalEquipment/CDUs/1
 (a CoolingUnit), its SecondaryCoolantConnectors/A (coolant supply) and LeakDetection; PowerEquipment/RackPDUs/1
-and its Metrics (PowerDistributionMetrics). Faults: POST /redfish/v1/Oem/Edgeplane/Fault {"kind": ...},
-DELETE to clear."""
+and its Metrics (PowerDistributionMetrics). GPU health is at /metrics, as NVIDIA's DCGM exporter serves it.
+Faults: POST /redfish/v1/Oem/Edgeplane/Fault {"kind": ...}, DELETE to clear."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import functools
 import math
 import random
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ from aiohttp import web
 
 from edgeplane._errors import BackendError
 from edgeplane._http import HttpClient
+from edgeplane.catalog import GPU_SPECS
+from edgeplane.telemetry._dcgm import GpuReading, exposition, parse
+from edgeplane.telemetry._errors import TelemetryStale
 
 MOCKUPS = Path(__file__).resolve().parent / "mockups"
 ROOT = "/redfish/v1"
@@ -42,6 +46,8 @@ class FaultKind(enum.StrEnum):
     PDU = "pdu"  # rack PDU near its limit
     FIRE_ARMED = "fire-armed"
     FIRE_DISCHARGED = "fire-discharged"
+    XID = "xid"  # a GPU reports XID 79: fallen off the bus
+    GPU_HOT = "gpu-hot"  # a GPU runs at 94 °C
     MALFORMED = "malformed"  # answers that are not JSON
     MISSING = "missing"  # readings left out
     SILENT = "silent"  # stops answering
@@ -57,10 +63,18 @@ class RedfishEmulator:
     """One unit's facility equipment, deterministic under a seed; readings drift slowly around DMTF's values."""
 
     def __init__(
-        self, unit: str, *, power_kw: float = 400.0, seed: int = 0, clock: Callable[[], float] = time.monotonic
+        self,
+        unit: str,
+        *,
+        power_kw: float = 400.0,
+        gpus: Mapping[str, int] | None = None,
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``gpus``: GPU type -> count in the unit (8 to a server), whose health /metrics serves as DCGM would."""
         self.unit = unit
         self.power_kw = power_kw
+        self.gpus = dict(gpus or {"H100": 8})
         self.clock = clock
         self.fault: FaultKind | None = None
         self._phase = random.Random(f"{seed}\0{unit}").uniform(0, 2 * math.pi)
@@ -84,6 +98,30 @@ class RedfishEmulator:
             "pdu_power_w": round(self.power_kw * 1000 * load),
             "fire": fire.get(fault, "Normal") if fault else "Normal",
         }
+
+    def gpu_readings(self) -> list[GpuReading]:
+        """The unit's GPUs now, 8 to a server; faults land on the first GPU."""
+        load = self._wave(0.6, 0.05, 30)
+        gpus: list[GpuReading] = []
+        for gpu_type, count in sorted(self.gpus.items()):
+            tdp_w = GPU_SPECS[gpu_type].power_kw * 1000 * 0.55 if gpu_type in GPU_SPECS else 700.0
+            memory_mib = (GPU_SPECS[gpu_type].memory_gb if gpu_type in GPU_SPECS else 80) * 1024
+            for n in range(count):
+                first = not gpus
+                gpus.append(
+                    GpuReading(
+                        gpu=str(n % 8),
+                        uuid=f"GPU-{uuid.uuid5(uuid.NAMESPACE_OID, f'{self.unit}/{gpu_type}/{n}')}",
+                        model_name=f"NVIDIA {gpu_type}",
+                        hostname=f"{self.unit}-{gpu_type.lower()}-{n // 8 + 1}",
+                        temp_c=94.0 if first and self.fault is FaultKind.GPU_HOT else self._wave(52 + n % 5, 2, 40),
+                        power_w=round(tdp_w * load, 1),
+                        xid=79 if first and self.fault is FaultKind.XID else 0,
+                        util_percent=round(load * 100, 1),
+                        fb_used_mib=round(memory_mib * 0.9),
+                    )
+                )
+        return gpus
 
     def document(self, path: str) -> dict[str, Any] | None:
         path = path.rstrip("/")
@@ -150,15 +188,26 @@ class RedfishEmulator:
         app.router.add_post(f"{ROOT}/Oem/Edgeplane/Fault", self._set_fault)
         app.router.add_delete(f"{ROOT}/Oem/Edgeplane/Fault", self._clear_fault)
         app.router.add_get(ROOT + "{tail:.*}", self._get)
+        app.router.add_get("/metrics", self._metrics)
         return app
 
+    async def _silent(self) -> None:
+        """No answer until the fault clears or the server stops; the client gives up first."""
+        while self.fault is FaultKind.SILENT and not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await self._stopping.wait()
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        """GPU health as the DCGM exporter serves it."""
+        await self._silent()
+        if self.fault is FaultKind.MALFORMED:
+            return web.Response(body=b'DCGM_FI_DEV_GPU_TEMP{gpu="0" 4', content_type="text/plain")
+        leave_out = ("DCGM_FI_DEV_GPU_TEMP",) if self.fault is FaultKind.MISSING else ()
+        return web.Response(body=exposition(self.gpu_readings(), leave_out=leave_out), content_type="text/plain")
+
     async def _get(self, request: web.Request) -> web.StreamResponse:
-        if self.fault is FaultKind.SILENT:
-            # No answer until the fault clears or the server stops; the client gives up first.
-            while self.fault is FaultKind.SILENT and not self._stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.1):
-                        await self._stopping.wait()
+        await self._silent()
         doc = self.document(request.path)
         if doc is None:
             return web.json_response({"error": {"code": "Base.1.0.ResourceMissingAtURI", "message": request.path}},
@@ -193,10 +242,6 @@ def _drop_readings(doc: Any) -> None:
             _drop_readings(value)
 
 
-class TelemetryStale(Exception):
-    """A unit's telemetry could not be read or made no sense: its readings are stale, not alarming."""
-
-
 @dataclass(frozen=True, slots=True)
 class FacilityReading:
     unit: str
@@ -206,8 +251,14 @@ class FacilityReading:
     pdu_power_w: float
     fire: str  # Normal | Armed | Discharged
     at: float  # unix seconds
+    gpus: tuple[GpuReading, ...] = ()  # from the unit's DCGM exporter, where it has one
+
+    @property
+    def gpu_temp_max_c(self) -> float:
+        return max((g.temp_c for g in self.gpus), default=0.0)
 
     def to_json(self) -> dict[str, Any]:
+        """The facility readings and a summary of the GPUs (each GPU's fields are on the agent's /metrics)."""
         return {
             "unit": self.unit,
             "inlet_c": self.inlet_c,
@@ -216,12 +267,31 @@ class FacilityReading:
             "pdu_power_w": self.pdu_power_w,
             "fire": self.fire,
             "at": self.at,
+            "gpus": len(self.gpus),
+            "gpu_temp_max_c": self.gpu_temp_max_c,
+            "gpu_power_w": round(sum(g.power_w for g in self.gpus), 1),
+            "gpu_xid": [
+                {"gpu": g.gpu, "hostname": g.hostname, "uuid": g.uuid, "xid": g.xid} for g in self.gpus if g.xid
+            ],
         }
 
 
-async def read_unit(client: HttpClient, base_url: str, unit: str, *, timeout_seconds: float = 2.0) -> FacilityReading:
-    """One poll of a unit's Redfish service; TelemetryStale says what was wrong (no answer, not JSON, a reading
-    missing)."""
+async def read_gpus(client: HttpClient, url: str, *, timeout_seconds: float = 2.0) -> tuple[GpuReading, ...]:
+    """One scrape of a DCGM exporter's /metrics."""
+    try:
+        status, text = await client.fetch_text(url, timeout_seconds=timeout_seconds)
+    except BackendError as error:
+        raise TelemetryStale(f"{url}: no answer ({error})") from None
+    if status != 200:
+        raise TelemetryStale(f"{url}: HTTP {status}")
+    return parse(text, url)
+
+
+async def read_unit(
+    client: HttpClient, base_url: str, unit: str, *, dcgm_url: str | None = None, timeout_seconds: float = 2.0
+) -> FacilityReading:
+    """One poll of a unit's Redfish service, and of its DCGM exporter where it has one; TelemetryStale says what
+    was wrong (no answer, not JSON, a reading missing)."""
     chassis = f"{ROOT}/Chassis/{unit}"
 
     async def get(path: str) -> dict[str, Any]:
@@ -239,12 +309,16 @@ async def read_unit(client: HttpClient, base_url: str, unit: str, *, timeout_sec
             raise TelemetryStale(f"{path}: {name} has no reading")
         return float(value)
 
-    environment, connector, leaks, pdu, box = await asyncio.gather(
+    async def no_gpus() -> tuple[GpuReading, ...]:
+        return ()
+
+    environment, connector, leaks, pdu, box, gpus = await asyncio.gather(
         get(f"{chassis}/EnvironmentMetrics"),
         get(f"{CDU}/SecondaryCoolantConnectors/A"),
         get(f"{CDU}/LeakDetection"),
         get(f"{PDU}/Metrics"),
         get(chassis),
+        read_gpus(client, dcgm_url, timeout_seconds=timeout_seconds) if dcgm_url else no_gpus(),
     )
     groups = leaks.get("LeakDetectorGroups")
     if not isinstance(groups, list):
@@ -266,4 +340,5 @@ async def read_unit(client: HttpClient, base_url: str, unit: str, *, timeout_sec
         reading(pdu, "PowerWatts", f"{PDU}/Metrics"),
         str(fire),
         time.time(),
+        gpus,
     )

@@ -1,6 +1,7 @@
-"""A site agent's watch over its units: poll each unit's Redfish service, keep the alarms, export the readings
-as Prometheus gauges, and hand the control plane what it needs to drain an alarmed unit. Units given no
-Redfish address get an emulator of their own (one listener per unit), as `edgeplane up` runs them."""
+"""A site agent's watch over its units: poll each unit's Redfish service and DCGM exporter, keep the alarms,
+export the readings as Prometheus gauges, and hand the control plane what it needs to drain an alarmed unit.
+Units given no Redfish address get an emulator of their own (one listener per unit, serving both), as
+`edgeplane up` runs them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from edgeplane._http import HttpClient
 from edgeplane.telemetry._alarms import RULES, AlarmBook, AlarmEvent
-from edgeplane.telemetry._redfish import FacilityReading, RedfishEmulator, TelemetryStale, read_unit
+from edgeplane.telemetry._dcgm import FIELDS, GpuReading
+from edgeplane.telemetry._errors import TelemetryStale
+from edgeplane.telemetry._redfish import FacilityReading, RedfishEmulator, read_unit
 
 log = logging.getLogger("edgeplane.telemetry")
 
@@ -39,6 +42,16 @@ class _Gauges:
             "edgeplane_unit_telemetry_stale", "1 while the unit's telemetry cannot be read.", unit, registry=registry
         )
         self.alarm = Gauge("edgeplane_unit_alarm", "1 while an alarm is raised.", [*unit, "rule"], registry=registry)
+        # Each GPU in the DCGM exporter's own terms, with the unit it is in.
+        self.gpu = {
+            name: Gauge(name, help_text, [*unit, "gpu", "UUID", "modelName", "Hostname"], registry=registry)
+            for name, (_, help_text) in FIELDS.items()
+        }
+
+    def gpus(self, unit: str, gpus: tuple[GpuReading, ...]) -> None:
+        for name, (attribute, _) in FIELDS.items():
+            for g in gpus:
+                self.gpu[name].labels(unit, g.gpu, g.uuid, g.model_name, g.hostname).set(getattr(g, attribute))
 
 
 class UnitWatch:
@@ -48,12 +61,17 @@ class UnitWatch:
         power_kw: Mapping[str, float],
         registry: CollectorRegistry,
         *,
+        dcgm: Mapping[str, str] | None = None,
+        gpus: Mapping[str, Mapping[str, int]] | None = None,
         interval_seconds: float = 1.0,
         hold_scale: float = 1.0,
         seed: int = 0,
     ) -> None:
-        """``units``: unit code -> its Redfish base URL, or None to emulate it here."""
+        """``units``: unit code -> its Redfish base URL, or None to emulate it here (with its DCGM exporter, for
+        the GPUs ``gpus`` gives it: type -> count). ``dcgm``: unit code -> its DCGM exporter's /metrics URL."""
         self.urls: dict[str, str | None] = dict(units)
+        self.dcgm: dict[str, str] = dict(dcgm or {})
+        self.gpus = {unit: dict(counts) for unit, counts in (gpus or {}).items()}
         self.power_kw = dict(power_kw)
         self.interval_seconds = interval_seconds
         self.book = AlarmBook(scale=hold_scale)
@@ -71,12 +89,14 @@ class UnitWatch:
         for unit, url in self.urls.items():
             if url is not None:
                 continue
-            emulator = RedfishEmulator(unit, power_kw=self.power_kw.get(unit, 400.0), seed=self._seed)
+            power = self.power_kw.get(unit, 400.0)
+            emulator = RedfishEmulator(unit, power_kw=power, gpus=self.gpus.get(unit), seed=self._seed)
             runner = web.AppRunner(emulator.app(), shutdown_timeout=1.0)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
             self.urls[unit] = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            self.dcgm.setdefault(unit, f"{self.urls[unit]}/metrics")
             self.emulators[unit] = emulator
             self._runners.append(runner)
 
@@ -99,7 +119,11 @@ class UnitWatch:
         timeout = max(0.5, min(2.0, self.interval_seconds * 2))
         units = [u for u, url in self.urls.items() if url is not None]
         results = await asyncio.gather(
-            *(read_unit(client, str(self.urls[u]), u, timeout_seconds=timeout) for u in units), return_exceptions=True
+            *(
+                read_unit(client, str(self.urls[u]), u, dcgm_url=self.dcgm.get(u), timeout_seconds=timeout)
+                for u in units
+            ),
+            return_exceptions=True,
         )
         g = self._gauges
         for unit, result in zip(units, results, strict=True):
@@ -120,6 +144,7 @@ class UnitWatch:
                 g.leak.labels(unit).set(1 if result.leak else 0)
                 for state in ("Normal", "Armed", "Discharged"):
                     g.fire.labels(unit, state).set(1 if result.fire == state else 0)
+                g.gpus(unit, result.gpus)
             else:  # an error of ours, not the unit's: keep watching the others
                 log.error("unit %s: cannot poll: %r", unit, result)
                 self.book.mark_stale(unit, f"poll failed: {result!r}")
@@ -142,6 +167,7 @@ class UnitWatch:
             reading = self.readings.get(unit)
             out[unit] = {
                 "redfish": url,
+                "dcgm": self.dcgm.get(unit),
                 "reading": reading.to_json() if reading is not None else None,
                 "stale": self.book.stale.get(unit),
                 "alarms": self.book.active(unit),
