@@ -1360,6 +1360,9 @@ def _read_placement(path: Path) -> list[tuple[str, str, int]]:
     help="Vectorised: all scenarios at once along the gateway's ladders (loads and unserved demand only).",
 )
 @click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False), help="Also write an HTML report.")
+@click.option(
+    "--publish", is_flag=True, help="Also send the report to the control plane, whose dashboard shows the latest."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def plan_scenarios(
@@ -1373,10 +1376,19 @@ def plan_scenarios(
     pairs: bool,
     fast: bool,
     html_path: Path | None,
+    publish: bool,
     as_json: bool,
 ) -> None:
     """Every single PoP and metro failure: the load each site then carries, predicted p99 time to first token
     per metro and model, SLO breaches and demand nobody can serve, routed by the gateway's own router."""
+
+    def published(rows: list[dict[str, Any]]) -> None:
+        if publish:
+            title = f"{'observed' if observed else demand_path} x{factor:g}{' (fast)' if fast else ''}"
+            _api(ctx, "POST", "/api/plan/scenarios", {"scenarios": rows, "title": title})
+            if not as_json:
+                _console(ctx).print(f"published {len(rows)} scenarios to the control plane", highlight=False)
+
     from edgeplane.planning import scale, scenarios, with_placement
 
     fleet = _load(ctx, fleet_path)
@@ -1403,6 +1415,7 @@ def plan_scenarios(
                 {"scenario": name, "failed": sorted(failed), "unserved_rps": round(float(unserved[k]), 3),
                  "busiest": {"pop": pops[top], "utilisation": round(use[top], 4)}}
             )  # fmt: skip
+        published(rows)
         if as_json:
             click.echo(json.dumps({"scenarios": rows}, indent=2))
             return
@@ -1421,6 +1434,7 @@ def plan_scenarios(
         from edgeplane.reports import scenarios_report
 
         scenarios_report(fleet, results, html_path)
+    published([s.to_json() for s in results])
     if as_json:
         click.echo(json.dumps({"scenarios": [s.to_json() for s in results]}, indent=2))
         return

@@ -66,6 +66,21 @@ class Traffic:
             taken += 1
         return taken
 
+    def mix(self, window_seconds: float) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
+        """Per client metro over the window: the share of its requests served at each scope, and at each metro."""
+        since = self.clock() - window_seconds
+        out = {}
+        for metro, window in self._by_metro.items():
+            recent = [s for s in window if s.at >= since]
+            if recent:
+                scopes = collections.Counter(s.scope for s in recent)
+                served = collections.Counter(s.metro for s in recent)
+                out[metro] = (
+                    {k: round(v / len(recent), 4) for k, v in scopes.most_common()},
+                    {k: round(v / len(recent), 4) for k, v in served.most_common()},
+                )
+        return out
+
     def moved(self, client_metro: str, start: float) -> list[Sample]:
         """Requests of the metro's clients served elsewhere since ``start``: the traffic a drain moved."""
         return [s for s in self._by_metro.get(client_metro, ()) if s.at >= start and s.metro != client_metro]

@@ -1,10 +1,9 @@
-"""The control plane's HTTP API under /api/, and the placeholder page at /."""
+"""The control plane's HTTP API under /api/, and the dashboard at /."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import html
 import ipaddress
 import logging
 import time
@@ -19,6 +18,7 @@ from edgeplane._http import HttpClient
 from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane._service import error_response, json_response, serve
 from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS
+from edgeplane.control._dashboard import Dashboard, summarise_scenarios
 from edgeplane.control._drills import DemandBook, DrillRunner, Traffic
 from edgeplane.control._state import DrainRefused, FleetState, UnknownTarget
 from edgeplane.control._store import AuditRecord
@@ -61,13 +61,15 @@ class ControlPlane:
         self.demand = DemandBook()
         self.leases = LeaseBook(limit_window_seconds)
         self.drills = DrillRunner(state, self.traffic, self._publish)
+        self.scenario_report: dict[str, Any] | None = (
+            None  # the planner's latest, as `plan scenarios --publish` sent it
+        )
 
     def __repr__(self) -> str:
         return f"<ControlPlane {self.state!r}>"
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024 * 1024)
-        app.router.add_get("/", self._index)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/fleet", self._fleet)
@@ -101,15 +103,26 @@ class ControlPlane:
         app.router.add_post("/api/units", self._order_unit)
         app.router.add_get("/api/units/{code}", self._unit)
         app.router.add_post("/api/units/{code}/state", self._set_unit_state)
+        app.router.add_get("/api/plan/scenarios", self._scenarios)
+        app.router.add_post("/api/plan/scenarios", self._publish_scenarios)
+        Dashboard(self).routes(app)
         return app
+
+    @property
+    def changes(self) -> asyncio.Event:
+        """Set at the next published change (a new event each time)."""
+        return self._changed
 
     # -- publishing ---------------------------------------------------------------------------
     def _publish(self) -> None:
         if self.state.refresh():
-            changed, self._changed = self._changed, asyncio.Event()
-            changed.set()
+            self._state_moved()
         if self.state.refresh_edge():
             self._edge_moved()
+
+    def _state_moved(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     def _edge_moved(self) -> None:
         changed, self._edge_changed = self._edge_changed, asyncio.Event()
@@ -630,21 +643,45 @@ class ControlPlane:
         log.info("unit %s ordered for %s", unit.code, pop)
         return json_response(unit.to_json(), status=201)
 
-    async def _index(self, request: web.Request) -> web.Response:
-        status = self.state.status()
-        rows = "".join(
-            f"<tr><td>{html.escape(m['code'])}</td><td>{html.escape(m['name'])}</td><td>{html.escape(m['region'])}</td>"
-            f"<td>{html.escape(m['state'])}</td><td>{m['load']:.0%}</td></tr>"
-            for m in status["metros"]
+    # -- the planner's scenario report ----------------------------------------------------------
+    def scenario_report_summary(self) -> dict[str, Any] | None:
+        report = self.scenario_report
+        if report is None:
+            return None
+        return {
+            **{k: v for k, v in report.items() if k != "scenarios"},
+            "lines": summarise_scenarios(report["scenarios"]),
+        }
+
+    async def _scenarios(self, request: web.Request) -> web.Response:
+        return json_response({"report": self.scenario_report})
+
+    async def _publish_scenarios(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._refused()
+        try:
+            body = orjson.loads(await request.read())
+            rows = body["scenarios"]
+            if not isinstance(rows, list) or not all(isinstance(r, dict) and "scenario" in r for r in rows):
+                raise TypeError("scenarios must be a list of objects with a `scenario`")
+            summarise_scenarios(rows)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            return error_response(
+                400, f'Expected {{"scenarios": [...]}} as `plan scenarios --json` prints ({error}).',
+                type="invalid_request_error",
+            )  # fmt: skip
+        who = self._who(request)
+        self.scenario_report = {
+            "published_at": self.state.wall_clock(),
+            "by": who,
+            "title": str(body.get("title", "")),
+            "scenarios": rows,
+        }
+        self.state.store.audit(
+            AuditRecord(self.state.wall_clock(), who, "publish-scenarios", "planner", "ok", {"scenarios": len(rows)})
         )
-        page = (
-            "<!doctype html><html><head><meta charset='utf-8'><title>edgeplane</title></head><body>"
-            "<h1>edgeplane control plane</h1><p>The dashboard comes later; the API is under "
-            "<a href='/api/status'>/api/status</a>.</p>"
-            f"<table><tr><th>metro</th><th>name</th><th>region</th><th>state</th><th>load</th></tr>{rows}</table>"
-            "</body></html>"
-        )
-        return web.Response(text=page, content_type="text/html")
+        self._state_moved()
+        return json_response({"scenarios": len(rows)})
 
     async def run(self, host: str, port: int, *, on_ready: Any = None, stop: asyncio.Event | None = None) -> None:
         if not is_loopback(host) and not self.admin_token:

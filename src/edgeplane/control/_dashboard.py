@@ -1,0 +1,149 @@
+"""The control plane's dashboard: a page at / with a map of the fleet (Leaflet and a world outline from npm's
+world-atlas, both served from this package: no CDN, no tiles), fed by server-sent events at /api/events.
+
+The page reads the same state as /api/status, plus what the gateways report (requests per second per client
+metro and the scope they were served at), unit telemetry and alarms, drains, drills, the audit log's tail and
+the planner's latest scenario report. Actions go through the ordinary admin API with the token the operator
+types in; the page holds it for the browser session only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from edgeplane.control._service import ControlPlane
+
+STATIC = Path(__file__).resolve().parent / "static"
+RATE_WINDOW_SECONDS = 10.0  # requests per second and scope shares are taken over this window
+PUSH_SECONDS = 1.0  # an update at least this often (rates move without a snapshot change)
+AUDIT_TAIL = 25
+# Nothing the page loads may come from elsewhere; Leaflet positions its layers with inline styles.
+CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'"
+TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".json": "application/json"}
+
+
+def summarise_scenarios(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One line per scenario, from either shape `plan scenarios --json` prints (full or --fast)."""
+    lines = []
+    for row in rows:
+        busiest = row.get("busiest")
+        if busiest is None:
+            sites = [s for s in row.get("sites", []) if s.get("utilisation") is not None]
+            top = max(sites, key=lambda s: float(s["utilisation"]), default=None)
+            busiest = {"pop": top["pop"], "utilisation": top["utilisation"]} if top else None
+        lines.append(
+            {
+                "scenario": str(row.get("scenario", "?")),
+                "unserved_rps": float(row.get("unserved_rps", 0.0)),
+                "busiest": busiest,
+                "breaches": len(row.get("breaches", [])),
+            }
+        )
+    return lines
+
+
+class Dashboard:
+    """The page, its static files and its event stream, over a running control plane."""
+
+    def __init__(self, plane: ControlPlane, clock: Callable[[], float] = time.time) -> None:
+        self.plane = plane
+        self.clock = clock
+        self._closing = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Dashboard of {self.plane!r}>"
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self._page)
+        app.router.add_get("/static/{path:.+}", self._static)
+        app.router.add_get("/api/dashboard", self._state)
+        app.router.add_get("/api/events", self._events)
+
+        async def closing(_: web.Application) -> None:
+            self._closing.set()
+
+        app.on_shutdown.append(closing)
+
+    def state(self) -> dict[str, Any]:
+        plane = self.plane
+        status = plane.state.status()
+        _, rows = plane.demand.observed(RATE_WINDOW_SECONDS)
+        rps: dict[str, float] = {}
+        for row in rows:
+            rps[row["metro"]] = rps.get(row["metro"], 0.0) + float(row["requests_per_second"])
+        mix = plane.traffic.mix(RATE_WINDOW_SECONDS)
+        for metro in status["metros"]:
+            place = plane.state.fleet.metro_by_code[metro["code"]]
+            metro["latitude"], metro["longitude"] = place.latitude, place.longitude
+            metro["rps"] = round(rps.get(metro["code"], 0.0), 3)
+            metro["scopes"], metro["served_at"] = mix.get(metro["code"], ({}, {}))
+        lifecycle = {u.code: u.to_json() for u in plane.state.units()}
+        for pop in status["pops"]:
+            for code, unit in pop["units"].items():
+                unit["lifecycle"] = lifecycle.get(code, {}).get("state")
+                unit["out"] = pop["units_out"].get(code)
+            pop.pop("models", None)  # per-model detail is on /api/status; the page shows units
+        drills = sorted(plane.drills.drills.values(), key=lambda d: d.id)[-10:]
+        audit = plane.state.store.audit_log()[-AUDIT_TAIL:]
+        return {
+            "at": self.clock(),
+            "snapshot_version": status["snapshot_version"],
+            "admin_token_required": plane.admin_token is not None,
+            "metros": status["metros"],
+            "pops": status["pops"],
+            "units": list(lifecycle.values()),
+            "drains": status["drains"],
+            "drills": [d.to_json() for d in reversed(drills)],
+            "audit": [r.to_json() for r in reversed(audit)],
+            "scenarios": plane.scenario_report_summary(),
+        }
+
+    async def _page(self, _: web.Request) -> web.StreamResponse:
+        return self._file(STATIC / "dashboard.html")
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        path = (STATIC / request.match_info["path"]).resolve()
+        if not path.is_relative_to(STATIC) or not path.is_file():
+            raise web.HTTPNotFound()
+        return self._file(path)
+
+    def _file(self, path: Path) -> web.Response:
+        return web.Response(
+            body=path.read_bytes(),
+            content_type=TYPES.get(path.suffix, "application/octet-stream"),
+            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
+
+    async def _state(self, _: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.state()), content_type="application/json")
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """The dashboard's state as server-sent events: at once, on every change the control plane publishes,
+        and at least every PUSH_SECONDS."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+        await response.prepare(request)
+        try:
+            while not self._closing.is_set():
+                changed = self.plane.changes
+                await response.write(b"event: state\ndata: " + orjson.dumps(self.state()) + b"\n\n")
+                waits = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(self._closing.wait())]
+                try:
+                    await asyncio.wait(waits, timeout=PUSH_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiting in waits:
+                        waiting.cancel()
+        except (ConnectionResetError, ConnectionError):
+            pass  # the page went away
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
