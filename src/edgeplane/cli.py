@@ -226,7 +226,7 @@ def up(
             f"[green]edgeplane is up[/]: {len(fleet.metros)} metros, {len(fleet.pops)} PoPs, backend {backend}"
         )
         console.print(f"  gateway (OpenAI API)  {supervisor.gateway_url}/v1")
-        console.print(f"  control plane         {supervisor.control_url}/")
+        console.print(f"  control plane         {supervisor.control_url}/ (dashboard; API under /api/)")
         console.print(f"  data directory        {data_dir}")
         keys_note = "required (edgeplane keys create --tenant NAME)" if require_keys else "off (loopback)"
         console.print(f"  API keys              {keys_note}")

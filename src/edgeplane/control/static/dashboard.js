@@ -107,12 +107,29 @@ map.createPane("world").style.zIndex = 250; // under the metros, whenever the ou
 fetch("/static/vendor/world-atlas/countries-110m.json")
   .then((response) => response.json())
   .then((topology) => {
-    L.geoJSON(topojson.feature(topology, topology.objects.countries), {
+    const countries = topojson.feature(topology, topology.objects.countries);
+    countries.features = countries.features.filter((f) => f.properties.name !== "Antarctica").map(unwrap);
+    L.geoJSON(countries, {
       pane: "world",
       interactive: false,
       style: { color: "#9aa5b1", weight: 0.6, fillColor: "#f2f0e9", fillOpacity: 1 },
     }).addTo(map);
   });
+// Rings cut at the antimeridian (Russia's far east, Fiji) jump from 180 to -180: continue them past 180
+// instead, or they draw as lines across the whole map.
+function unwrap(feature) {
+  const geometry = feature.geometry;
+  const polygons = geometry.type === "Polygon" ? [geometry.coordinates] : geometry.coordinates;
+  for (const polygon of polygons) {
+    for (const ring of polygon) {
+      const longitudes = ring.map((point) => point[0]);
+      if (Math.max(...longitudes) - Math.min(...longitudes) > 180) {
+        for (const point of ring) if (point[0] < 0) point[0] += 360;
+      }
+    }
+  }
+  return feature;
+}
 const markers = new Map();
 let fitted = false;
 
