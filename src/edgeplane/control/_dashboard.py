@@ -92,7 +92,7 @@ class Dashboard:
                 unit["out"] = pop["units_out"].get(code)
             pop.pop("models", None)  # per-model detail is on /api/status; the page shows units
         drills = sorted(plane.drills.drills.values(), key=lambda d: d.id)[-10:]
-        audit = plane.state.store.audit_log()[-AUDIT_TAIL:]
+        audit = plane.state.store.audit_log(AUDIT_TAIL)  # newest first
         return {
             "at": self.clock(),
             "snapshot_version": status["snapshot_version"],
@@ -102,7 +102,7 @@ class Dashboard:
             "units": list(lifecycle.values()),
             "drains": status["drains"],
             "drills": [d.to_json() for d in reversed(drills)],
-            "audit": [r.to_json() for r in reversed(audit)],
+            "audit": [r.to_json() for r in audit],
             "scenarios": plane.scenario_report_summary(),
         }
 
