@@ -490,7 +490,7 @@ def _unit_watch(
         registry,
         dcgm=dcgm,
         gpus=gpus,
-        interval_seconds=min(1.0, max(0.25, scale * 5)),
+        interval_seconds=min(1.0, max(0.5, scale * 5)),
         hold_scale=scale,
         seed=seed,
     )

@@ -51,16 +51,37 @@ class GpuReading:
         }
 
 
-def exposition(gpus: list[GpuReading], *, leave_out: tuple[str, ...] = ()) -> bytes:
-    """The exporter's /metrics text for these GPUs (``leave_out``: fields missing, as a broken exporter would)."""
-    registry = CollectorRegistry(auto_describe=False)
-    for name, (attribute, help_text) in FIELDS.items():
-        if name in leave_out:
-            continue
-        gauge = Gauge(name, help_text, LABELS, registry=registry)
-        for g in gpus:
-            gauge.labels(g.gpu, g.uuid, f"nvidia{g.gpu}", g.model_name, g.hostname).set(getattr(g, attribute))
-    return generate_latest(registry)
+class Exporter:
+    """What a DCGM exporter serves, for emulated GPUs: one registry kept for its life, values set per scrape."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._gauges = {name: Gauge(name, help_text, LABELS, registry=self.registry)
+                        for name, (_, help_text) in FIELDS.items()}  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"<Exporter [Fields: {len(self._gauges)}]>"
+
+    def render(self, gpus: list[GpuReading], *, leave_out: tuple[str, ...] = ()) -> bytes:
+        """The /metrics text for these GPUs (``leave_out``: fields missing, as a broken exporter would)."""
+        for name, (attribute, _) in FIELDS.items():
+            gauge = self._gauges[name]
+            for g in gpus:
+                gauge.labels(g.gpu, g.uuid, f"nvidia{g.gpu}", g.model_name, g.hostname).set(getattr(g, attribute))
+        if leave_out:
+            return generate_latest(self.registry.restricted_registry([n for n in FIELDS if n not in leave_out]))
+        return generate_latest(self.registry)
+
+
+def _ours(line: str) -> bool:
+    """A sample, HELP or TYPE line of a field we read (exporters serve dozens; the parser reads only these)."""
+    if line.startswith("#"):
+        parts = line.split(" ", 3)
+        return len(parts) > 2 and parts[1] in ("HELP", "TYPE") and parts[2] in FIELDS
+    return line.startswith(_PREFIXES)
+
+
+_PREFIXES = tuple(f"{name}{{" for name in FIELDS) + tuple(f"{name} " for name in FIELDS)
 
 
 def parse(text: str, source: str) -> tuple[GpuReading, ...]:
@@ -70,7 +91,7 @@ def parse(text: str, source: str) -> tuple[GpuReading, ...]:
     fields: dict[tuple[str, str], dict[str, float]] = {}  # (Hostname, UUID) -> field -> value
     labels: dict[tuple[str, str], dict[str, str]] = {}
     try:
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families("\n".join(filter(_ours, text.splitlines())) + "\n"):
             if family.name not in FIELDS:
                 continue
             for sample in family.samples:

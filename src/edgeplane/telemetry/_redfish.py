@@ -29,7 +29,7 @@ from aiohttp import web
 from edgeplane._errors import BackendError
 from edgeplane._http import HttpClient
 from edgeplane.catalog import GPU_SPECS
-from edgeplane.telemetry._dcgm import GpuReading, exposition, parse
+from edgeplane.telemetry._dcgm import Exporter, GpuReading, parse
 from edgeplane.telemetry._errors import TelemetryStale
 
 MOCKUPS = Path(__file__).resolve().parent / "mockups"
@@ -75,6 +75,7 @@ class RedfishEmulator:
         self.unit = unit
         self.power_kw = power_kw
         self.gpus = dict(gpus or {"H100": 8})
+        self._exporter = Exporter()
         self.clock = clock
         self.fault: FaultKind | None = None
         self._phase = random.Random(f"{seed}\0{unit}").uniform(0, 2 * math.pi)
@@ -204,7 +205,8 @@ class RedfishEmulator:
         if self.fault is FaultKind.MALFORMED:
             return web.Response(body=b'DCGM_FI_DEV_GPU_TEMP{gpu="0" 4', content_type="text/plain")
         leave_out = ("DCGM_FI_DEV_GPU_TEMP",) if self.fault is FaultKind.MISSING else ()
-        return web.Response(body=exposition(self.gpu_readings(), leave_out=leave_out), content_type="text/plain")
+        body = self._exporter.render(self.gpu_readings(), leave_out=leave_out)
+        return web.Response(body=body, content_type="text/plain")
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
         await self._silent()
