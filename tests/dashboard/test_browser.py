@@ -66,7 +66,8 @@ def test_the_dashboard_shows_every_metro_live_and_reflects_a_drain(
             on_map = page.eval_on_selector_all("#map path[data-metro]", "paths => paths.map(p => p.dataset.metro)")
             in_table = page.eval_on_selector_all("#metros tbody tr", "rows => rows.map(r => r.dataset.metro)")
             assert set(on_map) == metros and set(in_table) == metros
-            page.wait_for_selector(".leaflet-world-pane path")  # the world outline, from our own world-atlas copy
+            # The world outline, from our own world-atlas copy: a path per country.
+            page.wait_for_function("document.querySelectorAll('.leaflet-world-pane path').length > 100")
             page.wait_for_selector("#connection[data-state='open']")
             assert page.locator("#scenarios tbody tr").count() > 0
             assert "published" in page.inner_text("#scenarios-meta")
