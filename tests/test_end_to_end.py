@@ -48,11 +48,18 @@ def sdk(running: RunningFleet, client: str) -> OpenAI:
     return made
 
 
+# The tiny llama.cpp model samples random tokens, half of its vocabulary bytes of UTF-8 that may never complete
+# a character: a few tokens can decode to nothing now and then. Sixteen make an empty answer vanishingly rare.
+MAX_TOKENS = 16
+
+
 def chat(running: RunningFleet, client: str, model: str, *, stream: bool = False) -> tuple[dict[str, str], str, str]:
     """One chat completion; returns the edgeplane headers, the text and the finish reason."""
     messages: Any = [{"role": "user", "content": "Say hello from the edge."}]
     with sdk(running, client) as api:
-        raw = api.chat.completions.with_raw_response.create(model=model, messages=messages, max_tokens=6, stream=stream)
+        raw = api.chat.completions.with_raw_response.create(
+            model=model, messages=messages, max_tokens=MAX_TOKENS, stream=stream
+        )
         headers = {k: v for k, v in raw.headers.items() if k.startswith("x-edgeplane-")}
         if not stream:
             completion = raw.parse()
@@ -97,12 +104,12 @@ def test_every_metro_serves_its_own_clients(fleet: RunningFleet, layout: Fleet) 
 def test_completions_endpoint_and_models(fleet: RunningFleet, layout: Fleet) -> None:
     model = model_everywhere(layout)
     api = sdk(fleet, client_address(layout, layout.metros[0].code))
-    raw = api.completions.with_raw_response.create(model=model, prompt="The edge is", max_tokens=4)
+    raw = api.completions.with_raw_response.create(model=model, prompt="The edge is", max_tokens=MAX_TOKENS)
     assert raw.headers["x-edgeplane-scope"] == "metro"
     assert raw.parse().choices[0].text
     streamed = "".join(
         c.choices[0].text
-        for c in api.completions.create(model=model, prompt="Hi", max_tokens=4, stream=True)
+        for c in api.completions.create(model=model, prompt="Hi", max_tokens=MAX_TOKENS, stream=True)
         if c.choices
     )
     assert streamed
