@@ -58,3 +58,32 @@ def test_the_per_group_optimum_is_the_brute_force_one() -> None:
 def test_one_metro_cannot_survive_its_own_failure() -> None:
     assert group_optimum(5.0, {"H100": 10.0}, {("m0", "H100"): 1.0}) is None
     assert group_optimum(0.0, {"H100": 10.0}, {("m0", "H100"): 1.0}) is not None
+
+
+def test_with_limits_per_metro_and_type_it_is_the_brute_force_optimum_within_them() -> None:
+    draw = random.Random(11)
+    compared = infeasible = 0
+    for _ in range(80):
+        capacity = {"H100": draw.uniform(5, 15), "H200": draw.uniform(8, 25)}
+        metros = [f"m{i}" for i in range(draw.randint(2, 3))]
+        cost = {(m, t): draw.uniform(1, 10) for m in metros for t in capacity}
+        limit = {key: draw.randint(0, 3) for key in cost}
+        demand = draw.uniform(1, 30)
+        keys = sorted(cost)
+        best = math.inf
+        for counts in itertools.product(*(range(limit[k] + 1) for k in keys)):
+            per_metro = dict.fromkeys(metros, 0.0)
+            for (metro, gpu_type), n in zip(keys, counts, strict=True):
+                per_metro[metro] += n * capacity[gpu_type]
+            total = sum(per_metro.values())
+            if all(total - held >= demand - 1e-9 for held in per_metro.values()):
+                best = min(best, sum(n * cost[k] for k, n in zip(keys, counts, strict=True)))
+        found = group_optimum(demand, capacity, cost, limit=limit)
+        if best == math.inf:
+            assert found is None
+            infeasible += 1
+            continue
+        assert found is not None and math.isclose(found.cost, best), (found, best)
+        assert all(n <= limit[key] for key, n in found.replicas.items())
+        compared += 1
+    assert compared >= 20 and infeasible >= 5

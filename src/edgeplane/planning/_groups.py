@@ -46,10 +46,12 @@ def group_optimum(
     cost: Mapping[tuple[str, str], float],
     *,
     deadline: float = math.inf,
+    limit: Mapping[tuple[str, str], int] | None = None,
 ) -> GroupOptimum | None:
     """``capacity_rps`` per GPU type (one replica), ``cost`` per (metro, GPU type) replica (absent: not
-    possible there). None when no placement survives a metro failure (fewer than two metros), or when the
-    state space is too large to enumerate (the caller keeps its LP bound)."""
+    possible there), ``limit`` the most replicas a (metro, GPU type) can take (absent: no limit). None when
+    no placement survives a metro failure (fewer than two metros), or when the state space is too large to
+    enumerate (the caller keeps its LP bound)."""
     types = sorted(capacity_rps)
     metros = sorted({m for m, _ in cost})
     if demand_rps <= 0:
@@ -58,6 +60,8 @@ def group_optimum(
         return None
     caps = np.array([capacity_rps[t] for t in types])
     prices = np.array([[cost.get((m, t), math.inf) for t in types] for m in metros])
+    unlimited = 1 << 30
+    limits = np.array([[(limit or {}).get((m, t), unlimited) for t in types] for m in metros], dtype=np.int64)
     per_rps = float(np.min(prices / caps[None, :]))  # the cheapest capacity anywhere, per request/s
     least = demand_rps / (len(metros) - 1)  # K below this cannot hold demand + K in the metros there are
     best: tuple[float, dict[tuple[str, str], int]] | None = None
@@ -74,7 +78,7 @@ def group_optimum(
         if best is None and k > 2 * demand_rps + 2 * float(caps.max()):
             return None  # two metros each holding the whole demand would have done: none can
         try:
-            found = _cheapest(demand_rps, k, types, caps, metros, prices)
+            found = _cheapest(demand_rps, k, types, caps, metros, prices, limits)
         except _TooLarge:
             break
         if found is None:
@@ -124,7 +128,13 @@ def _counts_up_to(caps: np.ndarray, limit: float) -> list[np.ndarray]:
 
 
 def _cheapest(
-    demand_rps: float, k: float, types: list[str], caps: np.ndarray, metros: list[str], prices: np.ndarray
+    demand_rps: float,
+    k: float,
+    types: list[str],
+    caps: np.ndarray,
+    metros: list[str],
+    prices: np.ndarray,
+    limits: np.ndarray,
 ) -> tuple[float, dict[tuple[str, str], int]] | None:
     """The cheapest replicas with every metro at most ``k`` and all together at least ``demand_rps + k``."""
     need = demand_rps + k
@@ -139,12 +149,12 @@ def _cheapest(
     value = np.full(shape, math.inf)
     value[(0,) * len(types)] = 0.0
     choices: list[np.ndarray] = []
-    for row in prices:
+    for row, most in zip(prices, limits, strict=True):
         new = value.copy()
         choice = np.full(shape, -1, dtype=np.int32)
         for index, counts in enumerate(configs):
             price = float(np.dot(counts, np.where(counts > 0, row, 0.0)))  # a type not there costs inf
-            if not math.isfinite(price) or any(counts[t] > top[t] for t in range(len(types))):
+            if not math.isfinite(price) or (counts > most).any() or any(counts[t] > top[t] for t in range(len(types))):
                 continue
             target = tuple(slice(int(n), None) for n in counts)
             source = tuple(slice(0, s - int(n)) for s, n in zip(shape, counts, strict=True))

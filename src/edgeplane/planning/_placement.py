@@ -551,22 +551,23 @@ def place(
     model, replicas, _ = _build(
         fleet, demand, cands, latency_weight=latency_weight, slack=False, gpus_only=False, growth=growth, units=units
     )
-    decomposed, optimal, group_bound = (
-        _by_group(fleet, demand, cands, latency_weight, 0.3 * time_limit_seconds)
+    decomposed, complete, optimal, group_bound = (
+        _by_group(fleet, demand, cands, latency_weight, 0.4 * time_limit_seconds)
         if growth is None
-        else (None, False, 0.0)
+        else (None, False, False, 0.0)
     )
-    if decomposed is not None and optimal and _fits(fleet, cands, decomposed):
-        # Each continent and model solved on its own; together they fit the hardware, so the whole is
-        # optimal up to the groups' own gaps: no need for the coupled model.
+    if decomposed is not None and complete and _fits(fleet, cands, decomposed):
+        # Each continent and model solved on its own, one after another within the hardware the ones before
+        # left; when that is within the gap of the groups' bound (or is their joint optimum: they fitted as
+        # they were), no need for the coupled model.
         values = [0.0] * len(model.cost)
         for key, count in decomposed.items():
             values[replicas[key]] = float(count)
         objective = sum(v * c for v, c in zip(values, model.cost, strict=True))
-        lower = _gpu_bound(model, replicas, cands)
-        return _plan(
-            fleet, demand, cands, replicas, values, "Optimal (decomposed)", objective, group_bound, started, lower
-        )
+        if optimal or objective - group_bound <= MIP_REL_GAP * objective:
+            status = "Optimal (decomposed)" if optimal else "Optimal (within the gap of the per-group bound)"
+            lower = _gpu_bound(model, replicas, cands)
+            return _plan(fleet, demand, cands, replicas, values, status, objective, group_bound, started, lower)
     # Start the search from the groups' optima where they fit, completed by the greedy where they do not.
     start = _greedy(fleet, demand, cands, seed=decomposed) if decomposed is not None else None
     if start is None and growth is None:
@@ -599,12 +600,13 @@ def place(
 
 def _by_group(
     fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate], latency_weight: float, budget_seconds: float
-) -> tuple[dict[tuple[str, str, str], int] | None, bool, float]:
+) -> tuple[dict[tuple[str, str, str], int] | None, bool, bool, float]:
     """Each continent and model on its own (they share only the hardware), exactly (planning._groups): the sum
     of their optima is a lower bound on the whole. Their replicas per metro and GPU type are then spread over
-    the metros' PoPs within the hardware; when they all fit, that is the whole's optimum. Returns what fits
-    of that placement (None when a group has no solution), whether it is all of it and every group was
-    solved exactly (then it is optimal), and the bound."""
+    the metros' PoPs within the hardware; when they all fit, that is the whole's optimum. When they do not,
+    the groups are solved again one after another, largest first, each exactly within the GPUs per metro and
+    type the ones before left. Returns that placement (None when a group has no solution), whether it is
+    complete (every group placed and spread), whether it is optimal, and the bound."""
     groups = _by_continent_and_model(fleet, cands)
     needs = _continent_demand(fleet, demand)
     rtt = _mean_rtt(fleet, demand)
@@ -612,6 +614,7 @@ def _by_group(
     bound = 0.0
     wanted: list[tuple[_Candidate, str, int]] = []  # (a candidate of the group, metro, replicas)
     solved = True
+    shapes: dict[tuple[str, str], tuple[dict[str, float], dict[tuple[str, str], float], dict[str, _Candidate]]] = {}
     for key, here in groups.items():
         rps = needs.get(key, 0.0)
         if rps <= 0:
@@ -625,14 +628,34 @@ def _by_group(
             price = c.gpus * GPU_SPECS[c.gpu_type].cost_per_hour_usd
             cost[metro, c.gpu_type] = price + latency_weight * c.capacity_rps * rtt.get((c.model, c.pop), 0.0)
             sample[c.gpu_type] = c
+        shapes[key] = (capacity, cost, sample)
         found = group_optimum(rps, capacity, cost, deadline=deadline)
         if found is None:
-            return None, False, 0.0
+            return None, False, False, 0.0
         bound += found.bound
         solved = solved and found.exact
         wanted += [(sample[gpu_type], metro, n) for (metro, gpu_type), n in found.replicas.items()]
     chosen, complete = _spread(fleet, cands, wanted)
-    return chosen, solved and complete, bound
+    if complete:
+        return chosen, True, solved, bound
+    # One after another within what is left, the groups that need the most GPUs first.
+    room: dict[tuple[str, str], float] = {}
+    for pop in fleet.pops:
+        for gpu_type, count in pop.gpus_by_type().items():
+            room[pop.metro, gpu_type] = room.get((pop.metro, gpu_type), 0.0) + count
+    wanted, placed_all = [], True
+    for key in sorted(shapes, key=lambda k: -needs[k] * fleet.model_by_name[k[1]].gpus_per_replica):
+        capacity, cost, sample = shapes[key]
+        limit = {(m, t): int(room[m, t] // sample[t].gpus) for m, t in cost}
+        found = group_optimum(needs[key], capacity, cost, deadline=deadline, limit=limit)
+        if found is None:
+            placed_all = False  # no room left for it as a whole: the greedy completes it
+            continue
+        for (metro, gpu_type), n in found.replicas.items():
+            room[metro, gpu_type] -= n * sample[gpu_type].gpus
+            wanted.append((sample[gpu_type], metro, n))
+    chosen, complete = _spread(fleet, cands, wanted)
+    return chosen, complete and placed_all, False, bound
 
 
 def _spread(
