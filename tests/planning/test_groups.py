@@ -9,11 +9,18 @@ import random
 from edgeplane.planning._groups import group_optimum
 
 
-def brute_force(demand: float, capacity: dict[str, float], cost: dict[tuple[str, str], float], most: int) -> float:
+def brute_force(
+    demand: float,
+    capacity: dict[str, float],
+    cost: dict[tuple[str, str], float],
+    most: int | dict[tuple[str, str], int],
+) -> float:
+    """The cheapest over every replica count up to ``most`` (one for all, or per metro and GPU type)."""
     keys = sorted(cost)
     metros = sorted({m for m, _ in keys})
     best = math.inf
-    for counts in itertools.product(range(most + 1), repeat=len(keys)):
+    limits = [most if isinstance(most, int) else most[k] for k in keys]
+    for counts in itertools.product(*(range(n + 1) for n in limits)):
         per_metro = dict.fromkeys(metros, 0.0)
         for (metro, gpu_type), n in zip(keys, counts, strict=True):
             per_metro[metro] += n * capacity[gpu_type]
@@ -69,15 +76,7 @@ def test_with_limits_per_metro_and_type_it_is_the_brute_force_optimum_within_the
         cost = {(m, t): draw.uniform(1, 10) for m in metros for t in capacity}
         limit = {key: draw.randint(0, 3) for key in cost}
         demand = draw.uniform(1, 30)
-        keys = sorted(cost)
-        best = math.inf
-        for counts in itertools.product(*(range(limit[k] + 1) for k in keys)):
-            per_metro = dict.fromkeys(metros, 0.0)
-            for (metro, gpu_type), n in zip(keys, counts, strict=True):
-                per_metro[metro] += n * capacity[gpu_type]
-            total = sum(per_metro.values())
-            if all(total - held >= demand - 1e-9 for held in per_metro.values()):
-                best = min(best, sum(n * cost[k] for k, n in zip(keys, counts, strict=True)))
+        best = brute_force(demand, capacity, cost, limit)
         found = group_optimum(demand, capacity, cost, limit=limit)
         if best == math.inf:
             assert found is None
