@@ -186,10 +186,9 @@ class FleetState:
         for unit in self.fleet.pop_by_code[pop].units:
             code, rules = unit.code, alarmed.get(unit.code, [])
             if not rules:
-                if self.alarm_out.pop(code, None) is not None:
-                    self.store.audit(AuditRecord(self.wall_clock(), who, "alarm-drain", f"unit {code}", "released", {}))
-                if self.alarm_held.pop(code, None) is not None:
-                    self._held_checked.pop(code, None)
+                was_out, was_held = self.alarm_out.pop(code, None), self.alarm_held.pop(code, None)
+                self._held_checked.pop(code, None)
+                if was_out is not None or was_held is not None:
                     self.store.audit(AuditRecord(self.wall_clock(), who, "alarm-drain", f"unit {code}", "released", {}))
                 continue
             why = ", ".join(rules)
@@ -600,6 +599,7 @@ class FleetState:
         sites = self.snapshot.sites
         drains = self.store.drains()
         drained_metros = {d.code for d in drains if d.kind == "metro"}
+        unit_drains = {d.code: d for d in drains if d.kind == "unit"}
         pops: list[dict[str, Any]] = []
         for pop in self.fleet.pops:
             view = sites[pop.code]
@@ -619,7 +619,7 @@ class FleetState:
                     "last_report_age_seconds": round(now - report.received_at, 3) if report else None,
                     "fault": dict(report.fault) if report and report.fault else None,
                     "units": {code: dict(unit) for code, unit in report.units.items()} if report else {},
-                    "units_out": self.units_out(pop.code),
+                    "units_out": self.units_out(pop.code, unit_drains),
                     "alarms_held": {u.code: self.alarm_held[u.code] for u in pop.units if u.code in self.alarm_held},
                     "replicas": {**self.fleet.models_at(pop.code), **view.replicas},
                 }
