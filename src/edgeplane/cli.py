@@ -403,7 +403,13 @@ def site() -> None:
 @click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--no-report", is_flag=True, help="Do not report to the control plane.")
 @click.option("--redfish", "redfish", multiple=True, metavar="UNIT=URL", help="A unit's Redfish service to poll.")
-@click.option("--dcgm", "dcgm", multiple=True, metavar="UNIT=URL", help="A unit's DCGM exporter (/metrics URL).")
+@click.option(
+    "--dcgm",
+    "dcgm",
+    multiple=True,
+    metavar="UNIT=URL",
+    help="A DCGM exporter (/metrics URL) in a unit; repeat per server.",
+)
 @click.option(
     "--redfish-emulate", is_flag=True, help="Emulate the Redfish service and DCGM exporter of every unit not given one."
 )
@@ -465,17 +471,22 @@ def _unit_watch(
 
     units = {u.code: u for u in fleet.pop_by_code[pop].units} if pop in fleet.pop_by_code else {}
 
-    def parse(items: tuple[str, ...], option: str) -> dict[str, str]:
-        urls = {}
+    def parse(items: tuple[str, ...], option: str) -> dict[str, list[str]]:
+        urls: dict[str, list[str]] = {}
         for item in items:
             code, _, url = item.partition("=")
             if code not in units or not url.startswith(("http://", "https://")):
                 raise click.BadParameter(f"expected UNIT=URL with a unit of {pop} ({', '.join(units)}), not {item!r}",
                                          param_hint=option)  # fmt: skip
-            urls[code] = url
+            urls.setdefault(code, []).append(url)
         return urls
 
-    urls: dict[str, str | None] = dict(parse(given[0], "--redfish"))
+    redfish = parse(given[0], "--redfish")
+    if twice := sorted(code for code, given_urls in redfish.items() if len(given_urls) > 1):
+        raise click.BadParameter(
+            f"one Redfish service per unit; given twice: {', '.join(twice)}", param_hint="--redfish"
+        )
+    urls: dict[str, str | None] = {code: given_urls[0] for code, given_urls in redfish.items()}
     dcgm = parse(given[1], "--dcgm")
     if emulate:
         urls.update({code: None for code in units if code not in urls})

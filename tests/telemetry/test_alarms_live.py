@@ -125,7 +125,7 @@ def test_a_gpu_xid_error_drains_its_unit_and_dcgm_fields_are_exported(emulator_f
     wait_for("ams1's units read", lambda: all_read(fleet, "ams1"))
     unit = pop_status(fleet, "ams1")["units"]["ams1-u2"]
     assert unit["reading"]["gpus"] == 32 and 40 < unit["reading"]["gpu_temp_max_c"] < 80
-    assert unit["dcgm"] == unit["redfish"] + "/metrics"
+    assert unit["dcgm"] == [unit["redfish"] + "/metrics"]
     metrics = metrics_of(pop_status(fleet, "ams1")["url"])
     for field in ("DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_XID_ERRORS"):
         assert sum(line.startswith(field + "{") and 'unit="ams1-u2"' in line for line in metrics.splitlines()) == 32

@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from click.testing import CliRunner
+from prometheus_client import CollectorRegistry
 
 from edgeplane._http import HttpClient
-from edgeplane.telemetry import FaultKind, RedfishEmulator, TelemetryStale, read_gpus, read_unit
+from edgeplane.cli import cli
+from edgeplane.telemetry import FaultKind, RedfishEmulator, TelemetryStale, UnitWatch, read_gpus, read_unit
 
 
 class Clock:
@@ -109,12 +112,12 @@ async def test_gpu_health_reads_as_the_dcgm_exporter_serves_it(served: tuple) ->
         }
     )
     assert all(40 < g.temp_c < 80 and 0 < g.power_w <= 715 and g.xid == 0 for g in gpus)
-    reading = await read_unit(client, url, "iad1-u1", dcgm_url=url + "/metrics")
+    reading = await read_unit(client, url, "iad1-u1", dcgm_urls=[url + "/metrics"])
     assert reading.to_json()["gpus"] == 16 and reading.to_json()["gpu_xid"] == []
     emulator.fault = FaultKind.XID
     assert [(g.gpu, g.xid) for g in await read_gpus(client, url + "/metrics") if g.xid] == [("0", 79)]
     emulator.fault = FaultKind.GPU_HOT
-    assert (await read_unit(client, url, "iad1-u1", dcgm_url=url + "/metrics")).gpu_temp_max_c == 94.0
+    assert (await read_unit(client, url, "iad1-u1", dcgm_urls=[url + "/metrics"])).gpu_temp_max_c == 94.0
 
 
 @pytest.mark.parametrize(
@@ -134,3 +137,34 @@ async def test_bad_gpu_telemetry_reads_as_stale(served: tuple, fault: FaultKind,
     with pytest.raises(TelemetryStale, match="HTTP 404"):
         await read_gpus(client, url + "/nothing")
     assert status == 404
+
+
+async def test_a_unit_with_an_exporter_per_server_reads_all_of_its_gpus(served: tuple) -> None:
+    """Real DCGM exporters run one per GPU server: the watch merges a unit's pages into one reading."""
+    _, url, _, _ = served
+    second = RedfishEmulator("iad1-u1-s2", gpus={"H200": 8})
+    runner = web.AppRunner(second.app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    other = f"http://127.0.0.1:{runner.addresses[0][1]}/metrics"
+    watch = UnitWatch(
+        {"iad1-u1": url}, {"iad1-u1": 400.0}, CollectorRegistry(), dcgm={"iad1-u1": [url + "/metrics", other]}
+    )
+    client = HttpClient()
+    try:
+        await watch.poll(client, 0.0)
+        reading = watch.readings["iad1-u1"]
+        assert len(reading.gpus) == 24 and {g.model_name for g in reading.gpus} == {"NVIDIA H100", "NVIDIA H200"}
+        assert watch.state()["iad1-u1"]["dcgm"] == [url + "/metrics", other]
+        second.fault = FaultKind.MALFORMED  # one bad page makes the unit's telemetry stale, not half of it
+        await watch.poll(client, 1.0)
+        assert "not Prometheus text" in (watch.book.stale.get("iad1-u1") or "")
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
+def test_a_unit_has_one_redfish_service() -> None:
+    given = ["--redfish", "lon1-u1=http://127.0.0.1:9/", "--redfish", "lon1-u1=http://127.0.0.1:10/"]
+    result = CliRunner().invoke(cli, ["site", "run", "--pop", "lon1", "--no-report", *given])
+    assert result.exit_code == 2 and "given twice: lon1-u1" in result.output

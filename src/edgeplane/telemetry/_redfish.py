@@ -18,7 +18,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -290,10 +290,15 @@ async def read_gpus(client: HttpClient, url: str, *, timeout_seconds: float = 2.
 
 
 async def read_unit(
-    client: HttpClient, base_url: str, unit: str, *, dcgm_url: str | None = None, timeout_seconds: float = 2.0
+    client: HttpClient,
+    base_url: str,
+    unit: str,
+    *,
+    dcgm_urls: Sequence[str] = (),
+    timeout_seconds: float = 2.0,
 ) -> FacilityReading:
-    """One poll of a unit's Redfish service, and of its DCGM exporter where it has one; TelemetryStale says what
-    was wrong (no answer, not JSON, a reading missing)."""
+    """One poll of a unit's Redfish service, and of its DCGM exporters (one per GPU server, or one for the unit)
+    where it has them; TelemetryStale says what was wrong (no answer, not JSON, a reading missing)."""
     chassis = f"{ROOT}/Chassis/{unit}"
 
     async def get(path: str) -> dict[str, Any]:
@@ -311,8 +316,9 @@ async def read_unit(
             raise TelemetryStale(f"{path}: {name} has no reading")
         return float(value)
 
-    async def no_gpus() -> tuple[GpuReading, ...]:
-        return ()
+    async def all_gpus() -> tuple[GpuReading, ...]:
+        pages = await asyncio.gather(*(read_gpus(client, url, timeout_seconds=timeout_seconds) for url in dcgm_urls))
+        return tuple(gpu for page in pages for gpu in page)
 
     environment, connector, leaks, pdu, box, gpus = await asyncio.gather(
         get(f"{chassis}/EnvironmentMetrics"),
@@ -320,7 +326,7 @@ async def read_unit(
         get(f"{CDU}/LeakDetection"),
         get(f"{PDU}/Metrics"),
         get(chassis),
-        read_gpus(client, dcgm_url, timeout_seconds=timeout_seconds) if dcgm_url else no_gpus(),
+        all_gpus(),
     )
     groups = leaks.get("LeakDetectorGroups")
     if not isinstance(groups, list):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -61,16 +61,17 @@ class UnitWatch:
         power_kw: Mapping[str, float],
         registry: CollectorRegistry,
         *,
-        dcgm: Mapping[str, str] | None = None,
+        dcgm: Mapping[str, Sequence[str]] | None = None,
         gpus: Mapping[str, Mapping[str, int]] | None = None,
         interval_seconds: float = 1.0,
         hold_scale: float = 1.0,
         seed: int = 0,
     ) -> None:
         """``units``: unit code -> its Redfish base URL, or None to emulate it here (with its DCGM exporter, for
-        the GPUs ``gpus`` gives it: type -> count). ``dcgm``: unit code -> its DCGM exporter's /metrics URL."""
+        the GPUs ``gpus`` gives it: type -> count). ``dcgm``: unit code -> its DCGM exporters' /metrics URLs (one
+        per GPU server, or one for the unit)."""
         self.urls: dict[str, str | None] = dict(units)
-        self.dcgm: dict[str, str] = dict(dcgm or {})
+        self.dcgm: dict[str, list[str]] = {unit: list(urls) for unit, urls in (dcgm or {}).items()}
         self.gpus = {unit: dict(counts) for unit, counts in (gpus or {}).items()}
         self.power_kw = dict(power_kw)
         self.interval_seconds = interval_seconds
@@ -96,7 +97,7 @@ class UnitWatch:
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
             self.urls[unit] = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            self.dcgm.setdefault(unit, f"{self.urls[unit]}/metrics")
+            self.dcgm.setdefault(unit, [f"{self.urls[unit]}/metrics"])
             self.emulators[unit] = emulator
             self._runners.append(runner)
 
@@ -120,7 +121,7 @@ class UnitWatch:
         units = [u for u, url in self.urls.items() if url is not None]
         results = await asyncio.gather(
             *(
-                read_unit(client, str(self.urls[u]), u, dcgm_url=self.dcgm.get(u), timeout_seconds=timeout)
+                read_unit(client, str(self.urls[u]), u, dcgm_urls=self.dcgm.get(u, ()), timeout_seconds=timeout)
                 for u in units
             ),
             return_exceptions=True,
@@ -167,7 +168,7 @@ class UnitWatch:
             reading = self.readings.get(unit)
             out[unit] = {
                 "redfish": url,
-                "dcgm": self.dcgm.get(unit),
+                "dcgm": self.dcgm.get(unit, []),
                 "reading": reading.to_json() if reading is not None else None,
                 "stale": self.book.stale.get(unit),
                 "alarms": self.book.active(unit),
