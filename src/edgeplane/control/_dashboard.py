@@ -103,7 +103,7 @@ class Dashboard:
             "drains": status["drains"],
             "drills": [d.to_json() for d in reversed(drills)],
             "audit": [r.to_json() for r in audit],
-            "scenarios": plane.scenario_report_summary(),
+            "scenarios": plane.scenario_summary,
         }
 
     async def _page(self, _: web.Request) -> web.StreamResponse:
@@ -142,7 +142,7 @@ class Dashboard:
                 finally:
                     for waiting in waits:
                         waiting.cancel()
-        except (ConnectionResetError, ConnectionError):
+        except ConnectionError:
             pass  # the page went away
         with contextlib.suppress(ConnectionError):
             await response.write_eof()

@@ -61,9 +61,9 @@ class ControlPlane:
         self.demand = DemandBook()
         self.leases = LeaseBook(limit_window_seconds)
         self.drills = DrillRunner(state, self.traffic, self._publish)
-        self.scenario_report: dict[str, Any] | None = (
-            None  # the planner's latest, as `plan scenarios --publish` sent it
-        )
+        # The planner's latest report, as `plan scenarios --publish` sent it, and its summary for the dashboard.
+        self.scenario_report: dict[str, Any] | None = None
+        self.scenario_summary: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<ControlPlane {self.state!r}>"
@@ -644,15 +644,6 @@ class ControlPlane:
         return json_response(unit.to_json(), status=201)
 
     # -- the planner's scenario report ----------------------------------------------------------
-    def scenario_report_summary(self) -> dict[str, Any] | None:
-        report = self.scenario_report
-        if report is None:
-            return None
-        return {
-            **{k: v for k, v in report.items() if k != "scenarios"},
-            "lines": summarise_scenarios(report["scenarios"]),
-        }
-
     async def _scenarios(self, request: web.Request) -> web.Response:
         return json_response({"report": self.scenario_report})
 
@@ -664,19 +655,16 @@ class ControlPlane:
             rows = body["scenarios"]
             if not isinstance(rows, list) or not all(isinstance(r, dict) and "scenario" in r for r in rows):
                 raise TypeError("scenarios must be a list of objects with a `scenario`")
-            summarise_scenarios(rows)
+            lines = summarise_scenarios(rows)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             return error_response(
                 400, f'Expected {{"scenarios": [...]}} as `plan scenarios --json` prints ({error}).',
                 type="invalid_request_error",
             )  # fmt: skip
         who = self._who(request)
-        self.scenario_report = {
-            "published_at": self.state.wall_clock(),
-            "by": who,
-            "title": str(body.get("title", "")),
-            "scenarios": rows,
-        }
+        about = {"published_at": self.state.wall_clock(), "by": who, "title": str(body.get("title", ""))}
+        self.scenario_report = {**about, "scenarios": rows}
+        self.scenario_summary = {**about, "lines": lines}
         self.state.store.audit(
             AuditRecord(self.state.wall_clock(), who, "publish-scenarios", "planner", "ok", {"scenarios": len(rows)})
         )

@@ -149,12 +149,13 @@ def _cheapest(
     value = np.full(shape, math.inf)
     value[(0,) * len(types)] = 0.0
     choices: list[np.ndarray] = []
-    for row, most in zip(prices, limits, strict=True):
+    for row, limit in zip(prices, limits, strict=True):
+        most = np.minimum(limit, top)  # the metro's own limit, and never more of a type than is needed
         new = value.copy()
         choice = np.full(shape, -1, dtype=np.int32)
         for index, counts in enumerate(configs):
             price = float(np.dot(counts, np.where(counts > 0, row, 0.0)))  # a type not there costs inf
-            if not math.isfinite(price) or (counts > most).any() or any(counts[t] > top[t] for t in range(len(types))):
+            if not math.isfinite(price) or (counts > most).any():
                 continue
             target = tuple(slice(int(n), None) for n in counts)
             source = tuple(slice(0, s - int(n)) for s, n in zip(shape, counts, strict=True))
