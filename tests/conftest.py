@@ -7,6 +7,7 @@ import contextlib
 import gc
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,7 +28,31 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL_FLEET = Path(__file__).resolve().parent / "data" / "small-fleet.yaml"
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+_PICKED: set[int] = set()
+
+
 def free_port() -> int:
+    """A free loopback port outside the kernel's ephemeral range. A port the kernel handed out for
+    port 0 could be handed again, to a site agent that `up` starts on port 0, before the gateway
+    that was told to use it binds it; a port below the range is never handed out that way."""
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in range(20000, 32768) if p not in ephemeral and p not in _PICKED]
+    for port in random.sample(candidates, k=min(200, len(candidates))):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PICKED.add(port)
+        return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
