@@ -5,16 +5,22 @@ planner's published scenarios show, and a screenshot is kept in test-artifacts/.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edgeplane.fleet import load_default_fleet
-from tests.conftest import RunningFleet
+from tests.conftest import ROOT, RunningFleet, free_port, terminate
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +35,14 @@ def require_chromium() -> str:
             pytest.fail("chromium is not installed: scripts/install installs it with apt-get")
         pytest.skip("chromium is not installed (scripts/install installs it with apt-get)")
     return CHROMIUM
+
+
+def launch(playwright: Any, chromium: str) -> Any:
+    return playwright.chromium.launch(
+        executable_path=chromium,
+        args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-dev-shm-usage"],
+    )  # fmt: skip
 
 
 def test_the_dashboard_shows_every_metro_live_and_reflects_a_drain(
@@ -47,11 +61,7 @@ def test_the_dashboard_shows_every_metro_live_and_reflects_a_drain(
     fetched: list[str] = []
     problems: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-dev-shm-usage"],
-        )  # fmt: skip
+        browser = launch(playwright, chromium)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1100})
             page.on("request", lambda request: fetched.append(request.url))
@@ -95,3 +105,81 @@ def test_the_dashboard_shows_every_metro_live_and_reflects_a_drain(
     assert problems == []
     beyond = [url for url in fetched if urllib.parse.urlsplit(url).hostname != "127.0.0.1"]
     assert fetched and beyond == []
+
+
+def test_with_an_admin_token_the_buttons_wait_for_it_and_a_wrong_one_changes_nothing(tmp_path: Path) -> None:
+    """A control plane with an admin token (as beyond loopback): the page's buttons stay disabled until a
+    token is typed; a wrong token is refused with the API's message and drains nothing; the right one acts,
+    and it is kept for the tab (sessionStorage) across a reload."""
+    chromium = require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    control_url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgeplane", "control", "run", "--port", str(port), "--data-dir", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "EDGEPLANE_ADMIN_TOKEN": "s3cret-test-token"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    problems: list[str] = []
+    try:
+        wait_healthy(control_url, process)
+        with sync_playwright() as playwright:
+            browser = launch(playwright, chromium)
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 1100})
+                page.on("pageerror", lambda error: problems.append(str(error)))
+                page.goto(control_url + "/")
+                # No site agent runs here, so the units table has the PoP rows only: their buttons will do.
+                drain = page.locator("#units tr[data-pop='fra1'] button", has_text=re.compile("^drain$"))
+                drain.wait_for()
+                assert drain.is_disabled()
+                assert drain.get_attribute("title") == "type the admin token first"
+
+                page.fill("#token", "not-the-token")
+                assert drain.is_enabled()
+                with page.expect_response(lambda r: r.url.endswith("/api/drains")) as refused:
+                    drain.click()
+                assert refused.value.status == 401
+                page.wait_for_selector("#toast:has-text('needs the admin token')")
+                assert drains(control_url) == []
+
+                page.fill("#token", "s3cret-test-token")
+                drain.click()
+                page.wait_for_selector("#drains li[data-drain='pop fra1']", timeout=REFLECT_MS)
+                assert drains(control_url) == ["pop fra1"]
+
+                page.reload()
+                assert page.input_value("#token") == "s3cret-test-token"
+                undrain = page.locator("#units tr[data-pop='fra1'] button", has_text=re.compile("^undrain$"))
+                undrain.click()
+                page.wait_for_selector("#drains li[data-drain='pop fra1']", state="detached", timeout=REFLECT_MS)
+                assert drains(control_url) == []
+            finally:
+                browser.close()
+    finally:
+        assert terminate(process, 10)
+    assert problems == []
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the control plane exited"
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
+                if json.loads(response.read())["status"] == "ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the control plane did not become healthy")
+
+
+def drains(url: str) -> list[str]:
+    with urllib.request.urlopen(url + "/api/drains", timeout=5) as response:
+        return sorted(f"{d['kind']} {d['code']}" for d in json.loads(response.read())["drains"])
