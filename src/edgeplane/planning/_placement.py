@@ -90,6 +90,7 @@ class _Model:
         self.cost: list[float] = []
         self.integer: list[int] = []
         self.rows: list[tuple[list[int], list[float], float, float]] = []
+        self.sums: list[tuple[int, list[int], list[float]]] = []  # columns defined as sums of others
 
     def column(self, cost: float, *, integer: bool = False, upper: float = math.inf) -> int:
         self.lower.append(0.0)
@@ -101,6 +102,20 @@ class _Model:
 
     def row(self, indices: list[int], values: list[float], lower: float, upper: float) -> None:
         self.rows.append((indices, values, lower, upper))
+
+    def sum_column(self, indices: list[int], values: list[float]) -> int:
+        """A continuous column equal to ``sum(values[i] * x[indices[i]])``: rows that share a long sum name it
+        once instead of repeating it (a sparse model solves several times faster than a dense one)."""
+        column = self.column(0.0)
+        self.row([*indices, column], [*values, -1.0], 0.0, 0.0)
+        self.sums.append((column, indices, values))
+        return column
+
+    def complete(self, values: list[float]) -> list[float]:
+        """``values`` with the sum columns set from the columns they sum (a start the solver accepts)."""
+        for column, indices, weights in self.sums:
+            values[column] = sum(values[i] * w for i, w in zip(indices, weights, strict=True))
+        return values
 
     def solve(
         self,
@@ -326,9 +341,18 @@ def _build(
         if rps <= 0:
             continue
         here = by_group.get((continent, name), [])
+        # Capacity in the continent and at each of its PoPs, named once: a failure takes its PoPs' share.
+        at_pop: dict[str, list[_Candidate]] = {}
+        for c in here:
+            at_pop.setdefault(c.pop, []).append(c)
+        capacity = {
+            pop: model.sum_column([replicas[c.model, c.pop, c.gpu_type] for c in of], [c.capacity_rps for c in of])
+            for pop, of in at_pop.items()
+        }
+        total = model.sum_column(list(capacity.values()), [1.0] * len(capacity))
         for scenario, lost in [("no failure", frozenset[str]()), *failure_scenarios(fleet, continent)]:
-            columns = [replicas[c.model, c.pop, c.gpu_type] for c in here if c.pop not in lost]
-            vals = [c.capacity_rps for c in here if c.pop not in lost]
+            gone = [capacity[pop] for pop in sorted(lost) if pop in capacity]
+            columns, vals = [total, *gone], [1.0] + [-1.0] * len(gone)
             if slack:
                 short = model.column(1.0)
                 columns, vals = [*columns, short], [*vals, 1.0]
@@ -577,6 +601,7 @@ def place(
         initial = [0.0] * len(model.cost)
         for key, count in start.items():
             initial[replicas[key]] = float(count)
+        model.complete(initial)
     relaxing = time.perf_counter()
     # A bound even if the search is cut short: the groups' (far stronger), or else the LP relaxation's.
     relaxed = group_bound or float(model.solve(relax=True).getInfo().objective_function_value)
