@@ -161,8 +161,8 @@ def _cheapest(
             source = tuple(slice(0, s - int(n)) for s, n in zip(shape, counts, strict=True))
             candidate = value[source] + price
             better = candidate < new[target]
-            new[target] = np.where(better, candidate, new[target])
-            choice[target] = np.where(better, index, choice[target])
+            np.copyto(new[target], candidate, where=better)  # views: written in place
+            np.copyto(choice[target], index, where=better)
         value = new
         choices.append(choice)
     grid = np.indices(shape).reshape(len(types), -1).T
