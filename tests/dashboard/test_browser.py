@@ -5,7 +5,7 @@ planner's published scenarios show, and a screenshot is kept in test-artifacts/.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import re
 import shutil
@@ -13,12 +13,12 @@ import subprocess
 import sys
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edgeplane._up import get_json
 from edgeplane.fleet import load_default_fleet
 from tests.conftest import ROOT, RunningFleet, free_port, terminate
 
@@ -170,16 +170,12 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert process.poll() is None, "the control plane exited"
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
-                if json.loads(response.read())["status"] == "ok":
-                    return
-        except OSError:
-            pass
+        with contextlib.suppress(OSError, ValueError):
+            if get_json(url + "/healthz")["status"] == "ok":
+                return
         time.sleep(0.1)
     raise AssertionError("the control plane did not become healthy")
 
 
 def drains(url: str) -> list[str]:
-    with urllib.request.urlopen(url + "/api/drains", timeout=5) as response:
-        return sorted(f"{d['kind']} {d['code']}" for d in json.loads(response.read())["drains"])
+    return sorted(f"{d['kind']} {d['code']}" for d in get_json(url + "/api/drains", 5)["drains"])

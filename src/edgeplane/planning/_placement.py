@@ -111,11 +111,10 @@ class _Model:
         self.sums.append((column, indices, values))
         return column
 
-    def complete(self, values: list[float]) -> list[float]:
-        """``values`` with the sum columns set from the columns they sum (a start the solver accepts)."""
+    def complete(self, values: list[float]) -> None:
+        """Set the sum columns of ``values`` from the columns they sum (a start the solver accepts)."""
         for column, indices, weights in self.sums:
             values[column] = sum(values[i] * w for i, w in zip(indices, weights, strict=True))
-        return values
 
     def solve(
         self,
