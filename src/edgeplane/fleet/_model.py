@@ -254,7 +254,7 @@ class Fleet(_Strict):
         total = sum(weights.values())
         quotas = {code: replicas * w / total for code, w in weights.items()}
         split = {code: int(q) for code, q in quotas.items()}
-        order = sorted(weights, key=lambda c: (-(quotas[c] - split[c]), list(weights).index(c)))
+        order = sorted(weights, key=lambda c: split[c] - quotas[c])  # a stable sort: ties to the first unit
         for code in order[: replicas - sum(split.values())]:
             split[code] += 1
         return split
