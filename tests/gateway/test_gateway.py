@@ -251,7 +251,10 @@ async def test_admin_actions_need_the_token_compared_in_constant_time_and_are_au
                 url + "/api/drains", json={"kind": "metro", "code": "nyc"}, headers=admin
             ) as response:
                 assert response.status == 200
-            async with session.get(url + "/api/audit") as response:
+            for read in ("/api/audit", "/api/status"):  # they show actors and agents' addresses
+                async with session.get(url + read) as response:
+                    assert response.status == 401, read
+            async with session.get(url + "/api/audit", headers=admin) as response:
                 audit = (await response.json())["audit"]
         assert (audit[0]["who"], audit[0]["action"], audit[0]["target"], audit[0]["outcome"]) == (
             "alice",

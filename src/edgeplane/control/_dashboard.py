@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+
+from edgeplane.control._bodies import Busiest, ScenarioRow
 
 if TYPE_CHECKING:
     from edgeplane.control._service import ControlPlane
@@ -26,25 +28,30 @@ RATE_WINDOW_SECONDS = 10.0  # requests per second and scope shares are taken ove
 PUSH_SECONDS = 1.0  # an update at least this often (rates move without a snapshot change)
 AUDIT_TAIL = 25
 # Nothing the page loads may come from elsewhere; Leaflet positions its layers with inline styles.
-CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'"
+# No other site may frame it either (clickjacking its buttons).
+CSP = (
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self';"
+    " frame-ancestors 'none'"
+)
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".json": "application/json"}
 
 
-def summarise_scenarios(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def summarise_scenarios(rows: list[ScenarioRow]) -> list[dict[str, Any]]:
     """One line per scenario, from either shape `plan scenarios --json` prints (full or --fast)."""
     lines = []
     for row in rows:
-        busiest = row.get("busiest")
+        busiest = row.busiest
         if busiest is None:
-            sites = [s for s in row.get("sites", []) if s.get("utilisation") is not None]
-            top = max(sites, key=lambda s: float(s["utilisation"]), default=None)
-            busiest = {"pop": top["pop"], "utilisation": top["utilisation"]} if top else None
+            top = max(
+                (s for s in row.sites if s.utilisation is not None), key=lambda s: s.utilisation or 0.0, default=None
+            )
+            busiest = Busiest(pop=top.pop, utilisation=top.utilisation or 0.0) if top is not None else None
         lines.append(
             {
-                "scenario": str(row.get("scenario", "?")),
-                "unserved_rps": float(row.get("unserved_rps", 0.0)),
-                "busiest": busiest,
-                "breaches": len(row.get("breaches", [])),
+                "scenario": row.scenario,
+                "unserved_rps": row.unserved_rps,
+                "busiest": busiest.model_dump() if busiest is not None else None,
+                "breaches": len(row.breaches),
             }
         )
     return lines
@@ -91,6 +98,11 @@ class Dashboard:
                 unit["lifecycle"] = lifecycle.get(code, {}).get("state")
                 unit["out"] = pop["units_out"].get(code)
             pop.pop("models", None)  # per-model detail is on /api/status; the page shows units
+            # Addresses of agents and of units' telemetry services are for the admin API only (/api/status).
+            pop.pop("url", None)
+            for unit in pop["units"].values():
+                unit.pop("redfish", None)
+                unit.pop("dcgm", None)
         drills = sorted(plane.drills.drills.values(), key=lambda d: d.id)[-10:]
         audit = plane.state.store.audit_log(AUDIT_TAIL)  # newest first
         return {
@@ -119,7 +131,12 @@ class Dashboard:
         return web.Response(
             body=path.read_bytes(),
             content_type=TYPES.get(path.suffix, "application/octet-stream"),
-            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+            headers={
+                "Content-Security-Policy": CSP,
+                "Cache-Control": "no-cache",
+                "X-Content-Type-Options": "nosniff",
+                "X-Frame-Options": "DENY",
+            },
         )
 
     async def _state(self, _: web.Request) -> web.Response:

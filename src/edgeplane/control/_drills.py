@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeplane.control._bodies import DemandRow, TtftSample
 from edgeplane.control._state import DrainRefused, FleetState
 from edgeplane.control._store import AuditRecord
 
@@ -44,27 +45,15 @@ class Traffic:
         self.clock = clock
         self._by_metro: dict[str, collections.deque[Sample]] = collections.defaultdict(collections.deque)
 
-    def add(self, samples: list[Mapping[str, Any]]) -> int:
+    def add(self, samples: list[TtftSample]) -> int:
         now = self.clock()
-        taken = 0
         for raw in samples:
-            try:
-                sample = Sample(
-                    now,
-                    str(raw["client_metro"]),
-                    str(raw["model"]),
-                    float(raw["ttft_ms"]),
-                    str(raw["metro"]),
-                    str(raw["scope"]),
-                )
-            except (KeyError, TypeError, ValueError):
-                continue
+            sample = Sample(now, raw.client_metro, raw.model, raw.ttft_ms, raw.metro, raw.scope)
             window = self._by_metro[sample.client_metro]
             window.append(sample)
             while window and window[0].at < now - WINDOW_SECONDS:
                 window.popleft()
-            taken += 1
-        return taken
+        return len(samples)
 
     def mix(self, window_seconds: float) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
         """Per client metro over the window: the share of its requests served at each scope, and at each metro."""
@@ -97,17 +86,14 @@ class DemandBook:
         self.started = clock()
         self._rows: collections.deque[tuple[float, str, str, int, int, int]] = collections.deque()
 
-    def add(self, rows: list[Mapping[str, Any]]) -> int:
+    def add(self, rows: list[DemandRow]) -> int:
         now = self.clock()
         taken = 0
         for raw in rows:
-            try:
-                row = (now, str(raw["client_metro"]), str(raw["model"]), int(raw["requests"]),
-                       int(raw.get("prompt_tokens", 0)), int(raw.get("output_tokens", 0)))  # fmt: skip
-            except (KeyError, TypeError, ValueError):
-                continue
-            if row[3] > 0:
-                self._rows.append(row)
+            if raw.requests > 0:
+                self._rows.append(
+                    (now, raw.client_metro, raw.model, raw.requests, raw.prompt_tokens, raw.output_tokens)
+                )
                 taken += 1
         while self._rows and self._rows[0][0] < now - DEMAND_WINDOW_SECONDS:
             self._rows.popleft()

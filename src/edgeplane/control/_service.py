@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import logging
 import time
@@ -14,13 +13,17 @@ import orjson
 from aiohttp import web
 
 from edgeplane._errors import BackendError
+from edgeplane._guards import RELAYED_HEADER, actor, admin, browser_guard, json_errors
 from edgeplane._http import HttpClient
+from edgeplane._parse import parse
 from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane._service import error_response, json_response, serve
+from edgeplane._tasks import supervised
 from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS
+from edgeplane.control import _bodies as bodies
 from edgeplane.control._dashboard import Dashboard, summarise_scenarios
 from edgeplane.control._drills import DemandBook, DrillRunner, Traffic
-from edgeplane.control._state import DrainRefused, FleetState, UnknownTarget
+from edgeplane.control._state import DrainRefused, FleetState, PlacementRefused, UnknownTarget
 from edgeplane.control._store import AuditRecord
 from edgeplane.faults import CATALOGUE
 from edgeplane.routing import DEFAULT_PROMPT_TOKENS, SiteState
@@ -69,7 +72,7 @@ class ControlPlane:
         return f"<ControlPlane {self.state!r}>"
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(client_max_size=1024 * 1024, middlewares=[json_errors, browser_guard()])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/fleet", self._fleet)
@@ -142,20 +145,9 @@ class ControlPlane:
             await asyncio.sleep(TICK_SECONDS)
 
     # -- guards -------------------------------------------------------------------------------
-    def _authorised(self, request: web.Request) -> bool:
-        if self.admin_token is None:
-            return True
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        return hmac.compare_digest(given.encode(), self.admin_token.encode())
-
-    def _who(self, request: web.Request) -> str:
-        return request.headers.get("X-Edgeplane-Actor", "") or f"api@{request.remote}"
-
     @staticmethod
-    def _refused() -> web.Response:
-        return error_response(
-            401, "This action needs the admin token.", type="authentication_error", code="unauthorized"
-        )
+    def _who(request: web.Request) -> str:
+        return actor(request)
 
     # -- handlers -----------------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -202,6 +194,7 @@ class ControlPlane:
         refused = await self._long_poll(request, lambda: self.state.snapshot.version, lambda: self._changed)
         return refused or json_response(self.state.snapshot.to_json())
 
+    @admin
     async def _status(self, request: web.Request) -> web.Response:
         status = self.state.status()
         status["drills"] = [d.to_json() for d in self.drills.drills.values() if not d.to_json()["done"]]
@@ -238,32 +231,24 @@ class ControlPlane:
     async def _drains(self, request: web.Request) -> web.Response:
         return json_response({"drains": [d.to_json() for d in self.state.store.drains()]})
 
+    @admin
     async def _drain(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
+        body = parse(bodies.DrainBody, await request.read())
+        kind, code = body.kind, body.code
         try:
-            body = orjson.loads(await request.read())
-            kind, code = str(body["kind"]), str(body["code"])
-            reason = str(body.get("reason", ""))
-            force = bool(body.get("force", False))
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return error_response(
-                400, 'Expected {"kind": "metro"|"pop"|"unit", "code": ...}.', type="invalid_request_error"
-            )
-        try:
-            added = self.state.drain(kind, code, by=self._who(request), reason=reason, force=force)
+            added = self.state.drain(kind, code, by=self._who(request), reason=body.reason, force=body.force)
         except UnknownTarget as error:
             return error_response(404, str(error), type="invalid_request_error", code="not_found")
         except DrainRefused as refused:
             message = f"Drain of {kind} {code} refused: {'; '.join(refused.reasons)}. To make it possible: "
             message += "; ".join(refused.advice) + "."
-            body = {
+            answer = {
                 "error": {"message": message, "type": "invalid_request_error", "param": None, "code": "drain_refused"},
                 "reasons": refused.reasons,
                 "advice": refused.advice,
                 "check": refused.check.to_json() if refused.check else None,
             }
-            return json_response(body, status=409)
+            return json_response(answer, status=409)
         self._publish()
         log.info("drained %s %s", kind, code)
         return json_response(
@@ -276,9 +261,8 @@ class ControlPlane:
             }
         )
 
+    @admin
     async def _undrain(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
         kind, code = request.match_info["kind"], request.match_info["code"]
         try:
             removed = self.state.undrain(kind, code, by=self._who(request))
@@ -296,21 +280,17 @@ class ControlPlane:
             }
         )
 
+    @admin
     async def _audit(self, request: web.Request) -> web.Response:
         return json_response({"audit": [r.to_json() for r in self.state.store.audit_log()]})
 
+    @admin
     async def _report(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
+        body = parse(bodies.AgentReport, await request.read())
         try:
-            data = orjson.loads(await request.read())
-            if not isinstance(data, dict):
-                raise ValueError("expected an object")
-            self.state.report(request.match_info["pop"], data)
+            self.state.report(request.match_info["pop"], body)
         except UnknownTarget as error:
             return error_response(404, str(error), type="invalid_request_error", code="not_found")
-        except (orjson.JSONDecodeError, ValueError, TypeError) as error:
-            return error_response(400, f"Bad report: {error}", type="invalid_request_error")
         self._publish()
         # The answer carries what this site should serve: a placement applied since it started reaches it here.
         # And which of its units carry no traffic: the agent sends nothing to their replicas.
@@ -319,18 +299,10 @@ class ControlPlane:
         out = self.state.units_out(pop)
         return json_response({"snapshot_version": self.state.snapshot.version, "models": models, "units_out": out})
 
+    @admin
     async def _gateway_report(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
-        try:
-            data = orjson.loads(await request.read())
-            samples = data["samples"]
-            demand = data.get("demand", [])
-            if not isinstance(samples, list) or not isinstance(demand, list):
-                raise TypeError("samples and demand must be lists")
-        except (orjson.JSONDecodeError, KeyError, TypeError) as error:
-            return error_response(400, f"Bad report: {error}", type="invalid_request_error")
-        return json_response({"taken": self.traffic.add(samples), "demand_rows": self.demand.add(demand)})
+        body = parse(bodies.GatewayReport, await request.read())
+        return json_response({"taken": self.traffic.add(body.samples), "demand_rows": self.demand.add(body.demand)})
 
     async def _observed_demand(self, request: web.Request) -> web.Response:
         try:
@@ -342,46 +314,34 @@ class ControlPlane:
         covered, rows = self.demand.observed(window)
         return json_response({"window_seconds": round(covered, 3), "demand": rows})
 
+    @admin
     async def _list_keys(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
         keys = [
             {**k.policy.to_json(), "created_at": k.created_at, "revoked_at": k.revoked_at}
             for k in self.state.store.api_keys()
         ]
         return json_response({"keys": keys})
 
+    @admin
     async def _create_key(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
+        body = parse(bodies.KeyBody, await request.read())
         try:
-            body = orjson.loads(await request.read())
-            if not isinstance(body, dict):
-                raise TypeError("expected an object")
-            models = body.get("models")
-            if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) for m in models)):
-                raise TypeError("models must be a list of names")
-            limits = {name: body.get(name) for name in ("rpm", "tpm")}
-            for name, value in limits.items():
-                if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                    raise TypeError(f"{name} must be an integer")
             policy, secret = self.state.create_key(
-                str(body.get("tenant") or ""),
+                body.tenant,
                 by=self._who(request),
-                continent=body.get("continent") or None,
-                region=body.get("region") or None,
-                rpm=limits["rpm"],
-                tpm=limits["tpm"],
-                models=models,
+                continent=body.continent,
+                region=body.region,
+                rpm=body.rpm,
+                tpm=body.tpm,
+                models=body.models,
             )
-        except (orjson.JSONDecodeError, TypeError, ValueError) as error:
+        except ValueError as error:
             return error_response(400, f"Bad key request: {error}", type="invalid_request_error")
         self._publish()
         return json_response({**policy.to_json(), "key": secret}, status=201)
 
+    @admin
     async def _revoke_key(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
         try:
             revoked = self.state.revoke_key(request.match_info["id"], by=self._who(request))
         except UnknownTarget as error:
@@ -389,19 +349,14 @@ class ControlPlane:
         self._publish()
         return json_response({"id": request.match_info["id"], "revoked": True, "changed": revoked})
 
+    @admin
     async def _key_table(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
         return json_response(self.state.key_table())
 
+    @admin
     async def _lease(self, request: web.Request) -> web.Response:
         """A share of a key's budget for this window, for one gateway to spend locally."""
-        if not self._authorised(request):
-            return self._refused()
-        try:
-            key_id = str(orjson.loads(await request.read())["key_id"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return error_response(400, 'Expected {"key_id": ...}.', type="invalid_request_error")
+        key_id = parse(bodies.LeaseBody, await request.read()).key_id
         policy = next((k.policy for k in self.state.store.api_keys() if k.policy.id == key_id), None)
         if policy is None or policy.revoked:
             return error_response(404, f"no active key {key_id!r}", type="invalid_request_error", code="not_found")
@@ -418,25 +373,13 @@ class ControlPlane:
     async def _list_drills(self, request: web.Request) -> web.Response:
         return json_response({"drills": [d.to_json() for d in self.drills.drills.values()]})
 
+    @admin
     async def _start_drill(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
+        body = parse(bodies.DrillBody, await request.read())
         try:
-            body = orjson.loads(await request.read())
-            metro = str(body["metro"])
-            duration = float(body.get("duration_seconds", 60.0))
-            slo = body.get("slo_ttft_ms")
-            slo = float(slo) if slo is not None else None
-            if duration <= 0 or (slo is not None and slo <= 0):
-                raise ValueError("duration_seconds and slo_ttft_ms must be positive")
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            return error_response(
-                400,
-                f'Expected {{"metro": CODE, "duration_seconds": N, "slo_ttft_ms": N}} ({error}).',
-                type="invalid_request_error",
+            drill = self.drills.submit(
+                body.metro, body.duration_seconds, body.slo_ttft_ms, self._who(request), body.force
             )
-        try:
-            drill = self.drills.submit(metro, duration, slo, self._who(request), bool(body.get("force", False)))
         except KeyError as error:
             return error_response(404, str(error.args[0]), type="invalid_request_error", code="not_found")
         return json_response(drill.to_json(), status=202)
@@ -444,9 +387,12 @@ class ControlPlane:
     async def _get_drill(self, request: web.Request) -> web.Response:
         try:
             drill = self.drills.drills[int(request.match_info["id"])]
-            wait = min(MAX_WAIT_SECONDS, float(request.query.get("wait", "0")))
         except (KeyError, ValueError):
             return error_response(404, "No such drill.", type="invalid_request_error", code="not_found")
+        try:
+            wait = min(MAX_WAIT_SECONDS, float(request.query.get("wait", "0")))
+        except ValueError:
+            return error_response(400, "`wait` must be a number of seconds.", type="invalid_request_error")
         if wait > 0 and not drill.to_json()["done"]:
             try:
                 async with asyncio.timeout(wait):
@@ -456,22 +402,30 @@ class ControlPlane:
         return json_response(drill.to_json())
 
     async def _faults(self, request: web.Request) -> web.Response:
-        active = {code: report.fault for code, report in self.state.reports.items() if report.fault}
+        active = {code: r.fault.model_dump() for code, r in self.state.reports.items() if r.fault is not None}
         catalogue = [{"fault": kind.value, "what": what} for kind, what in CATALOGUE.items()]
         return json_response({"catalogue": catalogue, "active": active})
 
-    async def _relay_fault(self, request: web.Request, pop: str, method: str, payload: Any) -> web.Response:
-        """Pass a fault on to the PoP's site agent, and audit it whatever the outcome."""
+    async def _relay_fault(
+        self, request: web.Request, pop: str, method: str, payload: dict[str, Any] | None
+    ) -> web.Response:
+        """Pass a fault on to the PoP's site agent, and audit it here whatever the outcome (the agent audits
+        only what is asked of it directly)."""
         report = self.state.reports.get(pop)
         if pop not in self.state.fleet.pop_by_code:
             return error_response(404, f"unknown PoP {pop!r}", type="invalid_request_error", code="not_found")
         action = "fault" if method == "POST" else "clear fault"
-        fault = payload.get("fault") if isinstance(payload, dict) else None
+        fault = payload.get("fault") if payload is not None else None
         if report is None or report.url is None:
             status, data = 409, {"error": {"message": f"the site agent of {pop} has not reported an address"}}
         else:
+            headers = {RELAYED_HEADER: "control", "X-Edgeplane-Actor": self._who(request)}
+            if self.admin_token:
+                headers["Authorization"] = f"Bearer {self.admin_token}"
             try:
-                status, data = await self._client.request_json(method, f"{report.url}/api/faults", payload)
+                status, data = await self._client.request_json(
+                    method, f"{report.url}/api/faults", payload, headers=headers
+                )
             except BackendError as error:
                 status, data = 502, {"error": {"message": f"cannot reach the site agent of {pop}: {error}"}}
         outcome = "ok" if status == 200 else f"failed ({status})"
@@ -484,19 +438,13 @@ class ControlPlane:
         log.warning("%s at %s: %s", action, pop, fault or "")
         return json_response(data)
 
+    @admin
     async def _set_fault(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
-        try:
-            body = orjson.loads(await request.read())
-            pop = str(body.pop("pop"))
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            return error_response(400, 'Expected {"pop": CODE, "fault": NAME, ...}.', type="invalid_request_error")
-        return await self._relay_fault(request, pop, "POST", body)
+        body = parse(bodies.FaultBody, await request.read())
+        return await self._relay_fault(request, body.pop, "POST", body.for_agent())
 
+    @admin
     async def _clear_fault(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
         return await self._relay_fault(request, request.match_info["pop"], "DELETE", None)
 
     # -- placement ------------------------------------------------------------------------------
@@ -510,20 +458,25 @@ class ControlPlane:
             }
         )
 
+    @admin
     async def _apply_placement(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
+        body = parse(bodies.PlacementBody, await request.read())
+        entries = [(row.model, row.pop, row.replicas) for row in body.placement]
         try:
-            body = orjson.loads(await request.read())
-            entries = [(str(e["model"]), str(e["pop"]), int(e["replicas"])) for e in body["placement"]]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return error_response(
-                400,
-                'Expected {"placement": [{"model": ..., "pop": ..., "replicas": N}, ...]}.',
-                type="invalid_request_error",
-            )
-        try:
-            change = self.state.apply_placement(entries, by=self._who(request))
+            change = self.state.apply_placement(entries, by=self._who(request), force=body.force)
+        except PlacementRefused as refused:
+            message = f"Placement refused: {'; '.join(refused.reasons)}. Send it with force to apply it anyway."
+            answer = {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "placement_refused",
+                },
+                "reasons": refused.reasons,
+                "check": refused.check.to_json() if refused.check else None,
+            }
+            return json_response(answer, status=409)
         except ValueError as error:
             return error_response(
                 400, f"Placement refused: {error}.", type="invalid_request_error", code="bad_placement"
@@ -571,18 +524,10 @@ class ControlPlane:
             }
         )
 
+    @admin
     async def _bgp_action(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
-        try:
-            body = orjson.loads(await request.read())
-            pop, transit_asn, action = str(body["pop"]), int(body["transit_asn"]), str(body["action"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return error_response(
-                400,
-                'Expected {"pop": CODE, "transit_asn": N, "action": "prepend-1".."prepend-3"|"no-export"|"none"}.',
-                type="invalid_request_error",
-            )
+        body = parse(bodies.BgpActionBody, await request.read())
+        pop, transit_asn, action = body.pop, body.transit_asn, body.action
         try:
             self.state.set_bgp_action(pop, transit_asn, action, by=self._who(request))
         except UnknownTarget as error:
@@ -603,18 +548,11 @@ class ControlPlane:
         except UnknownTarget as error:
             return error_response(404, str(error), type="invalid_request_error", code="not_found")
 
+    @admin
     async def _set_unit_state(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
         code = request.match_info["code"]
-        try:
-            body = orjson.loads(await request.read())
-            state, note, acceptance = str(body["state"]), str(body.get("note", "")), body.get("acceptance")
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            return error_response(
-                400, 'Expected {"state": STATE, "note": TEXT, "acceptance": {"passed": true, ...}}.',
-                type="invalid_request_error",
-            )  # fmt: skip
+        body = parse(bodies.UnitStateBody, await request.read())
+        state, note, acceptance = body.state, body.note, body.acceptance
         try:
             unit = self.state.set_unit_state(code, state, by=self._who(request), note=note, acceptance=acceptance)
         except UnknownTarget as error:
@@ -625,17 +563,10 @@ class ControlPlane:
         log.info("unit %s is now %s", code, unit.state)
         return json_response(unit.to_json())
 
+    @admin
     async def _order_unit(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
-        try:
-            body = orjson.loads(await request.read())
-            pop, note, due = str(body["pop"]), str(body.get("note", "")), body.get("due")
-            due = float(due) if due is not None else None
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-            return error_response(
-                400, 'Expected {"pop": CODE, "note": TEXT, "due": UNIX_SECONDS}.', type="invalid_request_error"
-            )
+        body = parse(bodies.UnitOrderBody, await request.read())
+        pop, note, due = body.pop, body.note, body.due
         try:
             unit = self.state.order_unit(pop, by=self._who(request), due=due, note=note)
         except UnknownTarget as error:
@@ -647,22 +578,14 @@ class ControlPlane:
     async def _scenarios(self, request: web.Request) -> web.Response:
         return json_response({"report": self.scenario_report})
 
+    @admin
     async def _publish_scenarios(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._refused()
-        try:
-            body = orjson.loads(await request.read())
-            rows = body["scenarios"]
-            if not isinstance(rows, list) or not all(isinstance(r, dict) and "scenario" in r for r in rows):
-                raise TypeError("scenarios must be a list of objects with a `scenario`")
-            lines = summarise_scenarios(rows)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            return error_response(
-                400, f'Expected {{"scenarios": [...]}} as `plan scenarios --json` prints ({error}).',
-                type="invalid_request_error",
-            )  # fmt: skip
+        raw = await request.read()
+        body = parse(bodies.ScenariosBody, raw)
+        lines = summarise_scenarios(body.scenarios)
+        rows = orjson.loads(raw)["scenarios"]  # kept as they came: the report is the planner's
         who = self._who(request)
-        about = {"published_at": self.state.wall_clock(), "by": who, "title": str(body.get("title", ""))}
+        about = {"published_at": self.state.wall_clock(), "by": who, "title": body.title}
         self.scenario_report = {**about, "scenarios": rows}
         self.scenario_summary = {**about, "lines": lines}
         self.state.store.audit(
@@ -683,7 +606,11 @@ class ControlPlane:
                 host,
                 port,
                 on_ready=on_ready,
-                background=lambda url: [self.tick_forever, self.probe_forever, self.drills.run_forever],
+                background=lambda url: [
+                    supervised("control plane ticks", self.tick_forever),
+                    supervised("control plane probes", self.probe_forever),
+                    supervised("drills", self.drills.run_forever),
+                ],
                 stop=stop,
             )
         finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -12,7 +11,9 @@ from typing import Any
 
 import orjson
 
+from edgeplane._parse import parse
 from edgeplane.bgp import GRACEFUL_SHUTDOWN_SECONDS, EdgePlan, Intent, LargeCommunity, action_community, plan_edge
+from edgeplane.control import _bodies as bodies
 from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, Store, StoredKey
 from edgeplane.fleet import Fleet, PlacementEntry
 from edgeplane.health import HealthBook
@@ -51,60 +52,53 @@ class DrainRefused(Exception):
         self.reasons, self.advice, self.check = reasons, advice, check
 
 
+class PlacementRefused(Exception):
+    """A placement that would leave a model with no site, or overload what keeps serving."""
+
+    def __init__(self, reasons: list[str], check: DrainCheck | None = None) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons, self.check = reasons, check
+
+
 @dataclass(frozen=True, slots=True)
 class AgentReport:
+    """A site agent's last report, as the control plane keeps it."""
+
     pop: str
     url: str | None
     pid: int | None
     backend: str
-    models: Mapping[str, Mapping[str, Any]]
+    models: Mapping[str, bodies.ModelLoad]
     load: float
     received_at: float  # monotonic seconds
-    fault: Mapping[str, Any] | None = None  # an injected fault the agent shows
+    fault: bodies.FaultView | None = None  # an injected fault the agent shows
     loading: str | None = None  # a model being loaded after a placement change
     measured_at: float = 0.0  # unix seconds when the agent read its models' busy counts; 0 when unsaid
-    units: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # telemetry and alarms per unit
+    units: Mapping[str, bodies.UnitView] = field(default_factory=dict)  # telemetry and alarms per unit
 
     def alarmed(self) -> dict[str, list[str]]:
         """Units with alarms raised, and which."""
-        out: dict[str, list[str]] = {}
-        for code, unit in self.units.items():
-            alarms = unit.get("alarms") if isinstance(unit, Mapping) else None
-            if isinstance(alarms, list) and alarms:
-                out[str(code)] = [str(a) for a in alarms]
-        return out
+        return {code: list(unit.alarms) for code, unit in self.units.items() if unit.alarms}
 
     @classmethod
-    def from_json(cls, pop: str, data: Mapping[str, Any], received_at: float) -> AgentReport:
-        models = data.get("models") or {}
-        if not isinstance(models, dict):
-            raise ValueError("models must be an object")
-        url = data.get("url")
-        pid = data.get("pid")
+    def from_body(cls, pop: str, body: bodies.AgentReport, received_at: float) -> AgentReport:
         return cls(
             pop=pop,
-            url=str(url) if url else None,
-            pid=int(pid) if isinstance(pid, int) else None,
-            backend=str(data.get("backend", "?")),
-            models=models,
-            load=float(data.get("load", 0.0)),
+            url=body.url,
+            pid=body.pid,
+            backend=body.backend,
+            models=body.models,
+            load=body.load,
             received_at=received_at,
-            fault=data.get("fault") if isinstance(data.get("fault"), dict) else None,
-            loading=str(data["loading"]) if data.get("loading") else None,
-            measured_at=_seconds(data.get("measured_at")),
-            units=data["units"] if isinstance(data.get("units"), dict) else {},
+            fault=body.fault,
+            loading=body.loading,
+            measured_at=body.measured_at,
+            units=body.units,
         )
 
 
-def _seconds(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) and value > 0 else 0.0
-
-
-def _busy(model: Mapping[str, Any]) -> int:
-    try:
-        return int(model.get("running", 0)) + int(model.get("waiting", 0))
-    except (TypeError, ValueError):
-        return 0
+def _busy(model: bodies.ModelLoad) -> int:
+    return model.running + model.waiting
 
 
 def _entries(placed: list[tuple[str, str, int]]) -> list[PlacementEntry]:
@@ -163,17 +157,22 @@ class FleetState:
         )
 
     # -- inputs -------------------------------------------------------------------------------
-    def report(self, pop: str, data: Mapping[str, Any]) -> None:
+    def report(self, pop: str, data: bodies.AgentReport | Mapping[str, Any]) -> None:
+        """Take a site agent's report (parsed already, or a mapping parsed here: ApiError names a bad field)."""
         if pop not in self.fleet.pop_by_code:
             raise UnknownTarget(f"unknown PoP {pop!r}")
-        self.reports[pop] = AgentReport.from_json(pop, data, self.clock())
-        events = data.get("alarm_events")
-        for event in events if isinstance(events, list) else []:
-            if isinstance(event, dict) and isinstance(event.get("unit"), str):
-                kind = str(event.get("kind", "?"))
-                detail = {k: event.get(k) for k in ("rule", "what", "value", "threshold")}
-                target = f"unit {event['unit']}"
-                self.store.audit(AuditRecord(self.wall_clock(), f"alarm at {pop}", "unit-alarm", target, kind, detail))
+        body = data if isinstance(data, bodies.AgentReport) else parse(bodies.AgentReport, data)
+        self.reports[pop] = AgentReport.from_body(pop, body, self.clock())
+        for event in body.alarm_events:
+            detail = {"rule": event.rule, "what": event.what, "value": event.value, "threshold": event.threshold}
+            target = f"unit {event.unit}"
+            self.store.audit(
+                AuditRecord(self.wall_clock(), f"alarm at {pop}", "unit-alarm", target, event.kind, detail)
+            )
+        for done in body.audit_events:
+            self.store.audit(
+                AuditRecord(done.at, f"{done.who} at {pop}", done.action, f"pop {pop}", done.outcome, dict(done.detail))
+            )
         self._judge_alarms(pop)
 
     def _judge_alarms(self, pop: str) -> None:
@@ -512,9 +511,11 @@ class FleetState:
             self.edge_version += 1
         return changed
 
-    def apply_placement(self, entries: list[tuple[str, str, int]], *, by: str) -> dict[str, Any]:
+    def apply_placement(self, entries: list[tuple[str, str, int]], *, by: str, force: bool = False) -> dict[str, Any]:
         """Make ``entries`` the fleet's placement: agents load and unload to match, gateways route to a model
-        only where it is loaded. Refused (ValueError, saying why) if a PoP cannot hold what it is given."""
+        only where it is loaded. Refused (ValueError, saying why) if a PoP cannot hold what it is given; and
+        unless ``force``d (PlacementRefused), if it leaves a model of the catalog with no site, or if what runs
+        now on the replicas it takes away would overload the sites that keep serving the model."""
         merged: dict[tuple[str, str], int] = {}
         for model, pop, replicas in entries:
             if model not in self.fleet.model_by_name:
@@ -534,6 +535,8 @@ class FleetState:
             if need > have:
                 raise ValueError(f"{site.code} would need {need} GPUs and has {have}")
         before = {(e.model, e.pop): e.replicas for e in self.fleet.placement}
+        if not force:
+            self._check_placement(merged, before, by)
         placed = [(m, p, n) for (m, p), n in merged.items()]
         self.fleet = self.fleet.model_copy(update={"placement": _entries(placed)})
         self.router = Router(self.fleet)
@@ -544,8 +547,32 @@ class FleetState:
             "removed": sorted(f"{m}@{p}" for (m, p) in before if (m, p) not in merged),
             "resized": sorted(f"{m}@{p}" for (m, p), n in merged.items() if before.get((m, p), n) != n),
         }
-        self.store.audit(AuditRecord(self.wall_clock(), by, "apply placement", "fleet", "ok", change))
+        outcome = "ok (forced)" if force else "ok"
+        self.store.audit(AuditRecord(self.wall_clock(), by, "apply placement", "fleet", outcome, change))
         return change
+
+    def _check_placement(
+        self, merged: Mapping[tuple[str, str], int], before: Mapping[tuple[str, str], int], by: str
+    ) -> None:
+        """Raise PlacementRefused if the placement leaves a model unserved, or if the load running now on the
+        replicas it removes has nowhere to go (the drain headroom check, with those replicas gone)."""
+        reasons: list[str] = []
+        placed = {m for m, _ in merged}
+        for spec in self.fleet.models:
+            if spec.name not in placed:
+                reasons.append(f"{spec.name} would be served nowhere")
+        reduced: dict[str, dict[str, int]] = {}
+        for (model, pop), replicas in before.items():
+            left = merged.get((model, pop), 0)
+            if left < replicas:
+                reduced.setdefault(pop, {})[model] = left
+        check = check_drain(self.router, self.snapshot.sites, (), reduced=reduced) if reduced else None
+        if check is not None and not check.ok:
+            reasons += check.reasons()
+        if reasons:
+            detail = {"reasons": reasons}
+            self.store.audit(AuditRecord(self.wall_clock(), by, "apply placement", "fleet", "refused", detail))
+            raise PlacementRefused(reasons, check)
 
     def set_bgp_action(self, pop: str, transit_asn: int, action: str, *, by: str) -> None:
         """Ask the PoP's speaker to prepend toward, or stop announcing to, one transit (or ``none`` to clear)."""
@@ -615,10 +642,10 @@ class FleetState:
                     "url": view.url,
                     "backend": report.backend if report else None,
                     "load": view.load,
-                    "models": {name: dict(m) for name, m in (report.models.items() if report else [])},
+                    "models": {name: m.model_dump() for name, m in (report.models.items() if report else [])},
                     "last_report_age_seconds": round(now - report.received_at, 3) if report else None,
-                    "fault": dict(report.fault) if report and report.fault else None,
-                    "units": {code: dict(unit) for code, unit in report.units.items()} if report else {},
+                    "fault": report.fault.model_dump() if report and report.fault else None,
+                    "units": {code: unit.model_dump() for code, unit in report.units.items()} if report else {},
                     "units_out": self.units_out(pop.code, unit_drains),
                     "alarms_held": {u.code: self.alarm_held[u.code] for u in pop.units if u.code in self.alarm_held},
                     "replicas": {**self.fleet.models_at(pop.code), **view.replicas},

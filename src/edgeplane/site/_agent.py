@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from edgeplane._api import MAX_BODY_BYTES, ApiError, Endpoint, error_body, error_event, model_not_found, parse_request
 from edgeplane._errors import BackendError, ConfigError, StreamCut
+from edgeplane._guards import RELAYED_HEADER, actor, admin, browser_guard, json_errors
 from edgeplane._http import HttpClient
 from edgeplane._service import Listener, abort, error_response, json_response, relay_stream, serve
+from edgeplane._tasks import supervised
 from edgeplane.faults import CATALOGUE, Fault, FaultError, FaultKind
 from edgeplane.fleet import Fleet
 from edgeplane.site._backend import Backend
@@ -29,6 +32,7 @@ from edgeplane.telemetry import UnitWatch
 log = logging.getLogger("edgeplane.site")
 
 BACKEND_KINDS = ("emulator", "llamacpp", "upstream")
+MAX_AUDIT_KEPT = 1000
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,9 @@ class SiteAgent:
         self.desired: dict[str, int] | None = None  # what the control plane's placement wants here
         self.loading: str | None = None
         self._models_changed = asyncio.Event()
+        self.admin_token = admin_token  # needed for faults here, and sent with reports
         self._auth_headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
+        self._audit: list[dict[str, Any]] = []  # admin actions taken here, for the control plane's audit log
         self.backends = dict(backends)
         self.kind = kind
         self.registry = registry
@@ -208,7 +214,7 @@ class SiteAgent:
             self.loader.units_out = frozenset(out)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors, browser_guard()])
         app.router.add_post(Endpoint.CHAT.value, self._inference(Endpoint.CHAT))
         app.router.add_post(Endpoint.COMPLETIONS.value, self._inference(Endpoint.COMPLETIONS))
         app.router.add_get("/v1/models", self._models)
@@ -260,19 +266,33 @@ class SiteAgent:
         catalogue = [{"fault": k.value, "what": what} for k, what in CATALOGUE.items()]
         return json_response({"active": self.fault.to_json() if self.fault else None, "catalogue": catalogue})
 
+    def _audited(self, request: web.Request, action: str, outcome: str, detail: dict[str, Any]) -> None:
+        """Keep an admin action for the next report, unless the control plane passed it on (and audits it)."""
+        if request.headers.get(RELAYED_HEADER):
+            return
+        self._audit.append(
+            {"at": time.time(), "who": actor(request), "action": action, "outcome": outcome, "detail": detail}
+        )
+        del self._audit[:-MAX_AUDIT_KEPT]
+
+    @admin
     async def _set_fault_handler(self, request: web.Request) -> web.Response:
         try:
-            data = await request.json()
+            data = orjson.loads(await request.read())
             if not isinstance(data, dict):
                 raise FaultError("expected a JSON object")
             fault = Fault.from_json(data)
             self.set_fault(fault)
-        except (ValueError, FaultError) as error:
+        except (orjson.JSONDecodeError, FaultError) as error:
+            self._audited(request, "fault", "refused", {"reason": str(error)})
             return error_response(400, str(error), type="invalid_request_error", code="bad_fault")
+        self._audited(request, "fault", "ok", fault.to_json())
         return json_response({"pop": self.pop, "active": fault.to_json()})
 
+    @admin
     async def _clear_fault_handler(self, request: web.Request) -> web.Response:
         self.clear_fault()
+        self._audited(request, "clear fault", "ok", {})
         return json_response({"pop": self.pop, "active": None})
 
     def _fault_answer(self, stream: bool) -> web.Response | None:
@@ -405,13 +425,14 @@ class SiteAgent:
         reachable = True
         while True:
             events = self.watch.take_events() if self.watch is not None else []
+            audit, self._audit = self._audit, []
             try:
-                payload = {**await self.state(), "alarm_events": events}
+                payload = {**await self.state(), "alarm_events": events, "audit_events": audit}
                 status, answer = await self._client.request_json(
                     "POST", url, payload, timeout_seconds=2.0, headers=self._auth_headers
                 )
-                if status >= 300 and events and self.watch is not None:
-                    self.watch.put_back(events)
+                if status >= 300:
+                    self._put_back(events, audit)
                 placed = answer.get("models") if status == 200 and isinstance(answer, dict) else None
                 if isinstance(placed, dict) and self.loader is not None:
                     self.want(placed)
@@ -422,12 +443,17 @@ class SiteAgent:
                     log.info("control plane reachable again")
                 reachable = status < 500
             except BackendError as error:
-                if events and self.watch is not None:
-                    self.watch.put_back(events)
+                self._put_back(events, audit)
                 if reachable:
                     log.warning("cannot report to the control plane (%s); still serving", error)
                 reachable = False
             await asyncio.sleep(self.report_interval_seconds)
+
+    def _put_back(self, events: list[dict[str, Any]], audit: list[dict[str, Any]]) -> None:
+        """What a report could not deliver goes with the next one."""
+        if events and self.watch is not None:
+            self.watch.put_back(events)
+        self._audit = (audit + self._audit)[-MAX_AUDIT_KEPT:]
 
     async def run(self, host: str, port: int, *, on_ready: Any = None, stop: asyncio.Event | None = None) -> None:
         started: list[Backend] = []
@@ -443,13 +469,13 @@ class SiteAgent:
                 return on_ready(url) if on_ready else None
 
             def background(url: str) -> list[Any]:
-                jobs: list[Any] = [self.faults_forever]
+                jobs: list[Any] = [supervised(f"faults of {self.pop}", self.faults_forever)]
                 if self.control_url:
-                    jobs.append(self.report_forever)
+                    jobs.append(supervised(f"reports of {self.pop}", self.report_forever))
                 if self.loader is not None:
-                    jobs.append(self.models_forever)
+                    jobs.append(supervised(f"model loading at {self.pop}", self.models_forever))
                 if self.watch is not None:
-                    jobs.append(self.watch.forever)
+                    jobs.append(supervised(f"unit telemetry at {self.pop}", self.watch.forever))
                 return jobs
 
             def keep(listener: Listener) -> None:
