@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from edgeplane._api import error_body, error_event
+from edgeplane._connections import ConnectionGuard, ConnectionLimits
 from edgeplane._errors import BackendError, StreamCut
 
 log = logging.getLogger("edgeplane")
@@ -33,43 +34,38 @@ def die_with_parent() -> None:
 Background = Callable[[], Coroutine[Any, Any, None]]
 
 
-def bound_url(runner: web.AppRunner, host: str) -> str:
-    for address in runner.addresses:
-        if isinstance(address, tuple):
-            port = address[1]
-            shown = host if ":" not in host else f"[{host}]"
-            return f"http://{shown}:{port}"
-    raise RuntimeError("the service is not bound to a TCP address")
-
-
 class Listener:
-    """The listening socket of a service, which a fault can close and open again on the same port."""
+    """The listening socket of a service, which a fault can close and open again on the same port. Its
+    connections pass the guard's limits before aiohttp's request handler sees them."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+    def __init__(self, runner: web.AppRunner, host: str, port: int, guard: ConnectionGuard | None = None) -> None:
         self._runner, self.host, self.port = runner, host, port
-        self._site: web.TCPSite | None = None
+        self.guard = guard
+        self._server: asyncio.Server | None = None
 
     def __repr__(self) -> str:
         return f"<Listener {self.host}:{self.port} {'listening' if self.listening else 'closed'}>"
 
     @property
     def listening(self) -> bool:
-        return self._site is not None
+        return self._server is not None
 
     async def open(self) -> str:
-        if self._site is None:
-            site = web.TCPSite(self._runner, self.host, self.port, backlog=1024, reuse_address=True)
-            await site.start()
-            self._site = site
-            url = bound_url(self._runner, self.host)
-            self.port = int(url.rsplit(":", 1)[1])
+        if self._server is None:
+            server = self._runner.server
+            if server is None:
+                raise RuntimeError("the runner is not set up")
+            factory = self.guard.protocol if self.guard is not None else server
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(factory, self.host, self.port, backlog=1024, reuse_address=True)
+            self.port = int(self._server.sockets[0].getsockname()[1])
         return f"http://{self.host if ':' not in self.host else f'[{self.host}]'}:{self.port}"
 
     async def close(self) -> None:
         """Stop accepting connections; those already open finish."""
-        site, self._site = self._site, None
-        if site is not None:
-            await site.stop()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
 
 
 async def serve(
@@ -81,17 +77,28 @@ async def serve(
     background: Callable[[str], list[Background]] | None = None,
     stop: asyncio.Event | None = None,
     on_listener: Callable[[Listener], None] | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> None:
-    """Serve until ``stop`` is set or SIGINT/SIGTERM arrives; background tasks live and die with it."""
+    """Serve until ``stop`` is set or SIGINT/SIGTERM arrives; background tasks live and die with it.
+    Connections are held to ``limits`` (see ConnectionLimits; handlers read bodies with read_body)."""
+    limits = limits or ConnectionLimits()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=2.0,
+        keepalive_timeout=limits.keepalive_timeout_seconds,
+        lingering_time=limits.linger_seconds,
+    )
     await runner.setup()
+    assert runner.server is not None
+    listener = Listener(runner, host, port, ConnectionGuard(limits, runner.server))
     try:
-        listener = Listener(runner, host, port)
         url = await listener.open()
         if on_listener is not None:
             on_listener(listener)
@@ -105,6 +112,7 @@ async def serve(
             for task in tasks:
                 task.cancel()
     finally:
+        await listener.close()
         await runner.cleanup()
 
 

@@ -1,0 +1,229 @@
+"""What a client's connection may hold: time to send its request head and body, connections per address."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import cast
+
+from aiohttp import web
+from aiohttp.web_request import BaseRequest
+
+from edgeplane._api import ApiError
+from edgeplane._errors import ConfigError
+
+log = logging.getLogger("edgeplane.connections")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """How long and how many connections a client may hold open.
+
+    ``header_timeout_seconds`` bounds the time from accepting a connection to its first complete request
+    head; between requests on a kept-alive connection ``keepalive_timeout_seconds`` bounds the silence and
+    the next head together (aiohttp's own idle timer). 75 s, as nginx has it, outlasts the 60 s idle
+    timeout of common proxies and load balancers, so a proxy in front closes an idle connection before we
+    do and never sends a request on a connection we are closing. ``body_timeout_seconds`` is the silence
+    allowed while a handler reads the body with :func:`read_body`. ``linger_seconds`` is how long aiohttp
+    reads and drops a body its handler left unread (after a 413, 401 or a body timeout) before it closes.
+
+    ``max_connections_per_address`` counts every open connection of a peer address, loopback included; a
+    connection beyond it is closed at once. 256 leaves four times the 64 concurrent connections the load
+    tests open from 127.0.0.1, yet keeps one address to a small share of the process's descriptors.
+    Services that many clients reach through one address (a gateway's pool to a site agent, a reverse
+    proxy in front of the gateway) need it raised to that pool's size; ``None`` removes the limit."""
+
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    keepalive_timeout_seconds: float = 75.0
+    linger_seconds: float = 10.0
+    max_connections_per_address: int | None = 256
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout_seconds", "body_timeout_seconds", "keepalive_timeout_seconds"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
+        if not self.linger_seconds >= 0:
+            raise ConfigError(f"linger_seconds must be zero or more, got {self.linger_seconds!r}")
+        limit = self.max_connections_per_address
+        if limit is not None and limit < 1:
+            raise ConfigError(f"max_connections_per_address must be at least 1 or None, got {limit!r}")
+
+
+_DEFAULT_LIMITS = ConnectionLimits()
+_LIMITS = web.RequestKey("edgeplane_connection_limits", ConnectionLimits)
+
+
+async def read_body(request: BaseRequest, timeout_seconds: float | None = None) -> bytes:
+    """The whole request body, read with at most ``timeout_seconds`` of silence between two pieces of it
+    (default: the ``body_timeout_seconds`` of the limits ``serve()`` was given, else 30 s).
+
+    Raises ApiError: 408 ``request_timeout`` (with ``Connection: close``, since the rest of the body may
+    still come) when the client falls silent, 413 ``request_too_large`` beyond the application's
+    ``client_max_size``, 400 ``invalid_body`` for a body that breaks its framing. A client that leaves
+    mid-body raises ConnectionResetError. Call it once, instead of
+    ``request.read()``: it does not fill the cache ``request.read()``/``json()`` would read again."""
+    if timeout_seconds is None:
+        limits = request.get(_LIMITS)
+        timeout_seconds = limits.body_timeout_seconds if limits is not None else _DEFAULT_LIMITS.body_timeout_seconds
+    limit = request.client_max_size
+    body = bytearray()
+    while True:
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise ApiError(
+                408,
+                f"The request body stopped arriving: nothing for {timeout_seconds:g} s after {len(body)} bytes.",
+                type="invalid_request_error",
+                code="request_timeout",
+                headers={"Connection": "close"},
+            ) from None
+        except web.RequestPayloadError as error:
+            raise ApiError(
+                400, f"The request body is malformed: {error}.", type="invalid_request_error", code="invalid_body"
+            ) from None
+        if not chunk:
+            return bytes(body)
+        body.extend(chunk)
+        if limit and len(body) > limit:
+            raise ApiError(
+                413,
+                f"Request body too large (limit {limit} bytes).",
+                type="invalid_request_error",
+                code="request_too_large",
+            )
+
+
+def _address(transport: asyncio.BaseTransport) -> str | None:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+        return peer[0]
+    return None
+
+
+class ConnectionGuard:
+    """Counts the open connections of each peer address, refuses those beyond the limit and closes any
+    that send no complete request head in time. It wraps aiohttp's protocol factory (``runner.server``),
+    so aiohttp's request handler never sees a refused connection."""
+
+    def __init__(self, limits: ConnectionLimits, server: web.Server) -> None:
+        self.limits = limits
+        self._server = server
+        self._open: Counter[str | None] = Counter()
+        self._watching: dict[web.RequestHandler, _Guarded] = {}
+        self.refused = 0
+        self.head_timeouts = 0
+        handler = server.request_handler
+
+        async def handle(request: BaseRequest) -> web.StreamResponse:
+            guarded = self._watching.pop(request.protocol, None)
+            if guarded is not None:
+                guarded.head_received()
+            request[_LIMITS] = limits
+            return await handler(request)
+
+        # RequestHandler copies this when it is made, so it is set before the first connection.
+        server.request_handler = handle
+
+    def __repr__(self) -> str:
+        return (
+            f"<ConnectionGuard [open: {self.open} from {len(self._open)} addresses | "
+            f"closed: {self.head_timeouts} without a request head, {self.refused} over the per-address limit]>"
+        )
+
+    @property
+    def open(self) -> int:
+        return sum(self._open.values())
+
+    def open_from(self, address: str) -> int:
+        return self._open[address]
+
+    def protocol(self) -> asyncio.Protocol:
+        """A protocol for one new connection (``loop.create_server``'s factory)."""
+        return _Guarded(self)
+
+    def _admit(self, address: str | None) -> bool:
+        limit = self.limits.max_connections_per_address
+        if limit is not None and address is not None and self._open[address] >= limit:
+            self.refused += 1
+            log.debug("refused a connection from %s: %d already open", address, self._open[address])
+            return False
+        self._open[address] += 1
+        return True
+
+    def _release(self, address: str | None, handler: web.RequestHandler) -> None:
+        self._watching.pop(handler, None)
+        self._open[address] -= 1
+        if self._open[address] <= 0:
+            del self._open[address]
+
+    def _make_handler(self, guarded: _Guarded) -> web.RequestHandler:
+        handler = self._server()
+        self._watching[handler] = guarded
+        return handler
+
+
+class _Guarded(asyncio.Protocol):
+    """One connection: aiohttp's request handler behind an admission check and a request-head timer."""
+
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self._guard = guard
+        self._handler: web.RequestHandler | None = None
+        self._address: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._address = _address(transport)
+        if not self._guard._admit(self._address):
+            cast(asyncio.Transport, transport).abort()
+            return
+        self._transport = transport
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._guard.limits.header_timeout_seconds, self._head_late)
+        self._handler = self._guard._make_handler(self)
+        self._handler.connection_made(transport)
+
+    def head_received(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _head_late(self) -> None:
+        self._timer = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._guard.head_timeouts += 1
+            log.debug(
+                "closed a connection from %s: no request head in %g s",
+                self._address,
+                self._guard.limits.header_timeout_seconds,
+            )
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._handler is not None:
+            self._handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self._handler is not None:
+            self._handler.eof_received()
+        return None  # as aiohttp's handler answers: a client that half-closes is closed
+
+    def pause_writing(self) -> None:
+        if self._handler is not None:
+            self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._handler is not None:
+            self._handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.head_received()
+        handler, self._handler, self._transport = self._handler, None, None
+        if handler is not None:
+            self._guard._release(self._address, handler)
+            handler.connection_lost(exc)

@@ -1,0 +1,254 @@
+"""Connections held to their limits by serve(): request-head and body timeouts and connections per address,
+over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from edgeplane._api import ApiError
+from edgeplane._connections import ConnectionGuard, ConnectionLimits, read_body
+from edgeplane._errors import ConfigError
+from edgeplane._service import Listener, error_response, relay_stream, serve
+
+# Short timeouts keep the tests quick; the bounds they are checked against are generous.
+QUICK = ConnectionLimits(
+    header_timeout_seconds=0.5, body_timeout_seconds=0.5, keepalive_timeout_seconds=1.0, linger_seconds=0.2
+)
+CLOSED_WITHIN_SECONDS = 10.0
+COUNTS: web.AppKey[dict[str, int]] = web.AppKey("counts")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Served:
+    port: int
+    guard: ConnectionGuard
+    counts: dict[str, int]
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def get(self, path: str) -> bytes:
+        reader, writer = await self.connect()
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+            return await asyncio.wait_for(reader.read(), CLOSED_WITHIN_SECONDS)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+async def _chunks() -> AsyncIterator[bytes]:
+    await asyncio.sleep(0.05)
+    yield b"data: {}\n\n"
+
+
+def _app() -> web.Application:
+    counts = {"in_flight": 0, "handled": 0}
+
+    def counted(handler: Handler) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            counts["in_flight"] += 1
+            try:
+                return await handler(request)
+            finally:
+                counts["in_flight"] -= 1
+                counts["handled"] += 1
+
+        return handle
+
+    async def plain(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.05)
+        return web.Response(text="ok")
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        return await relay_stream(request, 200, "text/event-stream", _chunks())
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(1.5)  # three header timeouts: the head came, so the timer is off
+        return web.Response(text="slow")
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        try:
+            body = await read_body(request)
+        except ApiError as error:
+            return error_response(error.status, error.message, type=error.type, code=error.code, headers=error.headers)
+        return web.json_response({"bytes": len(body)})
+
+    app = web.Application(client_max_size=1024)
+    app[COUNTS] = counts
+    app.router.add_get("/plain", counted(plain))
+    app.router.add_get("/stream", counted(stream))
+    app.router.add_get("/slow", counted(slow))
+    app.router.add_post("/echo", counted(echo))
+    return app
+
+
+@contextlib.asynccontextmanager
+async def served(limits: ConnectionLimits) -> AsyncIterator[Served]:
+    app = _app()
+    stop = asyncio.Event()
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    listeners: list[Listener] = []
+    task = asyncio.create_task(
+        serve(app, "127.0.0.1", 0, on_ready=ready.set_result, stop=stop, on_listener=listeners.append, limits=limits)
+    )
+    try:
+        url = await asyncio.wait_for(asyncio.shield(ready), 10)
+        guard = listeners[0].guard
+        assert guard is not None
+        yield Served(int(url.rsplit(":", 1)[1]), guard, app[COUNTS])
+    finally:
+        stop.set()
+        await task
+
+
+async def _until_closed(reader: asyncio.StreamReader) -> bytes:
+    """What the server sent before it closed the connection (a reset counts as closed too)."""
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        async with asyncio.timeout(CLOSED_WITHIN_SECONDS):
+            while chunk := await reader.read(65536):
+                received += chunk
+    return received
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+PARTIAL = {
+    "silence": b"",
+    "partial-head": b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Le",
+    "partial-body": b'POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{"model": ',
+}
+
+
+@pytest.mark.parametrize("kind", list(PARTIAL))
+async def test_sixty_stalled_connections_are_all_closed_after_the_timeouts(kind: str) -> None:
+    async with served(QUICK) as service:
+        connections = [await service.connect() for _ in range(60)]
+        for _, writer in connections:
+            writer.write(PARTIAL[kind])
+        answers = await asyncio.gather(*(_until_closed(reader) for reader, _ in connections))
+        for _, writer in connections:
+            await _close(writer)
+        if kind == "partial-body":
+            for answer in answers:  # the handler was told, and said so in OpenAI's shape
+                head, _, body = answer.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 408 ")
+                assert b"\r\nConnection: close" in head
+                assert orjson.loads(body)["error"] == {
+                    "message": "The request body stopped arriving: nothing for 0.5 s after 10 bytes.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "request_timeout",
+                }
+        else:
+            assert answers == [b""] * 60  # closed without a word: there was no request to answer
+            assert service.guard.head_timeouts == 60
+        assert service.counts["in_flight"] == 0
+        for _ in range(100):  # the server sees each close a moment after the client does
+            if service.guard.open == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert service.guard.open == 0
+
+
+async def test_a_head_sent_a_byte_at_a_time_is_closed_at_the_header_timeout() -> None:
+    head = b"GET /plain HTTP/1.1\r\nHost: t\r\n" + b"X-Pad: " + b"a" * 400 + b"\r\n\r\n"
+    async with served(QUICK) as service:
+        reader, writer = await service.connect()
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            for byte in head:  # 400 bytes 25 ms apart: ten seconds of activity, never a whole head
+                writer.write(bytes([byte]))
+                await writer.drain()
+                sent += 1
+                if reader.at_eof():
+                    break
+                await asyncio.sleep(0.025)
+        assert await _until_closed(reader) == b""
+        await _close(writer)
+        assert sent < len(head)
+        assert repr(service.guard).endswith("closed: 1 without a request head, 0 over the per-address limit]>")
+
+
+async def test_requests_within_the_limits_are_served_and_kept_alive_until_the_idle_timeout() -> None:
+    async with served(QUICK) as service:
+        reader, writer = await service.connect()
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: t\r\n")
+        await asyncio.sleep(0.2)  # a pause shorter than the header timeout
+        writer.write(b"\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CLOSED_WITHIN_SECONDS)
+        assert head.startswith(b"HTTP/1.1 200 ") and await reader.readexactly(4) == b"slow"
+        # The same connection takes a second request, with a body read by read_body.
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n" + b'{"a": "b"}\n')
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CLOSED_WITHIN_SECONDS)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert await reader.readexactly(13) == b'{"bytes": 11}'
+        # Then it idles past the keep-alive timeout and is closed, not by the header timer.
+        assert await _until_closed(reader) == b""
+        await _close(writer)
+        assert service.guard.head_timeouts == 0
+
+
+async def test_a_body_beyond_the_applications_limit_is_refused_with_413() -> None:
+    async with served(QUICK) as service:
+        reader, writer = await service.connect()
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000)
+        answer = await _until_closed(reader)
+        await _close(writer)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413 ")
+        assert orjson.loads(body)["error"]["code"] == "request_too_large"
+
+
+async def test_connections_beyond_the_per_address_limit_are_refused_at_once() -> None:
+    limits = ConnectionLimits(header_timeout_seconds=60.0, max_connections_per_address=8)
+    async with served(limits) as service:
+        held = [await service.connect() for _ in range(8)]
+        for _ in range(100):
+            if service.guard.open_from("127.0.0.1") == 8:
+                break
+            await asyncio.sleep(0.01)
+        extra = [await service.connect() for _ in range(3)]
+        for reader, writer in extra:  # closed long before the 60 s header timeout could have done it
+            writer.write(b"GET /plain HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert await _until_closed(reader) == b""
+            await _close(writer)
+        assert service.guard.refused == 3 and service.guard.open_from("127.0.0.1") == 8
+        reader, writer = held[0]  # those admitted are served as ever
+        writer.write(b"GET /plain HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert (await _until_closed(reader)).endswith(b"\r\n\r\nok")
+        for _, writer in held:
+            await _close(writer)
+        for _ in range(100):  # once they are gone, the address may connect again
+            if service.guard.open_from("127.0.0.1") == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert (await service.get("/plain")).endswith(b"\r\n\r\nok")
+        assert repr(service.guard) == (
+            "<ConnectionGuard [open: 0 from 0 addresses | closed: 0 without a request head, "
+            "3 over the per-address limit]>"
+        )
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("header_timeout_seconds", 0.0), ("body_timeout_seconds", -1.0), ("max_connections_per_address", 0)],
+)
+def test_limits_refuse_values_that_would_disable_or_break_them(field: str, value: float) -> None:
+    options: dict[str, Any] = {field: value}
+    with pytest.raises(ConfigError, match=field):
+        ConnectionLimits(**options)
