@@ -1,10 +1,11 @@
-"""Connections held to their limits by serve(): request-head and body timeouts and connections per address,
-over real sockets on 127.0.0.1."""
+"""Connections held to their limits by serve(): request-head and body timeouts, connections per address,
+and clients that leave before their answer, all over real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -242,6 +243,39 @@ async def test_connections_beyond_the_per_address_limit_are_refused_at_once() ->
             "<ConnectionGuard [open: 0 from 0 addresses | closed: 0 without a request head, "
             "3 over the per-address limit]>"
         )
+
+
+LEAVING = {
+    "plain": b"GET /plain HTTP/1.1\r\nHost: t\r\n\r\n",
+    "stream": b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n",
+    "mid-body": PARTIAL["partial-body"],
+}
+
+
+@pytest.mark.parametrize("kind", list(LEAVING))
+async def test_a_thousand_clients_leaving_before_the_answer_log_no_traceback(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with served(ConnectionLimits()) as service:
+
+        async def leave() -> None:
+            _, writer = await service.connect()
+            writer.write(LEAVING[kind])
+            await writer.drain()
+            await _close(writer)
+
+        for _ in range(10):
+            await asyncio.gather(*(leave() for _ in range(100)))
+        for _ in range(200):
+            if service.counts["handled"] == 1000:
+                break
+            await asyncio.sleep(0.05)
+        assert service.counts["handled"] == 1000
+        assert (await service.get("/plain")).endswith(b"\r\n\r\nok")
+    records = [r for r in caplog.records if r.name.startswith(("aiohttp", "edgeplane", "asyncio"))]
+    assert [r for r in records if r.exc_info or r.levelno >= logging.WARNING] == []
+    assert len(records) <= 1000 and all("\n" not in r.getMessage() for r in records)
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,13 @@
-"""What a client's connection may hold: time to send its request head and body, connections per address."""
+"""What a client's connection may hold: time to send its request head and body, connections per address,
+and a disconnect before the answer that costs one debug line, not a traceback."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -15,6 +18,9 @@ from edgeplane._api import ApiError
 from edgeplane._errors import ConfigError
 
 log = logging.getLogger("edgeplane.connections")
+
+# aiohttp's RequestHandler logs what a handler raised with this logger, a client that left included.
+_SERVER_LOGGER = "aiohttp.server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +69,7 @@ async def read_body(request: BaseRequest, timeout_seconds: float | None = None) 
     Raises ApiError: 408 ``request_timeout`` (with ``Connection: close``, since the rest of the body may
     still come) when the client falls silent, 413 ``request_too_large`` beyond the application's
     ``client_max_size``, 400 ``invalid_body`` for a body that breaks its framing. A client that leaves
-    mid-body raises ConnectionResetError. Call it once, instead of
+    mid-body raises ConnectionResetError, which serve() keeps out of the logs. Call it once, instead of
     ``request.read()``: it does not fill the cache ``request.read()``/``json()`` would read again."""
     if timeout_seconds is None:
         limits = request.get(_LIMITS)
@@ -227,3 +233,37 @@ class _Guarded(asyncio.Protocol):
         if handler is not None:
             self._guard._release(self._address, handler)
             handler.connection_lost(exc)
+
+
+class _QuietDisconnects(logging.Filter):
+    """Turns aiohttp's traceback for a client that left before its answer into one debug line.
+
+    aiohttp logs, with its traceback, whatever a handler raises; a handler that starts its answer (a
+    stream's ``prepare``) after the client left raises ConnectionResetError ("Cannot write to closing
+    transport"), about 25 lines each time. Only these errors are dropped; every other one passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ConnectionResetError | BrokenPipeError):
+            log.debug("%s: the client left (%s)", record.getMessage(), error)
+            return False
+        return True
+
+
+_quiet = _QuietDisconnects()
+_quiet_users = 0
+
+
+@contextlib.contextmanager
+def quiet_disconnects() -> Iterator[None]:
+    """Keep client disconnects out of aiohttp's error log while any service runs in this process."""
+    global _quiet_users
+    logger = logging.getLogger(_SERVER_LOGGER)
+    _quiet_users += 1
+    logger.addFilter(_quiet)
+    try:
+        yield
+    finally:
+        _quiet_users -= 1
+        if _quiet_users == 0:
+            logger.removeFilter(_quiet)

@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from edgeplane._api import error_body, error_event
-from edgeplane._connections import ConnectionGuard, ConnectionLimits
+from edgeplane._connections import ConnectionGuard, ConnectionLimits, quiet_disconnects
 from edgeplane._errors import BackendError, StreamCut
 
 log = logging.getLogger("edgeplane")
@@ -80,7 +80,8 @@ async def serve(
     limits: ConnectionLimits | None = None,
 ) -> None:
     """Serve until ``stop`` is set or SIGINT/SIGTERM arrives; background tasks live and die with it.
-    Connections are held to ``limits`` (see ConnectionLimits; handlers read bodies with read_body)."""
+    Connections are held to ``limits`` (see ConnectionLimits; handlers read bodies with read_body), and a
+    client that leaves before its answer costs a debug line, not a traceback."""
     limits = limits or ConnectionLimits()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -98,22 +99,23 @@ async def serve(
     await runner.setup()
     assert runner.server is not None
     listener = Listener(runner, host, port, ConnectionGuard(limits, runner.server))
-    try:
-        url = await listener.open()
-        if on_listener is not None:
-            on_listener(listener)
-        if on_ready is not None:
-            result = on_ready(url)
-            if result is not None:
-                await result
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(job()) for job in (background(url) if background else [])]
-            await stop.wait()
-            for task in tasks:
-                task.cancel()
-    finally:
-        await listener.close()
-        await runner.cleanup()
+    with quiet_disconnects():
+        try:
+            url = await listener.open()
+            if on_listener is not None:
+                on_listener(listener)
+            if on_ready is not None:
+                result = on_ready(url)
+                if result is not None:
+                    await result
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(job()) for job in (background(url) if background else [])]
+                await stop.wait()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await listener.close()
+            await runner.cleanup()
 
 
 def abort(request: web.Request) -> None:
