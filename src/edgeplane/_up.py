@@ -40,6 +40,7 @@ class Child:
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
     essential: bool = False
+    first_start_args: list[str] = field(default_factory=list)  # for the first start only, not restarts
     started_at: float = 0.0
     restarts: int = 0
     restart_at: float | None = None
@@ -64,6 +65,7 @@ class UpOptions:
     admin_token: str | None = None
     ready_timeout_seconds: float = 120.0
     control_args: list[str] = field(default_factory=list)
+    reset_store: bool = False  # the control plane's first start moves the store aside; its restarts keep it
     gateway_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -106,7 +108,9 @@ class Supervisor:
         env = {**os.environ, **self.options.extra_env}
         if self.options.admin_token:
             env["EDGEPLANE_ADMIN_TOKEN"] = self.options.admin_token
-        child.process = subprocess.Popen(child.argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        argv = [*child.argv, *child.first_start_args]
+        child.first_start_args = []
+        child.process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         child.started_at = time.monotonic()
         if child not in self.children:
             self.children.append(child)
@@ -131,6 +135,7 @@ class Supervisor:
                     *o.control_args,
                 ],
                 essential=True,
+                first_start_args=["--reset-store"] if o.reset_store else [],
             )
         )
         self._wait_for("control plane", lambda: get_json(self.control_url + "/healthz")["status"] == "ok", 30)

@@ -9,18 +9,28 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import platformdirs
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from edgeplane._errors import ConfigError, EdgeplaneError
 from edgeplane.fleet import Fleet, FleetError, load_fleet
 from edgeplane.units import UnitState
 
+if TYPE_CHECKING:
+    from edgeplane.control import SQLiteStore
+
 DEFAULT_CONTROL_URL = "http://127.0.0.1:8081"
+
+
+RESET_STORE_HELP = (
+    "Start with an empty store on purpose: the data directory's edgeplane.db (damaged or not) is moved aside to"
+    " edgeplane.db.broken-TIMESTAMP, never deleted."
+)
 
 
 def default_data_dir() -> Path:
@@ -158,6 +168,7 @@ def cli(ctx: click.Context, control_url: str, log_level: str) -> None:
     type=click.FloatRange(min=0),
     help="Control plane: how long a drained metro's prefixes carry GRACEFUL_SHUTDOWN before their withdrawal.",
 )
+@click.option("--reset-store", is_flag=True, help=RESET_STORE_HELP)
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -177,6 +188,7 @@ def up(
     read_timeout: float | None,
     auth: str | None,
     graceful_shutdown_seconds: float,
+    reset_store: bool,
 ) -> None:
     """Start the control plane, the gateway and one site agent per PoP; Ctrl-C stops them all."""
     require_keys = _auth_choice(host, auth)
@@ -185,6 +197,8 @@ def up(
     console = _console(ctx)
     fleet = _load(ctx, fleet_path)
     data_dir = data_dir or default_data_dir()
+    if not reset_store:  # refuse a broken store here, once, rather than through a control plane that keeps failing
+        _open_store_or_exit(ctx, data_dir, reset=False).close()
     if backend == "llamacpp" and gguf_path is None:
         from edgeplane.site import write_tiny_llama_gguf
 
@@ -209,6 +223,7 @@ def up(
         admin_token=admin_token,
         ready_timeout_seconds=ready_timeout,
         control_args=["--graceful-shutdown-seconds", str(graceful_shutdown_seconds)],
+        reset_store=reset_store,
         gateway_args=[
             *(["--first-token-timeout", str(first_token_timeout)] if first_token_timeout else []),
             *(["--read-timeout", str(read_timeout)] if read_timeout else []),
@@ -248,6 +263,25 @@ def up(
     console.print("stopped")
 
 
+def _open_store_or_exit(ctx: click.Context, data_dir: Path, *, reset: bool) -> SQLiteStore:
+    """The control plane's store, checked: a file that is empty, damaged or not ours ends the command."""
+    from edgeplane.control import SQLiteStore
+
+    try:
+        store = SQLiteStore(data_dir / "edgeplane.db", reset=reset)
+    except ConfigError as error:
+        _refuse(ctx, error)
+    if store.moved_aside is not None:
+        _console(ctx).print(f"--reset-store: the old store was moved aside to {store.moved_aside}", soft_wrap=True)
+    return store
+
+
+def _refuse(ctx: click.Context, error: EdgeplaneError) -> NoReturn:
+    """Print why a service will not start (whole, even if long: it names files) and exit 1, no traceback."""
+    _console(ctx).print(Text.assemble(("error: ", "red"), str(error)), soft_wrap=True)
+    ctx.exit(1)
+
+
 # -- services ----------------------------------------------------------------------------------
 @cli.group()
 def control() -> None:
@@ -271,6 +305,7 @@ def control() -> None:
     type=click.FloatRange(min=0),
     help="How long a drained metro's prefixes carry GRACEFUL_SHUTDOWN (65535:0) before they are withdrawn.",
 )
+@click.option("--reset-store", is_flag=True, help=RESET_STORE_HELP)
 @click.pass_context
 def control_run(
     ctx: click.Context,
@@ -282,12 +317,14 @@ def control_run(
     agent_timeout: float,
     limit_window: float,
     graceful_shutdown_seconds: float,
+    reset_store: bool,
 ) -> None:
     """Serve the control plane API."""
-    from edgeplane.control import ControlPlane, FleetState, SQLiteStore
+    from edgeplane.control import ControlPlane, FleetState
 
     fleet = _load(ctx, fleet_path)
-    store = SQLiteStore((data_dir or default_data_dir()) / "edgeplane.db")
+    data_dir = data_dir or default_data_dir()
+    store = _open_store_or_exit(ctx, data_dir, reset=reset_store)
     plane = ControlPlane(
         FleetState(
             fleet, store, agent_timeout_seconds=agent_timeout, graceful_shutdown_seconds=graceful_shutdown_seconds

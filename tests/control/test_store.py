@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from edgeplane._errors import ConfigError
 from edgeplane.control import AuditRecord, Drain, SQLiteStore, Store
 from edgeplane.units import UnitRecord, UnitState, move
 
@@ -69,3 +72,124 @@ def test_unit_records_are_kept_whole_and_replaced_by_code(tmp_path: Path) -> Non
     again = SQLiteStore(path)  # a restart
     assert again.units() == [moved]
     again.close()
+
+
+# -- what the store refuses to open, and what it brings up to date -------------------------------
+def _header(path: Path) -> tuple[int, int]:
+    """(application_id, user_version) as SQLite keeps them in the file's header."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("PRAGMA application_id").fetchone()[0], db.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_new_store_says_what_it_is_and_its_schema(tmp_path: Path) -> None:
+    path = tmp_path / "edgeplane.db"
+    SQLiteStore(path).close()
+    application_id, version = _header(path)
+    assert application_id != 0 and version >= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edgeplane.db"]  # no half-built file left beside it
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "is empty (0 bytes)"),
+        (bytes(random.Random(7).randrange(256) for _ in range(8192)), "is damaged or not a database"),
+    ],
+    ids=["truncated-to-zero", "random-bytes"],
+)
+def test_an_unusable_file_is_refused_naming_it(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "edgeplane.db"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as refused:
+        SQLiteStore(path)
+    message = str(refused.value)
+    assert str(path) in message and problem in message and "--reset-store" in message and "backup" in message
+    assert path.read_bytes() == content  # refused, not touched
+
+
+def test_a_store_cut_in_half_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "edgeplane.db"
+    store = SQLiteStore(path)
+    for n in range(2000):
+        store.audit(AuditRecord(float(n), "alice", "drain", f"metro m{n}", "ok", {"n": n, "pad": "x" * 40}))
+    store.close()
+    size = path.stat().st_size
+    with path.open("r+b") as file:
+        file.truncate(size // 2)
+    with pytest.raises(ConfigError, match=r"is damaged"):
+        SQLiteStore(path)
+
+
+def test_a_database_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "edgeplane.db"
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE songs (title TEXT)")
+    other.commit()
+    other.close()
+    with pytest.raises(ConfigError, match=r"is not an edgeplane store \(its tables: songs\)"):
+        SQLiteStore(path)
+
+
+def test_a_store_from_a_newer_edgeplane_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "edgeplane.db"
+    SQLiteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 999")
+    db.close()
+    with pytest.raises(ConfigError, match=r"newer edgeplane \(schema 999"):
+        SQLiteStore(path)
+
+
+def test_a_store_written_before_the_schema_version_is_brought_up_to_date(tmp_path: Path) -> None:
+    """The first release's tables, no version in the header: migrated in place, nothing lost."""
+    path = tmp_path / "edgeplane.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE drains (kind TEXT NOT NULL, code TEXT NOT NULL, since REAL NOT NULL,"
+        " by TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (kind, code))"
+    )
+    old.execute(
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, who TEXT NOT NULL,"
+        " action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL)"
+    )
+    old.execute("INSERT INTO drains VALUES ('metro', 'lon', 5.0, 'carol', 'fibre cut')")
+    old.commit()
+    old.close()
+    assert _header(path) == (0, 0)
+    store = SQLiteStore(path)
+    assert store.drains() == [Drain("metro", "lon", 5.0, "carol", "fibre cut")]
+    store.set_bgp_action("lon1", 64500, "prepend-2")  # a table the first release did not have
+    store.close()
+    application_id, version = _header(path)
+    assert application_id != 0 and version >= 1
+    again = SQLiteStore(path)
+    assert [d.code for d in again.drains()] == ["lon"] and again.bgp_actions() == [("lon1", 64500, "prepend-2")]
+    again.close()
+
+
+def test_reset_moves_the_old_file_aside_and_starts_empty(tmp_path: Path) -> None:
+    path = tmp_path / "edgeplane.db"
+    path.write_bytes(b"")
+    store = SQLiteStore(path, reset=True)
+    assert store.drains() == [] and store.moved_aside is not None
+    assert store.moved_aside.name.startswith("edgeplane.db.broken-") and store.moved_aside.read_bytes() == b""
+    store.add_drain(Drain("pop", "ams1", 1.0, "bob"))
+    store.close()
+    second = SQLiteStore(path, reset=True)  # a sound store is moved aside too, and within the same second
+    assert second.drains() == [] and second.moved_aside not in (None, store.moved_aside)
+    second.close()
+    assert second.moved_aside is not None
+    kept = SQLiteStore(second.moved_aside)  # the copy set aside still opens
+    assert [d.code for d in kept.drains()] == ["ams1"]
+    kept.close()
+
+
+def test_a_store_removed_by_hand_with_its_log_left_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "edgeplane.db"
+    path.with_name("edgeplane.db-wal").write_bytes(b"\x37\x7f\x06\x82" + bytes(28))
+    with pytest.raises(ConfigError, match=r"is missing but its write-ahead log edgeplane.db-wal is there"):
+        SQLiteStore(path)
+    assert not path.exists()

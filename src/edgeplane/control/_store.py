@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import abc
+import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from edgeplane._errors import ConfigError
 from edgeplane.tenants import KeyPolicy
 from edgeplane.units import UnitRecord, unit_from_json
 
@@ -119,35 +122,66 @@ class Store(abc.ABC):
         pass
 
 
+class StoreRefused(ConfigError):
+    """The store's file exists but cannot be used as it is: empty, damaged, or not an edgeplane store."""
+
+    def __init__(self, path: Path, problem: str, advice: str = "") -> None:
+        self.path = path
+        advice = advice or (
+            "restore it from a backup, or start empty on purpose with --reset-store"
+            f" (which moves it aside to {path.name}.broken-TIMESTAMP; nothing is deleted)"
+        )
+        super().__init__(f"the store {path} {problem}: {advice}")
+
+
+# The store says what it is in its SQLite header: application_id marks an edgeplane store and
+# user_version is its schema. Stores written before either existed carry 0 in both.
+APPLICATION_ID = 0x45504C4E  # "EPLN"
+SCHEMA_VERSION = 1
+
+_TABLES = {
+    "drains": "CREATE TABLE drains (kind TEXT NOT NULL, code TEXT NOT NULL, since REAL NOT NULL,"
+    " by TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (kind, code))",
+    "audit": "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
+    " who TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL,"
+    " detail TEXT NOT NULL)",
+    "keys": "CREATE TABLE keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL,"
+    " continent TEXT, region TEXT, rpm INTEGER, tpm INTEGER, models TEXT, created_at REAL NOT NULL,"
+    " revoked_at REAL)",
+    "placement": "CREATE TABLE placement (id INTEGER PRIMARY KEY CHECK (id = 1), entries TEXT)",
+    "bgp_actions": "CREATE TABLE bgp_actions (id INTEGER PRIMARY KEY AUTOINCREMENT, pop TEXT NOT NULL,"
+    " transit_asn INTEGER NOT NULL, action TEXT NOT NULL, UNIQUE (pop, transit_asn))",
+    "units": "CREATE TABLE units (code TEXT PRIMARY KEY, record TEXT NOT NULL)",
+}
+# Every store the first release wrote has these; later tables were added to old stores on open.
+_FIRST_TABLES = {"drains", "audit"}
+_SIDECARS = ("-wal", "-shm")
+# SQLite result codes (the low byte of the extended code) that mean the bytes are not a sound database.
+_DAMAGED_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_FORMAT}
+
+
 class SQLiteStore(Store):
-    """The default store: one SQLite file in the data directory (``:memory:`` for tests)."""
+    """The default store: one SQLite file in the data directory (``:memory:`` for tests).
 
-    def __init__(self, path: str | Path) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS drains (kind TEXT NOT NULL, code TEXT NOT NULL, since REAL NOT NULL,"
-            " by TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (kind, code))"
-        )
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
-            " who TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL,"
-            " detail TEXT NOT NULL)"
-        )
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL,"
-            " continent TEXT, region TEXT, rpm INTEGER, tpm INTEGER, models TEXT, created_at REAL NOT NULL,"
-            " revoked_at REAL)"
-        )
+    A missing file is a new fleet and is created; a file that is empty, damaged or not an edgeplane
+    store is refused with `StoreRefused` rather than silently started empty. ``reset=True`` moves an
+    existing file aside (``moved_aside`` says where) and starts empty on purpose."""
 
-        self._db.execute("CREATE TABLE IF NOT EXISTS placement (id INTEGER PRIMARY KEY CHECK (id = 1), entries TEXT)")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS bgp_actions (id INTEGER PRIMARY KEY AUTOINCREMENT, pop TEXT NOT NULL,"
-            " transit_asn INTEGER NOT NULL, action TEXT NOT NULL, UNIQUE (pop, transit_asn))"
-        )
-        self._db.execute("CREATE TABLE IF NOT EXISTS units (code TEXT PRIMARY KEY, record TEXT NOT NULL)")
+    def __init__(self, path: str | Path, *, reset: bool = False) -> None:
+        self.moved_aside: Path | None = None
+        if str(path) == ":memory:":
+            self._db = _connect(":memory:")
+            _create(self._db)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if reset:
+            self.moved_aside = _move_aside(path)
+        if not path.exists():
+            if path.with_name(path.name + "-wal").exists():
+                raise StoreRefused(path, f"is missing but its write-ahead log {path.name}-wal is there")
+            _create_file(path)
+        self._db = _open_checked(path)
 
     def __repr__(self) -> str:
         return f"<SQLiteStore [Drains: {len(self.drains())}]>"
@@ -247,3 +281,116 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         self._db.close()
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+
+def _create(db: sqlite3.Connection) -> None:
+    for sql in _TABLES.values():
+        db.execute(sql)
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _create_file(path: Path) -> None:
+    """Build a new store beside ``path`` and rename it into place, so that a crash while creating it
+    leaves no file rather than an empty one (which would be refused as wiped on the next start)."""
+    building = path.with_name(f"{path.name}.new-{os.getpid()}")
+    for leftover in (building, *(building.with_name(building.name + s) for s in (*_SIDECARS, "-journal"))):
+        leftover.unlink(missing_ok=True)
+    db = _connect(str(building))
+    try:
+        with db:
+            db.execute("BEGIN")
+            _create(db)
+    finally:
+        db.close()
+    with building.open("rb") as written:
+        os.fsync(written.fileno())
+    building.rename(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _open_checked(path: Path) -> sqlite3.Connection:
+    if path.stat().st_size == 0:
+        raise StoreRefused(path, "is empty (0 bytes), as if it was truncated or wiped")
+    try:
+        db = _connect(str(path))
+    except sqlite3.Error as error:
+        raise StoreRefused(path, f"cannot be opened ({error})", "check its permissions and the disk") from None
+    try:
+        _check(db, path)
+        db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as error:
+        db.close()
+        if error.sqlite_errorcode & 0xFF in _DAMAGED_CODES:
+            raise StoreRefused(path, f"is damaged or not a database ({error})") from None
+        raise StoreRefused(path, f"cannot be read ({error})", "check its permissions and the disk") from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _check(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse what is not a sound edgeplane store; bring an old one to the current schema."""
+    problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(5)")]
+    if problems != ["ok"]:
+        raise StoreRefused(path, "is damaged (SQLite's quick_check: " + "; ".join(problems) + ")")
+    application_id = int(db.execute("PRAGMA application_id").fetchone()[0])
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    tables = {
+        str(row[0])
+        for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    }
+    if application_id == 0 and version == 0:
+        _migrate_unversioned(db, path, tables)
+    elif application_id != APPLICATION_ID:
+        raise StoreRefused(path, f"is not an edgeplane store (its SQLite application id is {application_id:#x})")
+    elif version > SCHEMA_VERSION:
+        raise StoreRefused(
+            path,
+            f"was written by a newer edgeplane (schema {version}; this one knows up to {SCHEMA_VERSION})",
+            "run that newer edgeplane, or start empty on purpose with --reset-store",
+        )
+    elif version < 1 or set(_TABLES) - tables:
+        missing = ", ".join(sorted(set(_TABLES) - tables)) or "none"
+        raise StoreRefused(path, f"is damaged (schema version {version}, tables missing: {missing})")
+
+
+def _migrate_unversioned(db: sqlite3.Connection, path: Path, tables: set[str]) -> None:
+    """A store written before the schema had a version has the current tables, maybe not all of them
+    (later ones were added on open); anything else without a version is not ours."""
+    if not tables:
+        raise StoreRefused(path, "holds no tables: it was wiped, or is not an edgeplane store")
+    if not (_FIRST_TABLES.issubset(tables) and tables.issubset(_TABLES)):
+        raise StoreRefused(path, f"is not an edgeplane store (its tables: {', '.join(sorted(tables))})")
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        for name in sorted(set(_TABLES) - tables):
+            db.execute(_TABLES[name])
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _move_aside(path: Path) -> Path | None:
+    """Rename the store (and its SQLite sidecars, so the copy still opens) to NAME.broken-TIMESTAMP."""
+    if not any(p.exists() for p in (path, *(path.with_name(path.name + s) for s in _SIDECARS))):
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.broken-{stamp}")
+    n = 1
+    while target.exists() or any(target.with_name(target.name + s).exists() for s in _SIDECARS):
+        n += 1
+        target = path.with_name(f"{path.name}.broken-{stamp}-{n}")
+    for suffix in ("", *_SIDECARS):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.rename(target.with_name(target.name + suffix))
+    return target
