@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from edgeplane._errors import ConfigError, EdgeplaneError
+from edgeplane._lock import DirectoryLock, LockHeld
 from edgeplane.fleet import Fleet, FleetError, load_fleet
 from edgeplane.units import UnitState
 
@@ -197,6 +198,8 @@ def up(
     console = _console(ctx)
     fleet = _load(ctx, fleet_path)
     data_dir = data_dir or default_data_dir()
+    # Before anything starts: a second `up` on this directory must leave the first one's fleet alone.
+    lock = _lock_or_exit(ctx, DirectoryLock(data_dir / "up.lock", "edgeplane up", data_dir))
     if not reset_store:  # refuse a broken store here, once, rather than through a control plane that keeps failing
         _open_store_or_exit(ctx, data_dir, reset=False).close()
     if backend == "llamacpp" and gguf_path is None:
@@ -260,7 +263,16 @@ def up(
         ctx.exit(1)
     finally:
         supervisor.stop()
+        lock.release()
     console.print("stopped")
+
+
+def _lock_or_exit(ctx: click.Context, lock: DirectoryLock) -> DirectoryLock:
+    try:
+        lock.acquire()
+    except LockHeld as error:
+        _refuse(ctx, error)
+    return lock
 
 
 def _open_store_or_exit(ctx: click.Context, data_dir: Path, *, reset: bool) -> SQLiteStore:
@@ -324,6 +336,10 @@ def control_run(
 
     fleet = _load(ctx, fleet_path)
     data_dir = data_dir or default_data_dir()
+    # Its own lock file (`up` holds up.lock in the same directory): two control planes on one store refuse.
+    lock = _lock_or_exit(
+        ctx, DirectoryLock(data_dir / "control.lock", "edgeplane control run", data_dir / "edgeplane.db")
+    )
     store = _open_store_or_exit(ctx, data_dir, reset=reset_store)
     plane = ControlPlane(
         FleetState(
@@ -336,6 +352,8 @@ def control_run(
         _run(plane.run(host, port, on_ready=lambda url: print(f"control plane at {url}", flush=True)))
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+    finally:
+        lock.release()
 
 
 @cli.group()

@@ -1,4 +1,4 @@
-"""A store that was wiped or damaged is refused, not started empty.
+"""A store that was wiped or damaged is refused, not started empty; one data directory has one owner.
 
 Real processes throughout: `control run` and `up` as a user starts them, real SQLite files, real locks."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from typing import Any
 import pytest
 
 from edgeplane.control import SQLiteStore
-from tests.conftest import ROOT, SMALL_FLEET, free_port, terminate
+from tests.conftest import ROOT, SMALL_FLEET, free_port, start_fleet, stop_fleet, terminate
+from tests.test_end_to_end import chat
 
 EDGEPLANE = [sys.executable, "-m", "edgeplane"]
 
@@ -157,3 +159,38 @@ def test_a_store_from_before_the_schema_version_is_migrated_and_keeps_its_drains
     header = sqlite3.connect(data_dir / "edgeplane.db")
     assert header.execute("PRAGMA user_version").fetchone()[0] >= 1
     header.close()
+
+
+def test_two_control_planes_on_one_store_the_second_refuses(data_dir: Path) -> None:
+    first = Control(data_dir)
+    try:
+        output = _refused(_control_argv(data_dir, free_port()))
+        assert f"another edgeplane control run (pid {first.process.pid}) is using {data_dir / 'edgeplane.db'}" in output
+        assert _get(first.url + "/healthz")["status"] == "ok"
+    finally:
+        first.process.send_signal(signal.SIGKILL)  # the lock dies with its holder: nothing stale is left
+        first.process.wait()
+    second = Control(data_dir)
+    assert terminate(second.process, 20)
+
+
+@pytest.mark.slow
+def test_a_second_up_on_one_data_dir_refuses_naming_the_first_which_keeps_serving(tmp_path: Path) -> None:
+    argv = [*EDGEPLANE, "up", "--fleet", str(SMALL_FLEET), "--time-scale", "0.05"]
+    first = start_fleet(argv, tmp_path, fleet_path=SMALL_FLEET, backend="emulator")
+    try:
+        data = tmp_path / "data"
+        started = time.monotonic()
+        output = _refused(
+            [*argv, "--data-dir", str(data), "--port", str(free_port()), "--control-port", str(free_port())]
+        )
+        assert f"another edgeplane up (pid {first.process.pid}) is using {data}" in output
+        assert time.monotonic() - started < 20  # at once: it waits for nothing
+        assert "starting" not in output and "edgeplane is up" not in output
+        assert first.process.poll() is None
+        assert _get(first.control_url + "/healthz")["status"] == "ok"
+        headers, _, _ = chat(first, "198.18.0.9", "tiny-llama")
+        assert headers["x-edgeplane-metro"] == "nyc"
+        assert not any("exited" in line for line in first.output), "".join(first.output)
+    finally:
+        assert stop_fleet(first) == 0
