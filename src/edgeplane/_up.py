@@ -27,11 +27,14 @@ def get_json(url: str, timeout_seconds: float = 2.0) -> Any:
         return json.loads(response.read())
 
 
-# A site agent that dies is restarted after 0.5 s, then 1, 2, 4... up to 30 s; a run of a minute
-# without dying resets the back-off.
+# A process that dies (control plane, gateway or site agent) is restarted after 0.5 s, then 1, 2, 4...
+# up to 30 s; a run of a minute without dying resets the back-off.
 RESTART_FIRST_SECONDS = 0.5
 RESTART_MAX_SECONDS = 30.0
 RESTART_RESET_SECONDS = 60.0
+# Before the fleet is up, an essential process that has exited this many times will not start at all
+# (a taken port, a refused flag): `up` gives up rather than retry it forever.
+START_ATTEMPTS = 3
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Child:
     name: str
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
-    essential: bool = False
+    essential: bool = False  # `up` cannot start without it (it is still restarted once the fleet is up)
     first_start_args: list[str] = field(default_factory=list)  # for the first start only, not restarts
     started_at: float = 0.0
     restarts: int = 0
@@ -79,6 +82,7 @@ class Supervisor:
         self.console = console
         self.children: list[Child] = []
         self._stopping = False
+        self._up = False  # the fleet has served once: from then on nothing that dies ends `up`
         self._progress = ""  # shown beside the spinner while waiting
 
     def __repr__(self) -> str:
@@ -180,6 +184,7 @@ class Supervisor:
 
         self._wait_for("site agents", all_serving, o.ready_timeout_seconds)
         self._wait_for("gateway", lambda: get_json(self.gateway_url + "/healthz")["status"] == "ok", 30)
+        self._up = True
 
     def _wait_for(self, what: str, ready: Callable[[], bool], timeout_seconds: float) -> None:
         deadline = time.monotonic() + timeout_seconds
@@ -198,7 +203,8 @@ class Supervisor:
                 time.sleep(0.1)
 
     def _check_children(self) -> None:
-        """Fail if the control plane or the gateway died; restart dead site agents with back-off."""
+        """Restart every dead process with back-off; fail only if the control plane or the gateway cannot
+        start at all (START_ATTEMPTS exits before the fleet was up)."""
         now = time.monotonic()
         for child in self.children:
             if child.process is None or self._stopping:
@@ -214,8 +220,8 @@ class Supervisor:
                 if child.restarts and now - child.started_at > RESTART_RESET_SECONDS:
                     child.restarts = 0
                 continue
-            if child.essential:
-                raise EdgeplaneError(f"{child.name} exited with status {code}")
+            if child.essential and not self._up and child.restarts + 1 >= START_ATTEMPTS:
+                raise EdgeplaneError(f"{child.name} exited with status {code} {START_ATTEMPTS} times while starting")
             child.restarts += 1
             child.restart_at = now + child.backoff_seconds()
             self.console.print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -352,6 +353,10 @@ def control_run(
         _run(plane.run(host, port, on_ready=lambda url: print(f"control plane at {url}", flush=True)))
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+    except OSError as error:
+        if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        _refuse(ctx, EdgeplaneError(f"the control plane cannot listen on {host}:{port}: {error.strerror}"))
     finally:
         lock.release()
 
