@@ -5,8 +5,8 @@ Browser guards, for the control plane and the site agents:
 - every request's ``Host`` must name the address the connection came to (or ``localhost`` on loopback, or a
   name the operator allowed): a DNS-rebinding page sends its own host name and is refused;
 - a state change (POST, PUT, PATCH, DELETE) is refused when it comes from another origin (``Origin`` or
-  ``Sec-Fetch-Site`` say so), and a body must be ``application/json``, which a form or a simple cross-origin
-  ``fetch`` cannot send without asking first.
+  ``Sec-Fetch-Site`` say so), and a body sent to the admin API (``/api/``) must be ``application/json``, which
+  a form or a simple cross-origin ``fetch`` cannot send without asking first.
 """
 
 from __future__ import annotations
@@ -155,8 +155,9 @@ def browser_guard(names: Collection[str] | None = None) -> Middleware:
         if request.method in UNSAFE_METHODS:
             if not same_origin(request):
                 return json_error(403, "Cross-origin requests may not change state.", code="foreign_origin")
+            # The admin API under /api/ takes JSON only; the OpenAI routes of an agent keep what clients send.
             has_body = request.body_exists or request.method in ("POST", "PUT", "PATCH")
-            if has_body and request.content_type != "application/json":
+            if has_body and request.path.startswith("/api/") and request.content_type != "application/json":
                 return json_error(
                     415, "State changes take a JSON body: send `Content-Type: application/json`.",
                     code="unsupported_media_type",

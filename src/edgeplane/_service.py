@@ -153,8 +153,8 @@ async def relay_stream(
     response = web.StreamResponse(status=status, headers=headers)
     response.content_type = content_type.split(";")[0] or "text/event-stream"
     response.headers["Cache-Control"] = "no-cache"
-    await response.prepare(request)
     try:
+        await response.prepare(request)  # inside: a client already gone must still free the source upstream
         async for chunk in chunks:
             await response.write(chunk)
     except StreamCut:

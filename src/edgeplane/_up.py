@@ -22,8 +22,9 @@ from edgeplane._service import die_with_parent
 from edgeplane.fleet import Fleet
 
 
-def get_json(url: str, timeout_seconds: float = 2.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout_seconds) as response:
+def get_json(url: str, timeout_seconds: float = 2.0, *, token: str | None = None) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
         return json.loads(response.read())
 
 
@@ -177,7 +178,7 @@ class Supervisor:
         total = len(self.fleet.pops)
 
         def all_serving() -> bool:
-            status = get_json(self.control_url + "/api/status")
+            status = get_json(self.control_url + "/api/status", token=self.options.admin_token)
             serving = sum(1 for p in status["pops"] if p["state"] == "serving")
             self._progress = f"{serving}/{total} sites serving"
             return serving == total

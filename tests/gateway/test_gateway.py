@@ -24,11 +24,25 @@ NYC_CLIENT = "198.18.0.20"
 
 def test_client_address_comes_from_a_trusted_proxy_only() -> None:
     locator = ClientLocator()
-    assert locator.locate("127.0.0.1", "198.18.0.1, 10.0.0.1") == "198.18.0.1"
     assert locator.locate("::1", "2001:db8:100::5") == "2001:db8:100::5"
     assert locator.locate("192.0.2.7", "198.18.0.1") == "192.0.2.7"
     assert locator.locate("127.0.0.1", "not-an-ip") == "127.0.0.1"
     assert ClientLocator(["192.0.2.0/24"]).locate("192.0.2.7", "198.18.0.1") == "198.18.0.1"
+
+
+def test_the_client_is_the_rightmost_address_no_trusted_proxy_wrote() -> None:
+    """Proxies append: a client that sends its own X-Forwarded-For cannot choose its metro through it."""
+    locator = ClientLocator(["127.0.0.0/8", "::1/128", "192.0.2.0/24"])
+    # The client sent "198.18.96.7" (a London address) itself; the proxy appended the real peer 198.18.0.9.
+    assert locator.locate("127.0.0.1", "198.18.96.7, 198.18.0.9") == "198.18.0.9"
+    assert locator.locate("127.0.0.1", "198.18.96.7,198.18.0.9, 192.0.2.1, 192.0.2.2") == "198.18.0.9"
+    assert locator.locate("127.0.0.1", "192.0.2.1, 192.0.2.2") == "192.0.2.1"  # all proxies: the leftmost
+    assert locator.locate("::ffff:127.0.0.1", "::ffff:198.18.0.9") == "198.18.0.9"  # mapped forms
+    assert locator.locate("127.0.0.1", "[2001:db8:100::5]:4711, 192.0.2.1") == "2001:db8:100::5"
+    assert locator.locate("127.0.0.1", "[2001:db8:100::5]") == "2001:db8:100::5"
+    assert locator.locate("127.0.0.1", "198.18.0.9:5555") == "198.18.0.9"
+    assert locator.locate("127.0.0.1", "198.18.96.7, unknown") == "127.0.0.1"  # junk where the proxy wrote
+    assert locator.locate("127.0.0.1", "") == "127.0.0.1"
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
 from edgeplane.catalog._gpus import GPU_SPECS, GPU_TYPES
@@ -21,6 +23,8 @@ class ModelSpec(BaseModel):
     slo_ttft_ms: PositiveFloat
     max_concurrency: PositiveInt = 64
     context_tokens: PositiveInt = 8192
+    # What a request's content may carry besides text; a part of another kind is refused before forwarding.
+    inputs: tuple[Literal["text", "image", "audio", "file"], ...] = ("text",)
 
     @field_validator("throughput_tokens_per_second")
     @classmethod

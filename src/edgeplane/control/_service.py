@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from edgeplane._connections import read_body
 from edgeplane._errors import BackendError
 from edgeplane._guards import RELAYED_HEADER, actor, admin, browser_guard, json_errors
 from edgeplane._http import HttpClient
@@ -233,7 +234,7 @@ class ControlPlane:
 
     @admin
     async def _drain(self, request: web.Request) -> web.Response:
-        body = parse(bodies.DrainBody, await request.read())
+        body = parse(bodies.DrainBody, await read_body(request))
         kind, code = body.kind, body.code
         try:
             added = self.state.drain(kind, code, by=self._who(request), reason=body.reason, force=body.force)
@@ -286,7 +287,7 @@ class ControlPlane:
 
     @admin
     async def _report(self, request: web.Request) -> web.Response:
-        body = parse(bodies.AgentReport, await request.read())
+        body = parse(bodies.AgentReport, await read_body(request))
         try:
             self.state.report(request.match_info["pop"], body)
         except UnknownTarget as error:
@@ -301,7 +302,7 @@ class ControlPlane:
 
     @admin
     async def _gateway_report(self, request: web.Request) -> web.Response:
-        body = parse(bodies.GatewayReport, await request.read())
+        body = parse(bodies.GatewayReport, await read_body(request))
         return json_response({"taken": self.traffic.add(body.samples), "demand_rows": self.demand.add(body.demand)})
 
     async def _observed_demand(self, request: web.Request) -> web.Response:
@@ -324,7 +325,7 @@ class ControlPlane:
 
     @admin
     async def _create_key(self, request: web.Request) -> web.Response:
-        body = parse(bodies.KeyBody, await request.read())
+        body = parse(bodies.KeyBody, await read_body(request))
         try:
             policy, secret = self.state.create_key(
                 body.tenant,
@@ -356,7 +357,7 @@ class ControlPlane:
     @admin
     async def _lease(self, request: web.Request) -> web.Response:
         """A share of a key's budget for this window, for one gateway to spend locally."""
-        key_id = parse(bodies.LeaseBody, await request.read()).key_id
+        key_id = parse(bodies.LeaseBody, await read_body(request)).key_id
         policy = next((k.policy for k in self.state.store.api_keys() if k.policy.id == key_id), None)
         if policy is None or policy.revoked:
             return error_response(404, f"no active key {key_id!r}", type="invalid_request_error", code="not_found")
@@ -375,7 +376,7 @@ class ControlPlane:
 
     @admin
     async def _start_drill(self, request: web.Request) -> web.Response:
-        body = parse(bodies.DrillBody, await request.read())
+        body = parse(bodies.DrillBody, await read_body(request))
         try:
             drill = self.drills.submit(
                 body.metro, body.duration_seconds, body.slo_ttft_ms, self._who(request), body.force
@@ -440,7 +441,7 @@ class ControlPlane:
 
     @admin
     async def _set_fault(self, request: web.Request) -> web.Response:
-        body = parse(bodies.FaultBody, await request.read())
+        body = parse(bodies.FaultBody, await read_body(request))
         return await self._relay_fault(request, body.pop, "POST", body.for_agent())
 
     @admin
@@ -460,7 +461,7 @@ class ControlPlane:
 
     @admin
     async def _apply_placement(self, request: web.Request) -> web.Response:
-        body = parse(bodies.PlacementBody, await request.read())
+        body = parse(bodies.PlacementBody, await read_body(request))
         entries = [(row.model, row.pop, row.replicas) for row in body.placement]
         try:
             change = self.state.apply_placement(entries, by=self._who(request), force=body.force)
@@ -526,7 +527,7 @@ class ControlPlane:
 
     @admin
     async def _bgp_action(self, request: web.Request) -> web.Response:
-        body = parse(bodies.BgpActionBody, await request.read())
+        body = parse(bodies.BgpActionBody, await read_body(request))
         pop, transit_asn, action = body.pop, body.transit_asn, body.action
         try:
             self.state.set_bgp_action(pop, transit_asn, action, by=self._who(request))
@@ -551,7 +552,7 @@ class ControlPlane:
     @admin
     async def _set_unit_state(self, request: web.Request) -> web.Response:
         code = request.match_info["code"]
-        body = parse(bodies.UnitStateBody, await request.read())
+        body = parse(bodies.UnitStateBody, await read_body(request))
         state, note, acceptance = body.state, body.note, body.acceptance
         try:
             unit = self.state.set_unit_state(code, state, by=self._who(request), note=note, acceptance=acceptance)
@@ -565,7 +566,7 @@ class ControlPlane:
 
     @admin
     async def _order_unit(self, request: web.Request) -> web.Response:
-        body = parse(bodies.UnitOrderBody, await request.read())
+        body = parse(bodies.UnitOrderBody, await read_body(request))
         pop, note, due = body.pop, body.note, body.due
         try:
             unit = self.state.order_unit(pop, by=self._who(request), due=due, note=note)
@@ -580,7 +581,7 @@ class ControlPlane:
 
     @admin
     async def _publish_scenarios(self, request: web.Request) -> web.Response:
-        raw = await request.read()
+        raw = await read_body(request)
         body = parse(bodies.ScenariosBody, raw)
         lines = summarise_scenarios(body.scenarios)
         rows = orjson.loads(raw)["scenarios"]  # kept as they came: the report is the planner's

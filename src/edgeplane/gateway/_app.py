@@ -29,10 +29,13 @@ from edgeplane._api import (
     Endpoint,
     InferenceRequest,
     error_event,
+    error_message,
     model_not_found,
     parse_request,
 )
+from edgeplane._connections import read_body
 from edgeplane._errors import BackendError, ConnectError
+from edgeplane._guards import json_errors
 from edgeplane._http import HttpClient, Reply
 from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane._service import error_response, json_response
@@ -41,7 +44,7 @@ from edgeplane.gateway._inflight import InFlight
 from edgeplane.gateway._snapshots import RoutingState, SnapshotWatcher
 from edgeplane.gateway._sse import DONE, EventReader, StreamProgress, event_data, is_error_event, resume_body
 from edgeplane.health import Health, HealthBook, HealthPolicy, Outcome
-from edgeplane.routing import Candidate, SiteView
+from edgeplane.routing import Candidate, SiteState, SiteView
 from edgeplane.tenants import Bucket, Grant, KeyPolicy, key_hash
 
 log = logging.getLogger("edgeplane.gateway")
@@ -58,30 +61,53 @@ MAX_SAMPLES_PER_REPORT = 5000
 # Site answers that say "not here, not now": safe to try the next candidate while nothing was sent yet.
 # Inference has no side effects, so a 5xx or a 429 from one site is retried on the next.
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+POISON_SITES = 2  # a request two sites answer with 500 is refused as the request's fault
+
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_hop(hop: str) -> Address | None:
+    """One X-Forwarded-For entry as an address: IPv4, IPv6, ``[v6]`` or ``[v6]:port``, ``v4:port``; an
+    IPv4-mapped IPv6 address as the IPv4 address it carries. None for anything else ("unknown", junk)."""
+    hop = hop.strip().strip('"')
+    if hop.startswith("["):
+        hop = hop[1 : hop.find("]")] if "]" in hop else ""
+    elif hop.count(":") == 1:
+        hop = hop.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(hop)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 class ClientLocator:
-    """The client's address: the peer, or the first X-Forwarded-For address when the peer is a trusted proxy."""
+    """The client's address: the peer, or, when the peer is a trusted proxy, the rightmost X-Forwarded-For
+    address that is not itself a trusted proxy. Proxies append to the header, so everything left of the
+    last address a trusted proxy wrote is whatever the client chose to send."""
 
     def __init__(self, trusted_proxies: Sequence[str] = DEFAULT_TRUSTED_PROXIES) -> None:
         self.trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
-    def _is_trusted(self, peer: str) -> bool:
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in net for net in self.trusted)
+    def _is_trusted(self, address: Address | None) -> bool:
+        return address is not None and any(address in net for net in self.trusted)
 
     def locate(self, peer: str | None, forwarded_for: str | None) -> str:
         peer = peer or ""
-        if forwarded_for and self._is_trusted(peer):
-            first = forwarded_for.split(",", 1)[0].strip()
-            try:
-                return str(ipaddress.ip_address(first))
-            except ValueError:
-                pass  # an unparsable header must not move the client anywhere
-        return peer
+        if not forwarded_for or not self._is_trusted(parse_hop(peer)):
+            return peer
+        chosen = peer
+        for hop in reversed(forwarded_for.split(",")):
+            address = parse_hop(hop)
+            if address is None:
+                break  # an unparsable entry must not move the client anywhere
+            chosen = str(address)
+            if not self._is_trusted(address):
+                break
+        return chosen
 
 
 class _Metrics:
@@ -119,6 +145,11 @@ class _Metrics:
         self.auth_failures = Counter(
             "edgeplane_gateway_auth_failures", "Requests refused by authentication.", ["reason"], registry=registry
         )
+        self.poisoned = Counter(
+            "edgeplane_gateway_unprocessable_requests",
+            "Requests two sites failed the same way (500): refused as the request's fault, held against no site.",
+            registry=registry,
+        )
         self.site_health = Gauge(
             "edgeplane_gateway_site_health",
             "1 for each site's health state as this gateway sees it (serving, degraded, down).",
@@ -137,6 +168,17 @@ class _Ready:
     events: EventReader | None = None
     first: bytes | None = None
     ttft_seconds: float | None = None  # streams only: until the first event
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """A try that did not give an answer to pass on. ``suspect``: the site answered 500, which may be the
+    request's own fault (a body the model server chokes on): it counts against the site only once another
+    site has served the same request, and the request itself is refused when a second site does the same."""
+
+    reason: str
+    suspect: bool = False
+    message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,10 +354,11 @@ class Gateway:
             await asyncio.sleep(self.options.probe_interval_seconds)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
         app.router.add_post(Endpoint.CHAT.value, self._inference(Endpoint.CHAT))
         app.router.add_post(Endpoint.COMPLETIONS.value, self._inference(Endpoint.COMPLETIONS))
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model:.+}", self._model)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.on_cleanup.append(self._close)
@@ -353,14 +396,13 @@ class Gateway:
         request_id = info["request_id"]
         base_headers = {"x-request-id": request_id}
         try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return error_response(
-                413,
-                f"Request body too large (limit {MAX_BODY_BYTES} bytes).",
-                type="invalid_request_error",
-                code="request_too_large",
-                headers=base_headers,
+            raw = await read_body(request)
+        except ApiError as error:  # too large (413), or a body that stopped arriving (408)
+            return web.Response(
+                body=error.body(),
+                status=error.status,
+                content_type="application/json",
+                headers={**base_headers, **error.headers},
             )
         state = self.watcher.state
         if state is None:
@@ -380,8 +422,19 @@ class Gateway:
                     self._admit(policy)
             parsed = parse_request(endpoint, raw)
             info["model"], info["stream"] = parsed.model, parsed.stream
-            if parsed.model not in state.fleet.model_by_name:
+            spec = state.fleet.model_by_name.get(parsed.model)
+            if spec is None:
                 raise model_not_found(parsed.model)
+            unsupported = sorted(parsed.inputs - set(spec.inputs))
+            if unsupported:
+                raise ApiError(
+                    400,
+                    f"The model `{parsed.model}` takes {' and '.join(spec.inputs)} input only; this request carries"
+                    f" {' and '.join(unsupported)} content.",
+                    type="invalid_request_error",
+                    code="unsupported_input",
+                    param="messages",
+                )
             if policy is not None and policy.models is not None and parsed.model not in policy.models:
                 raise ApiError(
                     403,
@@ -446,6 +499,8 @@ class Gateway:
         candidates = list(decision.candidates)
         attempts = 0
         failures: list[str] = []
+        suspects: list[_Failure] = []  # 500s: the site's fault or the request's, not known yet
+        suspect_sites: list[str] = []
         while candidates and attempts < self.options.max_attempts and loop.time() < deadline:
             candidate = candidates.pop(0)
             attempts += 1
@@ -453,9 +508,16 @@ class Gateway:
             self.inflight.change(key, 1)
             try:
                 outcome = await self._attempt(candidate, endpoint, raw, parsed.stream, deadline - loop.time())
-                if isinstance(outcome, str):
-                    failures.append(outcome)
+                if isinstance(outcome, _Failure):
+                    failures.append(outcome.reason)
+                    if outcome.suspect:
+                        suspects.append(outcome)
+                        suspect_sites.append(candidate.pop)
+                    if len(suspects) >= POISON_SITES:
+                        return self._poisoned(parsed, suspects, attempts, base_headers, info)
                     continue
+                for site in suspect_sites:  # another site served it: those 500s were the sites' own
+                    self._record(site, Outcome.ERROR, why="answered 500 to a request another site served")
                 info.update(metro=candidate.metro, site=candidate.pop, scope=str(candidate.scope), attempts=attempts)
                 if outcome.ttft_seconds is not None:
                     info["ttft_ms"] = round(1000 * outcome.ttft_seconds, 3)
@@ -482,6 +544,29 @@ class Gateway:
             f"Every site tried for `{parsed.model}` failed ({why}).",
             type="server_error",
             code="no_site_available",
+            headers={**base_headers, "x-edgeplane-attempts": str(attempts)},
+        )
+
+    def _poisoned(
+        self,
+        parsed: InferenceRequest,
+        suspects: list[_Failure],
+        attempts: int,
+        base_headers: dict[str, str],
+        info: dict[str, Any],
+    ) -> web.Response:
+        """The same request failed the same way at two sites: the request's fault, answered as a client
+        error, and held against neither site."""
+        self.metrics.requests.labels(parsed.model, "", "", "400").inc()
+        self.metrics.poisoned.inc()
+        info["attempts"] = attempts
+        said = suspects[-1].message or "an internal error"
+        return error_response(
+            400,
+            f"The model server could not process this request at {len(suspects)} sites ({said}). Check the"
+            " request: it is not retried further.",
+            type="invalid_request_error",
+            code="request_not_processable",
             headers={**base_headers, "x-edgeplane-attempts": str(attempts)},
         )
 
@@ -520,8 +605,8 @@ class Gateway:
 
     async def _attempt(
         self, candidate: Candidate, endpoint: Endpoint, raw: bytes, stream: bool, budget_seconds: float
-    ) -> _Ready | str:
-        """Try one site and hold its answer back until it is known to be good; a string says why not."""
+    ) -> _Ready | _Failure:
+        """Try one site and hold its answer back until it is known to be good; a _Failure says why not."""
         assert candidate.url is not None
         site = candidate.pop
         sent = time.monotonic()
@@ -532,6 +617,8 @@ class Gateway:
             return self._failed(site, "connect_error", f"{site}: {error}", Outcome.CONNECT_ERROR)
         except (BackendError, TimeoutError) as error:
             return self._failed(site, "connect_error", f"{site}: {error or 'no answer in time'}")
+        if reply.status == 500:
+            return await self._suspect(site, reply)
         if reply.status in _RETRYABLE_STATUS:
             reply.close()
             return self._failed(site, f"status_{reply.status}", f"{site}: answered {reply.status}")
@@ -569,10 +656,22 @@ class Gateway:
         self._record(site, Outcome.OK, ttft_seconds=ttft)
         return _Ready(candidate, reply, events=events, first=first, ttft_seconds=ttft)
 
-    def _failed(self, site: str, label: str, reason: str, outcome: Outcome = Outcome.ERROR) -> str:
+    def _failed(self, site: str, label: str, reason: str, outcome: Outcome = Outcome.ERROR) -> _Failure:
         self.metrics.attempts.labels(site, label).inc()
         self._record(site, outcome, why=reason)
-        return reason
+        return _Failure(reason)
+
+    async def _suspect(self, site: str, reply: Reply) -> _Failure:
+        """A 500: not held against the site yet (see _Failure)."""
+        self.metrics.attempts.labels(site, "status_500").inc()
+        try:
+            body = await reply.read()
+        except BackendError:
+            reply.close()
+            body = b""
+        else:
+            reply.release()
+        return _Failure(f"{site}: answered 500", suspect=True, message=error_message(body))
 
     async def _relay(
         self,
@@ -629,7 +728,7 @@ class Gateway:
                     outcome = await self._attempt(
                         candidate, endpoint, again, True, self.options.first_token_timeout_seconds
                     )
-                    if isinstance(outcome, str):
+                    if isinstance(outcome, _Failure):
                         continue
                     note = f": edgeplane resumed at {candidate.pop} after {progress.tokens} tokens from {site}\n\n"
                     await response.write(note.encode())
@@ -651,14 +750,28 @@ class Gateway:
     async def _models(self, request: web.Request) -> web.Response:
         state = self.watcher.state
         models = state.fleet.models if state else []
-        data = [{"id": m.name, "object": "model", "created": 0, "owned_by": "edgeplane"} for m in models]
-        return json_response({"object": "list", "data": data})
+        return json_response({"object": "list", "data": [_model_object(m.name) for m in models]})
+
+    async def _model(self, request: web.Request) -> web.Response:
+        """One model, as the SDK's ``models.retrieve`` reads it."""
+        name = request.match_info["model"]
+        state = self.watcher.state
+        if state is None or name not in state.fleet.model_by_name:
+            error = model_not_found(name)
+            return web.Response(body=error.body(), status=404, content_type="application/json")
+        return json_response(_model_object(name))
 
     async def _healthz(self, request: web.Request) -> web.Response:
+        """ok only while this gateway has a site to send requests to."""
         state = self.watcher.state
         age = self.watcher.age_seconds()
+        status = "no_snapshot"
+        if state is not None:
+            usable = self._sites(state.snapshot.version, state.snapshot.sites).values()
+            live = any(v.state in (SiteState.SERVING, SiteState.DEGRADED) for v in usable)
+            status = "ok" if live else "no_site_available"
         body = {
-            "status": "ok" if state else "no_snapshot",
+            "status": status,
             "snapshot_version": state.snapshot.version if state else None,
             "snapshot_age_seconds": round(age, 3) if age is not None else None,
             "control_plane_reachable": self.watcher.reachable,
@@ -666,7 +779,7 @@ class Gateway:
                 pop: str(h.state) for pop, h in sorted(self.health.sites.items()) if h.state is not Health.SERVING
             },
         }
-        return json_response(body, status=200 if state else 503)
+        return json_response(body, status=200 if status == "ok" else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         state = self.watcher.state
@@ -692,6 +805,10 @@ def _usage(body: bytes) -> dict[str, int]:
         if match:
             out[name] = int(match.group(1))
     return out
+
+
+def _model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "edgeplane"}
 
 
 def _is_error_body(body: bytes) -> bool:

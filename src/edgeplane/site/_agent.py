@@ -15,7 +15,17 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from edgeplane._api import MAX_BODY_BYTES, ApiError, Endpoint, error_body, error_event, model_not_found, parse_request
+from edgeplane._api import (
+    MAX_BODY_BYTES,
+    ApiError,
+    Endpoint,
+    error_body,
+    error_event,
+    model_not_found,
+    openai_error,
+    parse_request,
+)
+from edgeplane._connections import read_body
 from edgeplane._errors import BackendError, ConfigError, StreamCut
 from edgeplane._guards import RELAYED_HEADER, actor, admin, browser_guard, json_errors
 from edgeplane._http import HttpClient
@@ -278,7 +288,7 @@ class SiteAgent:
     @admin
     async def _set_fault_handler(self, request: web.Request) -> web.Response:
         try:
-            data = orjson.loads(await request.read())
+            data = orjson.loads(await read_body(request))
             if not isinstance(data, dict):
                 raise FaultError("expected a JSON object")
             fault = Fault.from_json(data)
@@ -327,9 +337,11 @@ class SiteAgent:
                 abort(request)
                 return web.Response()
             try:
-                raw = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                return error_response(413, "Request body too large.", type="invalid_request_error", code="too_large")
+                raw = await read_body(request)
+            except ApiError as error:  # too large, or a body that stopped arriving
+                return web.Response(
+                    body=error.body(), status=error.status, content_type="application/json", headers=error.headers
+                )
             try:
                 parsed = parse_request(endpoint, raw)
                 backend = self.backends.get(parsed.model)
@@ -371,6 +383,8 @@ class SiteAgent:
                     return error_response(
                         502, f"Model server broke off: {error}", type="server_error", code="backend_error"
                     )
+                if answer.status >= 400:
+                    body = openai_error(answer.status, body)  # a model server's own error shape, made OpenAI's
                 return web.Response(body=body, status=answer.status, content_type="application/json", headers=headers)
             finally:
                 answer.release()
