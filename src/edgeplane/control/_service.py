@@ -192,6 +192,11 @@ class ControlPlane:
         return None
 
     async def _snapshot(self, request: web.Request) -> web.Response:
+        if self.state.warming_up():
+            return error_response(
+                503, "The control plane has just started; site agents are still reporting.", type="server_error",
+                code="warming_up", headers={"Retry-After": "1"},
+            )  # fmt: skip
         refused = await self._long_poll(request, lambda: self.state.snapshot.version, lambda: self._changed)
         return refused or json_response(self.state.snapshot.to_json())
 

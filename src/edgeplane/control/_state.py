@@ -30,6 +30,9 @@ LOAD_PUBLISH_INTERVAL_SECONDS = 1.0
 LOAD_PUBLISH_DELTA = 0.05
 
 
+# After a start, how long the snapshot waits for every site agent's first report (they report twice a second).
+WARMUP_SECONDS = 2.0
+
 # Blast radius: how many metros may be drained at once without --force.
 MAX_DRAINED_METROS = 2
 
@@ -137,7 +140,12 @@ class FleetState:
         self.agent_timeout_seconds = agent_timeout_seconds
         self.digest = fleet_digest(fleet)
         self.reports: dict[str, AgentReport] = {}
-        self.keys_version = len(store.api_keys()) + 1
+        # Versions count on from the wall clock in milliseconds, so they keep growing across restarts: a gateway
+        # or speaker that long-polls with `after=` the last version it saw is answered at once by a restarted
+        # control plane (whose count would otherwise begin again at 1), and fetches the key table anew.
+        first = max(1, int(wall_clock() * 1000))
+        self.keys_version = first
+        self.started_at = clock()
         self._published_at = clock()
         self._no_unit_in_service: dict[str, str] = {}
         self._in_service: dict[str, set[str]] = {}
@@ -146,15 +154,22 @@ class FleetState:
         self.alarm_held: dict[str, str] = {}  # unit -> why its alarms do not drain it (cascade protection)
         self._held_checked: dict[str, float] = {}  # unit -> when its held alarm was last checked (monotonic)
         self._units_changed()
-        self.snapshot = Snapshot(1, wall_clock(), self.digest, self._views(), self.keys_version)
+        self.snapshot = Snapshot(first, wall_clock(), self.digest, self._views(), self.keys_version)
         self.graceful_shutdown_seconds = graceful_shutdown_seconds
-        self.edge_version = 1
+        self.edge_version = first
         self.edge = self._plan_edge()
 
     def __repr__(self) -> str:
         return (
             f"<FleetState v{self.snapshot.version} [Reports: {len(self.reports)}, Drains: {len(self.store.drains())}]>"
         )
+
+    def warming_up(self) -> bool:
+        """Just started, and not every site agent has reported yet: the snapshot would show running sites as
+        down. Gateways keep the snapshot they have until the agents had the time to report (a few of their
+        half-second reports, at most their timeout)."""
+        waiting = any(pop.code not in self.reports for pop in self.fleet.pops)
+        return waiting and self.clock() - self.started_at < min(WARMUP_SECONDS, self.agent_timeout_seconds)
 
     # -- inputs -------------------------------------------------------------------------------
     def report(self, pop: str, data: bodies.AgentReport | Mapping[str, Any]) -> None:
