@@ -5,8 +5,13 @@ request carries stops the service."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -240,3 +245,40 @@ async def test_site_agents_need_the_admin_token_and_audit_through_the_control_pl
         assert status == 401
         status, answer = await call(session, "GET", url + "/api/dashboard")
         assert status == 200 and all("url" not in p for p in answer["pops"])  # agents' addresses are not public
+
+
+@pytest.fixture
+def small_disk(tmp_path: Any) -> Iterator[Path]:
+    """A 1 MiB file system of its own (tmpfs; root only), removed afterwards."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+async def test_a_full_disk_is_said_not_a_bare_500(session: aiohttp.ClientSession, small_disk: Path) -> None:
+    store = SQLiteStore(small_disk / "edgeplane.db")
+    control = ControlPlane(FleetState(load_default_fleet(), store), probe_interval_seconds=None)
+    async with serving(control) as url:
+        filler = small_disk / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as out:
+            while True:
+                out.write(b"x" * 4096)
+                out.flush()
+        for path, body in [("/api/drains", {"kind": "metro", "code": "lon", "force": True}),
+                           ("/api/keys", {"tenant": "acme"})]:  # fmt: skip
+            status, answer = await call(session, "POST", url + path, json=body)
+            assert status == 507, answer
+            assert answer["error"]["code"] == "store_full" and "disk is full" in answer["error"]["message"]
+        status, _ = await call(session, "GET", url + "/healthz")
+        assert status == 200  # and it goes on serving what it can
+        filler.unlink()
+        status, _ = await call(session, "POST", url + "/api/drains", json={"kind": "pop", "code": "lon1"})
+        assert status == 200

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from edgeplane._connections import read_body
 from edgeplane._errors import BackendError
-from edgeplane._guards import RELAYED_HEADER, actor, admin, browser_guard, json_errors
+from edgeplane._guards import RELAYED_HEADER, Handler, actor, admin, browser_guard, json_errors
 from edgeplane._http import HttpClient
 from edgeplane._parse import parse
 from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
@@ -25,7 +25,7 @@ from edgeplane.control import _bodies as bodies
 from edgeplane.control._dashboard import Dashboard, summarise_scenarios
 from edgeplane.control._drills import DemandBook, DrillRunner, Traffic
 from edgeplane.control._state import DrainRefused, FleetState, PlacementRefused, UnknownTarget
-from edgeplane.control._store import AuditRecord
+from edgeplane.control._store import AuditRecord, StoreError
 from edgeplane.faults import CATALOGUE
 from edgeplane.routing import DEFAULT_PROMPT_TOKENS, SiteState
 from edgeplane.tenants import WINDOW_SECONDS, LeaseBook
@@ -44,6 +44,17 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@web.middleware
+async def store_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A store that cannot be written (a full disk) answers what happened, not a bare 500."""
+    try:
+        return await handler(request)
+    except StoreError as error:
+        log.error("%s %s: %s", request.method, request.path, error)
+        status, code = (507, "store_full") if error.full else (503, "store_unavailable")
+        return error_response(status, f"Nothing was changed: {error}.", type="server_error", code=code)
 
 
 class ControlPlane:
@@ -73,7 +84,7 @@ class ControlPlane:
         return f"<ControlPlane {self.state!r}>"
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024, middlewares=[json_errors, browser_guard()])
+        app = web.Application(client_max_size=1024 * 1024, middlewares=[json_errors, browser_guard(), store_errors])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/fleet", self._fleet)

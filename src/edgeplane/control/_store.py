@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import abc
 import os
+import shutil
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from edgeplane._errors import ConfigError
+from edgeplane._errors import ConfigError, EdgeplaneError
 from edgeplane.tenants import KeyPolicy
 from edgeplane.units import UnitRecord, unit_from_json
 
@@ -122,6 +124,36 @@ class Store(abc.ABC):
         pass
 
 
+class StoreError(EdgeplaneError):
+    """The store could not read or write: the change asked for was not made."""
+
+    def __init__(self, message: str, *, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
+
+    @classmethod
+    def from_sqlite(cls, path: str, error: sqlite3.Error) -> StoreError:
+        if _disk_full(path, error):
+            return cls(f"the store {path} cannot be written: the disk is full (free space there)", full=True)
+        return cls(f"the store {path} failed: {error}")
+
+
+# Below this, a write error of the store's disk is a full disk (SQLite in WAL mode says "disk I/O error").
+FULL_DISK_BYTES = 1024 * 1024
+
+
+def _disk_full(path: str, error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL:
+        return True
+    if path == ":memory:" or code is None or code & 0xFF != sqlite3.SQLITE_IOERR:
+        return False
+    try:
+        return shutil.disk_usage(Path(path).parent).free < FULL_DISK_BYTES
+    except OSError:
+        return False
+
+
 class StoreRefused(ConfigError):
     """The store's file exists but cannot be used as it is: empty, damaged, or not an edgeplane store."""
 
@@ -169,6 +201,7 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str | Path, *, reset: bool = False) -> None:
         self.moved_aside: Path | None = None
+        self.path = str(path)
         if str(path) == ":memory:":
             self._db = _connect(":memory:")
             _create(self._db)
@@ -186,54 +219,61 @@ class SQLiteStore(Store):
     def __repr__(self) -> str:
         return f"<SQLiteStore [Drains: {len(self.drains())}]>"
 
+    def _execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """SQLite's errors stop here, as the store's own: a full disk says so."""
+        try:
+            return self._db.execute(sql, parameters)
+        except sqlite3.Error as error:
+            raise StoreError.from_sqlite(self.path, error) from error
+
     def placement(self) -> list[tuple[str, str, int]] | None:
-        row = self._db.execute("SELECT entries FROM placement WHERE id = 1").fetchone()
+        row = self._execute("SELECT entries FROM placement WHERE id = 1").fetchone()
         return None if row is None else [(str(m), str(p), int(n)) for m, p, n in orjson.loads(row[0])]
 
     def set_placement(self, entries: list[tuple[str, str, int]]) -> None:
-        self._db.execute(
+        self._execute(
             "INSERT INTO placement (id, entries) VALUES (1, ?)"
             " ON CONFLICT (id) DO UPDATE SET entries = excluded.entries",
             (orjson.dumps([list(e) for e in entries]).decode(),),
         )
 
     def bgp_actions(self) -> list[tuple[str, int, str]]:
-        rows = self._db.execute("SELECT pop, transit_asn, action FROM bgp_actions ORDER BY id")
+        rows = self._execute("SELECT pop, transit_asn, action FROM bgp_actions ORDER BY id")
         return [(str(pop), int(asn), str(action)) for pop, asn, action in rows]
 
     def set_bgp_action(self, pop: str, transit_asn: int, action: str | None) -> None:
-        self._db.execute("DELETE FROM bgp_actions WHERE pop = ? AND transit_asn = ?", (pop, transit_asn))
+        self._execute("DELETE FROM bgp_actions WHERE pop = ? AND transit_asn = ?", (pop, transit_asn))
         if action is not None:
-            self._db.execute(
+            self._execute(
                 "INSERT INTO bgp_actions (pop, transit_asn, action) VALUES (?, ?, ?)", (pop, transit_asn, action)
             )
 
     def units(self) -> list[UnitRecord]:
-        return [unit_from_json(orjson.loads(row[0])) for row in self._db.execute("SELECT record FROM units")]
+        return [unit_from_json(orjson.loads(row[0])) for row in self._execute("SELECT record FROM units")]
 
     def put_unit(self, record: UnitRecord) -> None:
-        self._db.execute(
+        self._execute(
             "INSERT INTO units (code, record) VALUES (?, ?) ON CONFLICT (code) DO UPDATE SET record = excluded.record",
             (record.code, orjson.dumps(record.to_json()).decode()),
         )
 
     def drains(self) -> list[Drain]:
-        rows = self._db.execute("SELECT kind, code, since, by, reason FROM drains ORDER BY since, kind, code")
+        rows = self._execute("SELECT kind, code, since, by, reason FROM drains ORDER BY since, kind, code")
         return [Drain(*row) for row in rows]
 
     def add_drain(self, drain: Drain) -> bool:
-        cursor = self._db.execute(
+        cursor = self._execute(
             "INSERT OR IGNORE INTO drains (kind, code, since, by, reason) VALUES (?, ?, ?, ?, ?)",
             (drain.kind, drain.code, drain.since, drain.by, drain.reason),
         )
         return cursor.rowcount == 1
 
     def remove_drain(self, kind: str, code: str) -> bool:
-        cursor = self._db.execute("DELETE FROM drains WHERE kind = ? AND code = ?", (kind, code))
+        cursor = self._execute("DELETE FROM drains WHERE kind = ? AND code = ?", (kind, code))
         return cursor.rowcount == 1
 
     def audit(self, record: AuditRecord) -> None:
-        self._db.execute(
+        self._execute(
             "INSERT INTO audit (at, who, action, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
             (
                 record.at,
@@ -248,14 +288,14 @@ class SQLiteStore(Store):
     def add_key(self, key: StoredKey) -> None:
         p = key.policy
         models = orjson.dumps(sorted(p.models)).decode() if p.models is not None else None
-        self._db.execute(
+        self._execute(
             "INSERT INTO keys (id, hash, tenant, continent, region, rpm, tpm, models, created_at, revoked_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (p.id, key.hash, p.tenant, p.continent, p.region, p.rpm, p.tpm, models, key.created_at, key.revoked_at),
         )
 
     def api_keys(self) -> list[StoredKey]:
-        rows = self._db.execute(
+        rows = self._execute(
             "SELECT id, hash, tenant, continent, region, rpm, tpm, models, created_at, revoked_at FROM keys"
             " ORDER BY created_at, id"
         )
@@ -267,11 +307,11 @@ class SQLiteStore(Store):
         return out
 
     def revoke_key(self, key_id: str, at: float) -> bool:
-        cursor = self._db.execute("UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id))
+        cursor = self._execute("UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id))
         return cursor.rowcount == 1
 
     def audit_log(self, limit: int = 100) -> list[AuditRecord]:
-        rows = self._db.execute(
+        rows = self._execute(
             "SELECT at, who, action, target, outcome, detail FROM audit ORDER BY id DESC LIMIT ?", (limit,)
         )
         return [
