@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_request import BaseRequest
 
-from edgeplane._api import ApiError
+from edgeplane._api import ApiError, error_body
 from edgeplane._errors import ConfigError
 
 log = logging.getLogger("edgeplane.connections")
@@ -169,8 +170,43 @@ class ConnectionGuard:
 
     def _make_handler(self, guarded: _Guarded) -> web.RequestHandler:
         handler = self._server()
+        handler.__class__ = _JsonErrorHandler  # the same handler, answering its own errors in JSON
         self._watching[handler] = guarded
         return handler
+
+
+class _JsonErrorHandler(web.RequestHandler):
+    """aiohttp's request handler, with the answers it makes itself (a malformed request, a header or request
+    line too long, a handler that raised) in OpenAI's JSON error shape instead of text/plain or HTML. A
+    malformed request is the client's doing: one debug line, not a traceback."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if isinstance(exc, BadHttpMessage):
+            log.debug("refused a malformed request from %s: %s", request.remote, exc)
+        else:
+            self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+        if request.writer.output_size > 0:
+            raise ConnectionError("Response is sent already, cannot send another response with the error message")
+        code: str | None = None
+        if isinstance(exc, LineTooLong):
+            line = exc.args[0] if exc.args else b""
+            target = bytes(line) if isinstance(line, bytes | bytearray) else str(line).encode()
+            status = 414 if target.startswith(b"/") or b"Status line" in target else 431  # the path, or a header
+            code = "uri_too_long" if status == 414 else "request_header_fields_too_large"
+            message = "The request line is too long." if status == 414 else "A request header is too long."
+        elif isinstance(exc, BadHttpMessage):
+            code, message = "bad_request", f"Malformed HTTP request: {exc.message}"
+        else:
+            code, message = "internal_error", "The server failed to answer this request."
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        response = web.Response(body=error_body(message, type=kind, code=code), status=status,
+                                content_type="application/json")  # fmt: skip
+        response.force_close()
+        return response
 
 
 class _Guarded(asyncio.Protocol):
