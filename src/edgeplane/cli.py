@@ -390,6 +390,13 @@ def gateway() -> None:
 @click.option(
     "--access-log", type=click.Path(path_type=Path, dir_okay=False), help="One JSON line per request ('-': stderr)."
 )
+@click.option(
+    "--max-connections-per-address",
+    default=256,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Open connections one client address may hold (0: no limit; raise it behind a proxy that pools).",
+)
 @click.pass_context
 def gateway_run(
     ctx: click.Context,
@@ -403,12 +410,15 @@ def gateway_run(
     request_budget: float,
     auth: str | None,
     access_log: Path | None,
+    max_connections_per_address: int,
 ) -> None:
     """Serve the OpenAI API, routing on the control plane's snapshots."""
     require_keys = _auth_choice(host, auth)
     if access_log is not None:
         _open_access_log(access_log)
+    from edgeplane._connections import ConnectionLimits
     from edgeplane._service import serve
+    from edgeplane._tasks import supervised
     from edgeplane.gateway import DEFAULT_TRUSTED_PROXIES, ClientLocator, Gateway, GatewayOptions, SnapshotWatcher
 
     watcher = SnapshotWatcher(
@@ -429,11 +439,12 @@ def gateway_run(
                 port,
                 on_ready=lambda url: print(f"gateway at {url}", flush=True),
                 background=lambda url: [
-                    watcher.watch_forever,
-                    app.probe_forever,
-                    app.report_forever,
-                    app.lease_forever,
+                    supervised("snapshot watch", watcher.watch_forever),
+                    supervised("gateway probes", app.probe_forever),
+                    supervised("gateway reports", app.report_forever),
+                    supervised("lease keeping", app.lease_forever),
                 ],
+                limits=ConnectionLimits(max_connections_per_address=max_connections_per_address or None),
             )
         finally:
             await watcher.close()
@@ -1336,6 +1347,9 @@ _WINDOW = click.option("--window", default=600.0, show_default=True, help="Secon
 @click.option(
     "--apply", "apply_", is_flag=True, help="Send it to the running fleet: agents load and unload models to match."
 )
+@click.option(
+    "--force", is_flag=True, help="With --apply: even if a model is left unserved or its other sites lack headroom."
+)
 @click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False), help="Also write an HTML report.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
@@ -1349,6 +1363,7 @@ def plan_placement(
     time_limit: float,
     latency_weight: float,
     apply_: bool,
+    force: bool,
     html_path: Path | None,
     as_json: bool,
 ) -> None:
@@ -1373,7 +1388,7 @@ def plan_placement(
     if apply_:
         entries = [{"model": p.model, "pop": p.pop, "replicas": p.replicas} for p in result.placement]
         try:
-            applied = _admin_client(ctx).call("POST", "/api/placement", {"placement": entries})
+            applied = _admin_client(ctx).call("POST", "/api/placement", {"placement": entries, "force": force})
         except EdgeplaneError as error:
             raise click.ClickException(f"applying the placement: {error}") from None
     if as_json:

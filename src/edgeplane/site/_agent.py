@@ -25,7 +25,7 @@ from edgeplane._api import (
     openai_error,
     parse_request,
 )
-from edgeplane._connections import read_body
+from edgeplane._connections import ConnectionLimits, read_body
 from edgeplane._errors import BackendError, ConfigError, StreamCut
 from edgeplane._guards import RELAYED_HEADER, actor, admin, browser_guard, json_errors
 from edgeplane._http import HttpClient
@@ -495,7 +495,11 @@ class SiteAgent:
             def keep(listener: Listener) -> None:
                 self._listener = listener
 
-            await serve(self.app(), host, port, on_ready=ready, background=background, stop=stop, on_listener=keep)
+            # Gateways pool many connections to an agent from one address each: no per-address limit here.
+            await serve(
+                self.app(), host, port, on_ready=ready, background=background, stop=stop, on_listener=keep,
+                limits=ConnectionLimits(max_connections_per_address=None),
+            )  # fmt: skip
         finally:
             # What serves now: the first backends that started, and any loaded since (unloaded ones stopped then).
             for backend in reversed(list(self.backends.values())):
