@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,18 +12,71 @@ from edgeplane._errors import BackendError
 from edgeplane.site._backend import Answer, Backend, Load
 from edgeplane.site._upstream import UpstreamBackend
 
+_KV_BYTES_PER_VALUE = 2  # llama.cpp's default K and V cache type, F16, which start() leaves as it is
+_MIB = 1024 * 1024
+# Where a GGUF does not say how large a token's K and V are: still a bound, one that a small model's
+# server on a shared CPU host can afford.
+_FALLBACK_PROMPT_CACHE_MIB = 256
+
+
+def kv_bytes_per_token(gguf_path: Path) -> int | None:
+    """Bytes of K and V cache one token takes in llama.cpp (F16), from the GGUF's hyper-parameters;
+    None where the file does not give them."""
+    import gguf  # only the header is read: the tensors stay on disk, mapped but untouched
+
+    try:
+        fields = gguf.GGUFReader(gguf_path).fields
+    except (OSError, ValueError, LookupError):  # not a GGUF, or cut short: llama.cpp's load will say so
+        return None
+
+    def value(name: str) -> Any:
+        field = fields.get(name)
+        return None if field is None else field.contents()
+
+    arch = value("general.architecture")
+    layers, embedding, heads = (
+        value(f"{arch}.{k}") for k in ("block_count", "embedding_length", "attention.head_count")
+    )
+    if not (isinstance(layers, int) and isinstance(embedding, int) and heads):
+        return None
+    heads_kv = value(f"{arch}.attention.head_count_kv") or heads
+    per_layer = heads_kv if isinstance(heads_kv, list) else [heads_kv] * layers  # some models vary it per layer
+    first_heads = heads[0] if isinstance(heads, list) else heads
+    key = value(f"{arch}.attention.key_length") or embedding // max(1, first_heads)
+    val = value(f"{arch}.attention.value_length") or key
+    return int(sum(per_layer) * (key + val) * _KV_BYTES_PER_VALUE)
+
+
+def prompt_cache_mib(gguf_path: Path, context_tokens: int) -> int:
+    """The host-RAM prompt cache a server of ``context_tokens`` gets: as large as its KV cache, so it can keep
+    one full context of evicted prompts (the smallest positive size, 1 MiB, keeps at least one)."""
+    per_token = kv_bytes_per_token(gguf_path)
+    if per_token is None:
+        return _FALLBACK_PROMPT_CACHE_MIB
+    return max(1, math.ceil(context_tokens * per_token / _MIB))
+
 
 class LlamaCppBackend(Backend):
     kind = "llamacpp"
 
     def __init__(
-        self, model: str, gguf_path: Path, *, parallel: int = 2, context_tokens: int = 1024, threads: int = 1
+        self,
+        model: str,
+        gguf_path: Path,
+        *,
+        parallel: int = 2,
+        context_tokens: int = 1024,
+        threads: int = 1,
+        prompt_cache_mib: int | None = None,
     ) -> None:
+        """``prompt_cache_mib``: llama.cpp's cache of prompts' KV states in host RAM (0 turns it off); by
+        default as large as the KV cache of ``context_tokens``."""
         super().__init__(model)
         self.gguf_path = Path(gguf_path)
         self.parallel = parallel
         self.context_tokens = context_tokens
         self.threads = threads
+        self.prompt_cache_mib = prompt_cache_mib
         self._server: Any = None
         self._upstream: UpstreamBackend | None = None
 
@@ -35,6 +89,8 @@ class LlamaCppBackend(Backend):
             raise BackendError(f"GGUF file not found: {self.gguf_path}")
         import xllamacpp  # a heavy native module: loaded only when this backend is used
 
+        if self.prompt_cache_mib is None:
+            self.prompt_cache_mib = await asyncio.to_thread(prompt_cache_mib, self.gguf_path, self.context_tokens)
         params = xllamacpp.CommonParams()
         params.model.path = str(self.gguf_path)
         params.model_alias = {self.model}
@@ -44,6 +100,10 @@ class LlamaCppBackend(Backend):
         params.cpuparams_batch.n_threads = self.threads
         params.n_threads_http = 2
         params.endpoint_metrics = True
+        # llama.cpp keeps the KV state of past prompts in host RAM, up to 8 GiB by default, and raises its
+        # token limit to whatever fits: small states (short prompts, a small model) pile up for as long as
+        # the server runs (a tiny model's agent grew 28 MiB per 1,000 streamed requests).
+        params.cache_ram_mib = self.prompt_cache_mib
         params.verbosity = -1
         params.port = 0
         self._server = await asyncio.to_thread(xllamacpp.Server, params)
