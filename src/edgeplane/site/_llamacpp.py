@@ -106,8 +106,13 @@ class LlamaCppBackend(Backend):
         params.cache_ram_mib = self.prompt_cache_mib
         params.verbosity = -1
         params.port = 0
-        self._server = await asyncio.to_thread(xllamacpp.Server, params)
-        self._upstream = UpstreamBackend(self.model, str(self._server.listening_address), capacity=self.parallel)
+        try:
+            self._server = await asyncio.to_thread(xllamacpp.Server, params)
+        except RuntimeError as error:  # xllamacpp's word for a model it cannot load
+            raise BackendError(f"llama.cpp cannot load {self.gguf_path}: {error}") from error
+        self._upstream = UpstreamBackend(
+            self.model, str(self._server.listening_address), capacity=self.parallel, close_after_streams=True
+        )
 
     async def stop(self) -> None:
         if self._upstream is not None:

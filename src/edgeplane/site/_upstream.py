@@ -37,10 +37,21 @@ def parse_load(metrics_text: str, capacity: int, model: str | None = None) -> Lo
 class UpstreamBackend(Backend):
     kind = "upstream"
 
-    def __init__(self, model: str, base_url: str, *, capacity: int = 64, client: HttpClient | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        base_url: str,
+        *,
+        capacity: int = 64,
+        client: HttpClient | None = None,
+        close_after_streams: bool = False,
+    ) -> None:
         super().__init__(model)
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self.capacity = capacity
+        # A server that closes its connection after each stream while announcing keep-alive (llama.cpp does)
+        # would have the pool send the next request on a connection it is closing: ask for the close instead.
+        self._stream_headers = {"Connection": "close"} if close_after_streams else None
         self._client = client or HttpClient()
         self._owns_client = client is None
 
@@ -49,7 +60,8 @@ class UpstreamBackend(Backend):
             await self._client.close()
 
     async def generate(self, request: InferenceRequest, raw: bytes) -> Answer:
-        reply = await self._client.post(self.base_url + request.endpoint.value, raw)
+        headers = self._stream_headers if request.stream else None
+        reply = await self._client.post(self.base_url + request.endpoint.value, raw, headers)
         return Answer(reply.status, reply.content_type, reply.chunks(), reply.release)
 
     async def load(self) -> Load:
