@@ -96,7 +96,17 @@ def _host_of(value: str) -> str:
     return value.rstrip(".")
 
 
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def address_of(text: str) -> Address | None:
+    """The address in a Host header, an origin or an X-Forwarded-For entry: IPv4, IPv6, ``[v6]`` or
+    ``[v6]:port``, ``v4:port``; an IPv4-mapped IPv6 address as the IPv4 address it carries. None for
+    anything else (a name, "unknown", junk)."""
+    return _address(_host_of(text.strip().strip('"')))
+
+
+def _address(host: str) -> Address | None:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

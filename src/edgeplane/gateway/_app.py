@@ -35,7 +35,7 @@ from edgeplane._api import (
 )
 from edgeplane._connections import read_body
 from edgeplane._errors import BackendError, ConnectError
-from edgeplane._guards import json_errors
+from edgeplane._guards import Address, address_of, json_errors
 from edgeplane._http import HttpClient, Reply
 from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane._service import error_response, json_response
@@ -64,26 +64,6 @@ _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 POISON_SITES = 2  # a request two sites answer with 500 is refused as the request's fault
 
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def parse_hop(hop: str) -> Address | None:
-    """One X-Forwarded-For entry as an address: IPv4, IPv6, ``[v6]`` or ``[v6]:port``, ``v4:port``; an
-    IPv4-mapped IPv6 address as the IPv4 address it carries. None for anything else ("unknown", junk)."""
-    hop = hop.strip().strip('"')
-    if hop.startswith("["):
-        hop = hop[1 : hop.find("]")] if "]" in hop else ""
-    elif hop.count(":") == 1:
-        hop = hop.split(":", 1)[0]
-    try:
-        address = ipaddress.ip_address(hop)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
 class ClientLocator:
     """The client's address: the peer, or, when the peer is a trusted proxy, the rightmost X-Forwarded-For
     address that is not itself a trusted proxy. Proxies append to the header, so everything left of the
@@ -97,11 +77,11 @@ class ClientLocator:
 
     def locate(self, peer: str | None, forwarded_for: str | None) -> str:
         peer = peer or ""
-        if not forwarded_for or not self._is_trusted(parse_hop(peer)):
+        if not forwarded_for or not self._is_trusted(address_of(peer)):
             return peer
         chosen = peer
         for hop in reversed(forwarded_for.split(",")):
-            address = parse_hop(hop)
+            address = address_of(hop)
             if address is None:
                 break  # an unparsable entry must not move the client anywhere
             chosen = str(address)
