@@ -575,6 +575,7 @@ def _unit_watch(
         interval_seconds=min(1.0, max(0.5, scale * 5)),
         hold_scale=scale,
         seed=seed,
+        admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
     )
 
 
@@ -1828,9 +1829,11 @@ def unit_fault(ctx: click.Context, code: str, kind: str | None, clear: bool, as_
         client = HttpClient()
         try:
             path = f"{url}/redfish/v1/Oem/Edgeplane/Fault"
+            token = os.environ.get("EDGEPLANE_ADMIN_TOKEN")
+            headers = {"Authorization": f"Bearer {token}"} if token else None
             if clear:
-                return await client.request_json("DELETE", path)
-            return await client.request_json("POST", path, {"kind": kind})
+                return await client.request_json("DELETE", path, headers=headers)
+            return await client.request_json("POST", path, {"kind": kind}, headers=headers)
         finally:
             await client.close()
 

@@ -97,6 +97,32 @@ async def test_an_unknown_fault_is_refused(served: tuple) -> None:
     assert status == 400 and "coolant" in answer["error"]["message"]
 
 
+async def test_faults_need_the_admin_token_and_no_web_page_can_send_one() -> None:
+    emulator = RedfishEmulator("iad1-u1", admin_token="s3cret")
+    runner = web.AppRunner(emulator.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/redfish/v1/Oem/Edgeplane/Fault"
+    client = HttpClient()
+    admin = {"Authorization": "Bearer s3cret"}
+    try:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            assert (await client.request_json("POST", url, {"kind": "leak"}, headers=headers))[0] == 401
+        status, _ = await client.request_json(
+            "POST", url, {"kind": "leak"}, headers={**admin, "Origin": "http://x.example"}
+        )
+        assert status == 403
+        status, _ = await client.request_json("POST", url, {"kind": "leak"}, headers={**admin, "Host": "x.example"})
+        assert status == 421
+        assert emulator.fault is None
+        assert (await client.request_json("POST", url, {"kind": "leak"}, headers=admin))[0] == 200
+        assert emulator.fault is FaultKind.LEAK
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
 async def test_gpu_health_reads_as_the_dcgm_exporter_serves_it(served: tuple) -> None:
     emulator, url, client, _ = served
     text = await client.get_text(url + "/metrics")

@@ -27,6 +27,7 @@ import orjson
 from aiohttp import web
 
 from edgeplane._errors import BackendError
+from edgeplane._guards import admin, browser_guard, json_errors
 from edgeplane._http import HttpClient
 from edgeplane.catalog import GPU_SPECS
 from edgeplane.telemetry._dcgm import Exporter, GpuReading, parse
@@ -70,6 +71,7 @@ class RedfishEmulator:
         gpus: Mapping[str, int] | None = None,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        admin_token: str | None = None,
     ) -> None:
         """``gpus``: GPU type -> count in the unit (8 to a server), whose health /metrics serves as DCGM would."""
         self.unit = unit
@@ -78,6 +80,7 @@ class RedfishEmulator:
         self._exporter = Exporter()
         self.clock = clock
         self.fault: FaultKind | None = None
+        self.admin_token = admin_token  # faults need it, as every admin action of a site does
         self._phase = random.Random(f"{seed}\0{unit}").uniform(0, 2 * math.pi)
         self._stopping = asyncio.Event()
 
@@ -179,7 +182,8 @@ class RedfishEmulator:
         return doc
 
     def app(self) -> web.Application:
-        app = web.Application()
+        # A fault here drains a unit: no web page may send one (see edgeplane._guards).
+        app = web.Application(middlewares=[json_errors, browser_guard()])
         self._stopping = asyncio.Event()
 
         async def stopping(_: web.Application) -> None:
@@ -220,6 +224,7 @@ class RedfishEmulator:
             )
         return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
+    @admin
     async def _set_fault(self, request: web.Request) -> web.Response:
         try:
             kind = FaultKind(str(orjson.loads(await request.read())["kind"]))
@@ -229,6 +234,7 @@ class RedfishEmulator:
         self.fault = kind
         return web.json_response({"unit": self.unit, "fault": str(kind)})
 
+    @admin
     async def _clear_fault(self, request: web.Request) -> web.Response:
         self.fault = None
         return web.json_response({"unit": self.unit, "fault": None})

@@ -66,6 +66,7 @@ class UnitWatch:
         interval_seconds: float = 1.0,
         hold_scale: float = 1.0,
         seed: int = 0,
+        admin_token: str | None = None,
     ) -> None:
         """``units``: unit code -> its Redfish base URL, or None to emulate it here (with its DCGM exporter, for
         the GPUs ``gpus`` gives it: type -> count). ``dcgm``: unit code -> its DCGM exporters' /metrics URLs (one
@@ -78,6 +79,7 @@ class UnitWatch:
         self.book = AlarmBook(scale=hold_scale)
         self.readings: dict[str, FacilityReading] = {}
         self.emulators: dict[str, RedfishEmulator] = {}
+        self._admin_token = admin_token  # what the emulators' fault routes ask for
         self._seed = seed
         self._events: list[AlarmEvent] = []
         self._gauges = _Gauges(registry)
@@ -91,7 +93,9 @@ class UnitWatch:
             if url is not None:
                 continue
             power = self.power_kw.get(unit, 400.0)
-            emulator = RedfishEmulator(unit, power_kw=power, gpus=self.gpus.get(unit), seed=self._seed)
+            emulator = RedfishEmulator(
+                unit, power_kw=power, gpus=self.gpus.get(unit), seed=self._seed, admin_token=self._admin_token
+            )
             runner = web.AppRunner(emulator.app(), shutdown_timeout=1.0)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
