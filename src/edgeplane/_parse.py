@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from edgeplane._api import ApiError
@@ -45,12 +46,23 @@ def describe(error: ValidationError) -> tuple[str, str | None]:
     return "; ".join(parts) + more, first
 
 
+def decode(raw: bytes | str) -> Any:
+    """JSON as orjson reads it: no NaN or Infinity, integers past 64 bits as floats (which no integer field
+    takes), so no value gets into the state that could not be written back out. ApiError(400) otherwise."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise ApiError(
+            400, f"Bad request body: the body is not valid JSON ({error}).", type="invalid_request_error",
+            code="invalid_json",
+        ) from None  # fmt: skip
+
+
 def parse(model: type[M], raw: bytes | str | Any) -> M:
     """``raw`` (JSON bytes, or an already decoded value) as ``model``, or ApiError(400) naming the field."""
+    data = decode(raw) if isinstance(raw, bytes | str) else raw
     try:
-        if isinstance(raw, bytes | str):
-            return model.model_validate_json(raw)
-        return model.model_validate(raw)
+        return model.model_validate(data)
     except ValidationError as error:
         message, param = describe(error)
         expected = getattr(model, "expected", "")

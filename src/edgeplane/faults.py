@@ -34,6 +34,11 @@ CATALOGUE: dict[FaultKind, str] = {
 }
 
 
+MAX_TOKENS = 2**31
+MAX_FACTOR = 1e6
+MAX_SECONDS = 1e9
+
+
 class FaultError(ValueError):
     pass
 
@@ -59,12 +64,16 @@ class Fault:
             names = ", ".join(k.value for k in FaultKind)
             raise FaultError(f"unknown fault {data.get('fault')!r}; expected one of: {names}") from None
         tokens, factor, seconds = data.get("tokens", 3), data.get("factor", 5.0), data.get("seconds")
-        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
-            raise FaultError("`tokens` must be a non-negative integer")
-        if not isinstance(factor, int | float) or isinstance(factor, bool) or factor <= 0:
-            raise FaultError("`factor` must be a positive number")
-        if seconds is not None and (not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0):
-            raise FaultError("`seconds` must be a positive number")
+        # The bounds are those of the control plane's reports (edgeplane.control's FaultView): a fault set
+        # here must not make the agent's own reports unacceptable.
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or not 0 <= tokens <= MAX_TOKENS:
+            raise FaultError(f"`tokens` must be an integer from 0 to {MAX_TOKENS}")
+        if not isinstance(factor, int | float) or isinstance(factor, bool) or not 0 < factor <= MAX_FACTOR:
+            raise FaultError(f"`factor` must be a number above 0 and at most {MAX_FACTOR:g}")
+        if seconds is not None and (
+            not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= MAX_SECONDS
+        ):
+            raise FaultError(f"`seconds` must be a number above 0 and at most {MAX_SECONDS:g}")
         if kind is FaultKind.REFUSE and seconds is None:
             seconds = 10.0  # nobody could reach the agent to clear it
         return cls(kind, tokens, float(factor), float(seconds) if seconds is not None else None)

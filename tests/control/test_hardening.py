@@ -63,11 +63,17 @@ async def test_a_malformed_agent_report_is_refused_naming_the_field_and_nothing_
         for models, field in [({MODEL: None}, f"models.{MODEL}"), ({MODEL: [1]}, f"models.{MODEL}"),
                               ({MODEL: {"running": "3"}}, f"models.{MODEL}.running"),
                               ({MODEL: {"running": -1}}, f"models.{MODEL}.running")]:  # fmt: skip
-            status, answer = await call(session, "POST", report, json={"models": models})
+            status, answer = await call(session, "POST", report, json={"backend": "emulator", "models": models})
             assert status == 400 and answer["error"]["param"] == field, (models, answer)
             assert field in answer["error"]["message"]
-        status, answer = await call(session, "POST", report, json={"units": {"lon1-u1": {"alarms": "leak"}}})
+        units = {"lon1-u1": {"alarms": "leak"}}
+        status, answer = await call(session, "POST", report, json={"backend": "x", "models": {}, "units": units})
         assert status == 400 and answer["error"]["param"] == "units.lon1-u1.alarms"
+        status, answer = await call(session, "POST", report, json={})  # would wipe what the agent said last
+        assert status == 400 and answer["error"]["param"] == "backend"
+        status, answer = await call(session, "POST", report, data=b'{"backend": "x", "models": {}, "pid": 1e400}',
+                                    **{"Content-Type": "application/json"})  # fmt: skip
+        assert status == 400 and answer["error"]["code"] == "invalid_json"
         assert "lon1" not in control.state.reports  # nothing malformed reached the state
 
         good = {"url": "http://127.0.0.1:9", "backend": "emulator", "models": {MODEL: {"running": 2}}}
@@ -146,12 +152,12 @@ async def test_routes_and_fields_are_refused_as_openai_errors(session: aiohttp.C
             assert status == 401, header
 
         refused: list[tuple[str, bytes, str]] = [
-            ("/api/drills", b'{"metro": "lon", "duration_seconds": NaN}', "duration_seconds"),
+            ("/api/drills", b'{"metro": "lon", "duration_seconds": NaN}', "invalid_json"),
             ("/api/drills", b'{"metro": "lon", "duration_seconds": "nan"}', "duration_seconds"),
-            ("/api/drills", b'{"metro": "lon", "duration_seconds": 1e999}', "duration_seconds"),
+            ("/api/drills", b'{"metro": "lon", "duration_seconds": 1e999}', "invalid_json"),
             ("/api/drills", b'{"metro": "lon", "slo_ttft_ms": -1}', "slo_ttft_ms"),
             ("/api/units", b'{"pop": "lon1", "due": "NaN"}', "due"),
-            ("/api/units", b'{"pop": "lon1", "due": Infinity}', "due"),
+            ("/api/units", b'{"pop": "lon1", "due": Infinity}', "invalid_json"),
             ("/api/drains", b'{"kind": "metro", "code": "lon", "force": "no"}', "force"),
             ("/api/placement", b'{"placement": [], "force": "no"}', "force"),
             ("/api/keys", b'{"tenant": "acme", "rpm": 1180591620717411303424}', "rpm"),
@@ -181,16 +187,28 @@ async def test_a_placement_that_empties_a_model_is_refused_unless_forced(session
         status, answer = await call(session, "POST", url + "/api/placement", json={"placement": []})
         assert status == 409 and answer["error"]["code"] == "placement_refused"
         assert {"tiny-llama would be served nowhere", "tiny-chat would be served nowhere"} <= set(answer["reasons"])
-        only_llama = {"placement": [{"model": "tiny-llama", "pop": "nyc1", "replicas": 1}]}
-        status, answer = await call(session, "POST", url + "/api/placement", json=only_llama)
-        assert status == 409 and answer["reasons"] == ["tiny-chat would be served nowhere"]
-        assert len(control.state.fleet.placement) == 6  # unchanged
-
         # Busy sites: taking tiny-llama away from nyc1, ord1 and ams1 leaves their load to iad1 alone.
         for pop in ("nyc1", "iad1", "ord1", "ams1"):
             models = {m: {"running": 3, "capacity": 4} for m in control.state.fleet.models_at(pop)}
             report = {"url": f"http://127.0.0.1:9/{pop}", "backend": "emulator", "models": models}
             assert (await call(session, "POST", url + f"/api/agents/{pop}/report", json=report))[0] == 200
+        control.state.refresh()
+        only_llama = {"placement": [{"model": "tiny-llama", "pop": "nyc1", "replicas": 1}]}
+        status, answer = await call(session, "POST", url + "/api/placement", json=only_llama)
+        assert status == 409 and "tiny-chat would be served nowhere" in answer["reasons"]
+        assert len(control.state.fleet.placement) == 6  # unchanged
+        # Placed only where nothing serves now is served nowhere either.
+        assert (await call(session, "POST", url + "/api/drains", json={"kind": "pop", "code": "ams1", "force": True}))[
+            0
+        ] == 200
+        control.state.refresh()
+        keep = [{"model": p.model, "pop": p.pop, "replicas": p.replicas} for p in control.state.fleet.placement]
+        chat_at_ams = [e for e in keep if e["model"] != "tiny-chat"] + [
+            {"model": "tiny-chat", "pop": "ams1", "replicas": 1}
+        ]
+        status, answer = await call(session, "POST", url + "/api/placement", json={"placement": chat_at_ams})
+        assert status == 409 and "tiny-chat would be served only at ams1, where nothing serves now" in answer["reasons"]
+        assert (await call(session, "DELETE", url + "/api/drains/pop/ams1"))[0] == 200
         control.state.refresh()
         shrink = {"placement": [{"model": "tiny-llama", "pop": "iad1", "replicas": 1},
                                 {"model": "tiny-chat", "pop": "nyc1", "replicas": 1}]}  # fmt: skip
@@ -199,7 +217,8 @@ async def test_a_placement_that_empties_a_model_is_refused_unless_forced(session
         status, answer = await call(session, "POST", url + "/api/placement", json={**shrink, "force": True})
         assert status == 200 and len(control.state.fleet.placement) == 2
         status, answer = await call(session, "GET", url + "/api/audit")
-        assert [r["outcome"] for r in answer["audit"][:3]] == ["ok (forced)", "refused", "refused"]
+        placements = [r["outcome"] for r in answer["audit"] if r["action"] == "apply placement"]
+        assert placements == ["ok (forced)", "refused", "refused", "refused", "refused"]  # newest first
 
 
 async def test_site_agents_need_the_admin_token_and_audit_through_the_control_plane(
@@ -223,6 +242,10 @@ async def test_site_agents_need_the_admin_token_and_audit_through_the_control_pl
             status, _ = await call(session, "POST", agent_url + "/api/faults", json={"fault": "slow"},
                                    **{**ADMIN, "Origin": "http://evil.example"})  # fmt: skip
             assert status == 403
+            for too_much in ({"factor": 2_000_000}, {"seconds": 1e300}, {"tokens": 2**40}):
+                fault = {"fault": "http-503", **too_much}
+                status, _ = await call(session, "POST", agent_url + "/api/faults", json=fault, **ADMIN)
+                assert status == 400, too_much  # what the control plane would refuse in its reports
             status, answer = await call(session, "POST", agent_url + "/api/faults", json={"fault": "slow"}, **ADMIN)
             assert status == 200 and answer["active"]["fault"] == "slow"
             status, _ = await call(session, "DELETE", agent_url + "/api/faults", **ADMIN)
@@ -232,7 +255,7 @@ async def test_site_agents_need_the_admin_token_and_audit_through_the_control_pl
             assert status == 200
             for _ in range(50):
                 status, answer = await call(session, "GET", url + "/api/audit", **ADMIN)
-                if len(answer["audit"]) >= 3:
+                if len(answer["audit"]) >= 6:
                     break
                 await asyncio.sleep(0.1)
         rows = sorted((r["who"], r["action"], r["target"], r["outcome"]) for r in answer["audit"])
@@ -240,6 +263,7 @@ async def test_site_agents_need_the_admin_token_and_audit_through_the_control_pl
             ("alice", "fault", "pop nyc1", "ok"),  # through the control plane: audited there, at once
             ("alice at nyc1", "clear fault", "pop nyc1", "ok"),  # straight to the agent: with its next report
             ("alice at nyc1", "fault", "pop nyc1", "ok"),
+            *[("alice at nyc1", "fault", "pop nyc1", "refused")] * 3,  # the agent's own refusals are kept too
         ]
         status, _ = await call(session, "GET", url + "/api/status")
         assert status == 401

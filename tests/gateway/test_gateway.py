@@ -115,6 +115,18 @@ async def edge(request: pytest.FixtureRequest) -> AsyncIterator[Edge]:
                 await edge.stop(name)
 
 
+async def test_every_forwarded_for_line_counts_and_the_proxys_own_is_believed(edge: Edge) -> None:
+    """A proxy may add its own X-Forwarded-For line instead of appending: an Amsterdam address the client wrote
+    on its own line does not make a New York client Amsterdam's."""
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    async with aiohttp.ClientSession() as session:
+        headers = [("X-Forwarded-For", "198.18.48.9"), ("X-Forwarded-For", NYC_CLIENT)]
+        async with session.post(edge.gateway_url + "/v1/chat/completions", json=body, headers=headers) as response:
+            assert response.status == 200
+            # nyc1 is dead here: a New York client is served in its region, at iad; Amsterdam's would be at ams.
+            assert response.headers["x-edgeplane-metro"] == "iad"
+
+
 async def test_a_dead_site_is_tried_then_the_next_scope_serves(edge: Edge) -> None:
     api = AsyncOpenAI(
         base_url=edge.gateway_url + "/v1", api_key="x", max_retries=0, default_headers={"X-Forwarded-For": NYC_CLIENT}

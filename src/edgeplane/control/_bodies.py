@@ -91,8 +91,8 @@ class AgentReport(Body):
 
     url: Url | None = None
     pid: Count | None = None
-    backend: Code = "?"
-    models: Annotated[dict[Code, ModelLoad], Field(max_length=256)] = {}
+    backend: Code  # required, with the models: an empty report would wipe what the agent said last
+    models: Annotated[dict[Code, ModelLoad], Field(max_length=256)]
     load: Share = 0.0
     fault: FaultView | None = None
     loading: Code | None = None

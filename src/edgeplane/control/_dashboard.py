@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from edgeplane._guards import authorised
 from edgeplane.control._bodies import Busiest, ScenarioRow
 
 if TYPE_CHECKING:
@@ -79,7 +80,9 @@ class Dashboard:
 
         app.on_shutdown.append(closing)
 
-    def state(self) -> dict[str, Any]:
+    def state(self, authorised: bool = True) -> dict[str, Any]:
+        """What the page shows. Not ``authorised`` (an admin token is set and the request did not carry it):
+        without the audit log and the agents' pids, which /api/audit and /api/status keep to the token."""
         plane = self.plane
         status = plane.state.status()
         _, rows = plane.demand.observed(RATE_WINDOW_SECONDS)
@@ -100,6 +103,8 @@ class Dashboard:
             pop.pop("models", None)  # per-model detail is on /api/status; the page shows units
             # Addresses of agents and of units' telemetry services are for the admin API only (/api/status).
             pop.pop("url", None)
+            if not authorised:
+                pop.pop("pid", None)
             for unit in pop["units"].values():
                 unit.pop("redfish", None)
                 unit.pop("dcgm", None)
@@ -114,7 +119,7 @@ class Dashboard:
             "units": list(lifecycle.values()),
             "drains": status["drains"],
             "drills": [d.to_json() for d in reversed(drills)],
-            "audit": [r.to_json() for r in audit],
+            "audit": [r.to_json() for r in audit] if authorised else None,
             "scenarios": plane.scenario_summary,
         }
 
@@ -139,8 +144,9 @@ class Dashboard:
             },
         )
 
-    async def _state(self, _: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps(self.state()), content_type="application/json")
+    async def _state(self, request: web.Request) -> web.Response:
+        state = self.state(authorised(request, self.plane.admin_token))
+        return web.Response(body=orjson.dumps(state), content_type="application/json")
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         """The dashboard's state as server-sent events: at once, on every change the control plane publishes,
@@ -149,10 +155,11 @@ class Dashboard:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
         await response.prepare(request)
+        allowed = authorised(request, self.plane.admin_token)
         try:
             while not self._closing.is_set():
                 changed = self.plane.changes
-                await response.write(b"event: state\ndata: " + orjson.dumps(self.state()) + b"\n\n")
+                await response.write(b"event: state\ndata: " + orjson.dumps(self.state(allowed)) + b"\n\n")
                 waits = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(self._closing.wait())]
                 try:
                     await asyncio.wait(waits, timeout=PUSH_SECONDS, return_when=asyncio.FIRST_COMPLETED)

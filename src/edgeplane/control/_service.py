@@ -9,14 +9,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from edgeplane._connections import read_body
 from edgeplane._errors import BackendError
 from edgeplane._guards import RELAYED_HEADER, Handler, actor, admin, browser_guard, json_errors
 from edgeplane._http import HttpClient
-from edgeplane._parse import parse
+from edgeplane._parse import decode, parse
 from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane._service import error_response, json_response, serve
 from edgeplane._tasks import supervised
@@ -202,6 +201,7 @@ class ControlPlane:
                 pass
         return None
 
+    @admin  # it holds every agent's address
     async def _snapshot(self, request: web.Request) -> web.Response:
         if self.state.warming_up():
             return error_response(
@@ -217,6 +217,7 @@ class ControlPlane:
         status["drills"] = [d.to_json() for d in self.drills.drills.values() if not d.to_json()["done"]]
         return json_response(status)
 
+    @admin  # the decision names the candidates' addresses
     async def _route(self, request: web.Request) -> web.Response:
         client = request.query.get("client", "")
         model = request.query.get("model", "")
@@ -299,7 +300,11 @@ class ControlPlane:
 
     @admin
     async def _audit(self, request: web.Request) -> web.Response:
-        return json_response({"audit": [r.to_json() for r in self.state.store.audit_log()]})
+        """The newest records first; ``limit`` of them (100 unless asked, at most 1,000)."""
+        limit = request.query.get("limit", "100")
+        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+            return error_response(400, "`limit` must be an integer from 1 to 1000.", type="invalid_request_error")
+        return json_response({"audit": [r.to_json() for r in self.state.store.audit_log(int(limit))]})
 
     @admin
     async def _report(self, request: web.Request) -> web.Response:
@@ -597,10 +602,10 @@ class ControlPlane:
 
     @admin
     async def _publish_scenarios(self, request: web.Request) -> web.Response:
-        raw = await read_body(request)
-        body = parse(bodies.ScenariosBody, raw)
+        data = decode(await read_body(request))
+        body = parse(bodies.ScenariosBody, data)
         lines = summarise_scenarios(body.scenarios)
-        rows = orjson.loads(raw)["scenarios"]  # kept as they came: the report is the planner's
+        rows = data["scenarios"]  # kept as they came (checked): the report is the planner's
         who = self._who(request)
         about = {"published_at": self.state.wall_clock(), "by": who, "title": body.title}
         self.scenario_report = {**about, "scenarios": rows}

@@ -184,10 +184,10 @@ class FleetState:
             self.store.audit(
                 AuditRecord(self.wall_clock(), f"alarm at {pop}", "unit-alarm", target, event.kind, detail)
             )
-        for done in body.audit_events:
-            self.store.audit(
-                AuditRecord(done.at, f"{done.who} at {pop}", done.action, f"pop {pop}", done.outcome, dict(done.detail))
-            )
+        for done in body.audit_events:  # recorded when heard of here; the agent's own time goes in the detail
+            detail = {**done.detail, "at_agent": done.at}
+            who = f"{done.who} at {pop}"
+            self.store.audit(AuditRecord(self.wall_clock(), who, done.action, f"pop {pop}", done.outcome, detail))
         self._judge_alarms(pop)
 
     def _judge_alarms(self, pop: str) -> None:
@@ -569,13 +569,19 @@ class FleetState:
     def _check_placement(
         self, merged: Mapping[tuple[str, str], int], before: Mapping[tuple[str, str], int], by: str
     ) -> None:
-        """Raise PlacementRefused if the placement leaves a model unserved, or if the load running now on the
-        replicas it removes has nowhere to go (the drain headroom check, with those replicas gone)."""
+        """Raise PlacementRefused if the placement leaves a model unserved (placed nowhere, or only at PoPs that
+        serve nothing now: drained, down), or if the load running now on the replicas it removes has nowhere to
+        go (the drain headroom check, with those replicas gone)."""
         reasons: list[str] = []
-        placed = {m for m, _ in merged}
+        up = {
+            code for code, view in self.snapshot.sites.items() if view.state in (SiteState.SERVING, SiteState.DEGRADED)
+        }
         for spec in self.fleet.models:
-            if spec.name not in placed:
+            at = sorted(p for m, p in merged if m == spec.name)
+            if not at:
                 reasons.append(f"{spec.name} would be served nowhere")
+            elif not up.intersection(at):
+                reasons.append(f"{spec.name} would be served only at {', '.join(at)}, where nothing serves now")
         reduced: dict[str, dict[str, int]] = {}
         for (model, pop), replicas in before.items():
             left = merged.get((model, pop), 0)

@@ -431,7 +431,8 @@ class Gateway:
                 headers={**base_headers, **error.headers},
             )
 
-        client = self.locator.locate(request.remote, request.headers.get("X-Forwarded-For"))
+        # Every X-Forwarded-For line, in order, as one list: a proxy may add its own line rather than append.
+        client = self.locator.locate(request.remote, ",".join(request.headers.getall("X-Forwarded-For", ())))
         started = time.perf_counter()
         sites = self._sites(state.snapshot.version, state.snapshot.sites)
         max_tokens = parsed.body.get("max_completion_tokens") or parsed.body.get("max_tokens")

@@ -82,7 +82,9 @@ class SnapshotWatcher:
     async def poll_once(self, wait_seconds: float) -> None:
         after = self.state.snapshot.version if self.state else 0
         url = f"{self.control_url}/api/snapshot?after={after}&wait={wait_seconds if self.state else 0}"
-        status, data = await self._client.request_json("GET", url, timeout_seconds=wait_seconds + 5)
+        status, data = await self._client.request_json(
+            "GET", url, timeout_seconds=wait_seconds + 5, headers=self.auth_headers
+        )
         if status != 200:
             raise BackendError(f"control plane answered {status} for the snapshot")
         snapshot = Snapshot.from_json(data)

@@ -437,6 +437,7 @@ class SiteAgent:
         assert self.control_url is not None
         url = f"{self.control_url}/api/agents/{self.pop}/report"
         reachable = True
+        refused: str | None = None
         while True:
             events = self.watch.take_events() if self.watch is not None else []
             audit, self._audit = self._audit, []
@@ -447,6 +448,12 @@ class SiteAgent:
                 )
                 if status >= 300:
                     self._put_back(events, audit)
+                refusal = None
+                if 400 <= status < 500:
+                    refusal = answer.get("error", {}).get("message") if isinstance(answer, dict) else str(answer)
+                if refusal is not None and refusal != refused:  # said once, not twice a second
+                    log.error("the control plane refuses this site's reports (%s): %s", status, refusal)
+                refused = refusal
                 placed = answer.get("models") if status == 200 and isinstance(answer, dict) else None
                 if isinstance(placed, dict) and self.loader is not None:
                     self.want(placed)

@@ -243,13 +243,37 @@ function drawScenarios(state) {
     el("td", {}, fixed(line.unserved_rps, 1)))));
 }
 
-function drawAudit(state) {
-  replaceRows(document.querySelector("#audit tbody"), state.audit.map((record) => el("tr", {},
+function drawAuditRows(records) {
+  replaceRows(document.querySelector("#audit tbody"), records.map((record) => el("tr", {},
     el("td", {}, when(record.at)),
     el("td", {}, record.who),
     el("td", {}, record.action),
     el("td", {}, record.target),
     el("td", {}, record.outcome))));
+}
+
+// With an admin token set, the stream leaves the audit log out (it shows who did what to which tenant's key):
+// the page reads it with the token typed in, at most once a second.
+let auditAsked = 0;
+async function drawAudit(state) {
+  if (state.audit) {
+    drawAuditRows(state.audit);
+    return;
+  }
+  const token = tokenInput.value.trim();
+  if (!token) {
+    replaceRows(document.querySelector("#audit tbody"),
+      [el("tr", {}, el("td", { colspan: "5" }, "type the admin token to see the audit log"))]);
+    return;
+  }
+  if (Date.now() - auditAsked < 1000) return;
+  auditAsked = Date.now();
+  try {
+    const response = await fetch("/api/audit?limit=25", { headers: { Authorization: `Bearer ${token}` } });
+    if (response.ok) drawAuditRows((await response.json()).audit);
+  } catch (error) {
+    // the next state event asks again
+  }
 }
 
 function render(state) {
