@@ -193,3 +193,23 @@ def test_a_store_removed_by_hand_with_its_log_left_is_refused(tmp_path: Path) ->
     with pytest.raises(ConfigError, match=r"is missing but its write-ahead log edgeplane.db-wal is there"):
         SQLiteStore(path)
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("table", "row"),
+    [("units", ("zzz-u9", "{not json")), ("placement", (1, '[["m", "p"]]')), ("keys", None)],
+)
+def test_a_record_that_cannot_be_read_refuses_the_store_naming_it(
+    tmp_path: Path, table: str, row: tuple[object, ...] | None
+) -> None:
+    path = tmp_path / "edgeplane.db"
+    SQLiteStore(path).close()
+    db = sqlite3.connect(path)
+    if row is None:  # a key whose model list was cut short
+        db.execute("INSERT INTO keys VALUES ('key_1', 'h', 'acme', NULL, NULL, NULL, NULL, '[\"a\"', 1.0, NULL)")
+    else:
+        db.execute(f"INSERT INTO {table} VALUES (?, ?)", row)
+    db.commit()
+    db.close()
+    with pytest.raises(ConfigError, match=f"the store {path} holds a record that cannot be read"):
+        SQLiteStore(path)

@@ -215,6 +215,16 @@ class SQLiteStore(Store):
                 raise StoreRefused(path, f"is missing but its write-ahead log {path.name}-wal is there")
             _create_file(path)
         self._db = _open_checked(path)
+        self._read_all(path)
+
+    def _read_all(self, path: Path) -> None:
+        """Read every record the control plane builds its state from once, at open: a record it cannot read
+        (an edited or half-written row) refuses the store, naming it, instead of failing the start later."""
+        try:
+            self.drains(), self.api_keys(), self.placement(), self.bgp_actions(), self.units()
+        except (StoreError, ValueError, KeyError, TypeError) as error:
+            self._db.close()
+            raise StoreRefused(path, f"holds a record that cannot be read ({error})") from None
 
     def __repr__(self) -> str:
         return f"<SQLiteStore [Drains: {len(self.drains())}]>"
