@@ -185,6 +185,30 @@ async def test_a_head_sent_a_byte_at_a_time_is_closed_at_the_header_timeout() ->
         assert repr(service.guard).endswith("closed: 1 without a request head, 0 over the per-address limit]>")
 
 
+async def test_a_body_dripped_a_byte_at_a_time_is_cut_at_the_whole_bodys_deadline() -> None:
+    limits = ConnectionLimits(
+        header_timeout_seconds=0.5, body_timeout_seconds=0.5, body_total_seconds=1.0, keepalive_timeout_seconds=1.0,
+        linger_seconds=0.2,
+    )  # fmt: skip
+    async with served(limits) as service:
+        reader, writer = await service.connect()
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            for _ in range(1000):  # a byte every 0.1 s: never silent for the body timeout, never done
+                writer.write(b"x")
+                await writer.drain()
+                sent += 1
+                if reader.at_eof() or reader._buffer:  # type: ignore[attr-defined]
+                    break
+                await asyncio.sleep(0.1)
+        answer = await _until_closed(reader)
+        await _close(writer)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 ") and sent < 1000
+        assert b"not all of it in 1 s" in body
+
+
 async def test_requests_within_the_limits_are_served_and_kept_alive_until_the_idle_timeout() -> None:
     async with served(QUICK) as service:
         reader, writer = await service.connect()

@@ -33,7 +33,8 @@ class ConnectionLimits:
     the next head together (aiohttp's own idle timer). 75 s, as nginx has it, outlasts the 60 s idle
     timeout of common proxies and load balancers, so a proxy in front closes an idle connection before we
     do and never sends a request on a connection we are closing. ``body_timeout_seconds`` is the silence
-    allowed while a handler reads the body with :func:`read_body`. ``linger_seconds`` is how long aiohttp
+    allowed while a handler reads the body with :func:`read_body`, and ``body_total_seconds`` the time for the whole
+    body (a client that drips a byte now and then is cut too). ``linger_seconds`` is how long aiohttp
     reads and drops a body its handler left unread (after a 413, 401 or a body timeout) before it closes.
 
     ``max_connections_per_address`` counts every open connection of a peer address, loopback included; a
@@ -44,12 +45,18 @@ class ConnectionLimits:
 
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0
+    body_total_seconds: float = 120.0
     keepalive_timeout_seconds: float = 75.0
     linger_seconds: float = 10.0
     max_connections_per_address: int | None = 256
 
     def __post_init__(self) -> None:
-        for name in ("header_timeout_seconds", "body_timeout_seconds", "keepalive_timeout_seconds"):
+        for name in (
+            "header_timeout_seconds",
+            "body_timeout_seconds",
+            "body_total_seconds",
+            "keepalive_timeout_seconds",
+        ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
         if not self.linger_seconds >= 0:
@@ -72,19 +79,27 @@ async def read_body(request: BaseRequest, timeout_seconds: float | None = None) 
     ``client_max_size``, 400 ``invalid_body`` for a body that breaks its framing. A client that leaves
     mid-body raises ConnectionResetError, which serve() keeps out of the logs. Call it once, instead of
     ``request.read()``: it does not fill the cache ``request.read()``/``json()`` would read again."""
+    limits = request.get(_LIMITS) or _DEFAULT_LIMITS
     if timeout_seconds is None:
-        limits = request.get(_LIMITS)
-        timeout_seconds = limits.body_timeout_seconds if limits is not None else _DEFAULT_LIMITS.body_timeout_seconds
+        timeout_seconds = limits.body_timeout_seconds
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.body_total_seconds  # a body dripped a byte at a time ends too
     limit = request.client_max_size
     body = bytearray()
     while True:
+        wait = min(timeout_seconds, deadline - loop.time())
         try:
-            async with asyncio.timeout(timeout_seconds):
+            async with asyncio.timeout(max(0.0, wait)):
                 chunk = await request.content.readany()
         except TimeoutError:
+            said = (
+                f"nothing for {timeout_seconds:g} s after {len(body)} bytes"
+                if wait == timeout_seconds
+                else f"not all of it in {limits.body_total_seconds:g} s ({len(body)} bytes came)"
+            )
             raise ApiError(
                 408,
-                f"The request body stopped arriving: nothing for {timeout_seconds:g} s after {len(body)} bytes.",
+                f"The request body stopped arriving: {said}.",
                 type="invalid_request_error",
                 code="request_timeout",
                 headers={"Connection": "close"},
