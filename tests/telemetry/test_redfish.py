@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from edgeplane._http import HttpClient
 from edgeplane.cli import cli
+from edgeplane.control._bodies import UnitReading
 from edgeplane.telemetry import FaultKind, RedfishEmulator, TelemetryStale, UnitWatch, read_gpus, read_unit
 
 
@@ -142,6 +143,9 @@ async def test_gpu_health_reads_as_the_dcgm_exporter_serves_it(served: tuple) ->
     assert reading.to_json()["gpus"] == 16 and reading.to_json()["gpu_xid"] == []
     emulator.fault = FaultKind.XID
     assert [(g.gpu, g.xid) for g in await read_gpus(client, url + "/metrics") if g.xid] == [("0", 79)]
+    # What an agent reports of it, the control plane takes as it is (its reports are typed at the edge).
+    shown = (await read_unit(client, url, "iad1-u1", dcgm_urls=[url + "/metrics"])).to_json()
+    assert UnitReading.model_validate(shown).model_dump() == shown and shown["gpu_xid"][0]["xid"] == 79
     emulator.fault = FaultKind.GPU_HOT
     assert (await read_unit(client, url, "iad1-u1", dcgm_urls=[url + "/metrics"])).gpu_temp_max_c == 94.0
 

@@ -25,7 +25,7 @@ class ModelLoad(Body):
 
 
 class GpuXid(Body):
-    gpu: Count
+    gpu: Code  # its index on its server, as DCGM labels it: "0"
     hostname: Text = ""
     uuid: Text = ""
     xid: Count
