@@ -122,6 +122,17 @@ def test_missing_wrong_and_revoked_keys_get_401(fleet: RunningFleet) -> None:
 def test_a_key_limited_to_some_models_gets_403_for_the_others(fleet: RunningFleet) -> None:
     made = create(fleet, "--tenant", "acme", "--models", "tiny-chat")
     eventually(lambda: ask(api(fleet, made["key"]), "tiny-chat"))
+    # The model list is the key's own, and like every /v1 route it needs a valid key.
+    assert [m.id for m in api(fleet, made["key"]).models.list()] == ["tiny-chat"]
+    assert api(fleet, made["key"]).models.retrieve("tiny-chat").id == "tiny-chat"
+    with pytest.raises(openai.NotFoundError):
+        api(fleet, made["key"]).models.retrieve("tiny-llama")
+    with pytest.raises(openai.AuthenticationError):
+        api(fleet, "ep-not-a-key").models.list()
+    with pytest.raises(urllib.error.HTTPError) as missing:  # the SDK sends no request without a key
+        urllib.request.urlopen(fleet.gateway_url + "/v1/models")
+    assert missing.value.code == 401
+    missing.value.close()
     with pytest.raises(openai.PermissionDeniedError) as denied:
         ask(api(fleet, made["key"]), "tiny-llama")
     assert denied.value.code == "model_not_allowed"

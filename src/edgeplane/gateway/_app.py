@@ -728,18 +728,34 @@ class Gateway:
         info["attempts"] = attempts
         return response
 
-    async def _models(self, request: web.Request) -> web.Response:
+    def _visible_models(self, request: web.Request) -> list[str]:
+        """The models this request's key may use (every one without auth); ApiError(401) for a bad key, as
+        OpenAI answers every /v1 route without a valid key."""
         state = self.watcher.state
-        models = state.fleet.models if state else []
-        return json_response({"object": "list", "data": [_model_object(m.name) for m in models]})
+        if state is None:
+            return []
+        names = [m.name for m in state.fleet.models]
+        if not self.options.auth:
+            return names
+        policy = self._authenticate(request, state.keys)
+        return [n for n in names if policy.models is None or n in policy.models]
+
+    async def _models(self, request: web.Request) -> web.Response:
+        try:
+            names = self._visible_models(request)
+        except ApiError as error:
+            return web.Response(body=error.body(), status=error.status, content_type="application/json")
+        return json_response({"object": "list", "data": [_model_object(n) for n in names]})
 
     async def _model(self, request: web.Request) -> web.Response:
-        """One model, as the SDK's ``models.retrieve`` reads it."""
+        """One model, as the SDK's ``models.retrieve`` reads it (404 for one the key may not use, too)."""
         name = request.match_info["model"]
-        state = self.watcher.state
-        if state is None or name not in state.fleet.model_by_name:
-            error = model_not_found(name)
-            return web.Response(body=error.body(), status=404, content_type="application/json")
+        try:
+            names = self._visible_models(request)
+            if name not in names:
+                raise model_not_found(name)
+        except ApiError as error:
+            return web.Response(body=error.body(), status=error.status, content_type="application/json")
         return json_response(_model_object(name))
 
     async def _healthz(self, request: web.Request) -> web.Response:
