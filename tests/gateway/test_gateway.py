@@ -93,7 +93,7 @@ async def edge(request: pytest.FixtureRequest) -> AsyncIterator[Edge]:
             assert response.status == 200
     watcher = SnapshotWatcher(edge.control_url)
     gateway = Gateway(watcher, options=GatewayOptions(probe_interval_seconds=0.2))
-    jobs = [watcher.watch_forever, *([gateway.probe_forever] if probes else [])]
+    jobs = [watcher.watch_forever, gateway.report_forever, *([gateway.probe_forever] if probes else [])]
 
     async def run_gateway(ready: object, stop: asyncio.Event) -> None:
         try:
@@ -125,6 +125,25 @@ async def test_every_forwarded_for_line_counts_and_the_proxys_own_is_believed(ed
             assert response.status == 200
             # nyc1 is dead here: a New York client is served in its region, at iad; Amsterdam's would be at ams.
             assert response.headers["x-edgeplane-metro"] == "iad"
+
+
+async def test_whole_answers_count_in_the_scope_mix_as_streams_do(edge: Edge) -> None:
+    """The dashboard's "served at" fed on streams' first tokens only: traffic of whole answers showed no scope."""
+    api = AsyncOpenAI(
+        base_url=edge.gateway_url + "/v1", api_key="x", max_retries=0, default_headers={"X-Forwarded-For": NYC_CLIENT}
+    )
+    async with api, aiohttp.ClientSession() as session:
+        for _ in range(4):  # nyc1 is dead: New York's clients are served at iad, at region scope
+            await api.chat.completions.create(
+                model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+            )
+        for _ in range(50):
+            async with session.get(edge.control_url + "/api/dashboard") as answer:
+                nyc = next(m for m in (await answer.json())["metros"] if m["code"] == "nyc")
+            if nyc["scopes"]:
+                break
+            await asyncio.sleep(0.1)
+    assert (nyc["scopes"], nyc["served_at"]) == ({"region": 1.0}, {"iad": 1.0})
 
 
 async def test_a_dead_site_is_tried_then_the_next_scope_serves(edge: Edge) -> None:

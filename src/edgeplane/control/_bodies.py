@@ -106,7 +106,7 @@ class AgentReport(Body):
 class TtftSample(Body):
     client_metro: Code
     model: Code
-    ttft_ms: Annotated[float, Field(ge=0, le=1e9)]
+    ttft_ms: Annotated[float, Field(ge=0, le=1e9)] | None = None  # streams only
     metro: Code
     scope: Code
 

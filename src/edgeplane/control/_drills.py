@@ -33,7 +33,7 @@ class Sample:
     at: float  # monotonic seconds at the control plane, when received
     client_metro: str
     model: str
-    ttft_ms: float
+    ttft_ms: float | None  # None for a whole (not streamed) answer: it counts in the scope mix only
     metro: str  # serving metro
     scope: str
 
@@ -71,8 +71,13 @@ class Traffic:
         return out
 
     def moved(self, client_metro: str, start: float) -> list[Sample]:
-        """Requests of the metro's clients served elsewhere since ``start``: the traffic a drain moved."""
-        return [s for s in self._by_metro.get(client_metro, ()) if s.at >= start and s.metro != client_metro]
+        """Streamed requests of the metro's clients served elsewhere since ``start``: the traffic a drain moved,
+        with the time to first token it met."""
+        return [
+            s
+            for s in self._by_metro.get(client_metro, ())
+            if s.at >= start and s.metro != client_metro and s.ttft_ms is not None
+        ]
 
 
 DEMAND_WINDOW_SECONDS = 3600.0
@@ -149,8 +154,9 @@ class Drill:
 
 def judge(samples: list[Sample], slo_ttft_ms: float | None, model_slo_ms: Mapping[str, float]) -> dict[str, Any]:
     """Figures of the moved traffic, and whether its SLO is broken."""
-    ttfts = sorted(s.ttft_ms for s in samples)
-    over = [s for s in samples if s.ttft_ms > (slo_ttft_ms or model_slo_ms.get(s.model, float("inf")))]
+    timed = [(s, s.ttft_ms) for s in samples if s.ttft_ms is not None]
+    ttfts = sorted(t for _, t in timed)
+    over = [s for s, t in timed if t > (slo_ttft_ms or model_slo_ms.get(s.model, float("inf")))]
     share = len(over) / len(samples) if samples else 0.0
 
     def pct(q: float) -> float | None:

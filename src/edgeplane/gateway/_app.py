@@ -190,7 +190,7 @@ class Gateway:
         self.metrics = _Metrics(self.registry)
         self.health = HealthBook(self.options.health)
         self.inflight = InFlight()  # (PoP, model): this gateway's requests there, now and lately
-        self._samples: list[dict[str, Any]] = []  # time to first token per request, for the control plane
+        self._samples: list[dict[str, Any]] = []  # where each request was served (and its TTFT), for the control plane
         # Requests and tokens per (client metro, model) since the last report: the demand the planner reads.
         self._demand: dict[tuple[str, str], list[int]] = {}
         self._residency: dict[tuple[str, str | None, str | None], frozenset[str]] = {}
@@ -504,12 +504,15 @@ class Gateway:
                     info["ttft_ms"] = round(1000 * outcome.ttft_seconds, 3)
                 if outcome.body is not None:
                     info.update(_usage(outcome.body))
-                if outcome.ttft_seconds is not None and len(self._samples) < MAX_SAMPLES_PER_REPORT:
+                if len(self._samples) < MAX_SAMPLES_PER_REPORT:
+                    # Every answer counts where it was served (the dashboard's scope mix); streams also carry
+                    # their time to first token (drills judge it), whole answers have none to tell.
+                    ttft = outcome.ttft_seconds
                     self._samples.append(
                         {
                             "client_metro": decision.client_metro,
                             "model": parsed.model,
-                            "ttft_ms": round(1000 * outcome.ttft_seconds + candidate.rtt_ms, 3),
+                            "ttft_ms": round(1000 * ttft + candidate.rtt_ms, 3) if ttft is not None else None,
                             "metro": candidate.metro,
                             "scope": str(candidate.scope),
                         }
