@@ -84,6 +84,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
     assert stop_fleet(running) == 0
 
 
+def test_up_says_it_is_up_once_every_agent_has_reported(fleet: RunningFleet) -> None:
+    status = json.loads(fleet.cli("status", "--json").stdout)
+    assert [(p["code"], p["state"]) for p in status["pops"] if p["pid"] is None or p["state"] != "serving"] == []
+    assert {p["pid"] for p in status["pops"]} <= set(children(fleet.process.pid))
+
+
 def test_a_killed_control_plane_is_restarted_on_its_port_with_its_drains(fleet: RunningFleet) -> None:
     fleet.cli("drain", "pop", "iad1", "--force")
     killed = service_pid(fleet, "control")

@@ -178,8 +178,9 @@ class Supervisor:
         total = len(self.fleet.pops)
 
         def all_serving() -> bool:
+            """Every PoP serving, its agent's own report in (with its pid), as `status` will show it."""
             status = get_json(self.control_url + "/api/status", token=self.options.admin_token)
-            serving = sum(1 for p in status["pops"] if p["state"] == "serving")
+            serving = sum(1 for p in status["pops"] if p["state"] == "serving" and p["pid"] is not None)
             self._progress = f"{serving}/{total} sites serving"
             return serving == total
 
