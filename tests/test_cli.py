@@ -47,3 +47,14 @@ def test_fleet_show_tables_and_json() -> None:
 def test_commands_explain_an_unreachable_control_plane() -> None:
     code, shown, _ = run("--control", f"http://127.0.0.1:{free_port()}", "status")
     assert code == 1 and "cannot reach the control plane" in shown
+
+
+def test_every_command_group_answers_help_by_either_entry_point() -> None:
+    """`python -m edgeplane.cli` ran the CLI before the groups defined after its main() existed."""
+    import subprocess
+    import sys
+
+    for module in ("edgeplane", "edgeplane.cli"):
+        for group in ("unit", "plan", "bgp", "keys"):
+            done = subprocess.run([sys.executable, "-m", module, group, "--help"], capture_output=True, text=True)
+            assert done.returncode == 0 and "Usage:" in done.stdout, (module, group, done.stderr)

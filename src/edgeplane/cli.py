@@ -1701,14 +1701,6 @@ def load_command(
     console.print(table)
 
 
-def main() -> None:
-    cli(prog_name="edgeplane")
-
-
-if __name__ == "__main__":
-    main()
-
-
 @cli.group()
 def unit() -> None:
     """Modular units: their lifecycle from order to decommissioning (only units in service carry traffic)."""
@@ -1847,3 +1839,11 @@ def unit_fault(ctx: click.Context, code: str, kind: str | None, clear: bool, as_
         click.echo(json.dumps({**answer, "redfish": url}))
         return
     _console(ctx).print(f"unit {code}: fault {answer.get('fault') or 'cleared'} ({url})", highlight=False)
+
+
+def main() -> None:
+    cli(prog_name="edgeplane")
+
+
+if __name__ == "__main__":  # last: `python -m edgeplane.cli` must see every command group defined above
+    main()
