@@ -812,7 +812,8 @@ def bgp_run(
 
     With --fleet the intents come from the file (everything in the plan announced); otherwise from the
     control plane, so drains, health and balance actions reach the transits as they happen."""
-    from edgeplane.bgp import ControlIntents, FleetIntents, IntentSource, Neighbor, Speaker, SpeakerError, status_app
+    from edgeplane.bgp import Neighbor
+    from edgeplane.speaker import ControlIntents, FleetIntents, IntentSource, Speaker, SpeakerError, status_app
 
     if len(neighbors) != len(neighbor_asns):
         raise click.UsageError(
@@ -879,7 +880,8 @@ def bgp_run(
 @click.pass_context
 def bgp_intents(ctx: click.Context, pop_code: str, fleet_path: Path | None, as_json: bool) -> None:
     """What POP announces now: from the control plane (drains, health, actions), or the fleet file alone."""
-    from edgeplane.bgp import intent_from_json, pop_intents
+    from edgeplane.bgp import pop_intents
+    from edgeplane.speaker import intent_from_json
 
     loaded = _load(ctx, fleet_path)
     if pop_code not in loaded.pop_by_code:

@@ -11,12 +11,10 @@ from edgeplane._errors import ConfigError
 from edgeplane.bgp import (
     GRACEFUL_SHUTDOWN,
     Announcement,
-    FleetIntents,
     Intent,
     Neighbor,
     Route,
     RouteType,
-    Speaker,
     best_path,
     compare,
     plan_edge,
@@ -27,6 +25,7 @@ from edgeplane.bgp import (
 )
 from edgeplane.fleet import load_default_fleet
 from edgeplane.routing import Scope
+from edgeplane.speaker import FleetIntents, Speaker
 
 
 @dataclass(frozen=True)

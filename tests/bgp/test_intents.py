@@ -113,3 +113,14 @@ def test_a_malformed_transit_community_is_refused_naming_file_line_and_field() -
     line = broken[: broken.index("64500-3002")].count("\n") + 1
     assert (problem.file, problem.line) == ("fleet.yaml", line)
     assert "prepend_communities" in problem.field and "is not a community: expected A:B" in problem.message
+
+
+def test_the_pure_policy_loads_no_service_kit() -> None:
+    """`edgeplane.bgp` is policy (a planner or a CLI may import it); the speaker's HTTP and ExaBGP live in
+    `edgeplane.speaker`."""
+    import subprocess
+    import sys
+
+    check = "import edgeplane.bgp, sys; assert 'aiohttp' not in sys.modules, 'aiohttp loaded'"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -1,4 +1,5 @@
-"""The network edge: the prefix plan's intents, the community scheme, the speaker and the decision process."""
+"""The network edge as pure policy: the prefix plan's intents, the community scheme, edge state, the decision
+process and inbound balance. No sockets: the speaker that carries it to BGP peers is `edgeplane.speaker`."""
 
 from edgeplane.bgp._balance import SHIFT_PER_PREPEND, Suggestion, read_traffic, suggest
 from edgeplane.bgp._communities import (
@@ -20,16 +21,6 @@ from edgeplane.bgp._edge import GRACEFUL_SHUTDOWN_SECONDS, Announcement, EdgePla
 from edgeplane.bgp._export import Neighbor, RouteOut, routes_for
 from edgeplane.bgp._intents import Intent, PlanError, check_in_plan, next_hops, pop_intents
 from edgeplane.bgp._rib import load_routes, longest_match
-from edgeplane.bgp._speaker import (
-    ControlIntents,
-    ExaBgp,
-    FleetIntents,
-    IntentSource,
-    Speaker,
-    SpeakerError,
-    intent_from_json,
-    status_app,
-)
 
 __all__ = [
     "ACTIONS",
@@ -39,13 +30,9 @@ __all__ = [
     "Announcement",
     "Community",
     "Comparison",
-    "ControlIntents",
     "Decision",
     "EdgePlan",
-    "ExaBgp",
-    "FleetIntents",
     "Intent",
-    "IntentSource",
     "Kind",
     "LargeCommunity",
     "Neighbor",
@@ -54,8 +41,6 @@ __all__ = [
     "Route",
     "RouteOut",
     "RouteType",
-    "Speaker",
-    "SpeakerError",
     "Suggestion",
     "action_community",
     "best_path",
@@ -63,7 +48,6 @@ __all__ = [
     "check_in_plan",
     "compare",
     "format_large",
-    "intent_from_json",
     "large",
     "load_routes",
     "longest_match",
@@ -75,6 +59,5 @@ __all__ = [
     "prepend",
     "read_traffic",
     "routes_for",
-    "status_app",
     "suggest",
 ]

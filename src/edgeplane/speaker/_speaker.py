@@ -21,10 +21,18 @@ import orjson
 from edgeplane._errors import BackendError, EdgeplaneError
 from edgeplane._http import HttpClient
 from edgeplane._service import die_with_parent
-from edgeplane.bgp._communities import RouteType
-from edgeplane.bgp._decision import Route
-from edgeplane.bgp._export import Neighbor, RouteOut, routes_for
-from edgeplane.bgp._intents import Intent, PlanError, check_in_plan, next_hops, pop_intents
+from edgeplane.bgp import (
+    Intent,
+    Neighbor,
+    PlanError,
+    Route,
+    RouteOut,
+    RouteType,
+    check_in_plan,
+    next_hops,
+    pop_intents,
+    routes_for,
+)
 from edgeplane.fleet import Fleet
 from edgeplane.routing import Scope
 
@@ -175,7 +183,7 @@ class ExaBgp:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         self._server = await asyncio.start_unix_server(self._accept, path=str(self.socket_path))
-        helper = f"{sys.executable} -m edgeplane.bgp._bridge {self.socket_path}"
+        helper = f"{sys.executable} -m edgeplane.speaker._bridge {self.socket_path}"
         config = self.workdir / "exabgp.conf"
         config.write_text(
             exabgp_config(

@@ -31,7 +31,7 @@ def _pump_then_close(read: int, sock: socket.socket) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m edgeplane.bgp._bridge SOCKET", file=sys.stderr)
+        print("usage: python -m edgeplane.speaker._bridge SOCKET", file=sys.stderr)
         return 2
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(argv[0])
