@@ -58,3 +58,17 @@ def test_every_command_group_answers_help_by_either_entry_point() -> None:
         for group in ("unit", "plan", "bgp", "keys"):
             done = subprocess.run([sys.executable, "-m", module, group, "--help"], capture_output=True, text=True)
             assert done.returncode == 0 and "Usage:" in done.stdout, (module, group, done.stderr)
+
+
+def test_an_error_of_a_service_at_start_is_said_without_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import SMALL_FLEET
+
+    argv = ["site", "run", "--pop", "nyc1", "--fleet", str(SMALL_FLEET), "--backend", "llamacpp", "--no-report"]
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeplane", *argv, "--gguf", str(tmp_path / "missing.gguf")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "GGUF file not found" in done.stderr and "Traceback" not in done.stderr

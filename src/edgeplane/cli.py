@@ -1844,7 +1844,16 @@ def unit_fault(ctx: click.Context, code: str, kind: str | None, clear: bool, as_
 
 
 def main() -> None:
-    cli(prog_name="edgeplane")
+    from edgeplane._extras import MissingExtra
+
+    try:
+        cli(prog_name="edgeplane")
+    except MissingExtra as missing:  # wherever a command first needed it: one line, what to install
+        click.echo(f"error: {missing}", err=True)
+        sys.exit(2)
+    except EdgeplaneError as error:  # an error of ours a command did not answer itself: said, not a traceback
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # last: `python -m edgeplane.cli` must see every command group defined above

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edgeplane._extras import require
 from edgeplane.fleet import Fleet
 from edgeplane.planning import GrowthPlan, Plan, Scenario
 
@@ -23,8 +24,7 @@ figure { margin: 1.5em 0; }
 
 
 def _svg(figure: Any) -> str:
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight")
     plt.close(figure)
@@ -33,12 +33,9 @@ def _svg(figure: Any) -> str:
 
 
 def _pyplot() -> Any:
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plan", "HTML reports (--html)")
     matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
-    return plt
+    return require("matplotlib.pyplot", "plan", "HTML reports (--html)")
 
 
 def _page(title: str, body: list[str]) -> str:

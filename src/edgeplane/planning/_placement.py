@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeplane._extras import require
 from edgeplane.catalog import GPU_SPECS
 from edgeplane.fleet import Fleet, UnitTemplate
 from edgeplane.planning._capacity import replica_capacity
@@ -127,9 +128,9 @@ class _Model:
     ) -> Any:
         """``known_bound``: a lower bound on the optimum found elsewhere; the search stops as soon as its best
         placement is within ``gap`` of it (the solver's own bound may be far weaker)."""
-        import highspy  # the solver loads only when a plan is made, not with the control plane
-
-        h: Any = highspy.Highs()  # type: ignore[no-untyped-call]
+        # The solver loads when a plan is made, not with the control plane (a gateway-only install has none).
+        highspy = require("highspy", "plan", "planning")
+        h: Any = highspy.Highs()
         h.setOptionValue("output_flag", False)
         h.setOptionValue("mip_rel_gap", gap)
         h.setOptionValue("time_limit", time_limit_seconds)

@@ -9,6 +9,7 @@ from typing import Any
 
 from edgeplane._api import InferenceRequest
 from edgeplane._errors import BackendError
+from edgeplane._extras import require
 from edgeplane.site._backend import Answer, Backend, Load
 from edgeplane.site._upstream import UpstreamBackend
 
@@ -22,7 +23,7 @@ _FALLBACK_PROMPT_CACHE_MIB = 256
 def kv_bytes_per_token(gguf_path: Path) -> int | None:
     """Bytes of K and V cache one token takes in llama.cpp (F16), from the GGUF's hyper-parameters;
     None where the file does not give them."""
-    import gguf  # only the header is read: the tensors stay on disk, mapped but untouched
+    gguf = require("gguf", "llamacpp", "the llama.cpp backend")  # only the header is read: tensors stay on disk
 
     try:
         fields = gguf.GGUFReader(gguf_path).fields
@@ -87,7 +88,7 @@ class LlamaCppBackend(Backend):
     async def start(self) -> None:
         if not self.gguf_path.is_file():
             raise BackendError(f"GGUF file not found: {self.gguf_path}")
-        import xllamacpp  # a heavy native module: loaded only when this backend is used
+        xllamacpp = require("xllamacpp", "llamacpp", "the llama.cpp backend")  # heavy: loaded when this backend is used
 
         if self.prompt_cache_mib is None:
             self.prompt_cache_mib = await asyncio.to_thread(prompt_cache_mib, self.gguf_path, self.context_tokens)

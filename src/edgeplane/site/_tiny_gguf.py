@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import gguf
 import numpy as np
+
+from edgeplane._extras import require
 
 _WORDS = ("▁", "▁hello", "▁edge", "▁metro", "▁model", "▁the", "▁a", "▁is", "▁world", "▁fast")
 _CHAT_TEMPLATE = (
@@ -19,6 +20,7 @@ def write_tiny_llama_gguf(path: Path, *, seed: int = 0, embedding: int = 64, blo
 
     It answers with gibberish, which is all a test of the serving path needs; nothing is downloaded.
     """
+    gguf = require("gguf", "llamacpp", "writing a GGUF model file")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     heads = 4

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from edgeplane._errors import BackendError, EdgeplaneError
+from edgeplane._extras import require_installed
 from edgeplane._http import HttpClient
 from edgeplane._service import die_with_parent
 from edgeplane.bgp import (
@@ -179,6 +180,7 @@ class ExaBgp:
         return f"<ExaBgp pid={pid} [connected={self._connected.is_set()}, pending acks={len(self._pending)}]>"
 
     async def start(self) -> None:
+        require_installed("exabgp", "bgp", "the BGP speaker (bgp run)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
