@@ -1340,7 +1340,15 @@ _WINDOW = click.option("--window", default=600.0, show_default=True, help="Secon
 @_OBSERVED
 @_WINDOW
 @click.option("--scale", "factor", default=1.0, show_default=True, help="Grow the demand by this factor (2, 10).")
-@click.option("--time-limit", default=60.0, show_default=True, help="Seconds the solver may take.")
+@click.option(
+    "--time-limit", default=60.0, show_default=True,
+    help="Seconds the solver may take: a safety net (a search it ends may give another plan on another machine).",
+)  # fmt: skip
+@click.option(
+    "--node-limit", type=click.IntRange(1),
+    help="Branch-and-bound nodes the solver may explore (20,000): the budget that makes the same input give the"
+    " same plan.",
+)  # fmt: skip
 @click.option(
     "--latency-weight",
     default=0.0002,
@@ -1364,6 +1372,7 @@ def plan_placement(
     window: float,
     factor: float,
     time_limit: float,
+    node_limit: int | None,
     latency_weight: float,
     apply_: bool,
     force: bool,
@@ -1377,7 +1386,12 @@ def plan_placement(
     fleet = _load(ctx, fleet_path)
     try:
         demand = scale(_plan_demand(ctx, fleet, demand_path, observed, window), factor)
-        result = place(fleet, demand, latency_weight=latency_weight, time_limit_seconds=time_limit)
+        from edgeplane.planning import MIP_NODE_LIMIT
+
+        result = place(
+            fleet, demand, latency_weight=latency_weight, time_limit_seconds=time_limit,
+            node_limit=node_limit or MIP_NODE_LIMIT,
+        )  # fmt: skip
     except (PlacementError, ValueError) as error:
         if as_json and isinstance(error, PlacementError):
             click.echo(json.dumps({"error": str(error), "shortfalls": error.shortfalls}, indent=2))

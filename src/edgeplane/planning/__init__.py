@@ -14,6 +14,7 @@ from edgeplane.planning._growth import GrowthPlan, Month, UnitOrder, demand_at, 
 from edgeplane.planning._headroom import MAX_UTILISATION, DrainCheck, Overload, check_drain
 from edgeplane.planning._placement import (
     LATENCY_WEIGHT,
+    MIP_NODE_LIMIT,
     Placed,
     PlacementError,
     Plan,
@@ -36,6 +37,7 @@ __all__ = [
     "COLUMNS",
     "LATENCY_WEIGHT",
     "MAX_UTILISATION",
+    "MIP_NODE_LIMIT",
     "Demand",
     "DrainCheck",
     "GrowthPlan",

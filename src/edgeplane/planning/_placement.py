@@ -23,6 +23,9 @@ from edgeplane.planning._groups import group_optimum
 # the same cost and never buys a GPU on its own unless it saves that much.
 LATENCY_WEIGHT = 0.0002
 MIP_REL_GAP = 0.01
+# Branch-and-bound nodes the coupled MIP may explore: the budget is a count, so the same input gives the same
+# plan on a busy machine or an idle one (the time limit stays as a safety net, and says so when it ends a search).
+MIP_NODE_LIMIT = 20_000
 
 
 class PlacementError(ValueError):
@@ -122,6 +125,7 @@ class _Model:
         *,
         relax: bool = False,
         time_limit_seconds: float = 60.0,
+        node_limit: int | None = None,
         start: list[float] | None = None,
         gap: float = MIP_REL_GAP,
         known_bound: float = 0.0,
@@ -133,7 +137,9 @@ class _Model:
         h: Any = highspy.Highs()
         h.setOptionValue("output_flag", False)
         h.setOptionValue("mip_rel_gap", gap)
-        h.setOptionValue("time_limit", time_limit_seconds)
+        h.setOptionValue("time_limit", time_limit_seconds)  # a safety net: the node limit ends a search first
+        if node_limit is not None:
+            h.setOptionValue("mip_max_nodes", node_limit)
         h.setOptionValue("threads", 1)
         n = len(self.cost)
         h.addVars(n, np.array(self.lower), np.array(self.upper))
@@ -556,6 +562,7 @@ def place(
     *,
     latency_weight: float = LATENCY_WEIGHT,
     time_limit_seconds: float = 60.0,
+    node_limit: int = MIP_NODE_LIMIT,
     growth: Growth | None = None,
 ) -> Plan:
     """The cheapest placement (GPU cost plus demand-weighted latency) that survives every single PoP and
@@ -576,9 +583,7 @@ def place(
         fleet, demand, cands, latency_weight=latency_weight, slack=False, gpus_only=False, growth=growth, units=units
     )
     decomposed, complete, optimal, group_bound = (
-        _by_group(fleet, demand, cands, latency_weight, 0.4 * time_limit_seconds)
-        if growth is None
-        else (None, False, False, 0.0)
+        _by_group(fleet, demand, cands, latency_weight) if growth is None else (None, False, False, 0.0)
     )
     if decomposed is not None and complete and _fits(fleet, cands, decomposed):
         # Each continent and model solved on its own, one after another within the hardware the ones before
@@ -608,12 +613,18 @@ def place(
     lower = _gpu_bound(model, replicas, cands)
     reserve = 0.5 + (time.perf_counter() - relaxing) / 2  # for the routing and the report after the search
     left = time_limit_seconds - (time.perf_counter() - started) - reserve
-    h = model.solve(time_limit_seconds=max(1.0, left), start=initial, known_bound=group_bound)
+    h = model.solve(time_limit_seconds=max(1.0, left), node_limit=node_limit, start=initial, known_bound=group_bound)
     status = h.modelStatusToString(h.getModelStatus())
     if status == "Interrupted by user":
         status = "Optimal (within the gap of the per-group bound)"
     values = list(h.getSolution().col_value)
-    if not status.startswith(("Optimal", "Time limit")) or not values or not h.getInfo().primal_solution_status:
+    if status == "Solution limit reached":
+        status = "Node limit reached"
+    if (
+        not status.startswith(("Optimal", "Time limit", "Node limit"))
+        or not values
+        or not h.getInfo().primal_solution_status
+    ):
         raise _diagnose(fleet, demand, cands)
     info = h.getInfo()
     bound = max(float(info.mip_dual_bound), group_bound, float(relaxed))
@@ -624,7 +635,7 @@ def place(
 
 
 def _by_group(
-    fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate], latency_weight: float, budget_seconds: float
+    fleet: Fleet, demand: Sequence[Demand], cands: list[_Candidate], latency_weight: float
 ) -> tuple[dict[tuple[str, str, str], int] | None, bool, bool, float]:
     """Each continent and model on its own (they share only the hardware), exactly (planning._groups): the sum
     of their optima is a lower bound on the whole. Their replicas per metro and GPU type are then spread over
@@ -635,7 +646,6 @@ def _by_group(
     groups = _by_continent_and_model(fleet, cands)
     needs = _continent_demand(fleet, demand)
     rtt = _mean_rtt(fleet, demand)
-    deadline = time.perf_counter() + budget_seconds
     bound = 0.0
     wanted: list[tuple[_Candidate, str, int]] = []  # (a candidate of the group, metro, replicas)
     solved = True
@@ -654,7 +664,7 @@ def _by_group(
             cost[metro, c.gpu_type] = price + latency_weight * c.capacity_rps * rtt.get((c.model, c.pop), 0.0)
             sample[c.gpu_type] = c
         shapes[key] = (capacity, cost, sample)
-        found = group_optimum(rps, capacity, cost, deadline=deadline)
+        found = group_optimum(rps, capacity, cost)
         if found is None:
             return None, False, False, 0.0
         bound += found.bound
@@ -672,7 +682,7 @@ def _by_group(
     for key in sorted(shapes, key=lambda k: -needs[k] * fleet.model_by_name[k[1]].gpus_per_replica):
         capacity, cost, sample = shapes[key]
         limit = {(m, t): int(room[m, t] // sample[t].gpus) for m, t in cost}
-        found = group_optimum(needs[key], capacity, cost, deadline=deadline, limit=limit)
+        found = group_optimum(needs[key], capacity, cost, limit=limit)
         if found is None:
             placed_all = False  # no room left for it as a whole: the greedy completes it
             continue
