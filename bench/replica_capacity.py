@@ -21,10 +21,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgeplane._api import Endpoint, parse_request
 from edgeplane.fleet import load_default_fleet
 from edgeplane.planning import replica_capacity
 from edgeplane.site._emulator import EmulatorBackend
+from edgeplane.web import Endpoint, parse_request
 
 PROMPT = "Summarise the state of the edge fleet for the operators on call tonight. " * 11  # about 200 tokens
 MAX_TOKENS = 16

@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._synthetic import synthetic_fleet
 from tests.conftest import serving
 
-from edgeplane._http import HttpClient
 from edgeplane.control import ControlPlane, FleetState, SQLiteStore
 from edgeplane.control._dashboard import PUSH_SECONDS, Dashboard
 from edgeplane.fleet import load_default_fleet
 from edgeplane.telemetry import RedfishEmulator, UnitWatch
+from edgeplane.web import HttpClient
 
 POLL_INTERVAL_SECONDS = 1.0
 REFLECT_BOUND_SECONDS = 2.0

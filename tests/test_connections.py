@@ -14,10 +14,17 @@ import orjson
 import pytest
 from aiohttp import web
 
-from edgeplane._api import ApiError
-from edgeplane._connections import ConnectionGuard, ConnectionLimits, read_body
 from edgeplane._errors import ConfigError
-from edgeplane._service import Listener, error_response, relay_stream, serve
+from edgeplane.web import (
+    ApiError,
+    ConnectionGuard,
+    ConnectionLimits,
+    Listener,
+    error_response,
+    read_body,
+    relay_stream,
+    serve,
+)
 
 # Short timeouts keep the tests quick; the bounds they are checked against are generous.
 QUICK = ConnectionLimits(

@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 
 from edgeplane._errors import BackendError
-from edgeplane._http import HttpClient
 from edgeplane.fleet import Fleet
 from edgeplane.planning import Demand
+from edgeplane.web import HttpClient
 
 
 @dataclass

@@ -18,8 +18,8 @@ from typing import Any
 from rich.console import Console
 
 from edgeplane._errors import EdgeplaneError
-from edgeplane._service import die_with_parent
 from edgeplane.fleet import Fleet
+from edgeplane.web import die_with_parent
 
 
 def get_json(url: str, timeout_seconds: float = 2.0, *, token: str | None = None) -> Any:

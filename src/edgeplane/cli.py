@@ -416,10 +416,8 @@ def gateway_run(
     require_keys = _auth_choice(host, auth)
     if access_log is not None:
         _open_access_log(access_log)
-    from edgeplane._connections import ConnectionLimits
-    from edgeplane._service import serve
-    from edgeplane._tasks import supervised
     from edgeplane.gateway import DEFAULT_TRUSTED_PROXIES, ClientLocator, Gateway, GatewayOptions, SnapshotWatcher
+    from edgeplane.web import ConnectionLimits, serve, supervised
 
     watcher = SnapshotWatcher(
         ctx.obj["control_url"], home_metro=home_metro, admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN")
@@ -847,7 +845,7 @@ def bgp_run(
     async def main() -> None:
         import signal
 
-        from edgeplane._service import serve
+        from edgeplane.web import serve
 
         stop = asyncio.Event()
         names = ", ".join(f"{p.address} (AS{p.asn})" for p in peers)
@@ -1821,7 +1819,7 @@ def unit_fault(ctx: click.Context, code: str, kind: str | None, clear: bool, as_
     """Inject a fault into a unit's emulated Redfish service (as `up` runs them), or --clear it: coolant, leak,
     inlet, pdu, fire-armed, fire-discharged, xid (a GPU fallen off the bus), gpu-hot, or bad telemetry
     (malformed, missing, silent)."""
-    from edgeplane._http import HttpClient
+    from edgeplane.web import HttpClient
 
     if (kind is None) == (not clear):
         raise click.UsageError("give a fault KIND, or --clear")

@@ -18,10 +18,10 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from edgeplane._tasks import supervised
 from edgeplane.control import ControlPlane, FleetState, SQLiteStore
 from edgeplane.fleet import load_default_fleet, load_fleet
 from edgeplane.site import SiteAgent, SiteOptions, build_backends
+from edgeplane.web import supervised
 from tests.conftest import SMALL_FLEET, serving
 
 TOKEN = "s3cret-admin"

@@ -16,12 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeplane._api import ApiError, Endpoint, parse_request
-from edgeplane._service import serve
 from edgeplane.fleet import load_fleet
 from edgeplane.gateway import Gateway, GatewayOptions, RoutingState, SnapshotWatcher
 from edgeplane.routing import Router, SiteState, SiteView, Snapshot
 from edgeplane.tenants import KeyPolicy, key_hash
+from edgeplane.web import ApiError, Endpoint, parse_request, serve
 from tests.conftest import SMALL_FLEET, free_port
 
 FUZZ_EXAMPLES = 50_000  # per endpoint: 100,000 generated requests in all

@@ -12,11 +12,11 @@ import pytest
 from openai import AsyncOpenAI
 from prometheus_client import CollectorRegistry
 
-from edgeplane._service import serve
 from edgeplane.control import ControlPlane, FleetState, SQLiteStore
 from edgeplane.fleet import Fleet, load_fleet
 from edgeplane.gateway import ClientLocator, Gateway, GatewayOptions, SnapshotWatcher
 from edgeplane.site import SiteAgent, SiteOptions, build_backends
+from edgeplane.web import serve
 from tests.conftest import SMALL_FLEET, free_port, serving
 
 NYC_CLIENT = "198.18.0.20"

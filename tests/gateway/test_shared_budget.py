@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from edgeplane._service import serve
 from edgeplane.control import ControlPlane, FleetState, SQLiteStore
 from edgeplane.fleet import load_fleet
 from edgeplane.gateway import Gateway, GatewayOptions, SnapshotWatcher
 from edgeplane.site import SiteAgent, SiteOptions, build_backends
+from edgeplane.web import serve
 from tests.conftest import SMALL_FLEET
 
 WINDOW_SECONDS = 5.0

@@ -13,10 +13,10 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from edgeplane._service import serve
 from edgeplane.fleet import load_fleet
 from edgeplane.gateway import Gateway, GatewayOptions, RoutingState, SnapshotWatcher
 from edgeplane.routing import Router, SiteState, SiteView, Snapshot
+from edgeplane.web import serve
 from tests.conftest import SMALL_FLEET, free_port
 
 

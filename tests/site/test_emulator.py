@@ -7,9 +7,9 @@ import asyncio
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
-from edgeplane._api import Endpoint, parse_request
 from edgeplane.catalog import ReplicaSpeed
 from edgeplane.site import EmulatorBackend, parse_load
+from edgeplane.web import Endpoint, parse_request
 from tests.site.test_backends import SPEC
 
 

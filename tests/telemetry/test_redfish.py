@@ -10,10 +10,10 @@ from aiohttp import web
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 
-from edgeplane._http import HttpClient
 from edgeplane.cli import cli
 from edgeplane.control._bodies import UnitReading
 from edgeplane.telemetry import FaultKind, RedfishEmulator, TelemetryStale, UnitWatch, read_gpus, read_unit
+from edgeplane.web import HttpClient
 
 
 class Clock:

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, JsonValue
 
-from edgeplane._parse import Body, Code, Count, Name, Positive, Seconds, Text, UnixSeconds
+from edgeplane.web import Body, Code, Count, Name, Positive, Seconds, Text, UnixSeconds
 
 Finite = Annotated[float, Field(ge=-1e12, le=1e12)]
 Share = Annotated[float, Field(ge=0, le=1e6)]

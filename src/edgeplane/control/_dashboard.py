@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from edgeplane._guards import authorised
 from edgeplane.control._bodies import Busiest, ScenarioRow
+from edgeplane.web import authorised
 
 if TYPE_CHECKING:
     from edgeplane.control._service import ControlPlane

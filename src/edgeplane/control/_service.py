@@ -11,14 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from edgeplane._connections import read_body
 from edgeplane._errors import BackendError
-from edgeplane._guards import RELAYED_HEADER, Handler, actor, admin, browser_guard, json_errors
-from edgeplane._http import HttpClient
-from edgeplane._parse import decode, parse
-from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
-from edgeplane._service import error_response, json_response, serve
-from edgeplane._tasks import supervised
 from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS
 from edgeplane.control import _bodies as bodies
 from edgeplane.control._dashboard import Dashboard, summarise_scenarios
@@ -29,6 +22,24 @@ from edgeplane.faults import CATALOGUE
 from edgeplane.routing import DEFAULT_PROMPT_TOKENS, SiteState
 from edgeplane.tenants import WINDOW_SECONDS, LeaseBook
 from edgeplane.units import LifecycleError
+from edgeplane.web import (
+    PROBE_INTERVAL_SECONDS,
+    RELAYED_HEADER,
+    Handler,
+    HttpClient,
+    actor,
+    admin,
+    browser_guard,
+    decode,
+    error_response,
+    json_errors,
+    json_response,
+    parse,
+    probe_sites,
+    read_body,
+    serve,
+    supervised,
+)
 
 log = logging.getLogger("edgeplane.control")
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 
-from edgeplane._parse import parse
 from edgeplane.bgp import GRACEFUL_SHUTDOWN_SECONDS, EdgePlan, Intent, LargeCommunity, action_community, plan_edge
 from edgeplane.control import _bodies as bodies
 from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, Store, StoredKey
@@ -21,6 +20,7 @@ from edgeplane.planning import DrainCheck, check_drain
 from edgeplane.routing import Router, SiteState, SiteView, Snapshot
 from edgeplane.tenants import KeyPolicy, key_hash, new_key
 from edgeplane.units import SECONDS_PER_MONTH, Change, LifecycleError, UnitRecord, UnitState, move
+from edgeplane.web import parse
 
 Clock = Callable[[], float]
 

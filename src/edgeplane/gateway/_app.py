@@ -23,22 +23,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from edgeplane._api import (
-    MAX_BODY_BYTES,
-    ApiError,
-    Endpoint,
-    InferenceRequest,
-    error_event,
-    error_message,
-    model_not_found,
-    parse_request,
-)
-from edgeplane._connections import read_body
 from edgeplane._errors import BackendError, ConnectError
-from edgeplane._guards import Address, address_of, json_errors
-from edgeplane._http import HttpClient, Reply
-from edgeplane._probe import PROBE_INTERVAL_SECONDS, probe_sites
-from edgeplane._service import error_response, json_response
 from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS
 from edgeplane.gateway._inflight import InFlight
 from edgeplane.gateway._snapshots import RoutingState, SnapshotWatcher
@@ -46,6 +31,26 @@ from edgeplane.gateway._sse import DONE, EventReader, StreamProgress, event_data
 from edgeplane.health import Health, HealthBook, HealthPolicy, Outcome
 from edgeplane.routing import Candidate, SiteState, SiteView
 from edgeplane.tenants import Bucket, Grant, KeyPolicy, key_hash
+from edgeplane.web import (
+    MAX_BODY_BYTES,
+    PROBE_INTERVAL_SECONDS,
+    Address,
+    ApiError,
+    Endpoint,
+    HttpClient,
+    InferenceRequest,
+    Reply,
+    address_of,
+    error_event,
+    error_message,
+    error_response,
+    json_errors,
+    json_response,
+    model_not_found,
+    parse_request,
+    probe_sites,
+    read_body,
+)
 
 log = logging.getLogger("edgeplane.gateway")
 # One JSON line per request. It never holds headers or keys: only the key's id and tenant.

@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass
 
 from edgeplane._errors import BackendError
-from edgeplane._http import HttpClient
 from edgeplane.fleet import Fleet
 from edgeplane.routing import Router, Snapshot
 from edgeplane.tenants import KeyPolicy
+from edgeplane.web import HttpClient
 
 log = logging.getLogger("edgeplane.gateway")
 

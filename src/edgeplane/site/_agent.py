@@ -15,22 +15,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from edgeplane._api import (
-    MAX_BODY_BYTES,
-    ApiError,
-    Endpoint,
-    error_body,
-    error_event,
-    model_not_found,
-    openai_error,
-    parse_request,
-)
-from edgeplane._connections import ConnectionLimits, read_body
 from edgeplane._errors import BackendError, ConfigError, StreamCut
-from edgeplane._guards import RELAYED_HEADER, actor, admin, browser_guard, json_errors
-from edgeplane._http import HttpClient
-from edgeplane._service import Listener, abort, error_response, json_response, relay_stream, serve
-from edgeplane._tasks import supervised
 from edgeplane.faults import CATALOGUE, Fault, FaultError, FaultKind
 from edgeplane.fleet import Fleet
 from edgeplane.site._backend import Backend
@@ -38,6 +23,31 @@ from edgeplane.site._emulator import EmulatorBackend
 from edgeplane.site._llamacpp import LlamaCppBackend
 from edgeplane.site._upstream import UpstreamBackend
 from edgeplane.telemetry import UnitWatch
+from edgeplane.web import (
+    MAX_BODY_BYTES,
+    RELAYED_HEADER,
+    ApiError,
+    ConnectionLimits,
+    Endpoint,
+    HttpClient,
+    Listener,
+    abort,
+    actor,
+    admin,
+    browser_guard,
+    error_body,
+    error_event,
+    error_response,
+    json_errors,
+    json_response,
+    model_not_found,
+    openai_error,
+    parse_request,
+    read_body,
+    relay_stream,
+    serve,
+    supervised,
+)
 
 log = logging.getLogger("edgeplane.site")
 

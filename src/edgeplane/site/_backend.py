@@ -6,7 +6,7 @@ import abc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from edgeplane._api import InferenceRequest
+from edgeplane.web import InferenceRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from edgeplane._api import Endpoint, InferenceRequest, prompt_text
 from edgeplane._errors import StreamCut
 from edgeplane.catalog import ModelSpec, ReplicaSpeed
 from edgeplane.faults import Fault, FaultKind
 from edgeplane.site._backend import Answer, Backend, Load
+from edgeplane.web import Endpoint, InferenceRequest, prompt_text
 
 _WORDS = (
     "the",

@@ -7,11 +7,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from edgeplane._api import InferenceRequest
 from edgeplane._errors import BackendError
 from edgeplane._extras import require
 from edgeplane.site._backend import Answer, Backend, Load
 from edgeplane.site._upstream import UpstreamBackend
+from edgeplane.web import InferenceRequest
 
 _KV_BYTES_PER_VALUE = 2  # llama.cpp's default K and V cache type, F16, which start() leaves as it is
 _MIB = 1024 * 1024

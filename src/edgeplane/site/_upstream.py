@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeplane._api import InferenceRequest
 from edgeplane._errors import BackendError
-from edgeplane._http import HttpClient
 from edgeplane.site._backend import Answer, Backend, Load
+from edgeplane.web import HttpClient, InferenceRequest
 
 # Load gauges under the names the common servers export: vLLM (both KV-cache names), llama.cpp, SGLang.
 _RUNNING = ("vllm:num_requests_running", "llamacpp:requests_processing", "sglang:num_running_reqs")

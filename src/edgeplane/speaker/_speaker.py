@@ -20,8 +20,6 @@ import orjson
 
 from edgeplane._errors import BackendError, EdgeplaneError
 from edgeplane._extras import require_installed
-from edgeplane._http import HttpClient
-from edgeplane._service import die_with_parent
 from edgeplane.bgp import (
     Intent,
     Neighbor,
@@ -36,6 +34,7 @@ from edgeplane.bgp import (
 )
 from edgeplane.fleet import Fleet
 from edgeplane.routing import Scope
+from edgeplane.web import HttpClient, die_with_parent
 
 log = logging.getLogger("edgeplane.bgp")
 

@@ -27,11 +27,10 @@ import orjson
 from aiohttp import web
 
 from edgeplane._errors import BackendError
-from edgeplane._guards import admin, browser_guard, json_errors
-from edgeplane._http import HttpClient
 from edgeplane.catalog import GPU_SPECS
 from edgeplane.telemetry._dcgm import Exporter, GpuReading, parse
 from edgeplane.telemetry._errors import TelemetryStale
+from edgeplane.web import HttpClient, admin, browser_guard, json_errors
 
 MOCKUPS = Path(__file__).resolve().parent / "mockups"
 ROOT = "/redfish/v1"
@@ -182,7 +181,7 @@ class RedfishEmulator:
         return doc
 
     def app(self) -> web.Application:
-        # A fault here drains a unit: no web page may send one (see edgeplane._guards).
+        # A fault here drains a unit: no web page may send one (see edgeplane.web).
         app = web.Application(middlewares=[json_errors, browser_guard()])
         self._stopping = asyncio.Event()
 

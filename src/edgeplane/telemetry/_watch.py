@@ -14,11 +14,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
-from edgeplane._http import HttpClient
 from edgeplane.telemetry._alarms import RULES, AlarmBook, AlarmEvent
 from edgeplane.telemetry._dcgm import FIELDS, GpuReading
 from edgeplane.telemetry._errors import TelemetryStale
 from edgeplane.telemetry._redfish import FacilityReading, RedfishEmulator, read_unit
+from edgeplane.web import HttpClient
 
 log = logging.getLogger("edgeplane.telemetry")
 

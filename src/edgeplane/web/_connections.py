@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_request import BaseRequest
 
-from edgeplane._api import ApiError, error_body
 from edgeplane._errors import ConfigError
+from edgeplane.web._openai import ApiError, error_body
 
 log = logging.getLogger("edgeplane.connections")
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from edgeplane._api import ApiError, error_body
+from edgeplane.web._openai import ApiError, error_body
 
 log = logging.getLogger("edgeplane")
 

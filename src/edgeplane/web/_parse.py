@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from edgeplane._api import ApiError
+from edgeplane.web._openai import ApiError
 
 # Bodies are read strictly: "no" is not a boolean, "3" is not a number, NaN and infinities are no numbers at
 # all, and fields we do not know are ignored (a newer peer may send more).

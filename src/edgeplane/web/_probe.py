@@ -9,9 +9,9 @@ from collections.abc import Mapping
 import orjson
 
 from edgeplane._errors import BackendError, ConnectError
-from edgeplane._http import HttpClient
 from edgeplane.health import HealthBook, Outcome
 from edgeplane.routing import SiteState, SiteView
+from edgeplane.web._client import HttpClient
 
 PROBE_INTERVAL_SECONDS = 1.0
 PROBE_TIMEOUT_SECONDS = 2.0

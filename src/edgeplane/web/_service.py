@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from edgeplane._api import error_body, error_event
-from edgeplane._connections import ConnectionGuard, ConnectionLimits, quiet_disconnects
 from edgeplane._errors import BackendError, StreamCut
+from edgeplane.web._connections import ConnectionGuard, ConnectionLimits, quiet_disconnects
+from edgeplane.web._openai import error_body, error_event
 
 log = logging.getLogger("edgeplane")
 
