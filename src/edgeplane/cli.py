@@ -19,8 +19,8 @@ from rich.table import Table
 from rich.text import Text
 
 from edgeplane._errors import ConfigError, EdgeplaneError
-from edgeplane._lock import DirectoryLock, LockHeld
 from edgeplane.fleet import Fleet, FleetError, load_fleet
+from edgeplane.local import DirectoryLock, LockHeld
 from edgeplane.units import UnitState
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ def up(
 ) -> None:
     """Start the control plane, the gateway and one site agent per PoP; Ctrl-C stops them all."""
     require_keys = _auth_choice(host, auth)
-    from edgeplane._up import Supervisor, UpOptions, stop_on_sigterm
+    from edgeplane.local import Supervisor, UpOptions, stop_on_sigterm
 
     console = _console(ctx)
     fleet = _load(ctx, fleet_path)
@@ -1684,7 +1684,7 @@ def load_command(
 ) -> None:
     """Replay a demand file against a gateway (Poisson arrivals, each client inside its metro's prefixes)
     and show where each metro's requests were served."""
-    from edgeplane._loadgen import replay
+    from edgeplane.local import replay
     from edgeplane.planning import load_demand, scale
 
     fleet = _load(ctx, fleet_path)

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from edgeplane._up import get_json
 from edgeplane.fleet import load_default_fleet
+from edgeplane.local import get_json
 from tests.conftest import ROOT, RunningFleet, free_port, terminate
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from edgeplane._up import get_json
+from edgeplane.local import get_json
 from tests.conftest import RunningFleet
 from tests.units.test_units_live import answered_by, served_at
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from edgeplane._up import get_json
 from edgeplane.fleet import load_default_fleet
+from edgeplane.local import get_json
 from tests.conftest import OPEN_CLIENTS, RunningFleet
 
 pytestmark = pytest.mark.slow
