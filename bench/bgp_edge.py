@@ -105,7 +105,7 @@ def bench_drain(rounds: int) -> None:
     from tests.bgp.test_speaker import SpeakerProcess, speaker_args
     from tests.conftest import free_port, start_fleet, stop_fleet
 
-    from edgeplane._control_client import ControlClient
+    from edgeplane.cli._client import ControlClient
 
     tmp = Path(tempfile.mkdtemp(prefix="edgeplane-bench-drain-"))
     argv = [sys.executable, "-m", "edgeplane", "up", "--time-scale", "0.05", "--graceful-shutdown-seconds", "0"]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeplane._control_client import ControlClient
 from edgeplane.cli import cli
+from edgeplane.cli._client import ControlClient
 from edgeplane.fleet import load_default_fleet
 from tests.bgp._bird import Bird, BirdRoute, transit
 from tests.conftest import ROOT, RunningFleet, free_port, start_fleet, stop_fleet, terminate

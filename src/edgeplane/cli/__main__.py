@@ -1,0 +1,5 @@
+"""`python -m edgeplane.cli` runs the CLI."""
+
+from edgeplane.cli import main
+
+main()

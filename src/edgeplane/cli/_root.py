@@ -1,0 +1,156 @@
+"""The command group every command hangs from, and what commands share: the console, fleet loading, the
+client of the control plane and how errors are said."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+import platformdirs
+from rich.console import Console
+from rich.text import Text
+
+from edgeplane._errors import ConfigError, EdgeplaneError
+from edgeplane.fleet import Fleet, FleetError, load_fleet
+from edgeplane.local import DirectoryLock, LockHeld
+
+if TYPE_CHECKING:
+    from edgeplane.control import SQLiteStore
+
+DEFAULT_CONTROL_URL = "http://127.0.0.1:8081"
+
+
+RESET_STORE_HELP = (
+    "Start with an empty store on purpose: the data directory's edgeplane.db (damaged or not) is moved aside to"
+    " edgeplane.db.broken-TIMESTAMP, never deleted."
+)
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("EDGEPLANE_DATA_DIR") or platformdirs.user_data_dir("edgeplane"))
+
+
+def _console(ctx: click.Context) -> Console:
+    console = ctx.obj.get("console") if isinstance(ctx.obj, dict) else None
+    return console if isinstance(console, Console) else Console()
+
+
+def _load(ctx: click.Context, path: Path | None) -> Fleet:
+    try:
+        return load_fleet(path)
+    except FleetError as error:
+        console = _console(ctx)
+        console.print(f"[red]fleet file refused[/] ({len(error.problems)} problem(s)):", highlight=False)
+        for problem in error.problems:
+            console.print(f"  {problem}", highlight=False, markup=False)
+        ctx.exit(2)
+        raise  # unreachable: ctx.exit raises
+
+
+def _open_access_log(path: Path) -> None:
+    handler: logging.Handler
+    if str(path) == "-":
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("edgeplane.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+
+
+def _auth_choice(host: str, auth: str | None) -> bool:
+    """Keys are required beyond loopback; on loopback they are off unless asked for."""
+    from edgeplane.control import is_loopback
+
+    if auth == "off" and not is_loopback(host):
+        raise click.UsageError(f"--auth off is refused when listening on {host}: beyond loopback, keys are required")
+    return auth == "on" or not is_loopback(host)
+
+
+def _run(coro: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but keep asyncio as the fallback
+        asyncio.run(coro)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option(
+    "--control",
+    "control_url",
+    envvar="EDGEPLANE_CONTROL_URL",
+    default=DEFAULT_CONTROL_URL,
+    show_default=True,
+    help="URL of the control plane (or EDGEPLANE_CONTROL_URL).",
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log level of services.",
+)
+@click.pass_context
+def cli(ctx: click.Context, control_url: str, log_level: str) -> None:
+    """edgeplane: run AI inference at the edge, nearest healthy metro first."""
+    if not isinstance(ctx.obj, dict):
+        ctx.obj = {}
+    ctx.obj["control_url"] = control_url.rstrip("/")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+
+
+def _lock_or_exit(ctx: click.Context, lock: DirectoryLock) -> DirectoryLock:
+    try:
+        lock.acquire()
+    except LockHeld as error:
+        _refuse(ctx, error)
+    return lock
+
+
+def _open_store_or_exit(ctx: click.Context, data_dir: Path, *, reset: bool) -> SQLiteStore:
+    """The control plane's store, checked: a file that is empty, damaged or not ours ends the command."""
+    from edgeplane.control import SQLiteStore
+
+    try:
+        store = SQLiteStore(data_dir / "edgeplane.db", reset=reset)
+    except ConfigError as error:
+        _refuse(ctx, error)
+    if store.moved_aside is not None:
+        _console(ctx).print(f"--reset-store: the old store was moved aside to {store.moved_aside}", soft_wrap=True)
+    return store
+
+
+def _refuse(ctx: click.Context, error: EdgeplaneError) -> NoReturn:
+    """Print why a service will not start (whole, even if long: it names files) and exit 1, no traceback."""
+    _console(ctx).print(Text.assemble(("error: ", "red"), str(error)), soft_wrap=True)
+    ctx.exit(1)
+
+
+def _api(ctx: click.Context, method: str, path: str, payload: Any = None) -> Any:
+    from edgeplane.cli._client import ControlClient
+
+    client = ControlClient(ctx.obj["control_url"], admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"))
+    try:
+        return client.call(method, path, payload)
+    except EdgeplaneError as error:
+        _console(ctx).print(f"[red]error:[/] {error}", highlight=False)
+        ctx.exit(1)
+
+
+def _admin_client(ctx: click.Context, timeout_seconds: float = 10.0) -> Any:
+    from edgeplane.cli._client import ControlClient
+
+    return ControlClient(
+        ctx.obj["control_url"], admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"), timeout_seconds=timeout_seconds
+    )

@@ -1,0 +1,320 @@
+"""`bgp`: the PoP's speaker, its intents, status, egress decisions and inbound balance."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from edgeplane._errors import ConfigError, EdgeplaneError
+from edgeplane.cli._root import _admin_client, _console, _load, _run, cli, default_data_dir
+
+
+@cli.group()
+def bgp() -> None:
+    """The network edge: what each PoP announces, with which communities."""
+
+
+@bgp.command("run")
+@click.option("--pop", "pop_code", required=True, help="Code of the PoP this speaker announces for.")
+@click.option(
+    "--neighbor",
+    "neighbors",
+    multiple=True,
+    required=True,
+    help="A transit's router, ADDRESS[:PORT] ([ADDRESS]:PORT for IPv6); repeat for each transit.",
+)
+@click.option(
+    "--neighbor-as",
+    "neighbor_asns",
+    multiple=True,
+    required=True,
+    type=click.IntRange(1, 4294967295),
+    help="The AS of each --neighbor, in the same order.",
+)
+@click.option("--local-address", help="Our address on the sessions (default: chosen by the kernel).")
+@click.option("--router-id", help="BGP identifier (default: the PoP's IPv4 next hop).")
+@click.option("--control", "control_url", help="Control plane to follow (default: the global --control).")
+@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path), help="Announce from this fleet file alone.")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), help="Where ExaBGP's files go.")
+@click.option(
+    "--rib-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where the routes received from the transits are written (default: DATA_DIR/bgp-POP/rib-in.json).",
+)
+@click.option("--status-host", default="127.0.0.1", show_default=True, help="Address of /healthz and /metrics.")
+@click.option(
+    "--status-port", type=click.IntRange(0, 65535), help="Serve /healthz (JSON) and /metrics here (default: none)."
+)
+@click.pass_context
+def bgp_run(
+    ctx: click.Context,
+    pop_code: str,
+    neighbors: tuple[str, ...],
+    neighbor_asns: tuple[int, ...],
+    local_address: str | None,
+    router_id: str | None,
+    control_url: str | None,
+    fleet_path: Path | None,
+    data_dir: Path | None,
+    rib_file: Path | None,
+    status_host: str,
+    status_port: int | None,
+) -> None:
+    """Run the PoP's BGP speaker (ExaBGP): announce its intents to its transits and keep them so.
+
+    With --fleet the intents come from the file (everything in the plan announced); otherwise from the
+    control plane, so drains, health and balance actions reach the transits as they happen."""
+    from edgeplane.bgp import Neighbor
+    from edgeplane.speaker import ControlIntents, FleetIntents, IntentSource, Speaker, SpeakerError, status_app
+
+    if len(neighbors) != len(neighbor_asns):
+        raise click.UsageError(
+            f"{len(neighbors)} --neighbor but {len(neighbor_asns)} --neighbor-as: give one AS per neighbour"
+        )
+    try:
+        peers = [Neighbor.parse(text, asn) for text, asn in zip(neighbors, neighbor_asns, strict=True)]
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--neighbor") from None
+    source: IntentSource
+    if fleet_path is not None and control_url is None:
+        fleet = _load(ctx, fleet_path)
+        if pop_code not in fleet.pop_by_code:
+            raise click.BadParameter(f"unknown PoP {pop_code!r}", param_hint="--pop")
+        source = FleetIntents(fleet, pop_code)
+    else:
+        source = ControlIntents(
+            control_url or ctx.obj["control_url"], pop_code, admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN")
+        )
+    workdir = (data_dir or default_data_dir()) / f"bgp-{pop_code}"
+    speaker = Speaker(
+        pop_code,
+        peers,
+        source,
+        workdir=workdir,
+        local_address=local_address,
+        router_id=router_id,
+        rib_file=rib_file or workdir / "rib-in.json",
+    )
+
+    async def main() -> None:
+        import signal
+
+        from edgeplane.web import serve
+
+        stop = asyncio.Event()
+        names = ", ".join(f"{p.address} (AS{p.asn})" for p in peers)
+        print(f"bgp speaker for {pop_code}: peering with {names}", flush=True)
+        if status_port is not None:
+            await serve(
+                status_app(speaker),
+                status_host,
+                status_port,
+                on_ready=lambda url: print(f"bgp speaker status at {url}/healthz and {url}/metrics", flush=True),
+                background=lambda url: [lambda: speaker.run(stop)],
+                stop=stop,
+            )
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await speaker.run(stop)
+
+    try:
+        _run(main())
+    except* (SpeakerError, EdgeplaneError) as group:
+        raise click.ClickException("; ".join(str(e) for e in group.exceptions)) from None
+
+
+@bgp.command("intents")
+@click.option("--pop", "pop_code", required=True, help="Code of the PoP.")
+@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def bgp_intents(ctx: click.Context, pop_code: str, fleet_path: Path | None, as_json: bool) -> None:
+    """What POP announces now: from the control plane (drains, health, actions), or the fleet file alone."""
+    from edgeplane.bgp import pop_intents
+    from edgeplane.speaker import intent_from_json
+
+    loaded = _load(ctx, fleet_path)
+    if pop_code not in loaded.pop_by_code:
+        raise click.BadParameter(f"unknown PoP {pop_code!r}; expected one of: {', '.join(sorted(loaded.pop_by_code))}")
+    client = _admin_client(ctx, timeout_seconds=3)
+    state: dict[str, Any] | None = None
+    try:
+        answer = client.call("GET", f"/api/bgp/intents?pop={pop_code}")
+        intents = [intent_from_json(i) for i in answer["intents"]]
+        state = answer["state"]
+        source = f"control plane {ctx.obj['control_url']}, version {answer['version']}"
+    except EdgeplaneError:
+        intents, source = pop_intents(loaded, pop_code), "no control plane reachable: the fleet file alone"
+    if as_json:
+        payload = {"pop": pop_code, "asn": loaded.asn, "source": source, "state": state}
+        click.echo(json.dumps({**payload, "intents": [i.to_json() for i in intents]}, indent=2))
+        return
+    title = f"{pop_code} announces (AS{loaded.asn}; {source})"
+    if state and state["state"] != "announced":
+        title += f"\nmetro prefixes: {state['state']} ({state['reason']})"
+    table = Table(title=title)
+    for column in ("prefix", "next hop", "scope", "large communities", "communities", "med"):
+        table.add_column(column)
+    for intent in intents:
+        data = intent.to_json()
+        table.add_row(
+            data["prefix"],
+            data["next_hop"],
+            data["scope"],
+            " ".join(data["large_communities"]),
+            " ".join(data["communities"]),
+            "" if data["med"] is None else str(data["med"]),
+        )
+    _console(ctx).print(table)
+
+
+@bgp.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def bgp_status(ctx: click.Context, as_json: bool) -> None:
+    """Each PoP's metro prefixes: announced, in graceful shutdown, or withdrawn, and why."""
+    try:
+        answer = _admin_client(ctx, timeout_seconds=5).call("GET", "/api/bgp")
+    except EdgeplaneError as error:
+        raise click.ClickException(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    table = Table(title=f"metro prefixes per PoP (AS{answer['asn']}, version {answer['version']})")
+    for column in ("pop", "metro", "state", "reason"):
+        table.add_column(column)
+    for pop in answer["pops"]:
+        table.add_row(pop["pop"], pop["metro"], pop["state"], pop["reason"])
+    _console(ctx).print(table)
+    if answer["held"]:
+        _console(ctx).print(f"withdrawals held by the blast radius: {', '.join(answer['held'])}")
+
+
+@bgp.command("explain")
+@click.argument("destination")
+@click.option("--pop", "pop_code", help="PoP whose speaker's received routes to read (DATA_DIR/bgp-POP/rib-in.json).")
+@click.option(
+    "--routes", "routes_path", type=click.Path(path_type=Path, dir_okay=False), help="Routes file (JSON) to read."
+)
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--always-compare-med/--no-always-compare-med",
+    default=True,
+    show_default=True,
+    help="Compare MED between routes from different transits (egress: MED breaks ties of equal AS paths).",
+)
+@click.option("--deterministic-med", is_flag=True, help="Best per neighbour AS first, then across them.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def bgp_explain(
+    ctx: click.Context,
+    destination: str,
+    pop_code: str | None,
+    routes_path: Path | None,
+    data_dir: Path | None,
+    always_compare_med: bool,
+    deterministic_med: bool,
+    as_json: bool,
+) -> None:
+    """Which transit traffic to DESTINATION (an address or prefix) leaves by, and why: the BGP decision process
+    over the routes the transits sent."""
+    from edgeplane.bgp import best_path, load_routes, longest_match
+
+    if routes_path is None:
+        if pop_code is None:
+            raise click.UsageError("give --routes FILE, or --pop CODE to read that PoP's speaker's received routes")
+        routes_path = (data_dir or default_data_dir()) / f"bgp-{pop_code}" / "rib-in.json"
+    try:
+        routes = load_routes(routes_path)
+        prefix, candidates = longest_match(routes, destination)
+    except (ConfigError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    decision = best_path(candidates, always_compare_med=always_compare_med, deterministic_med=deterministic_med)
+    if as_json:
+        click.echo(json.dumps({"destination": destination, **decision.to_json()}, indent=2))
+        return
+    console = _console(ctx)
+    table = Table(title=f"{destination}: {len(candidates)} routes to {prefix} ({decision.method})")
+    for column in ("", "peer", "AS path", "origin", "MED", "local pref", "next hop", "why not"):
+        table.add_column(column)
+    why = {id(c.loser): f"{c.detail} (vs {c.winner.label()})" for c in decision.reasons}
+    for route in candidates:
+        best = route is decision.best
+        table.add_row(
+            "best" if best else "",
+            f"{route.peer} AS{route.peer_asn}",
+            " ".join(map(str, route.as_path)),
+            route.origin,
+            "" if route.med is None else str(route.med),
+            "" if route.local_pref is None else str(route.local_pref),
+            route.next_hop,
+            "" if best else why.get(id(route), ""),
+        )
+    console.print(table)
+    if decision.best is not None:
+        console.print(f"egress for {destination}: {decision.best.label()}")
+
+
+@bgp.command("balance")
+@click.option(
+    "--traffic", "traffic_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    help="CSV with the header pop,transit_asn,gbps: inbound traffic per PoP and transit.",
+)  # fmt: skip
+@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@click.option("--shift-per-prepend", default=0.3, show_default=True, type=click.FloatRange(0.01, 1.0))
+@click.option("--apply", "apply_", is_flag=True, help="Send the suggestions to the control plane as actions.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def bgp_balance(
+    ctx: click.Context,
+    traffic_path: Path,
+    fleet_path: Path | None,
+    shift_per_prepend: float,
+    apply_: bool,
+    as_json: bool,
+) -> None:
+    """Suggest prepends or action communities that move inbound traffic toward equal use of each PoP's
+    transits, with the predicted effect."""
+    from edgeplane.bgp import read_traffic, suggest
+
+    fleet = _load(ctx, fleet_path)
+    try:
+        traffic = read_traffic(traffic_path, fleet)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    suggestions = [suggest(fleet, pop, per, shift_per_prepend=shift_per_prepend) for pop, per in traffic.items()]
+    applied: list[dict[str, Any]] = []
+    if apply_:
+        client = _admin_client(ctx)
+        for s in suggestions:
+            if s.transit_asn is None:
+                continue
+            try:
+                body = {"pop": s.pop, "transit_asn": s.transit_asn, "action": s.action}
+                applied.append(client.call("POST", "/api/bgp/actions", body))
+            except EdgeplaneError as error:
+                raise click.ClickException(
+                    f"applying {s.action} on {s.pop} toward AS{s.transit_asn}: {error}"
+                ) from None
+    if as_json:
+        click.echo(json.dumps({"suggestions": [s.to_json() for s in suggestions], "applied": applied}, indent=2))
+        return
+    table = Table(title="inbound balance (utilisation per transit: now -> predicted)")
+    for column in ("pop", "suggestion", "utilisation"):
+        table.add_column(column)
+    for s in suggestions:
+        what = "balanced" if s.transit_asn is None else f"{s.action} toward AS{s.transit_asn}"
+        shares = ", ".join(f"AS{a} {s.before[a]:.0%} -> {s.after[a]:.0%}" for a in s.before)
+        table.add_row(s.pop, what, shares)
+    console = _console(ctx)
+    console.print(table)
+    if applied:
+        console.print(f"applied {len(applied)} actions; the speakers announce them now")

@@ -1,0 +1,114 @@
+"""`fleet check` and `fleet show`: the fleet description."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from edgeplane.cli._root import _console, _load, cli
+from edgeplane.fleet import Fleet
+
+
+@cli.group()
+def fleet() -> None:
+    """Check and show fleet descriptions."""
+
+
+@fleet.command("check")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.pass_context
+def fleet_check(ctx: click.Context, path: Path) -> None:
+    """Validate a fleet file; exit 2 naming file, line and field of each problem."""
+    loaded = _load(ctx, path)
+    units = sum(1 for _ in loaded.units())
+    counts = f"{len(loaded.metros)} metros, {len(loaded.pops)} PoPs, {units} units, {len(loaded.models)} models"
+    _console(ctx).print(f"{path}: ok ({counts})", highlight=False)
+
+
+def fleet_json(loaded: Fleet) -> dict[str, Any]:
+    metros = []
+    for metro in loaded.metros:
+        pops = []
+        for pop in loaded.pops_in(metro.code):
+            pops.append(
+                {
+                    "code": pop.code,
+                    "id": pop.id,
+                    "name": pop.name,
+                    "gpus": pop.gpus_by_type(),
+                    "power_kw": sum(u.power_kw for u in pop.units),
+                    "units": [u.model_dump(mode="json") for u in pop.units],
+                    "transits": [t.model_dump(mode="json") for t in pop.transits],
+                    "models": loaded.models_at(pop.code),
+                }
+            )
+        metros.append(
+            {
+                "code": metro.code,
+                "id": metro.id,
+                "name": metro.name,
+                "region": metro.region,
+                "continent": loaded.region_of(metro.code).continent,
+                "latitude": metro.latitude,
+                "longitude": metro.longitude,
+                "client_prefixes": list(metro.client_prefixes),
+                "pops": pops,
+            }
+        )
+    return {
+        "asn": loaded.asn,
+        "continents": [c.model_dump(mode="json") for c in loaded.continents],
+        "regions": [r.model_dump(mode="json") for r in loaded.regions],
+        "metros": metros,
+        "links": [link.model_dump(mode="json") for link in loaded.links],
+        "models": [m.model_dump(mode="json") for m in loaded.models],
+        "placement": [p.model_dump(mode="json") for p in loaded.placement],
+    }
+
+
+@fleet.command("show")
+@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def fleet_show(ctx: click.Context, fleet_path: Path | None, as_json: bool) -> None:
+    """Show the fleet: metros, PoPs, GPUs and models."""
+    loaded = _load(ctx, fleet_path)
+    console = _console(ctx)
+    if as_json:
+        click.echo(json.dumps(fleet_json(loaded), indent=2))
+        return
+    table = Table(title=f"fleet (AS{loaded.asn})")
+    for column in ("metro", "region", "continent", "PoPs", "GPUs", "client prefixes"):
+        table.add_column(column)
+    for metro in loaded.metros:
+        pops = loaded.pops_in(metro.code)
+        gpus: dict[str, int] = {}
+        for pop in pops:
+            for kind, n in pop.gpus_by_type().items():
+                gpus[kind] = gpus.get(kind, 0) + n
+        table.add_row(
+            f"{metro.code} ({metro.name})",
+            metro.region,
+            loaded.region_of(metro.code).continent,
+            ", ".join(p.code for p in pops),
+            ", ".join(f"{n}x{k}" for k, n in sorted(gpus.items())),
+            ", ".join(metro.client_prefixes),
+        )
+    console.print(table)
+    models = Table(title="models")
+    for column in ("model", "params (B)", "GPUs/replica", "SLO TTFT (ms)", "placed at"):
+        models.add_column(column)
+    for spec in loaded.models:
+        placed = [p.pop for p in loaded.placement if p.model == spec.name]
+        models.add_row(
+            spec.name,
+            f"{spec.parameters_billions:g}",
+            str(spec.gpus_per_replica),
+            f"{spec.slo_ttft_ms:g}",
+            ", ".join(placed),
+        )
+    console.print(models)

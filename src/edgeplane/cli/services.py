@@ -1,0 +1,307 @@
+"""`control run`, `gateway run`, `site run`: each service on its own, as `up` starts them."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeplane._errors import ConfigError, EdgeplaneError
+from edgeplane.cli._root import (
+    RESET_STORE_HELP,
+    _auth_choice,
+    _load,
+    _lock_or_exit,
+    _open_access_log,
+    _open_store_or_exit,
+    _refuse,
+    _run,
+    cli,
+    default_data_dir,
+)
+from edgeplane.fleet import Fleet
+from edgeplane.local import DirectoryLock
+
+
+@cli.group()
+def control() -> None:
+    """The control plane service."""
+
+
+@control.command("run")
+@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8081, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--admin-token", envvar="EDGEPLANE_ADMIN_TOKEN")
+@click.option("--agent-timeout", default=2.0, show_default=True, help="Seconds without a report before a site is down.")
+@click.option(
+    "--limit-window", default=60.0, show_default=True, help="Seconds of a rate-limit window (rpm/tpm scale to it)."
+)
+@click.option(
+    "--graceful-shutdown-seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="How long a drained metro's prefixes carry GRACEFUL_SHUTDOWN (65535:0) before they are withdrawn.",
+)
+@click.option("--reset-store", is_flag=True, help=RESET_STORE_HELP)
+@click.pass_context
+def control_run(
+    ctx: click.Context,
+    fleet_path: Path | None,
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    admin_token: str | None,
+    agent_timeout: float,
+    limit_window: float,
+    graceful_shutdown_seconds: float,
+    reset_store: bool,
+) -> None:
+    """Serve the control plane API."""
+    from edgeplane.control import ControlPlane, FleetState
+
+    fleet = _load(ctx, fleet_path)
+    data_dir = data_dir or default_data_dir()
+    # Its own lock file (`up` holds up.lock in the same directory): two control planes on one store refuse.
+    lock = _lock_or_exit(
+        ctx, DirectoryLock(data_dir / "control.lock", "edgeplane control run", data_dir / "edgeplane.db")
+    )
+    store = _open_store_or_exit(ctx, data_dir, reset=reset_store)
+    plane = ControlPlane(
+        FleetState(
+            fleet, store, agent_timeout_seconds=agent_timeout, graceful_shutdown_seconds=graceful_shutdown_seconds
+        ),
+        admin_token=admin_token,
+        limit_window_seconds=limit_window,
+    )
+    try:
+        _run(plane.run(host, port, on_ready=lambda url: print(f"control plane at {url}", flush=True)))
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    except OSError as error:
+        if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        _refuse(ctx, EdgeplaneError(f"the control plane cannot listen on {host}:{port}: {error.strerror}"))
+    finally:
+        lock.release()
+
+
+@cli.group()
+def gateway() -> None:
+    """The OpenAI-compatible gateway service."""
+
+
+@gateway.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--home-metro", help="Metro of clients whose address matches no metro prefix.")
+@click.option("--trusted-proxy", multiple=True, help="Network whose X-Forwarded-For is believed (default: loopback).")
+@click.option(
+    "--max-attempts", default=3, show_default=True, type=click.IntRange(1, 10), help="Sites tried per request."
+)
+@click.option(
+    "--first-token-timeout", default=10.0, show_default=True, help="Seconds to wait for a stream's first event."
+)
+@click.option(
+    "--read-timeout", default=300.0, show_default=True, help="Seconds to wait for a whole non-streamed answer."
+)
+@click.option("--request-budget", default=30.0, show_default=True, help="Seconds for all tries before the first byte.")
+@click.option(
+    "--auth",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="Require API keys (default: off on loopback, on anywhere else; off is refused beyond loopback).",
+)
+@click.option(
+    "--access-log", type=click.Path(path_type=Path, dir_okay=False), help="One JSON line per request ('-': stderr)."
+)
+@click.option(
+    "--max-connections-per-address",
+    default=256,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Open connections one client address may hold (0: no limit; raise it behind a proxy that pools).",
+)
+@click.pass_context
+def gateway_run(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    home_metro: str | None,
+    trusted_proxy: tuple[str, ...],
+    max_attempts: int,
+    first_token_timeout: float,
+    read_timeout: float,
+    request_budget: float,
+    auth: str | None,
+    access_log: Path | None,
+    max_connections_per_address: int,
+) -> None:
+    """Serve the OpenAI API, routing on the control plane's snapshots."""
+    require_keys = _auth_choice(host, auth)
+    if access_log is not None:
+        _open_access_log(access_log)
+    from edgeplane.gateway import DEFAULT_TRUSTED_PROXIES, ClientLocator, Gateway, GatewayOptions, SnapshotWatcher
+    from edgeplane.web import ConnectionLimits, serve, supervised
+
+    watcher = SnapshotWatcher(
+        ctx.obj["control_url"], home_metro=home_metro, admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN")
+    )
+    try:
+        locator = ClientLocator(trusted_proxy or DEFAULT_TRUSTED_PROXIES)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--trusted-proxy") from None
+    options = GatewayOptions(max_attempts, first_token_timeout, read_timeout, request_budget, auth=require_keys)
+    app = Gateway(watcher, locator=locator, options=options)
+
+    async def main() -> None:
+        try:
+            await serve(
+                app.app(),
+                host,
+                port,
+                on_ready=lambda url: print(f"gateway at {url}", flush=True),
+                background=lambda url: [
+                    supervised("snapshot watch", watcher.watch_forever),
+                    supervised("gateway probes", app.probe_forever),
+                    supervised("gateway reports", app.report_forever),
+                    supervised("lease keeping", app.lease_forever),
+                ],
+                limits=ConnectionLimits(max_connections_per_address=max_connections_per_address or None),
+            )
+        finally:
+            await watcher.close()
+
+    _run(main())
+
+
+@cli.group()
+def site() -> None:
+    """The site agent of one PoP."""
+
+
+@site.command("run")
+@click.option("--pop", required=True, help="Code of the PoP this agent serves.")
+@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--backend",
+    default="emulator",
+    show_default=True,
+    type=click.Choice(["emulator", "llamacpp", "upstream"]),
+)
+@click.option("--gguf", "gguf_path", type=click.Path(path_type=Path, dir_okay=False), help="GGUF file (llamacpp).")
+@click.option("--upstream", "upstream_url", help="OpenAI-compatible base URL (upstream).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--no-report", is_flag=True, help="Do not report to the control plane.")
+@click.option("--redfish", "redfish", multiple=True, metavar="UNIT=URL", help="A unit's Redfish service to poll.")
+@click.option(
+    "--dcgm",
+    "dcgm",
+    multiple=True,
+    metavar="UNIT=URL",
+    help="A DCGM exporter (/metrics URL) in a unit; repeat per server.",
+)
+@click.option(
+    "--redfish-emulate", is_flag=True, help="Emulate the Redfish service and DCGM exporter of every unit not given one."
+)
+@click.pass_context
+def site_run(
+    ctx: click.Context,
+    pop: str,
+    fleet_path: Path | None,
+    host: str,
+    port: int,
+    backend: str,
+    gguf_path: Path | None,
+    upstream_url: str | None,
+    seed: int,
+    time_scale: float,
+    no_report: bool,
+    redfish: tuple[str, ...],
+    dcgm: tuple[str, ...],
+    redfish_emulate: bool,
+) -> None:
+    """Serve the models placed at one PoP."""
+    from prometheus_client import CollectorRegistry
+
+    from edgeplane.site import ModelLoader, SiteAgent, SiteOptions, build_backends
+
+    fleet = _load(ctx, fleet_path)
+    registry = CollectorRegistry()
+    options = SiteOptions(backend, seed, time_scale, gguf_path, upstream_url)
+    try:
+        backends = build_backends(fleet, pop, options, registry)
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+    agent = SiteAgent(
+        pop,
+        backends,
+        kind=backend,
+        registry=registry,
+        control_url=None if no_report else ctx.obj["control_url"],
+        admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
+        loader=None if no_report else ModelLoader(fleet, pop, options, registry),
+        watch=_unit_watch(fleet, pop, (redfish, dcgm), redfish_emulate, registry, time_scale, seed),
+    )
+    agent.replicas = dict(fleet.models_at(pop))
+    _run(agent.run(host, port, on_ready=lambda url: print(f"site {pop} at {url}", flush=True)))
+
+
+def _unit_watch(
+    fleet: Fleet,
+    pop: str,
+    given: tuple[tuple[str, ...], tuple[str, ...]],
+    emulate: bool,
+    registry: Any,
+    time_scale: float,
+    seed: int,
+) -> Any:
+    """The PoP's units to watch: those given a Redfish URL (and DCGM exporter), and with ``emulate`` the rest;
+    None if neither."""
+    from edgeplane.telemetry import UnitWatch
+
+    units = {u.code: u for u in fleet.pop_by_code[pop].units} if pop in fleet.pop_by_code else {}
+
+    def parse(items: tuple[str, ...], option: str) -> dict[str, list[str]]:
+        urls: dict[str, list[str]] = {}
+        for item in items:
+            code, _, url = item.partition("=")
+            if code not in units or not url.startswith(("http://", "https://")):
+                raise click.BadParameter(f"expected UNIT=URL with a unit of {pop} ({', '.join(units)}), not {item!r}",
+                                         param_hint=option)  # fmt: skip
+            urls.setdefault(code, []).append(url)
+        return urls
+
+    redfish = parse(given[0], "--redfish")
+    if twice := sorted(code for code, given_urls in redfish.items() if len(given_urls) > 1):
+        raise click.BadParameter(
+            f"one Redfish service per unit; given twice: {', '.join(twice)}", param_hint="--redfish"
+        )
+    urls: dict[str, str | None] = {code: given_urls[0] for code, given_urls in redfish.items()}
+    dcgm = parse(given[1], "--dcgm")
+    if emulate:
+        urls.update({code: None for code in units if code not in urls})
+    if not urls:
+        return None
+    scale = time_scale if time_scale > 0 else 1.0
+    power = {code: unit.power_kw for code, unit in units.items()}
+    gpus = {code: unit.gpus_by_type() for code, unit in units.items()}
+    return UnitWatch(
+        urls,
+        power,
+        registry,
+        dcgm=dcgm,
+        gpus=gpus,
+        interval_seconds=min(1.0, max(0.5, scale * 5)),
+        hold_scale=scale,
+        seed=seed,
+        admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
+    )

@@ -1,0 +1,174 @@
+"""`edgeplane up`: the whole fleet on this machine."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from edgeplane._errors import EdgeplaneError
+from edgeplane.cli._root import (
+    RESET_STORE_HELP,
+    _auth_choice,
+    _console,
+    _load,
+    _lock_or_exit,
+    _open_store_or_exit,
+    cli,
+    default_data_dir,
+)
+from edgeplane.local import DirectoryLock
+
+
+@cli.command()
+@click.option(
+    "--fleet", "fleet_path", type=click.Path(path_type=Path), help="Fleet file (default: the embedded fleet)."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address every service binds.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Gateway port.")
+@click.option(
+    "--control-port",
+    default=8081,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Control plane port.",
+)
+@click.option("--backend", default="emulator", show_default=True, type=click.Choice(["emulator", "llamacpp"]))
+@click.option(
+    "--gguf",
+    "gguf_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="GGUF file for the llamacpp backend (default: a tiny random-weights model made on first use).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where state is kept (or EDGEPLANE_DATA_DIR).",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the emulator.")
+@click.option(
+    "--time-scale",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Emulator delays are multiplied by this.",
+)
+@click.option("--home-metro", help="The gateway's own metro, for clients outside every metro's prefixes.")
+@click.option(
+    "--admin-token",
+    envvar="EDGEPLANE_ADMIN_TOKEN",
+    help="Token for admin actions (required beyond loopback).",
+)
+@click.option("--ready-timeout", default=120.0, show_default=True, help="Seconds to wait for the fleet to serve.")
+@click.option("--first-token-timeout", type=float, help="Gateway: seconds to wait for a stream's first event (10).")
+@click.option("--read-timeout", type=float, help="Gateway: seconds to wait for a whole non-streamed answer (300).")
+@click.option(
+    "--auth",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="Require API keys (default: off on loopback, on anywhere else; off is refused beyond loopback).",
+)
+@click.option(
+    "--graceful-shutdown-seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Control plane: how long a drained metro's prefixes carry GRACEFUL_SHUTDOWN before their withdrawal.",
+)
+@click.option("--reset-store", is_flag=True, help=RESET_STORE_HELP)
+@click.pass_context
+def up(
+    ctx: click.Context,
+    fleet_path: Path | None,
+    host: str,
+    port: int,
+    control_port: int,
+    backend: str,
+    gguf_path: Path | None,
+    data_dir: Path | None,
+    seed: int,
+    time_scale: float,
+    home_metro: str | None,
+    admin_token: str | None,
+    ready_timeout: float,
+    first_token_timeout: float | None,
+    read_timeout: float | None,
+    auth: str | None,
+    graceful_shutdown_seconds: float,
+    reset_store: bool,
+) -> None:
+    """Start the control plane, the gateway and one site agent per PoP; Ctrl-C stops them all."""
+    require_keys = _auth_choice(host, auth)
+    from edgeplane.local import Supervisor, UpOptions, stop_on_sigterm
+
+    console = _console(ctx)
+    fleet = _load(ctx, fleet_path)
+    data_dir = data_dir or default_data_dir()
+    # Before anything starts: a second `up` on this directory must leave the first one's fleet alone.
+    lock = _lock_or_exit(ctx, DirectoryLock(data_dir / "up.lock", "edgeplane up", data_dir))
+    if not reset_store:  # refuse a broken store here, once, rather than through a control plane that keeps failing
+        _open_store_or_exit(ctx, data_dir, reset=False).close()
+    if backend == "llamacpp" and gguf_path is None:
+        from edgeplane.site import write_tiny_llama_gguf
+
+        gguf_path = data_dir / "models" / "tiny-llama.gguf"
+        if not gguf_path.exists():
+            write_tiny_llama_gguf(gguf_path)
+        console.print(
+            f"llamacpp backend: every model loads {gguf_path} (tiny random weights; use --gguf for a real model)"
+        )
+    options = UpOptions(
+        fleet_path=fleet_path,
+        host=host,
+        port=port,
+        control_port=control_port,
+        backend=backend,
+        data_dir=data_dir,
+        gguf_path=gguf_path,
+        seed=seed,
+        time_scale=time_scale,
+        home_metro=home_metro,
+        log_level=ctx.find_root().params.get("log_level", "warning"),
+        admin_token=admin_token,
+        ready_timeout_seconds=ready_timeout,
+        control_args=["--graceful-shutdown-seconds", str(graceful_shutdown_seconds)],
+        reset_store=reset_store,
+        gateway_args=[
+            *(["--first-token-timeout", str(first_token_timeout)] if first_token_timeout else []),
+            *(["--read-timeout", str(read_timeout)] if read_timeout else []),
+            "--auth",
+            "on" if require_keys else "off",
+            "--access-log",
+            str(data_dir / "access.log"),
+        ],
+    )
+    supervisor = Supervisor(fleet, options, console)
+    stop_on_sigterm()
+    try:
+        supervisor.start()
+        console.print(
+            f"[green]edgeplane is up[/]: {len(fleet.metros)} metros, {len(fleet.pops)} PoPs, backend {backend}"
+        )
+        console.print(f"  gateway (OpenAI API)  {supervisor.gateway_url}/v1")
+        console.print(f"  control plane         {supervisor.control_url}/ (dashboard; API under /api/)")
+        console.print(f"  data directory        {data_dir}")
+        keys_note = "required (edgeplane keys create --tenant NAME)" if require_keys else "off (loopback)"
+        console.print(f"  API keys              {keys_note}")
+        console.print(f"  access log            {data_dir / 'access.log'}")
+        console.print(
+            "Try: edgeplane status; edgeplane route --client 198.18.0.1 --model "
+            f"{fleet.models[0].name}. Ctrl-C stops everything.",
+            highlight=False,
+        )
+        sys.stdout.flush()
+        supervisor.wait()
+    except KeyboardInterrupt:
+        console.print("stopping...")
+    except EdgeplaneError as error:
+        console.print(f"[red]error:[/] {error}", highlight=False)
+        ctx.exit(1)
+    finally:
+        supervisor.stop()
+        lock.release()
+    console.print("stopped")
