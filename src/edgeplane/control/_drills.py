@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import itertools
 import logging
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +123,18 @@ class DemandBook:
         return covered, rows
 
 
+class DrillState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ROLLED_BACK = "rolled back"
+    REFUSED = "refused"
+
+    @property
+    def done(self) -> bool:
+        return self not in (DrillState.PENDING, DrillState.RUNNING)
+
+
 @dataclass
 class Drill:
     id: int
@@ -130,7 +143,7 @@ class Drill:
     slo_ttft_ms: float | None  # None: each request against its model's SLO
     by: str
     force: bool = False
-    state: str = "pending"  # pending, running, completed, rolled back, refused
+    state: DrillState = DrillState.PENDING
     started_at: float | None = None  # unix
     ended_at: float | None = None
     reason: str = ""
@@ -143,8 +156,8 @@ class Drill:
             "duration_seconds": self.duration_seconds,
             "slo_ttft_ms": self.slo_ttft_ms,
             "by": self.by,
-            "state": self.state,
-            "done": self.state not in ("pending", "running"),
+            "state": self.state.value,
+            "done": self.state.done,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "reason": self.reason,
@@ -174,20 +187,35 @@ def judge(samples: list[Sample], slo_ttft_ms: float | None, model_slo_ms: Mappin
     }
 
 
-class DrillRunner:
-    """Runs one drill at a time, in order; each ends by restoring the metro, whatever happened."""
+Sleep = Callable[[float], Awaitable[None]]
 
-    def __init__(self, state: FleetState, traffic: Traffic, publish: Callable[[], None]) -> None:
+
+class DrillRunner:
+    """Runs one drill at a time, in order; each ends by restoring the metro, whatever happened. Time comes
+    from ``clock`` (monotonic, the traffic's), ``wall_clock`` (for the record) and ``sleep``: tests run drills
+    in virtual time."""
+
+    def __init__(
+        self,
+        state: FleetState,
+        traffic: Traffic,
+        publish: Callable[[], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self.state = state
         self.traffic = traffic
         self.publish = publish
+        self.clock, self.wall_clock, self.sleep = clock, wall_clock, sleep
         self.drills: dict[int, Drill] = {}
         self._ids = itertools.count(1)
         self._queue: asyncio.Queue[Drill] = asyncio.Queue()
         self.changed = asyncio.Event()
 
     def __repr__(self) -> str:
-        running = [d.metro for d in self.drills.values() if d.state == "running"]
+        running = [d.metro for d in self.drills.values() if d.state is DrillState.RUNNING]
         return f"<DrillRunner [running: {', '.join(running) or 'none'}, queued: {self._queue.qsize()}]>"
 
     def submit(self, metro: str, duration_seconds: float, slo_ttft_ms: float | None, by: str, force: bool) -> Drill:
@@ -212,7 +240,9 @@ class DrillRunner:
             "reason": drill.reason,
             "figures": drill.figures,
         }
-        self.state.store.audit(AuditRecord(time.time(), drill.by, action, f"metro {drill.metro}", outcome, detail))
+        self.state.store.audit(
+            AuditRecord(self.wall_clock(), drill.by, action, f"metro {drill.metro}", outcome, detail)
+        )
 
     async def run_forever(self) -> None:
         while True:
@@ -225,38 +255,42 @@ class DrillRunner:
     async def _run(self, drill: Drill) -> None:
         state = self.state
         model_slo = {m.name: m.slo_ttft_ms for m in state.fleet.models}
-        drill.state, drill.started_at = "running", time.time()
+        drill.state, drill.started_at = DrillState.RUNNING, self.wall_clock()
         self._audit(drill, "drill start", "announced")
         log.warning("drill %d: draining metro %s for %.0f s", drill.id, drill.metro, drill.duration_seconds)
         self._notify()
         try:
             state.drain("metro", drill.metro, by=f"drill {drill.id} ({drill.by})", reason="drill", force=drill.force)
         except DrainRefused as refused:
-            drill.state, drill.reason, drill.ended_at = "refused", "; ".join(refused.reasons), time.time()
-            self._audit(drill, "drill end", "refused")
+            drill.state, drill.reason, drill.ended_at = (
+                DrillState.REFUSED,
+                "; ".join(refused.reasons),
+                self.wall_clock(),
+            )
+            self._audit(drill, "drill end", drill.state.value)
             return
         self.publish()
-        start = time.monotonic()
+        start = self.clock()
         try:
-            while time.monotonic() - start < drill.duration_seconds:
-                await asyncio.sleep(CHECK_SECONDS)
+            while self.clock() - start < drill.duration_seconds:
+                await self.sleep(CHECK_SECONDS)
                 drill.figures = judge(self.traffic.moved(drill.metro, start), drill.slo_ttft_ms, model_slo)
                 if drill.figures["breached"]:
                     limit = f"{drill.slo_ttft_ms:g} ms" if drill.slo_ttft_ms else "each model's SLO"
-                    drill.state = "rolled back"
+                    drill.state = DrillState.ROLLED_BACK
                     drill.reason = (
                         f"{drill.figures['over_slo']} of {drill.figures['samples']} moved requests had a time to first"
                         f" token over {limit} (p95 {drill.figures['ttft_ms_p95']} ms)"
                     )
                     break
             else:
-                drill.state = "completed"
+                drill.state = DrillState.COMPLETED
                 drill.figures = judge(self.traffic.moved(drill.metro, start), drill.slo_ttft_ms, model_slo)
         finally:
             state.undrain("metro", drill.metro, by=f"drill {drill.id} ({drill.by})")
             self.publish()
-            drill.ended_at = time.time()
-            if drill.state == "running":
-                drill.state, drill.reason = "rolled back", "the drill was interrupted"
+            drill.ended_at = self.wall_clock()
+            if drill.state is DrillState.RUNNING:
+                drill.state, drill.reason = DrillState.ROLLED_BACK, "the drill was interrupted"
             log.warning("drill %d on %s: %s %s", drill.id, drill.metro, drill.state, drill.reason)
-            self._audit(drill, "drill end", drill.state)
+            self._audit(drill, "drill end", drill.state.value)
