@@ -29,7 +29,7 @@ from bench._synthetic import synthetic_fleet
 from tests.conftest import serving
 
 from edgeplane.control import ControlPlane, FleetState, SQLiteStore
-from edgeplane.control._dashboard import PUSH_SECONDS, Dashboard
+from edgeplane.dashboard import PUSH_SECONDS, Dashboard, with_dashboard
 from edgeplane.fleet import load_default_fleet
 from edgeplane.telemetry import RedfishEmulator, UnitWatch
 from edgeplane.web import HttpClient
@@ -59,7 +59,9 @@ async def poll_cost(units: int, rounds: int = 20) -> float:
 
 
 async def push_latency(cycles: int = 20) -> list[float]:
-    plane = ControlPlane(FleetState(load_default_fleet(), SQLiteStore(":memory:")), probe_interval_seconds=None)
+    plane = with_dashboard(
+        ControlPlane(FleetState(load_default_fleet(), SQLiteStore(":memory:")), probe_interval_seconds=None)
+    )
     seen: asyncio.Queue[tuple[float, str]] = asyncio.Queue()
     async with serving(plane) as url, aiohttp.ClientSession() as session:
 
@@ -96,7 +98,7 @@ async def push_latency(cycles: int = 20) -> list[float]:
 
 
 def state_cost(plane: ControlPlane, rounds: int) -> float:
-    dashboard = Dashboard(plane)
+    dashboard = Dashboard(plane.view())
     started = time.perf_counter()
     for _ in range(rounds):
         orjson.dumps(dashboard.state())

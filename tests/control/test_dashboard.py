@@ -9,6 +9,7 @@ import aiohttp
 import orjson
 
 from edgeplane.control import ControlPlane, FleetState, SQLiteStore
+from edgeplane.dashboard import with_dashboard
 from edgeplane.fleet import load_default_fleet
 from tests.conftest import serving
 
@@ -17,7 +18,7 @@ ADMIN = {"Authorization": "Bearer s3cret-admin", "X-Edgeplane-Actor": "alice"}
 
 def plane() -> ControlPlane:
     state = FleetState(load_default_fleet(), SQLiteStore(":memory:"))
-    return ControlPlane(state, admin_token="s3cret-admin", probe_interval_seconds=None)
+    return with_dashboard(ControlPlane(state, admin_token="s3cret-admin", probe_interval_seconds=None))
 
 
 async def next_state(events: aiohttp.ClientResponse) -> dict:  # type: ignore[type-arg]
@@ -135,3 +136,13 @@ async def test_the_planner_publishes_its_scenario_report_for_the_dashboard() -> 
             },
         ]
         assert [a["action"] for a in state["audit"]] == ["publish-scenarios"]
+
+
+def test_the_control_plane_knows_no_dashboard() -> None:
+    """The dashboard is a face on the control plane's narrow ControlView; the control plane imports none of it."""
+    import subprocess
+    import sys
+
+    check = "import sys, edgeplane.control; assert not [m for m in sys.modules if m.startswith('edgeplane.dashboard')]"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -19,6 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from edgeplane.control import ControlPlane, FleetState, SQLiteStore
+from edgeplane.dashboard import with_dashboard
 from edgeplane.fleet import load_default_fleet, load_fleet
 from edgeplane.site import SiteAgent, SiteOptions, build_backends
 from edgeplane.web import supervised
@@ -31,7 +32,9 @@ MODEL = "llama-3.1-8b-instruct"
 
 def plane(token: str | None = None, fleet_path: Any = None) -> ControlPlane:
     fleet = load_fleet(fleet_path) if fleet_path else load_default_fleet()
-    return ControlPlane(FleetState(fleet, SQLiteStore(":memory:")), admin_token=token, probe_interval_seconds=None)
+    return with_dashboard(
+        ControlPlane(FleetState(fleet, SQLiteStore(":memory:")), admin_token=token, probe_interval_seconds=None)
+    )
 
 
 @pytest.fixture

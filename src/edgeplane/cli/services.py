@@ -64,6 +64,7 @@ def control_run(
 ) -> None:
     """Serve the control plane API."""
     from edgeplane.control import ControlPlane, FleetState
+    from edgeplane.dashboard import with_dashboard
 
     fleet = _load(ctx, fleet_path)
     data_dir = data_dir or default_data_dir()
@@ -72,12 +73,14 @@ def control_run(
         ctx, DirectoryLock(data_dir / "control.lock", "edgeplane control run", data_dir / "edgeplane.db")
     )
     store = _open_store_or_exit(ctx, data_dir, reset=reset_store)
-    plane = ControlPlane(
-        FleetState(
-            fleet, store, agent_timeout_seconds=agent_timeout, graceful_shutdown_seconds=graceful_shutdown_seconds
-        ),
-        admin_token=admin_token,
-        limit_window_seconds=limit_window,
+    plane = with_dashboard(
+        ControlPlane(
+            FleetState(
+                fleet, store, agent_timeout_seconds=agent_timeout, graceful_shutdown_seconds=graceful_shutdown_seconds
+            ),
+            admin_token=admin_token,
+            limit_window_seconds=limit_window,
+        )
     )
     try:
         _run(plane.run(host, port, on_ready=lambda url: print(f"control plane at {url}", flush=True)))

@@ -10,6 +10,7 @@ from edgeplane.control._state import (
     fleet_digest,
 )
 from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, SQLiteStore, Store
+from edgeplane.control._view import ControlView
 
 __all__ = [
     "DRAIN_KINDS",
@@ -17,6 +18,7 @@ __all__ = [
     "AgentReport",
     "AuditRecord",
     "ControlPlane",
+    "ControlView",
     "Drain",
     "DrainRefused",
     "FleetState",

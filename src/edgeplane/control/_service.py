@@ -14,10 +14,11 @@ from aiohttp import web
 from edgeplane._errors import BackendError
 from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS
 from edgeplane.control import _bodies as bodies
-from edgeplane.control._dashboard import Dashboard, summarise_scenarios
 from edgeplane.control._drills import DemandBook, DrillRunner, Traffic
+from edgeplane.control._reports import summarise_scenarios
 from edgeplane.control._state import DrainRefused, FleetState, PlacementRefused, UnknownTarget
 from edgeplane.control._store import AuditRecord, StoreError
+from edgeplane.control._view import ControlView
 from edgeplane.faults import CATALOGUE
 from edgeplane.routing import DEFAULT_PROMPT_TOKENS, SiteState
 from edgeplane.tenants import WINDOW_SECONDS, LeaseBook
@@ -89,9 +90,18 @@ class ControlPlane:
         # The planner's latest report, as `plan scenarios --publish` sent it, and its summary for the dashboard.
         self.scenario_report: dict[str, Any] | None = None
         self.scenario_summary: dict[str, Any] | None = None
+        self._mounts: list[Callable[[web.Application], None]] = []
 
     def __repr__(self) -> str:
         return f"<ControlPlane {self.state!r}>"
+
+    def mount(self, routes: Callable[[web.Application], None]) -> None:
+        """Serve ``routes`` beside the API (a face such as the dashboard adds its own; the API knows none)."""
+        self._mounts.append(routes)
+
+    def view(self) -> ControlView:
+        """What a face may read of this control plane."""
+        return ControlView(self)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024 * 1024, middlewares=[json_errors, browser_guard(), store_errors])
@@ -130,7 +140,8 @@ class ControlPlane:
         app.router.add_post("/api/units/{code}/state", self._set_unit_state)
         app.router.add_get("/api/plan/scenarios", self._scenarios)
         app.router.add_post("/api/plan/scenarios", self._publish_scenarios)
-        Dashboard(self).routes(app)
+        for mount in self._mounts:
+            mount(app)
         return app
 
     @property

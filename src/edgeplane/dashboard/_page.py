@@ -1,5 +1,6 @@
-"""The control plane's dashboard: a page at / with a map of the fleet (Leaflet and a world outline from npm's
-world-atlas, both served from this package: no CDN, no tiles), fed by server-sent events at /api/events.
+"""The dashboard, a face of the control plane: a page at / with a map of the fleet (Leaflet and a world outline
+from npm's world-atlas, both served from this package: no CDN, no tiles), fed by server-sent events at
+/api/events.
 
 The page reads the same state as /api/status, plus what the gateways report (requests per second per client
 metro and the scope they were served at), unit telemetry and alarms, drains, drills, the audit log's tail and
@@ -13,16 +14,13 @@ import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from edgeplane.control._bodies import Busiest, ScenarioRow
+from edgeplane.control import ControlPlane, ControlView
 from edgeplane.web import authorised
-
-if TYPE_CHECKING:
-    from edgeplane.control._service import ControlPlane
 
 STATIC = Path(__file__).resolve().parent / "static"
 RATE_WINDOW_SECONDS = 10.0  # requests per second and scope shares are taken over this window
@@ -37,31 +35,10 @@ CSP = (
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".json": "application/json"}
 
 
-def summarise_scenarios(rows: list[ScenarioRow]) -> list[dict[str, Any]]:
-    """One line per scenario, from either shape `plan scenarios --json` prints (full or --fast)."""
-    lines = []
-    for row in rows:
-        busiest = row.busiest
-        if busiest is None:
-            top = max(
-                (s for s in row.sites if s.utilisation is not None), key=lambda s: s.utilisation or 0.0, default=None
-            )
-            busiest = Busiest(pop=top.pop, utilisation=top.utilisation or 0.0) if top is not None else None
-        lines.append(
-            {
-                "scenario": row.scenario,
-                "unserved_rps": row.unserved_rps,
-                "busiest": busiest.model_dump() if busiest is not None else None,
-                "breaches": len(row.breaches),
-            }
-        )
-    return lines
-
-
 class Dashboard:
-    """The page, its static files and its event stream, over a running control plane."""
+    """The page, its static files and its event stream, over what a control plane shows it (ControlView)."""
 
-    def __init__(self, plane: ControlPlane, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, plane: ControlView, clock: Callable[[], float] = time.time) -> None:
         self.plane = plane
         self.clock = clock
         self._closing = asyncio.Event()
@@ -84,18 +61,18 @@ class Dashboard:
         """What the page shows. Not ``authorised`` (an admin token is set and the request did not carry it):
         without the audit log and the agents' pids, which /api/audit and /api/status keep to the token."""
         plane = self.plane
-        status = plane.state.status()
-        _, rows = plane.demand.observed(RATE_WINDOW_SECONDS)
+        status = plane.status()
+        rows = plane.observed_demand(RATE_WINDOW_SECONDS)
         rps: dict[str, float] = {}
         for row in rows:
             rps[row["metro"]] = rps.get(row["metro"], 0.0) + float(row["requests_per_second"])
-        mix = plane.traffic.mix(RATE_WINDOW_SECONDS)
+        mix = plane.traffic_mix(RATE_WINDOW_SECONDS)
         for metro in status["metros"]:
-            place = plane.state.fleet.metro_by_code[metro["code"]]
+            place = plane.fleet.metro_by_code[metro["code"]]
             metro["latitude"], metro["longitude"] = place.latitude, place.longitude
             metro["rps"] = round(rps.get(metro["code"], 0.0), 3)
             metro["scopes"], metro["served_at"] = mix.get(metro["code"], ({}, {}))
-        lifecycle = {u.code: u.to_json() for u in plane.state.units()}
+        lifecycle = {u["code"]: u for u in plane.units()}
         for pop in status["pops"]:
             for code, unit in pop["units"].items():
                 unit["lifecycle"] = lifecycle.get(code, {}).get("state")
@@ -108,8 +85,8 @@ class Dashboard:
             for unit in pop["units"].values():
                 unit.pop("redfish", None)
                 unit.pop("dcgm", None)
-        drills = sorted(plane.drills.drills.values(), key=lambda d: d.id)[-10:]
-        audit = plane.state.store.audit_log(AUDIT_TAIL)  # newest first
+        drills = plane.drills(10)  # newest first
+        audit = plane.audit_tail(AUDIT_TAIL)  # newest first
         return {
             "at": self.clock(),
             "snapshot_version": status["snapshot_version"],
@@ -118,8 +95,8 @@ class Dashboard:
             "pops": status["pops"],
             "units": list(lifecycle.values()),
             "drains": status["drains"],
-            "drills": [d.to_json() for d in reversed(drills)],
-            "audit": [r.to_json() for r in audit] if authorised else None,
+            "drills": drills,
+            "audit": audit if authorised else None,
             "scenarios": plane.scenario_summary,
         }
 
@@ -171,3 +148,9 @@ class Dashboard:
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
         return response
+
+
+def with_dashboard(plane: ControlPlane) -> ControlPlane:
+    """``plane``, serving the dashboard at / beside its API."""
+    plane.mount(Dashboard(plane.view()).routes)
+    return plane
