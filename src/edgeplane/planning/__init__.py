@@ -12,14 +12,12 @@ from edgeplane.planning._capacity import (
 from edgeplane.planning._demand import COLUMNS, Demand, load_demand, scale
 from edgeplane.planning._growth import GrowthPlan, Month, UnitOrder, demand_at, plan_growth
 from edgeplane.planning._headroom import MAX_UTILISATION, DrainCheck, Overload, check_drain
+from edgeplane.planning._options import candidates, failure_scenarios
 from edgeplane.planning._placement import (
     LATENCY_WEIGHT,
-    MIP_NODE_LIMIT,
     Placed,
     PlacementError,
     Plan,
-    candidates,
-    failure_scenarios,
     place,
 )
 from edgeplane.planning._scenarios import (
@@ -32,6 +30,7 @@ from edgeplane.planning._scenarios import (
     utilisation_matrix,
     with_placement,
 )
+from edgeplane.planning._solver import MIP_NODE_LIMIT
 
 __all__ = [
     "COLUMNS",

@@ -9,7 +9,8 @@ from typing import Any
 
 from edgeplane.fleet import Fleet
 from edgeplane.planning._demand import Demand, scale
-from edgeplane.planning._placement import Growth, Plan, place
+from edgeplane.planning._options import Growth
+from edgeplane.planning._placement import Plan, place
 
 
 @dataclass(frozen=True, slots=True)
