@@ -146,6 +146,11 @@ async def test_routes_and_fields_are_refused_as_openai_errors(session: aiohttp.C
     async with serving(control) as url:
         status, answer = await call(session, "GET", url + "/api/nope")
         assert status == 404 and answer["error"]["code"] == "not_found"
+        # Beyond loopback the fleet names its control plane by DNS; with the token, any name will do.
+        status, _ = await call(session, "GET", url + "/api/status", Host="control.example:8081")
+        assert status == 421
+        status, _ = await call(session, "GET", url + "/api/status", Host="control.example:8081", **ADMIN)
+        assert status == 200
         status, answer = await call(session, "PUT", url + "/api/drains", json={}, **ADMIN)
         assert status == 405 and answer["error"]["type"] == "invalid_request_error"
 

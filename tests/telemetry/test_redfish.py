@@ -114,8 +114,8 @@ async def test_faults_need_the_admin_token_and_no_web_page_can_send_one() -> Non
             "POST", url, {"kind": "leak"}, headers={**admin, "Origin": "http://x.example"}
         )
         assert status == 403
-        status, _ = await client.request_json("POST", url, {"kind": "leak"}, headers={**admin, "Host": "x.example"})
-        assert status == 421
+        status, _ = await client.request_json("POST", url, {"kind": "leak"}, headers={"Host": "x.example"})
+        assert status == 421  # a rebound name, without the token a page cannot know
         assert emulator.fault is None
         assert (await client.request_json("POST", url, {"kind": "leak"}, headers=admin))[0] == 200
         assert emulator.fault is FaultKind.LEAK

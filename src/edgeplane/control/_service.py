@@ -104,7 +104,10 @@ class ControlPlane:
         return ControlView(self)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024, middlewares=[json_errors, browser_guard(), store_errors])
+        app = web.Application(
+            client_max_size=1024 * 1024,
+            middlewares=[json_errors, browser_guard(admin_token=self.admin_token), store_errors],
+        )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/fleet", self._fleet)

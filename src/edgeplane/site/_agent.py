@@ -234,7 +234,9 @@ class SiteAgent:
             self.loader.units_out = frozenset(out)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors, browser_guard()])
+        app = web.Application(
+            client_max_size=MAX_BODY_BYTES, middlewares=[json_errors, browser_guard(admin_token=self.admin_token)]
+        )
         app.router.add_post(Endpoint.CHAT.value, self._inference(Endpoint.CHAT))
         app.router.add_post(Endpoint.COMPLETIONS.value, self._inference(Endpoint.COMPLETIONS))
         app.router.add_get("/v1/models", self._models)

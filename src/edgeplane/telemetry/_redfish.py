@@ -182,7 +182,7 @@ class RedfishEmulator:
 
     def app(self) -> web.Application:
         # A fault here drains a unit: no web page may send one (see edgeplane.web).
-        app = web.Application(middlewares=[json_errors, browser_guard()])
+        app = web.Application(middlewares=[json_errors, browser_guard(admin_token=self.admin_token)])
         self._stopping = asyncio.Event()
 
         async def stopping(_: web.Application) -> None:

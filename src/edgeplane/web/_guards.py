@@ -145,9 +145,11 @@ def same_origin(request: web.Request) -> bool:
     return parts.netloc.lower() == request.headers.get("Host", "").strip().lower()
 
 
-def browser_guard(names: Collection[str] | None = None) -> Middleware:
+def browser_guard(names: Collection[str] | None = None, *, admin_token: str | None = None) -> Middleware:
     """Middleware for the control plane and the site agents (not for the OpenAI gateway, whose clients are
-    programs on other hosts, with keys)."""
+    programs on other hosts, with keys). A request that carries the admin token (where one is set) may name the
+    service by any host name: a page that rebinds a name cannot know the token, and the fleet's own gateways
+    and agents on other hosts reach the control plane by its DNS name with it."""
     allowed = frozenset(names) if names is not None else allowed_host_names()
 
     @web.middleware
@@ -155,7 +157,8 @@ def browser_guard(names: Collection[str] | None = None) -> Middleware:
         transport = request.transport
         sockname = transport.get_extra_info("sockname") if transport is not None else None
         local = str(sockname[0]) if isinstance(sockname, tuple) and sockname else None
-        if not host_allowed(request.headers.get("Host", ""), local, allowed):
+        vouched = admin_token is not None and authorised(request, admin_token)
+        if not vouched and not host_allowed(request.headers.get("Host", ""), local, allowed):
             return json_error(
                 421,
                 "The Host header does not name this service. Use its address, or allow the name in "
