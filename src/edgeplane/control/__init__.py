@@ -1,12 +1,12 @@
 """The control plane: fleet, placement, drains and agent state, published to gateways as snapshots."""
 
+from edgeplane.control._errors import UnknownTarget
 from edgeplane.control._service import ControlPlane, is_loopback
 from edgeplane.control._state import (
     MAX_DRAINED_METROS,
     AgentReport,
     DrainRefused,
     FleetState,
-    UnknownTarget,
     fleet_digest,
 )
 from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, SQLiteStore, Store

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -13,13 +12,16 @@ import orjson
 
 from edgeplane.bgp import GRACEFUL_SHUTDOWN_SECONDS, EdgePlan, Intent, LargeCommunity, action_community, plan_edge
 from edgeplane.control import _bodies as bodies
-from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, Store, StoredKey
+from edgeplane.control._errors import UnknownTarget
+from edgeplane.control._keys import KeyBook
+from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, Store
+from edgeplane.control._units import UnitBook
 from edgeplane.fleet import Fleet, PlacementEntry
 from edgeplane.health import HealthBook
 from edgeplane.planning import DrainCheck, check_drain
 from edgeplane.routing import Router, SiteState, SiteView, Snapshot
-from edgeplane.tenants import KeyPolicy, key_hash, new_key
-from edgeplane.units import SECONDS_PER_MONTH, Change, LifecycleError, UnitRecord, UnitState, move
+from edgeplane.tenants import KeyPolicy
+from edgeplane.units import UnitRecord, UnitState
 from edgeplane.web import parse
 
 Clock = Callable[[], float]
@@ -41,10 +43,6 @@ MAX_DRAINED_METROS = 2
 # the headroom and the blast radius; past them the alarm is held, shown and re-checked.
 SAFETY_ALARMS = frozenset({"leak", "fire-suppression"})
 HELD_RECHECK_SECONDS = 1.0
-
-
-class UnknownTarget(LookupError):
-    pass
 
 
 class DrainRefused(Exception):
@@ -144,16 +142,13 @@ class FleetState:
         # or speaker that long-polls with `after=` the last version it saw is answered at once by a restarted
         # control plane (whose count would otherwise begin again at 1), and fetches the key table anew.
         first = max(1, int(wall_clock() * 1000))
-        self.keys_version = first
+        self.keys = KeyBook(store, lambda: self.fleet, wall_clock, first)
+        self.unit_book = UnitBook(store, lambda: self.fleet, wall_clock)
         self.started_at = clock()
         self._published_at = clock()
-        self._no_unit_in_service: dict[str, str] = {}
-        self._in_service: dict[str, set[str]] = {}
-        self._unit_states: dict[str, UnitState] = {}
         self.alarm_out: dict[str, str] = {}  # unit -> the alarms that took it out of routing
         self.alarm_held: dict[str, str] = {}  # unit -> why its alarms do not drain it (cascade protection)
         self._held_checked: dict[str, float] = {}  # unit -> when its held alarm was last checked (monotonic)
-        self._units_changed()
         self.snapshot = Snapshot(first, wall_clock(), self.digest, self._views(), self.keys_version)
         self.graceful_shutdown_seconds = graceful_shutdown_seconds
         self.edge_version = first
@@ -239,7 +234,7 @@ class FleetState:
             unit_drains = {d.code: d for d in self.store.drains() if d.kind == "unit"}
         out: dict[str, str] = {}
         for unit in self.fleet.pop_by_code[pop].units:
-            state = self._unit_states.get(unit.code, UnitState.IN_SERVICE)
+            state = self.unit_book.state_of(unit.code)
             if state is not UnitState.IN_SERVICE:
                 out[unit.code] = str(state)
             elif unit.code in unit_drains:
@@ -286,84 +281,23 @@ class FleetState:
         return added
 
     # -- units --------------------------------------------------------------------------------
+    # -- units and keys: their rooms, under the names the API and the tests know ---------------
+    @property
+    def keys_version(self) -> int:
+        return self.keys.version
+
     def units(self) -> list[UnitRecord]:
-        """Every unit: the fleet file's (in service unless changed here), then those ordered here."""
-        kept = {u.code: u for u in self.store.units()}
-        out = []
-        for pop in self.fleet.pops:
-            for unit in pop.units:
-                fleet_file = UnitRecord(unit.code, pop.code, UnitState.IN_SERVICE, 0.0, "fleet file", "fleet")
-                out.append(kept.pop(unit.code, fleet_file))
-        return out + sorted(kept.values(), key=lambda u: (u.pop, u.code))
+        return self.unit_book.units()
 
     def unit(self, code: str) -> UnitRecord:
-        for unit in self.units():
-            if unit.code == code:
-                return unit
-        raise UnknownTarget(f"unknown unit {code!r}; `edgeplane unit list` shows them")
+        return self.unit_book.unit(code)
 
     def set_unit_state(self, code: str, state: str, *, by: str, note: str = "", acceptance: Any = None) -> UnitRecord:
-        """Move a unit along its lifecycle (LifecycleError says why not); kept, audited, and routed by."""
-        record = self.unit(code)
-        try:
-            to = UnitState(state)
-        except ValueError:
-            raise LifecycleError(
-                f"unknown unit state {state!r}; expected one of: {', '.join(str(s) for s in UnitState)}"
-            ) from None
-        try:
-            moved = move(record, to, at=self.wall_clock(), by=by, note=note, acceptance=acceptance)
-        except LifecycleError as error:
-            refused = {"from": str(record.state), "to": state, "reason": str(error)}
-            self.store.audit(AuditRecord(self.wall_clock(), by, "unit-state", f"unit {code}", "refused", refused))
-            raise
-        self.store.put_unit(moved)
-        detail: dict[str, Any] = {"from": str(record.state), "to": str(to), "note": note}
-        if moved.acceptance is not None:
-            detail["acceptance"] = dict(moved.acceptance)
-        self.store.audit(AuditRecord(self.wall_clock(), by, "unit-state", f"unit {code}", "ok", detail))
-        self._units_changed()
-        return moved
+        return self.unit_book.set_state(code, state, by=by, note=note, acceptance=acceptance)
 
     def order_unit(self, pop: str, *, by: str, due: float | None = None, note: str = "") -> UnitRecord:
-        """Record a unit ordered for a PoP (the fleet's unit template), due in service at ``due`` (unix
-        seconds; by default the template's lead time from now)."""
-        if pop not in self.fleet.pop_by_code:
-            raise UnknownTarget(f"unknown PoP {pop!r}; expected one of: {', '.join(sorted(self.fleet.pop_by_code))}")
-        now = self.wall_clock()
-        template = self.fleet.unit_template
-        lead_months = template.lead_time_months if template is not None else 3.0
-        taken = {u.code for u in self.units()}
-        number = 1
-        while f"{pop}-n{number}" in taken:
-            number += 1
-        code = f"{pop}-n{number}"
-        due = due if due is not None else now + lead_months * SECONDS_PER_MONTH
-        record = UnitRecord(
-            code, pop, UnitState.ORDERED, now, by, "order", due, None, (Change(now, UnitState.ORDERED, by, note),)
-        )
-        self.store.put_unit(record)
-        detail = {"pop": pop, "due": due, "note": note}
-        self.store.audit(AuditRecord(now, by, "unit-order", f"unit {code}", "ok", detail))
-        return record
+        return self.unit_book.order(pop, by=by, due=due, note=note)
 
-    def _units_changed(self) -> None:
-        """Which PoPs have no unit in service (their units listed): those carry no traffic."""
-        by_pop: dict[str, list[UnitRecord]] = {}
-        records = self.units()
-        self._unit_states = {u.code: u.state for u in records}
-        for unit in records:
-            if unit.state not in (UnitState.ORDERED, UnitState.ASSEMBLING, UnitState.FACTORY_ACCEPTANCE_TEST,
-                                  UnitState.SHIPPING):  # fmt: skip
-                by_pop.setdefault(unit.pop, []).append(unit)
-        self._in_service = {pop: {u.code for u in units if u.carries_traffic} for pop, units in by_pop.items()}
-        self._no_unit_in_service = {
-            pop: ", ".join(f"{u.code} {u.state}" for u in units)
-            for pop, units in by_pop.items()
-            if not any(u.carries_traffic for u in units)
-        }
-
-    # -- keys ---------------------------------------------------------------------------------
     def create_key(
         self,
         tenant: str,
@@ -375,54 +309,13 @@ class FleetState:
         tpm: int | None = None,
         models: list[str] | None = None,
     ) -> tuple[KeyPolicy, str]:
-        """A new key and its secret, which is returned this once and stored only as a hash."""
-        if not tenant:
-            raise ValueError("a key needs a tenant")
-        if continent and region:
-            raise ValueError("pin a key to a continent or to a region, not both")
-        if continent and continent not in self.fleet.continent_by_code:
-            raise ValueError(
-                f"unknown continent {continent!r}; expected one of: {', '.join(sorted(self.fleet.continent_by_code))}"
-            )
-        if region and region not in self.fleet.region_by_code:
-            raise ValueError(
-                f"unknown region {region!r}; expected one of: {', '.join(sorted(self.fleet.region_by_code))}"
-            )
-        for limit, name in ((rpm, "rpm"), (tpm, "tpm")):
-            if limit is not None and limit < 1:
-                raise ValueError(f"{name} must be a positive number")
-        unknown = sorted(set(models or []) - set(self.fleet.model_by_name))
-        if unknown:
-            raise ValueError(
-                f"unknown model {unknown[0]!r}; expected one of: {', '.join(sorted(self.fleet.model_by_name))}"
-            )
-        secret = new_key()
-        policy = KeyPolicy(
-            "key_" + secrets.token_hex(6),
-            tenant,
-            continent,
-            region,
-            rpm,
-            tpm,
-            frozenset(models) if models is not None else None,
-        )
-        self.store.add_key(StoredKey(key_hash(secret), policy, self.wall_clock()))
-        self.store.audit(AuditRecord(self.wall_clock(), by, "create key", policy.id, "ok", policy.to_json()))
-        self.keys_version += 1
-        return policy, secret
+        return self.keys.create(tenant, by=by, continent=continent, region=region, rpm=rpm, tpm=tpm, models=models)
 
     def revoke_key(self, key_id: str, *, by: str) -> bool:
-        if key_id not in {k.policy.id for k in self.store.api_keys()}:
-            raise UnknownTarget(f"unknown key {key_id!r}")
-        revoked = self.store.revoke_key(key_id, self.wall_clock())
-        outcome = "ok" if revoked else "already revoked"
-        self.store.audit(AuditRecord(self.wall_clock(), by, "revoke key", key_id, outcome, {}))
-        self.keys_version += 1
-        return revoked
+        return self.keys.revoke(key_id, by=by)
 
     def key_table(self) -> dict[str, Any]:
-        """What gateways need to check keys locally: hashes and policies, never secrets."""
-        return {"version": self.keys_version, "keys": {k.hash: k.policy.to_json() for k in self.store.api_keys()}}
+        return self.keys.table()
 
     def check_drain(self, kind: str, code: str) -> DrainCheck:
         """Raise DrainRefused if draining ``kind code`` now would break the blast radius or the headroom."""
@@ -488,8 +381,8 @@ class FleetState:
                 )
             elif pop.code in drained_pops:
                 state, reason = SiteState.DRAINED, f"PoP drained by {drained_pops[pop.code].by}"
-            elif pop.code in self._no_unit_in_service:
-                state, reason = SiteState.DRAINED, f"no unit in service ({self._no_unit_in_service[pop.code]})"
+            elif pop.code in self.unit_book.no_unit_in_service:
+                state, reason = SiteState.DRAINED, f"no unit in service ({self.unit_book.no_unit_in_service[pop.code]})"
             elif len(out) == len(pop.units):
                 why = "; ".join(f"{code} {reason}" for code, reason in out.items())
                 state, reason = SiteState.DRAINED, f"no unit carries traffic ({why})"
