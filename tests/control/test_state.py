@@ -144,7 +144,7 @@ def test_blast_radius_limits_metros_drained_at_once(clock: Clock) -> None:
 def test_the_edge_follows_drains_after_graceful_shutdown_and_failures_within_the_blast_radius(
     state: FleetState, clock: Clock
 ) -> None:
-    state.graceful_shutdown_seconds = 5.0
+    state.edge_book.graceful_shutdown_seconds = 5.0
     for pop in state.fleet.pops:
         report(state, pop.code)
     state.refresh()

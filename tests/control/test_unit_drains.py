@@ -106,12 +106,12 @@ def test_a_heat_alarm_is_held_when_the_fleet_has_no_room_and_a_leak_is_not(state
     report(state, "lon1", busy=state.router.slots("lon1", MODEL), alarms={"lon1-u1": ["inlet-temperature"]})
     state.refresh()
     assert state.units_out("lon1") == {} and state.snapshot.sites["lon1"].replicas == {}
-    assert "inlet-temperature: held, " in state.alarm_held["lon1-u1"]
+    assert "inlet-temperature: held, " in state.alarms.held["lon1-u1"]
     lon1 = next(p for p in state.status()["pops"] if p["code"] == "lon1")
-    assert lon1["alarms_held"]["lon1-u1"] == state.alarm_held["lon1-u1"]
+    assert lon1["alarms_held"]["lon1-u1"] == state.alarms.held["lon1-u1"]
     assert audit(state, "alarm-drain") == [("unit lon1-u1", "held")]
 
     report(state, "lon1", alarms={"lon1-u1": ["inlet-temperature", "leak"]})
     assert state.units_out("lon1") == {"lon1-u1": "alarm: inlet-temperature, leak"}
     assert audit(state, "alarm-drain")[-1] == ("unit lon1-u1", "ok")
-    assert "lon1-u1" not in state.alarm_held
+    assert "lon1-u1" not in state.alarms.held

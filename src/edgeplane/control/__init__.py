@@ -1,11 +1,10 @@
 """The control plane: fleet, placement, drains and agent state, published to gateways as snapshots."""
 
-from edgeplane.control._errors import UnknownTarget
+from edgeplane.control._errors import DrainRefused, PlacementRefused, UnknownTarget
 from edgeplane.control._service import ControlPlane, is_loopback
 from edgeplane.control._state import (
     MAX_DRAINED_METROS,
     AgentReport,
-    DrainRefused,
     FleetState,
     fleet_digest,
 )
@@ -22,6 +21,7 @@ __all__ = [
     "Drain",
     "DrainRefused",
     "FleetState",
+    "PlacementRefused",
     "SQLiteStore",
     "Store",
     "UnknownTarget",

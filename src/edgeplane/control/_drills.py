@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeplane.control._bodies import DemandRow, TtftSample
-from edgeplane.control._state import DrainRefused, FleetState
+from edgeplane.control._errors import DrainRefused
+from edgeplane.control._state import FleetState
 from edgeplane.control._store import AuditRecord
 
 log = logging.getLogger("edgeplane.control")

@@ -15,9 +15,9 @@ from edgeplane._errors import BackendError
 from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS
 from edgeplane.control import _bodies as bodies
 from edgeplane.control._drills import DemandBook, DrillRunner, Traffic
-from edgeplane.control._errors import UnknownTarget
+from edgeplane.control._errors import DrainRefused, PlacementRefused, UnknownTarget
 from edgeplane.control._reports import summarise_scenarios
-from edgeplane.control._state import DrainRefused, FleetState, PlacementRefused
+from edgeplane.control._state import FleetState
 from edgeplane.control._store import AuditRecord, StoreError
 from edgeplane.control._view import ControlView
 from edgeplane.faults import CATALOGUE

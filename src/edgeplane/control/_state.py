@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from edgeplane.bgp import GRACEFUL_SHUTDOWN_SECONDS, EdgePlan, Intent, LargeCommunity, action_community, plan_edge
+from edgeplane.bgp import GRACEFUL_SHUTDOWN_SECONDS, EdgePlan, Intent, LargeCommunity
 from edgeplane.control import _bodies as bodies
-from edgeplane.control._errors import UnknownTarget
+from edgeplane.control._alarms import AlarmJudge
+from edgeplane.control._edgebook import EdgeBook
+from edgeplane.control._errors import DrainRefused, PlacementRefused, UnknownTarget
 from edgeplane.control._keys import KeyBook
 from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, Store
 from edgeplane.control._units import UnitBook
@@ -37,28 +39,6 @@ WARMUP_SECONDS = 2.0
 
 # Blast radius: how many metros may be drained at once without --force.
 MAX_DRAINED_METROS = 2
-
-# Alarms that take a unit out of routing whatever it does to the rest of the fleet: a leak or a fire is not
-# weighed against headroom. Other alarms (heat, power) drain a unit only as an operator's drain would: within
-# the headroom and the blast radius; past them the alarm is held, shown and re-checked.
-SAFETY_ALARMS = frozenset({"leak", "fire-suppression"})
-HELD_RECHECK_SECONDS = 1.0
-
-
-class DrainRefused(Exception):
-    """A drain that would overload the receiving sites, or widen the blast radius too far."""
-
-    def __init__(self, reasons: list[str], advice: list[str], check: DrainCheck | None = None) -> None:
-        super().__init__("; ".join(reasons))
-        self.reasons, self.advice, self.check = reasons, advice, check
-
-
-class PlacementRefused(Exception):
-    """A placement that would leave a model with no site, or overload what keeps serving."""
-
-    def __init__(self, reasons: list[str], check: DrainCheck | None = None) -> None:
-        super().__init__("; ".join(reasons))
-        self.reasons, self.check = reasons, check
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,13 +126,12 @@ class FleetState:
         self.unit_book = UnitBook(store, lambda: self.fleet, wall_clock)
         self.started_at = clock()
         self._published_at = clock()
-        self.alarm_out: dict[str, str] = {}  # unit -> the alarms that took it out of routing
-        self.alarm_held: dict[str, str] = {}  # unit -> why its alarms do not drain it (cascade protection)
-        self._held_checked: dict[str, float] = {}  # unit -> when its held alarm was last checked (monotonic)
+        self.alarms = AlarmJudge(store, clock, wall_clock)
         self.snapshot = Snapshot(first, wall_clock(), self.digest, self._views(), self.keys_version)
-        self.graceful_shutdown_seconds = graceful_shutdown_seconds
-        self.edge_version = first
-        self.edge = self._plan_edge()
+        self.edge_book = EdgeBook(
+            store, lambda: self.fleet, wall_clock, graceful_shutdown_seconds=graceful_shutdown_seconds,
+            max_withdrawn_metros=max_drained_metros, version=first,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return (
@@ -183,49 +162,10 @@ class FleetState:
             detail = {**done.detail, "at_agent": done.at}
             who = f"{done.who} at {pop}"
             self.store.audit(AuditRecord(self.wall_clock(), who, done.action, f"pop {pop}", done.outcome, detail))
-        self._judge_alarms(pop)
-
-    def _judge_alarms(self, pop: str) -> None:
-        """Take the PoP's alarmed units out of routing, under cascade protection; put them back once clear.
-        Each decision is audited (action alarm-drain: ok, held, released)."""
-        report = self.reports[pop]
-        alarmed = report.alarmed()
-        now = self.clock()
-        who = f"alarm at {pop}"
-        for unit in self.fleet.pop_by_code[pop].units:
-            code, rules = unit.code, alarmed.get(unit.code, [])
-            if not rules:
-                was_out, was_held = self.alarm_out.pop(code, None), self.alarm_held.pop(code, None)
-                self._held_checked.pop(code, None)
-                if was_out is not None or was_held is not None:
-                    self.store.audit(AuditRecord(self.wall_clock(), who, "alarm-drain", f"unit {code}", "released", {}))
-                continue
-            why = ", ".join(rules)
-            if code in self.alarm_out:
-                self.alarm_out[code] = why
-                continue
-            safety = sorted(SAFETY_ALARMS & set(rules))
-            recent = now - self._held_checked.get(code, -HELD_RECHECK_SECONDS) < HELD_RECHECK_SECONDS
-            if code in self.alarm_held and not safety and recent:
-                continue
-            refused: DrainRefused | None = None
-            if not safety and code not in self.units_out(pop):
-                try:
-                    self.check_drain("unit", code)
-                except DrainRefused as error:
-                    refused = error
-            if refused is None:
-                self.alarm_out[code] = why
-                self.alarm_held.pop(code, None)
-                detail: dict[str, Any] = {"alarms": rules, "safety": bool(safety)}
-                self.store.audit(AuditRecord(self.wall_clock(), who, "alarm-drain", f"unit {code}", "ok", detail))
-                continue
-            self._held_checked[code] = now
-            held = f"{why}: held, {'; '.join(refused.reasons)}"
-            if self.alarm_held.get(code) != held:
-                detail = {"alarms": rules, "reasons": refused.reasons, "advice": refused.advice}
-                self.store.audit(AuditRecord(self.wall_clock(), who, "alarm-drain", f"unit {code}", "held", detail))
-            self.alarm_held[code] = held
+        units = [u.code for u in self.fleet.pop_by_code[pop].units]
+        self.alarms.judge(
+            pop, units, self.reports[pop].alarmed(), self.units_out(pop), lambda unit: self.check_drain("unit", unit)
+        )
 
     def units_out(self, pop: str, unit_drains: Mapping[str, Drain] | None = None) -> dict[str, str]:
         """The PoP's units (of the fleet file) that carry no traffic now, and why: not in service, drained,
@@ -239,8 +179,8 @@ class FleetState:
                 out[unit.code] = str(state)
             elif unit.code in unit_drains:
                 out[unit.code] = f"drained by {unit_drains[unit.code].by}"
-            elif unit.code in self.alarm_out:
-                out[unit.code] = f"alarm: {self.alarm_out[unit.code]}"
+            elif unit.code in self.alarms.out:
+                out[unit.code] = f"alarm: {self.alarms.out[unit.code]}"
         return out
 
     def live_replicas(self, pop: str, out: Mapping[str, str]) -> dict[str, int]:
@@ -397,28 +337,6 @@ class FleetState:
             views[pop.code] = SiteView(pop.code, state, loaded, url, round(load, 4), reason, busy, busy_at, live)
         return self.health.overlay(views)
 
-    def _plan_edge(self) -> EdgePlan:
-        sites = self.snapshot.sites
-        # A PoP that never reported is starting, not failed: its withdrawal waits for a first report.
-        failed = {code for code, view in sites.items() if view.state is SiteState.DOWN and code in self.reports}
-        return plan_edge(
-            self.fleet,
-            drains=self.store.drains(),
-            failed_pops=failed,
-            now=self.wall_clock(),
-            graceful_shutdown_seconds=self.graceful_shutdown_seconds,
-            max_withdrawn_metros=self.max_drained_metros,
-        )
-
-    def refresh_edge(self) -> bool:
-        """Recompute what each PoP announces; True if a speaker has something new to do."""
-        edge = self._plan_edge()
-        changed = edge.shape() != self.edge.shape()
-        self.edge = edge
-        if changed:
-            self.edge_version += 1
-        return changed
-
     def apply_placement(self, entries: list[tuple[str, str, int]], *, by: str, force: bool = False) -> dict[str, Any]:
         """Make ``entries`` the fleet's placement: agents load and unload to match, gateways route to a model
         only where it is loaded. Refused (ValueError, saying why) if a PoP cannot hold what it is given; and
@@ -488,32 +406,32 @@ class FleetState:
             self.store.audit(AuditRecord(self.wall_clock(), by, "apply placement", "fleet", "refused", detail))
             raise PlacementRefused(reasons, check)
 
+    # -- the network edge: its room, under the names the API and the tests know ----------------
+    @property
+    def edge(self) -> EdgePlan:
+        return self.edge_book.plan
+
+    @property
+    def edge_version(self) -> int:
+        return self.edge_book.version
+
+    @property
+    def graceful_shutdown_seconds(self) -> float:
+        return self.edge_book.graceful_shutdown_seconds
+
+    def refresh_edge(self) -> bool:
+        """Recompute what each PoP announces; True if a speaker has something new to do."""
+        return self.edge_book.refresh(self.snapshot.sites, self.reports)
+
     def set_bgp_action(self, pop: str, transit_asn: int, action: str, *, by: str) -> None:
-        """Ask the PoP's speaker to prepend toward, or stop announcing to, one transit (or ``none`` to clear)."""
-        site = self.fleet.pop_by_code.get(pop)
-        if site is None:
-            raise UnknownTarget(f"unknown PoP {pop!r}")
-        if transit_asn not in {t.asn for t in site.transits}:
-            known = ", ".join(str(t.asn) for t in site.transits) or "none"
-            raise UnknownTarget(f"AS{transit_asn} is not a transit of {pop} (its transits: {known})")
-        if action != "none":
-            action_community(self.fleet.asn, transit_asn, action)  # ValueError names the known actions
-        self.store.set_bgp_action(pop, transit_asn, None if action == "none" else action)
-        self.edge_version += 1
-        self.store.audit(AuditRecord(self.wall_clock(), by, "bgp action", f"{pop} AS{transit_asn}", action, {}))
+        self.edge_book.set_action(pop, transit_asn, action, by=by)
 
     @property
     def bgp_actions(self) -> dict[str, dict[int, LargeCommunity]]:
-        """Standing actions (kept in the store, so a restart keeps them): PoP -> transit ASN -> community."""
-        actions: dict[str, dict[int, LargeCommunity]] = {}
-        for pop, asn, action in self.store.bgp_actions():
-            if pop in self.fleet.pop_by_code:
-                actions.setdefault(pop, {})[asn] = action_community(self.fleet.asn, asn, action)
-        return actions
+        return self.edge_book.actions
 
     def pop_intents(self, pop: str) -> list[Intent]:
-        actions = tuple(self.bgp_actions.get(pop, {}).values())
-        return [replace(i, large_communities=i.large_communities + actions) for i in self.edge.intents(self.fleet, pop)]
+        return self.edge_book.intents(pop)
 
     def refresh(self) -> bool:
         """Rebuild the snapshot; True if a new version was published."""
@@ -561,7 +479,7 @@ class FleetState:
                     "fault": report.fault.model_dump() if report and report.fault else None,
                     "units": {code: unit.model_dump() for code, unit in report.units.items()} if report else {},
                     "units_out": self.units_out(pop.code, unit_drains),
-                    "alarms_held": {u.code: self.alarm_held[u.code] for u in pop.units if u.code in self.alarm_held},
+                    "alarms_held": {u.code: self.alarms.held[u.code] for u in pop.units if u.code in self.alarms.held},
                     "replicas": {**self.fleet.models_at(pop.code), **view.replicas},
                 }
             )
