@@ -12,10 +12,12 @@ import orjson
 
 from edgeplane.bgp import GRACEFUL_SHUTDOWN_SECONDS, EdgePlan, Intent, LargeCommunity
 from edgeplane.control import _bodies as bodies
+from edgeplane.control import _placements as placements
 from edgeplane.control._alarms import AlarmJudge
 from edgeplane.control._edgebook import EdgeBook
 from edgeplane.control._errors import DrainRefused, PlacementRefused, UnknownTarget
 from edgeplane.control._keys import KeyBook
+from edgeplane.control._status import status_json
 from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, Store
 from edgeplane.control._units import UnitBook
 from edgeplane.fleet import Fleet, PlacementEntry
@@ -342,69 +344,23 @@ class FleetState:
         only where it is loaded. Refused (ValueError, saying why) if a PoP cannot hold what it is given; and
         unless ``force``d (PlacementRefused), if it leaves a model of the catalog with no site, or if what runs
         now on the replicas it takes away would overload the sites that keep serving the model."""
-        merged: dict[tuple[str, str], int] = {}
-        for model, pop, replicas in entries:
-            if model not in self.fleet.model_by_name:
-                raise ValueError(f"{model!r} is not in the catalog")
-            if pop not in self.fleet.pop_by_code:
-                raise ValueError(f"{pop!r} is not a PoP of the fleet")
-            if replicas < 1:
-                raise ValueError(f"{model} at {pop}: replicas must be at least 1, got {replicas}")
-            if self.fleet.best_gpu_type(model, pop) is None:
-                raise ValueError(f"{model} runs on no GPU type of {pop}")
-            merged[model, pop] = merged.get((model, pop), 0) + replicas
-        for site in self.fleet.pops:
-            need = sum(
-                n * self.fleet.model_by_name[m].gpus_per_replica for (m, p), n in merged.items() if p == site.code
-            )
-            have = sum(site.gpus_by_type().values())
-            if need > have:
-                raise ValueError(f"{site.code} would need {need} GPUs and has {have}")
+        merged = placements.merged_placement(self.fleet, entries)
         before = {(e.model, e.pop): e.replicas for e in self.fleet.placement}
         if not force:
-            self._check_placement(merged, before, by)
+            reasons, check = placements.refusals(self.fleet, self.router, self.snapshot.sites, merged, before)
+            if reasons:
+                detail = {"reasons": reasons}
+                self.store.audit(AuditRecord(self.wall_clock(), by, "apply placement", "fleet", "refused", detail))
+                raise PlacementRefused(reasons, check)
         placed = [(m, p, n) for (m, p), n in merged.items()]
         self.fleet = self.fleet.model_copy(update={"placement": _entries(placed)})
         self.router = Router(self.fleet)
         self.digest = fleet_digest(self.fleet)
         self.store.set_placement(placed)
-        change = {
-            "added": sorted(f"{m}@{p}" for (m, p) in merged if (m, p) not in before),
-            "removed": sorted(f"{m}@{p}" for (m, p) in before if (m, p) not in merged),
-            "resized": sorted(f"{m}@{p}" for (m, p), n in merged.items() if before.get((m, p), n) != n),
-        }
+        changed = placements.change(before, merged)
         outcome = "ok (forced)" if force else "ok"
-        self.store.audit(AuditRecord(self.wall_clock(), by, "apply placement", "fleet", outcome, change))
-        return change
-
-    def _check_placement(
-        self, merged: Mapping[tuple[str, str], int], before: Mapping[tuple[str, str], int], by: str
-    ) -> None:
-        """Raise PlacementRefused if the placement leaves a model unserved (placed nowhere, or only at PoPs that
-        serve nothing now: drained, down), or if the load running now on the replicas it removes has nowhere to
-        go (the drain headroom check, with those replicas gone)."""
-        reasons: list[str] = []
-        up = {
-            code for code, view in self.snapshot.sites.items() if view.state in (SiteState.SERVING, SiteState.DEGRADED)
-        }
-        for spec in self.fleet.models:
-            at = sorted(p for m, p in merged if m == spec.name)
-            if not at:
-                reasons.append(f"{spec.name} would be served nowhere")
-            elif not up.intersection(at):
-                reasons.append(f"{spec.name} would be served only at {', '.join(at)}, where nothing serves now")
-        reduced: dict[str, dict[str, int]] = {}
-        for (model, pop), replicas in before.items():
-            left = merged.get((model, pop), 0)
-            if left < replicas:
-                reduced.setdefault(pop, {})[model] = left
-        check = check_drain(self.router, self.snapshot.sites, (), reduced=reduced) if reduced else None
-        if check is not None and not check.ok:
-            reasons += check.reasons()
-        if reasons:
-            detail = {"reasons": reasons}
-            self.store.audit(AuditRecord(self.wall_clock(), by, "apply placement", "fleet", "refused", detail))
-            raise PlacementRefused(reasons, check)
+        self.store.audit(AuditRecord(self.wall_clock(), by, "apply placement", "fleet", outcome, changed))
+        return changed
 
     # -- the network edge: its room, under the names the API and the tests know ----------------
     @property
@@ -454,64 +410,4 @@ class FleetState:
         return True
 
     def status(self) -> dict[str, Any]:
-        now = self.clock()
-        sites = self.snapshot.sites
-        drains = self.store.drains()
-        drained_metros = {d.code for d in drains if d.kind == "metro"}
-        unit_drains = {d.code: d for d in drains if d.kind == "unit"}
-        pops: list[dict[str, Any]] = []
-        for pop in self.fleet.pops:
-            view = sites[pop.code]
-            report = self.reports.get(pop.code)
-            pops.append(
-                {
-                    "code": pop.code,
-                    "id": pop.id,
-                    "metro": pop.metro,
-                    "state": view.state.value,
-                    "reason": view.reason,
-                    "pid": report.pid if report else None,
-                    "url": view.url,
-                    "backend": report.backend if report else None,
-                    "load": view.load,
-                    "models": {name: m.model_dump() for name, m in (report.models.items() if report else [])},
-                    "last_report_age_seconds": round(now - report.received_at, 3) if report else None,
-                    "fault": report.fault.model_dump() if report and report.fault else None,
-                    "units": {code: unit.model_dump() for code, unit in report.units.items()} if report else {},
-                    "units_out": self.units_out(pop.code, unit_drains),
-                    "alarms_held": {u.code: self.alarms.held[u.code] for u in pop.units if u.code in self.alarms.held},
-                    "replicas": {**self.fleet.models_at(pop.code), **view.replicas},
-                }
-            )
-        metros = []
-        for metro in self.fleet.metros:
-            states = [p["state"] for p in pops if p["metro"] == metro.code]
-            if metro.code in drained_metros:
-                state = "drained"
-            elif "serving" in states:
-                state = "serving"
-            elif "degraded" in states:
-                state = "degraded"
-            elif states and all(s == "drained" for s in states):
-                state = "drained"
-            else:
-                state = "down"
-            loads = [float(p["load"]) for p in pops if p["metro"] == metro.code and p["state"] == "serving"]
-            metros.append(
-                {
-                    "code": metro.code,
-                    "id": metro.id,
-                    "name": metro.name,
-                    "region": metro.region,
-                    "continent": self.fleet.region_of(metro.code).continent,
-                    "state": state,
-                    "load": round(max(loads), 4) if loads else 0.0,
-                    "pops": [p["code"] for p in pops if p["metro"] == metro.code],
-                }
-            )
-        return {
-            "snapshot_version": self.snapshot.version,
-            "metros": metros,
-            "pops": pops,
-            "drains": [d.to_json() for d in drains],
-        }
+        return status_json(self)
