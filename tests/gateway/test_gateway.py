@@ -13,6 +13,7 @@ from openai import AsyncOpenAI
 from prometheus_client import CollectorRegistry
 
 from edgeplane.control import ControlPlane, FleetState, SQLiteStore
+from edgeplane.dashboard import with_dashboard
 from edgeplane.fleet import Fleet, load_fleet
 from edgeplane.gateway import ClientLocator, Gateway, GatewayOptions, SnapshotWatcher
 from edgeplane.site import SiteAgent, SiteOptions, build_backends
@@ -72,9 +73,11 @@ async def edge(request: pytest.FixtureRequest) -> AsyncIterator[Edge]:
     probes = bool(getattr(request, "param", False))
     fleet = load_fleet(SMALL_FLEET)
     edge = Edge(fleet, "", "")
-    plane = ControlPlane(
-        FleetState(fleet, SQLiteStore(":memory:"), agent_timeout_seconds=30),
-        probe_interval_seconds=0.2 if probes else None,
+    plane = with_dashboard(
+        ControlPlane(
+            FleetState(fleet, SQLiteStore(":memory:"), agent_timeout_seconds=30),
+            probe_interval_seconds=0.2 if probes else None,
+        )
     )
     port = free_port()
     edge.control_url = await _start(
