@@ -155,6 +155,50 @@ class _Ready:
     ttft_seconds: float | None = None  # streams only: until the first event
 
 
+@dataclass(slots=True)
+class RequestRecord:
+    """One request as the gateway saw it, filled in as it goes: what the access log writes (never a header
+    or a key), what the key's lease is charged and what the planner's observed demand counts."""
+
+    request_id: str
+    key_id: str | None = None
+    tenant: str | None = None
+    model: str | None = None
+    stream: bool | None = None
+    client_metro: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    metro: str | None = None  # where it was served
+    site: str | None = None
+    scope: str | None = None
+    attempts: int | None = None
+    ttft_ms: float | None = None
+    status: int | None = None
+    duration_ms: float | None = None
+
+    def served_at(self, candidate: Candidate, attempts: int) -> None:
+        self.metro, self.site, self.scope, self.attempts = (
+            candidate.metro,
+            candidate.pop,
+            str(candidate.scope),
+            attempts,
+        )
+
+    def count_usage(self, body: bytes) -> None:
+        """Token counts from the usage a backend reported, found without parsing the whole answer."""
+        for name, pattern in (("tokens_in", _PROMPT_TOKENS), ("tokens_out", _COMPLETION_TOKENS)):
+            match = pattern.search(body)
+            if match:
+                setattr(self, name, int(match.group(1)))
+
+    @property
+    def tokens(self) -> int:
+        return (self.tokens_in or 0) + (self.tokens_out or 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__ if getattr(self, name) is not None}
+
+
 @dataclass(frozen=True, slots=True)
 class _Failure:
     """A try that did not give an answer to pass on. ``suspect``: the site answered 500, which may be the
@@ -251,10 +295,10 @@ class Gateway:
             )
         bucket.requests -= 1
 
-    def _spend_tokens(self, key_id: str | None, info: dict[str, Any]) -> None:
-        bucket = self._buckets.get(key_id) if key_id else None
+    def _spend_tokens(self, record: RequestRecord) -> None:
+        bucket = self._buckets.get(record.key_id) if record.key_id else None
         if bucket is not None:
-            bucket.tokens -= int(info.get("tokens_in", 0)) + int(info.get("tokens_out", 0))
+            bucket.tokens -= record.tokens
 
     async def lease_forever(self) -> None:
         """Keep a lease in hand for every limited key, so no request waits for the control plane."""
@@ -356,29 +400,28 @@ class Gateway:
         async def handle(request: web.Request) -> web.StreamResponse:
             self.metrics.in_flight.inc()
             started = time.monotonic()
-            info: dict[str, Any] = {"request_id": "req-" + uuid.uuid4().hex[:20]}
+            info = RequestRecord("req-" + uuid.uuid4().hex[:20])
             response: web.StreamResponse | None = None
             try:
                 response = await self._serve(endpoint, request, info)
                 return response
             finally:
                 self.metrics.in_flight.dec()
-                if "key_id" in info:
-                    self._spend_tokens(info["key_id"], info)
-                if "client_metro" in info and "model" in info:
-                    tally = self._demand.setdefault((info["client_metro"], info["model"]), [0, 0, 0])
+                self._spend_tokens(info)
+                if info.client_metro is not None and info.model is not None:
+                    tally = self._demand.setdefault((info.client_metro, info.model), [0, 0, 0])
                     tally[0] += 1
-                    tally[1] += int(info.get("tokens_in", 0))
-                    tally[2] += int(info.get("tokens_out", 0))
+                    tally[1] += info.tokens_in or 0
+                    tally[2] += info.tokens_out or 0
                 if access_log.handlers:
-                    info["status"] = response.status if response is not None else 499
-                    info["duration_ms"] = round(1000 * (time.monotonic() - started), 3)
-                    access_log.info(orjson.dumps(info).decode())
+                    info.status = response.status if response is not None else 499
+                    info.duration_ms = round(1000 * (time.monotonic() - started), 3)
+                    access_log.info(orjson.dumps(info.to_json()).decode())
 
         return handle
 
-    async def _serve(self, endpoint: Endpoint, request: web.Request, info: dict[str, Any]) -> web.StreamResponse:
-        request_id = info["request_id"]
+    async def _serve(self, endpoint: Endpoint, request: web.Request, info: RequestRecord) -> web.StreamResponse:
+        request_id = info.request_id
         base_headers = {"x-request-id": request_id}
         try:
             raw = await read_body(request)
@@ -402,11 +445,11 @@ class Gateway:
         try:
             if self.options.auth:
                 policy = self._authenticate(request, state.keys)
-                info["key_id"], info["tenant"] = policy.id, policy.tenant
+                info.key_id, info.tenant = policy.id, policy.tenant
                 if policy.rpm is not None or policy.tpm is not None:
                     self._admit(policy)
             parsed = parse_request(endpoint, raw)
-            info["model"], info["stream"] = parsed.model, parsed.stream
+            info.model, info.stream = parsed.model, parsed.stream
             spec = state.fleet.model_by_name.get(parsed.model)
             if spec is None:
                 raise model_not_found(parsed.model)
@@ -453,8 +496,8 @@ class Gateway:
             within=within,
         )
         self.metrics.decision.observe(time.perf_counter() - started)
-        info["client_metro"] = decision.client_metro
-        info["tokens_in"] = max(1, len(raw) // 4)
+        info.client_metro = decision.client_metro
+        info.tokens_in = max(1, len(raw) // 4)
         pin = policy.pinned if policy is not None else None
         if pin is not None:
             self.metrics.residency.labels(pin, "served" if decision.candidates else "refused").inc()
@@ -504,11 +547,11 @@ class Gateway:
                     continue
                 for site in suspect_sites:  # another site served it: those 500s were the sites' own
                     self._record(site, Outcome.ERROR, why="answered 500 to a request another site served")
-                info.update(metro=candidate.metro, site=candidate.pop, scope=str(candidate.scope), attempts=attempts)
+                info.served_at(candidate, attempts)
                 if outcome.ttft_seconds is not None:
-                    info["ttft_ms"] = round(1000 * outcome.ttft_seconds, 3)
+                    info.ttft_ms = round(1000 * outcome.ttft_seconds, 3)
                 if outcome.body is not None:
-                    info.update(_usage(outcome.body))
+                    info.count_usage(outcome.body)
                 if len(self._samples) < MAX_SAMPLES_PER_REPORT:
                     # Every answer counts where it was served (the dashboard's scope mix); streams also carry
                     # their time to first token (drills judge it), whole answers have none to tell.
@@ -526,7 +569,7 @@ class Gateway:
             finally:
                 self.inflight.change(key, -1)
         self.metrics.requests.labels(parsed.model, "", "", "503").inc()
-        info["attempts"] = attempts
+        info.attempts = attempts
         why = "; ".join(failures[-3:]) or "the request budget ran out"
         return error_response(
             503,
@@ -542,13 +585,13 @@ class Gateway:
         suspects: list[_Failure],
         attempts: int,
         base_headers: dict[str, str],
-        info: dict[str, Any],
+        info: RequestRecord,
     ) -> web.Response:
         """The same request failed the same way at two sites: the request's fault, answered as a client
         error, and held against neither site."""
         self.metrics.requests.labels(parsed.model, "", "", "400").inc()
         self.metrics.poisoned.inc()
-        info["attempts"] = attempts
+        info.attempts = attempts
         said = suspects[-1].message or "an internal error"
         return error_response(
             400,
@@ -568,7 +611,7 @@ class Gateway:
         candidates: list[Candidate],
         attempts: int,
         base_headers: dict[str, str],
-        info: dict[str, Any],
+        info: RequestRecord,
     ) -> web.StreamResponse:
         candidate = outcome.candidate
         headers = {
@@ -671,7 +714,7 @@ class Gateway:
         candidates: list[Candidate],
         attempts: int,
         headers: dict[str, str],
-        info: dict[str, Any],
+        info: RequestRecord,
     ) -> web.StreamResponse:
         """Relay a stream event by event. If it breaks before the model finished, resume it on the next
         candidate (the prompt plus what was sent); if that cannot be done, end with an error event."""
@@ -731,9 +774,12 @@ class Gateway:
             await response.write_eof()
         except ConnectionError:
             pass  # the client left; the finally blocks above released the site's answer
-        usage = _usage(progress.events[-1]) if progress.events else {}
-        info.update(usage or {"tokens_out": max(0, len(progress.events) - 1)})
-        info["attempts"] = attempts
+        before = info.tokens_out
+        if progress.events:
+            info.count_usage(progress.events[-1])
+        if info.tokens_out == before:  # no usage reported: count the events that carried tokens
+            info.tokens_out = max(0, len(progress.events) - 1)
+        info.attempts = attempts
         return response
 
     def _visible_models(self, request: web.Request) -> list[str]:
@@ -800,16 +846,6 @@ class Gateway:
 
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
-
-
-def _usage(body: bytes) -> dict[str, int]:
-    """Token counts from the usage a backend reported, found without parsing the whole answer."""
-    out = {}
-    for name, pattern in (("tokens_in", _PROMPT_TOKENS), ("tokens_out", _COMPLETION_TOKENS)):
-        match = pattern.search(body)
-        if match:
-            out[name] = int(match.group(1))
-    return out
 
 
 def _model_object(name: str) -> dict[str, Any]:
