@@ -184,7 +184,11 @@ async def test_routes_and_fields_are_refused_as_openai_errors(session: aiohttp.C
         status, _ = await call(session, "POST", url + "/api/drains", json={"kind": "pop", "code": "lon1"},
                                **{**ADMIN, "X-Edgeplane-Actor": actor})  # fmt: skip
         assert status == 200
-        status, answer = await call(session, "GET", url + "/api/audit", **ADMIN)
+        for limit in ("0", "abc", "-1", "100000", "1e3", "NaN"):
+            status, answer = await call(session, "GET", url + f"/api/audit?limit={limit}", **ADMIN)
+            assert status == 400 and "limit" in answer["error"]["message"], limit
+        status, answer = await call(session, "GET", url + "/api/audit?limit=1", **ADMIN)
+        assert status == 200 and len(answer["audit"]) == 1
         who = answer["audit"][0]["who"]
         assert "\t" not in who and len(who) <= 70 and who.startswith('\'mallory?"root"')
 

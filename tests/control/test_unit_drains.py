@@ -81,7 +81,7 @@ def test_an_alarmed_unit_takes_its_replicas_out_and_returns_once_clear(state: Fl
 
 def test_units_in_maintenance_or_drained_carry_nothing(state: FleetState) -> None:
     everyone_reports(state)
-    state.set_unit_state("ams1-u2", "maintenance", by="alice")
+    state.unit_book.set_state("ams1-u2", "maintenance", by="alice")
     assert state.drain("unit", "ams1-u1", by="bob")
     state.refresh()
     ams1 = state.snapshot.sites["ams1"]

@@ -374,7 +374,7 @@ class ControlPlane:
     async def _create_key(self, request: web.Request) -> web.Response:
         body = parse(bodies.KeyBody, await read_body(request))
         try:
-            policy, secret = self.state.create_key(
+            policy, secret = self.state.keys.create(
                 body.tenant,
                 by=self._who(request),
                 continent=body.continent,
@@ -391,7 +391,7 @@ class ControlPlane:
     @admin
     async def _revoke_key(self, request: web.Request) -> web.Response:
         try:
-            revoked = self.state.revoke_key(request.match_info["id"], by=self._who(request))
+            revoked = self.state.keys.revoke(request.match_info["id"], by=self._who(request))
         except UnknownTarget as error:
             return error_response(404, str(error), type="invalid_request_error", code="not_found")
         self._publish()
@@ -399,7 +399,7 @@ class ControlPlane:
 
     @admin
     async def _key_table(self, request: web.Request) -> web.Response:
-        return json_response(self.state.key_table())
+        return json_response(self.state.keys.table())
 
     @admin
     async def _lease(self, request: web.Request) -> web.Response:
@@ -588,11 +588,11 @@ class ControlPlane:
         )
 
     async def _units(self, request: web.Request) -> web.Response:
-        return json_response({"units": [u.to_json() for u in self.state.units()]})
+        return json_response({"units": [u.to_json() for u in self.state.unit_book.units()]})
 
     async def _unit(self, request: web.Request) -> web.Response:
         try:
-            return json_response(self.state.unit(request.match_info["code"]).to_json())
+            return json_response(self.state.unit_book.unit(request.match_info["code"]).to_json())
         except UnknownTarget as error:
             return error_response(404, str(error), type="invalid_request_error", code="not_found")
 
@@ -602,7 +602,7 @@ class ControlPlane:
         body = parse(bodies.UnitStateBody, await read_body(request))
         state, note, acceptance = body.state, body.note, body.acceptance
         try:
-            unit = self.state.set_unit_state(code, state, by=self._who(request), note=note, acceptance=acceptance)
+            unit = self.state.unit_book.set_state(code, state, by=self._who(request), note=note, acceptance=acceptance)
         except UnknownTarget as error:
             return error_response(404, str(error), type="invalid_request_error", code="not_found")
         except LifecycleError as error:
@@ -616,7 +616,7 @@ class ControlPlane:
         body = parse(bodies.UnitOrderBody, await read_body(request))
         pop, note, due = body.pop, body.note, body.due
         try:
-            unit = self.state.order_unit(pop, by=self._who(request), due=due, note=note)
+            unit = self.state.unit_book.order(pop, by=self._who(request), due=due, note=note)
         except UnknownTarget as error:
             return error_response(404, str(error), type="invalid_request_error", code="not_found")
         log.info("unit %s ordered for %s", unit.code, pop)

@@ -24,8 +24,7 @@ from edgeplane.fleet import Fleet, PlacementEntry
 from edgeplane.health import HealthBook
 from edgeplane.planning import DrainCheck, check_drain
 from edgeplane.routing import Router, SiteState, SiteView, Snapshot
-from edgeplane.tenants import KeyPolicy
-from edgeplane.units import UnitRecord, UnitState
+from edgeplane.units import UnitState
 from edgeplane.web import parse
 
 Clock = Callable[[], float]
@@ -129,7 +128,7 @@ class FleetState:
         self.started_at = clock()
         self._published_at = clock()
         self.alarms = AlarmJudge(store, clock, wall_clock)
-        self.snapshot = Snapshot(first, wall_clock(), self.digest, self._views(), self.keys_version)
+        self.snapshot = Snapshot(first, wall_clock(), self.digest, self._views(), self.keys.version)
         self.edge_book = EdgeBook(
             store, lambda: self.fleet, wall_clock, graceful_shutdown_seconds=graceful_shutdown_seconds,
             max_withdrawn_metros=max_drained_metros, version=first,
@@ -223,42 +222,6 @@ class FleetState:
         return added
 
     # -- units --------------------------------------------------------------------------------
-    # -- units and keys: their rooms, under the names the API and the tests know ---------------
-    @property
-    def keys_version(self) -> int:
-        return self.keys.version
-
-    def units(self) -> list[UnitRecord]:
-        return self.unit_book.units()
-
-    def unit(self, code: str) -> UnitRecord:
-        return self.unit_book.unit(code)
-
-    def set_unit_state(self, code: str, state: str, *, by: str, note: str = "", acceptance: Any = None) -> UnitRecord:
-        return self.unit_book.set_state(code, state, by=by, note=note, acceptance=acceptance)
-
-    def order_unit(self, pop: str, *, by: str, due: float | None = None, note: str = "") -> UnitRecord:
-        return self.unit_book.order(pop, by=by, due=due, note=note)
-
-    def create_key(
-        self,
-        tenant: str,
-        *,
-        by: str,
-        continent: str | None = None,
-        region: str | None = None,
-        rpm: int | None = None,
-        tpm: int | None = None,
-        models: list[str] | None = None,
-    ) -> tuple[KeyPolicy, str]:
-        return self.keys.create(tenant, by=by, continent=continent, region=region, rpm=rpm, tpm=tpm, models=models)
-
-    def revoke_key(self, key_id: str, *, by: str) -> bool:
-        return self.keys.revoke(key_id, by=by)
-
-    def key_table(self) -> dict[str, Any]:
-        return self.keys.table()
-
     def check_drain(self, kind: str, code: str) -> DrainCheck:
         """Raise DrainRefused if draining ``kind code`` now would break the blast radius or the headroom."""
         drains = self.store.drains()
@@ -398,7 +361,7 @@ class FleetState:
         def shape(v: SiteView) -> tuple[Any, ...]:
             return (v.state, v.models, v.url, v.replicas)
 
-        structural = self.keys_version != self.snapshot.keys_version or self.digest != self.snapshot.fleet_digest
+        structural = self.keys.version != self.snapshot.keys_version or self.digest != self.snapshot.fleet_digest
         structural = structural or any(shape(views[c]) != shape(old[c]) for c in views)
         load_moved = any(
             abs(views[c].load - old[c].load) >= LOAD_PUBLISH_DELTA or views[c].busy != old[c].busy for c in views
@@ -406,7 +369,7 @@ class FleetState:
         if not structural and not (load_moved and now - self._published_at >= LOAD_PUBLISH_INTERVAL_SECONDS):
             return False
         self._published_at = now
-        self.snapshot = Snapshot(self.snapshot.version + 1, self.wall_clock(), self.digest, views, self.keys_version)
+        self.snapshot = Snapshot(self.snapshot.version + 1, self.wall_clock(), self.digest, views, self.keys.version)
         return True
 
     def status(self) -> dict[str, Any]:

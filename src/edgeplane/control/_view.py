@@ -48,7 +48,7 @@ class ControlView:
         return self._plane.traffic.mix(window_seconds)
 
     def units(self) -> list[dict[str, Any]]:
-        return [u.to_json() for u in self._plane.state.units()]
+        return [u.to_json() for u in self._plane.state.unit_book.units()]
 
     def drills(self, last: int) -> list[dict[str, Any]]:
         """The last ``last`` drills, newest first."""

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from edgeplane.web._openai import ApiError, error_body
+from edgeplane.web._openai import ApiError
+from edgeplane.web._service import error_response
 
 log = logging.getLogger("edgeplane")
 
@@ -53,9 +54,9 @@ _STATUS_CODES = {
 def json_error(
     status: int, message: str, *, code: str | None = None, type: str | None = None, headers: Any = None
 ) -> web.Response:
+    """error_response with the type and code a status implies, where the caller names none."""
     kind = type or ("server_error" if status >= 500 else "invalid_request_error")
-    body = error_body(message, type=kind, code=code or _STATUS_CODES.get(status))
-    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+    return error_response(status, message, type=kind, code=code or _STATUS_CODES.get(status), headers=headers)
 
 
 @web.middleware
