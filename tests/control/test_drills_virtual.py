@@ -7,7 +7,8 @@ import asyncio
 
 from edgeplane.control import FleetState, SQLiteStore
 from edgeplane.control._bodies import TtftSample
-from edgeplane.control._drills import CHECK_SECONDS, MIN_SAMPLES, DrillRunner, DrillState, Traffic
+from edgeplane.control._demand import Traffic
+from edgeplane.control._drills import CHECK_SECONDS, MIN_SAMPLES, DrillRunner, DrillState
 from edgeplane.fleet import load_default_fleet
 
 

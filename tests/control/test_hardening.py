@@ -77,7 +77,7 @@ async def test_a_malformed_agent_report_is_refused_naming_the_field_and_nothing_
         status, answer = await call(session, "POST", report, data=b'{"backend": "x", "models": {}, "pid": 1e400}',
                                     **{"Content-Type": "application/json"})  # fmt: skip
         assert status == 400 and answer["error"]["code"] == "invalid_json"
-        assert "lon1" not in control.state.reports  # nothing malformed reached the state
+        assert "lon1" not in control.state.agents.reports  # nothing malformed reached the state
 
         good = {"url": "http://127.0.0.1:9", "backend": "emulator", "models": {MODEL: {"running": 2}}}
         status, answer = await call(session, "POST", report, json=good)

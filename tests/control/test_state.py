@@ -58,12 +58,12 @@ def test_drains_win_over_health_and_are_audited(state: FleetState) -> None:
     for pop in state.fleet.pops:
         report(state, pop.code)
     state.refresh()
-    assert state.drain("metro", "nyc", by="alice")
-    assert not state.drain("metro", "nyc", by="alice")
+    assert state.drains.drain("metro", "nyc", by="alice")
+    assert not state.drains.drain("metro", "nyc", by="alice")
     state.refresh()
     assert {state.snapshot.sites[p].state for p in ("nyc1", "nyc2")} == {SiteState.DRAINED}
     assert "alice" in state.snapshot.sites["nyc1"].reason
-    assert state.undrain("metro", "nyc", by="bob")
+    assert state.drains.undrain("metro", "nyc", by="bob")
     state.refresh()
     assert state.snapshot.sites["nyc1"].state is SiteState.SERVING
     assert [(r.who, r.action, r.outcome) for r in state.store.audit_log()][:3] == [
@@ -72,7 +72,7 @@ def test_drains_win_over_health_and_are_audited(state: FleetState) -> None:
         ("alice", "drain", "ok"),
     ]
     with pytest.raises(UnknownTarget, match="unknown metro 'xyz'"):
-        state.drain("metro", "xyz", by="alice")
+        state.drains.drain("metro", "xyz", by="alice")
 
 
 def test_load_changes_are_published_at_most_once_a_second(state: FleetState, clock: Clock) -> None:
@@ -110,7 +110,7 @@ def test_a_drain_that_would_overload_its_neighbours_is_refused_unless_forced(clo
     for pop, busy in (("nyc1", 3), ("iad1", 2), ("ord1", 2), ("ams1", 2)):
         busy_report(state, pop, busy)
     state.refresh()
-    check = state.check_drain("metro", "nyc")  # 3 requests move: one to each of iad1, ord1, ams1
+    check = state.drains.check("metro", "nyc")  # 3 requests move: one to each of iad1, ord1, ams1
     assert check.ok and check.moved == {"iad1": {"tiny-llama": 1}, "ord1": {"tiny-llama": 1}, "ams1": {"tiny-llama": 1}}
 
     busy_report(state, "ams1", 3)
@@ -118,13 +118,13 @@ def test_a_drain_that_would_overload_its_neighbours_is_refused_unless_forced(clo
     clock.now += 1.5
     state.refresh()
     with pytest.raises(DrainRefused) as refused:
-        state.drain("metro", "nyc", by="alice")
+        state.drains.drain("metro", "nyc", by="alice")
     assert refused.value.reasons == [
         "iad1 would carry 5 requests of tiny-llama (2 now + 3 moved in) against a limit of 3"
     ]
     assert refused.value.advice[0] == "add 1 replica(s) of tiny-llama at iad1, or drain when load is lower"
     assert state.store.drains() == []
-    assert state.drain("metro", "nyc", by="alice", force=True)
+    assert state.drains.drain("metro", "nyc", by="alice", force=True)
     outcomes = [(r.action, r.outcome) for r in state.store.audit_log()[:2]]
     assert outcomes == [("drain", "ok (forced)"), ("drain", "refused")]
 
@@ -133,12 +133,12 @@ def test_blast_radius_limits_metros_drained_at_once(clock: Clock) -> None:
     from edgeplane.control import DrainRefused
 
     state = small_state(clock)
-    assert state.drain("metro", "nyc", by="alice")
-    assert state.drain("pop", "iad1", by="alice")
+    assert state.drains.drain("metro", "nyc", by="alice")
+    assert state.drains.drain("pop", "iad1", by="alice")
     with pytest.raises(DrainRefused, match="2 metros are drained already"):
-        state.drain("metro", "ams", by="alice")
-    assert state.drain("pop", "nyc1", by="alice")  # inside a metro already drained: no wider
-    assert state.drain("metro", "ams", by="alice", force=True)
+        state.drains.drain("metro", "ams", by="alice")
+    assert state.drains.drain("pop", "nyc1", by="alice")  # inside a metro already drained: no wider
+    assert state.drains.drain("metro", "ams", by="alice", force=True)
 
 
 def test_the_edge_follows_drains_after_graceful_shutdown_and_failures_within_the_blast_radius(
@@ -149,17 +149,17 @@ def test_the_edge_follows_drains_after_graceful_shutdown_and_failures_within_the
         report(state, pop.code)
     state.refresh()
     state.refresh_edge()
-    version = state.edge_version
+    version = state.edge_book.version
     assert not state.refresh_edge(), "nothing changed, so no new edge version"
-    state.drain("metro", "lon", by="test")
-    assert state.refresh_edge() and state.edge_version == version + 1
-    assert state.edge.pops["lon1"].state.value == "graceful-shutdown"
-    assert [c for i in state.pop_intents("lon1") for c in i.communities][:1] == [(65535, 0)]
+    state.drains.drain("metro", "lon", by="test")
+    assert state.refresh_edge() and state.edge_book.version == version + 1
+    assert state.edge_book.plan.pops["lon1"].state.value == "graceful-shutdown"
+    assert [c for i in state.edge_book.intents("lon1") for c in i.communities][:1] == [(65535, 0)]
     clock.now += 5.0
     state.refresh()
-    assert state.refresh_edge() and state.edge.pops["lon1"].state.value == "withdrawn"
-    assert "198.19.128.0/24" not in {i.prefix for i in state.pop_intents("lon1")}
-    assert "198.19.128.0/20" in {i.prefix for i in state.pop_intents("lon1")}  # the region's aggregate stays
+    assert state.refresh_edge() and state.edge_book.plan.pops["lon1"].state.value == "withdrawn"
+    assert "198.19.128.0/24" not in {i.prefix for i in state.edge_book.intents("lon1")}
+    assert "198.19.128.0/20" in {i.prefix for i in state.edge_book.intents("lon1")}  # the region's aggregate stays
 
     # Failures: sites that stop reporting withdraw at once, but lon is withdrawn already and the blast
     # radius allows two metros: sea goes (first in the fleet's order), ams and fra are held (and said so).
@@ -169,16 +169,16 @@ def test_the_edge_follows_drains_after_graceful_shutdown_and_failures_within_the
             report(state, pop.code)
     state.refresh()
     state.refresh_edge()
-    assert state.edge.withdrawn_metros() == {"lon", "sea"}
-    assert set(state.edge.held) == {"ams1", "fra1"}
-    assert "blast radius allows 2" in state.edge.pops["fra1"].reason
+    assert state.edge_book.plan.withdrawn_metros() == {"lon", "sea"}
+    assert set(state.edge_book.plan.held) == {"ams1", "fra1"}
+    assert "blast radius allows 2" in state.edge_book.plan.pops["fra1"].reason
 
 
 def test_bgp_actions_are_checked_and_audited(state: FleetState) -> None:
     with pytest.raises(UnknownTarget, match="AS64497 is not a transit of lon1"):
-        state.set_bgp_action("lon1", 64497, "prepend-1", by="test")
+        state.edge_book.set_action("lon1", 64497, "prepend-1", by="test")
     with pytest.raises(ValueError, match="unknown action"):
-        state.set_bgp_action("lon1", 64499, "prepend-9", by="test")
-    state.set_bgp_action("lon1", 64499, "prepend-2", by="test")
-    assert all((64496, 22, 64499) in i.large_communities for i in state.pop_intents("lon1"))
+        state.edge_book.set_action("lon1", 64499, "prepend-9", by="test")
+    state.edge_book.set_action("lon1", 64499, "prepend-2", by="test")
+    assert all((64496, 22, 64499) in i.large_communities for i in state.edge_book.intents("lon1"))
     assert state.store.audit_log()[0].action == "bgp action"

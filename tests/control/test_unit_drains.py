@@ -65,7 +65,7 @@ def test_an_alarmed_unit_takes_its_replicas_out_and_returns_once_clear(state: Fl
     lon1 = state.snapshot.sites["lon1"]
     assert lon1.state is SiteState.SERVING and lon1.replicas == {m: n // 2 for m, n in placed.items()}
     assert state.router.slots("lon1", MODEL, lon1) == full // 2
-    assert state.units_out("lon1") == {"lon1-u1": "alarm: coolant-supply"}
+    assert state.drains.units_out("lon1") == {"lon1-u1": "alarm: coolant-supply"}
     assert audit(state, "alarm-drain") == [("unit lon1-u1", "ok")]
 
     report(state, "lon1", alarms={"lon1-u1": ["coolant-supply"], "lon1-u2": ["inlet-temperature"]})
@@ -82,15 +82,15 @@ def test_an_alarmed_unit_takes_its_replicas_out_and_returns_once_clear(state: Fl
 def test_units_in_maintenance_or_drained_carry_nothing(state: FleetState) -> None:
     everyone_reports(state)
     state.unit_book.set_state("ams1-u2", "maintenance", by="alice")
-    assert state.drain("unit", "ams1-u1", by="bob")
+    assert state.drains.drain("unit", "ams1-u1", by="bob")
     state.refresh()
     ams1 = state.snapshot.sites["ams1"]
     assert ams1.state is SiteState.DRAINED
     assert ams1.reason == "no unit carries traffic (ams1-u1 drained by bob; ams1-u2 maintenance)"
-    assert state.undrain("unit", "ams1-u1", by="bob")
+    assert state.drains.undrain("unit", "ams1-u1", by="bob")
     state.refresh()
     assert state.snapshot.sites["ams1"].state is SiteState.SERVING
-    assert state.units_out("ams1") == {"ams1-u2": "maintenance"}
+    assert state.drains.units_out("ams1") == {"ams1-u2": "maintenance"}
 
 
 def test_a_heat_alarm_is_held_when_the_fleet_has_no_room_and_a_leak_is_not(state: FleetState, clock: Clock) -> None:
@@ -102,16 +102,16 @@ def test_a_heat_alarm_is_held_when_the_fleet_has_no_room_and_a_leak_is_not(state
     clock.now += 2
     state.refresh()
     with pytest.raises(DrainRefused):
-        state.check_drain("unit", "lon1-u1")
+        state.drains.check("unit", "lon1-u1")
     report(state, "lon1", busy=state.router.slots("lon1", MODEL), alarms={"lon1-u1": ["inlet-temperature"]})
     state.refresh()
-    assert state.units_out("lon1") == {} and state.snapshot.sites["lon1"].replicas == {}
+    assert state.drains.units_out("lon1") == {} and state.snapshot.sites["lon1"].replicas == {}
     assert "inlet-temperature: held, " in state.alarms.held["lon1-u1"]
     lon1 = next(p for p in state.status()["pops"] if p["code"] == "lon1")
     assert lon1["alarms_held"]["lon1-u1"] == state.alarms.held["lon1-u1"]
     assert audit(state, "alarm-drain") == [("unit lon1-u1", "held")]
 
     report(state, "lon1", alarms={"lon1-u1": ["inlet-temperature", "leak"]})
-    assert state.units_out("lon1") == {"lon1-u1": "alarm: inlet-temperature, leak"}
+    assert state.drains.units_out("lon1") == {"lon1-u1": "alarm: inlet-temperature, leak"}
     assert audit(state, "alarm-drain")[-1] == ("unit lon1-u1", "ok")
     assert "lon1-u1" not in state.alarms.held

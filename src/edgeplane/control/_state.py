@@ -5,26 +5,25 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from edgeplane.bgp import GRACEFUL_SHUTDOWN_SECONDS, EdgePlan, Intent, LargeCommunity
+from edgeplane.bgp import GRACEFUL_SHUTDOWN_SECONDS
 from edgeplane.control import _bodies as bodies
 from edgeplane.control import _placements as placements
+from edgeplane.control._agents import AgentBook
 from edgeplane.control._alarms import AlarmJudge
+from edgeplane.control._drains import MAX_DRAINED_METROS, DrainBook
 from edgeplane.control._edgebook import EdgeBook
-from edgeplane.control._errors import DrainRefused, PlacementRefused, UnknownTarget
+from edgeplane.control._errors import PlacementRefused, UnknownTarget
 from edgeplane.control._keys import KeyBook
 from edgeplane.control._status import status_json
-from edgeplane.control._store import DRAIN_KINDS, AuditRecord, Drain, Store
+from edgeplane.control._store import AuditRecord, Store
 from edgeplane.control._units import UnitBook
 from edgeplane.fleet import Fleet, PlacementEntry
 from edgeplane.health import HealthBook
-from edgeplane.planning import DrainCheck, check_drain
 from edgeplane.routing import Router, SiteState, SiteView, Snapshot
-from edgeplane.units import UnitState
 from edgeplane.web import parse
 
 Clock = Callable[[], float]
@@ -37,46 +36,6 @@ LOAD_PUBLISH_DELTA = 0.05
 
 # After a start, how long the snapshot waits for every site agent's first report (they report twice a second).
 WARMUP_SECONDS = 2.0
-
-# Blast radius: how many metros may be drained at once without --force.
-MAX_DRAINED_METROS = 2
-
-
-@dataclass(frozen=True, slots=True)
-class AgentReport:
-    """A site agent's last report, as the control plane keeps it."""
-
-    pop: str
-    url: str | None
-    pid: int | None
-    backend: str
-    models: Mapping[str, bodies.ModelLoad]
-    load: float
-    received_at: float  # monotonic seconds
-    fault: bodies.FaultView | None = None  # an injected fault the agent shows
-    loading: str | None = None  # a model being loaded after a placement change
-    measured_at: float = 0.0  # unix seconds when the agent read its models' busy counts; 0 when unsaid
-    units: Mapping[str, bodies.UnitView] = field(default_factory=dict)  # telemetry and alarms per unit
-
-    def alarmed(self) -> dict[str, list[str]]:
-        """Units with alarms raised, and which."""
-        return {code: list(unit.alarms) for code, unit in self.units.items() if unit.alarms}
-
-    @classmethod
-    def from_body(cls, pop: str, body: bodies.AgentReport, received_at: float) -> AgentReport:
-        return cls(
-            pop=pop,
-            url=body.url,
-            pid=body.pid,
-            backend=body.backend,
-            models=body.models,
-            load=body.load,
-            received_at=received_at,
-            fault=body.fault,
-            loading=body.loading,
-            measured_at=body.measured_at,
-            units=body.units,
-        )
 
 
 def _busy(model: bodies.ModelLoad) -> int:
@@ -111,14 +70,13 @@ class FleetState:
             fleet = fleet.model_copy(update={"placement": _entries(stored)})
         self.fleet = fleet
         self.router = Router(fleet)
-        self.max_drained_metros = max_drained_metros
         self.health = health or HealthBook()  # from the control plane's own probes
         self.store = store
         self.clock = clock
         self.wall_clock = wall_clock
         self.agent_timeout_seconds = agent_timeout_seconds
         self.digest = fleet_digest(fleet)
-        self.reports: dict[str, AgentReport] = {}
+        self.agents = AgentBook(store, clock, wall_clock)
         # Versions count on from the wall clock in milliseconds, so they keep growing across restarts: a gateway
         # or speaker that long-polls with `after=` the last version it saw is answered at once by a restarted
         # control plane (whose count would otherwise begin again at 1), and fetches the key table anew.
@@ -128,6 +86,10 @@ class FleetState:
         self.started_at = clock()
         self._published_at = clock()
         self.alarms = AlarmJudge(store, clock, wall_clock)
+        self.drains = DrainBook(
+            store, lambda: self.fleet, lambda: self.router, lambda: self.snapshot.sites, self.unit_book, self.alarms,
+            wall_clock, max_drained_metros=max_drained_metros,
+        )  # fmt: skip
         self.snapshot = Snapshot(first, wall_clock(), self.digest, self._views(), self.keys.version)
         self.edge_book = EdgeBook(
             store, lambda: self.fleet, wall_clock, graceful_shutdown_seconds=graceful_shutdown_seconds,
@@ -136,14 +98,15 @@ class FleetState:
 
     def __repr__(self) -> str:
         return (
-            f"<FleetState v{self.snapshot.version} [Reports: {len(self.reports)}, Drains: {len(self.store.drains())}]>"
+            f"<FleetState v{self.snapshot.version} [Reports: {len(self.agents.reports)},"
+            f" Drains: {len(self.store.drains())}]>"
         )
 
     def warming_up(self) -> bool:
         """Just started, and not every site agent has reported yet: the snapshot would show running sites as
         down. Gateways keep the snapshot they have until the agents had the time to report (a few of their
         half-second reports, at most their timeout)."""
-        waiting = any(pop.code not in self.reports for pop in self.fleet.pops)
+        waiting = any(pop.code not in self.agents.reports for pop in self.fleet.pops)
         return waiting and self.clock() - self.started_at < min(WARMUP_SECONDS, self.agent_timeout_seconds)
 
     # -- inputs -------------------------------------------------------------------------------
@@ -152,115 +115,11 @@ class FleetState:
         if pop not in self.fleet.pop_by_code:
             raise UnknownTarget(f"unknown PoP {pop!r}")
         body = data if isinstance(data, bodies.AgentReport) else parse(bodies.AgentReport, data)
-        self.reports[pop] = AgentReport.from_body(pop, body, self.clock())
-        for event in body.alarm_events:
-            detail = {"rule": event.rule, "what": event.what, "value": event.value, "threshold": event.threshold}
-            target = f"unit {event.unit}"
-            self.store.audit(
-                AuditRecord(self.wall_clock(), f"alarm at {pop}", "unit-alarm", target, event.kind, detail)
-            )
-        for done in body.audit_events:  # recorded when heard of here; the agent's own time goes in the detail
-            detail = {**done.detail, "at_agent": done.at}
-            who = f"{done.who} at {pop}"
-            self.store.audit(AuditRecord(self.wall_clock(), who, done.action, f"pop {pop}", done.outcome, detail))
+        report = self.agents.take(pop, body)
         units = [u.code for u in self.fleet.pop_by_code[pop].units]
         self.alarms.judge(
-            pop, units, self.reports[pop].alarmed(), self.units_out(pop), lambda unit: self.check_drain("unit", unit)
+            pop, units, report.alarmed(), self.drains.units_out(pop), lambda unit: self.drains.check("unit", unit)
         )
-
-    def units_out(self, pop: str, unit_drains: Mapping[str, Drain] | None = None) -> dict[str, str]:
-        """The PoP's units (of the fleet file) that carry no traffic now, and why: not in service, drained,
-        or taken out by an alarm."""
-        if unit_drains is None:
-            unit_drains = {d.code: d for d in self.store.drains() if d.kind == "unit"}
-        out: dict[str, str] = {}
-        for unit in self.fleet.pop_by_code[pop].units:
-            state = self.unit_book.state_of(unit.code)
-            if state is not UnitState.IN_SERVICE:
-                out[unit.code] = str(state)
-            elif unit.code in unit_drains:
-                out[unit.code] = f"drained by {unit_drains[unit.code].by}"
-            elif unit.code in self.alarms.out:
-                out[unit.code] = f"alarm: {self.alarms.out[unit.code]}"
-        return out
-
-    def live_replicas(self, pop: str, out: Mapping[str, str]) -> dict[str, int]:
-        """Per model placed at the PoP whose replicas sit partly in units that are ``out``: the replicas left."""
-        live: dict[str, int] = {}
-        for model, replicas in self.fleet.models_at(pop).items():
-            left = sum(n for u, n in self.fleet.unit_replicas(pop, model, replicas).items() if u not in out)
-            if left < replicas:
-                live[model] = left
-        return live
-
-    def _check_target(self, kind: str, code: str) -> None:
-        if kind not in DRAIN_KINDS:
-            raise UnknownTarget(f"unknown drain kind {kind!r}; expected one of: {', '.join(DRAIN_KINDS)}")
-        known: Mapping[str, object]
-        if kind == "unit":
-            known = {u.code: u for _, u in self.fleet.units()}
-        else:
-            known = self.fleet.metro_by_code if kind == "metro" else self.fleet.pop_by_code
-        if code not in known:
-            raise UnknownTarget(f"unknown {kind} {code!r}; expected one of: {', '.join(sorted(known))}")
-
-    def drain(self, kind: str, code: str, *, by: str, reason: str = "", force: bool = False) -> bool:
-        """Record a drain, unless it would overload the receiving sites or drain too many metros at once
-        (then DrainRefused says why and what would make it possible); ``force`` overrides both."""
-        self._check_target(kind, code)
-        target = f"{kind} {code}"
-        if not force:
-            try:
-                self.check_drain(kind, code)
-            except DrainRefused as refused:
-                detail = {"reasons": refused.reasons, "advice": refused.advice}
-                self.store.audit(AuditRecord(self.wall_clock(), by, "drain", target, "refused", detail))
-                raise
-        added = self.store.add_drain(Drain(kind, code, self.wall_clock(), by, reason))
-        outcome = ("ok" if added else "already drained") + (" (forced)" if force else "")
-        self.store.audit(AuditRecord(self.wall_clock(), by, "drain", target, outcome, {"reason": reason}))
-        return added
-
-    # -- units --------------------------------------------------------------------------------
-    def check_drain(self, kind: str, code: str) -> DrainCheck:
-        """Raise DrainRefused if draining ``kind code`` now would break the blast radius or the headroom."""
-        drains = self.store.drains()
-        reduced: dict[str, dict[str, int]] = {}
-        if kind == "unit":
-            pop = next(p.code for p, u in self.fleet.units() if u.code == code)
-            out = {**self.units_out(pop), code: "drain being checked"}
-            if len(out) < len(self.fleet.pop_by_code[pop].units):
-                reduced[pop] = self.live_replicas(pop, out)  # the PoP keeps serving on its other units
-            kind, code = "pop", pop
-        metros = {d.code for d in drains if d.kind == "metro"}
-        metros |= {self.fleet.pop_by_code[d.code].metro for d in drains if d.kind == "pop"}
-        metro = code if kind == "metro" else self.fleet.pop_by_code[code].metro
-        if reduced:
-            check = check_drain(self.router, self.snapshot.sites, (), reduced=reduced)
-            if not check.ok:
-                raise DrainRefused(check.reasons(), [*check.advice, "or use --force"], check)
-            return check
-        if metro not in metros and len(metros) + 1 > self.max_drained_metros:
-            raise DrainRefused(
-                [
-                    f"{len(metros)} metros are drained already ({', '.join(sorted(metros))}); the blast radius allows"
-                    f" {self.max_drained_metros} at once"
-                ],
-                ["undrain a metro first, or use --force"],
-            )
-        pops = {p.code for p in self.fleet.pops_in(code)} if kind == "metro" else {code}
-        check = check_drain(self.router, self.snapshot.sites, pops)
-        if not check.ok:
-            raise DrainRefused(check.reasons(), [*check.advice, "or use --force"], check)
-        return check
-
-    def undrain(self, kind: str, code: str, *, by: str) -> bool:
-        self._check_target(kind, code)
-        removed = self.store.remove_drain(kind, code)
-        self.store.audit(
-            AuditRecord(self.wall_clock(), by, "undrain", f"{kind} {code}", "ok" if removed else "was not drained", {})
-        )
-        return removed
 
     # -- outputs ------------------------------------------------------------------------------
     def _views(self) -> dict[str, SiteView]:
@@ -272,9 +131,9 @@ class FleetState:
         views: dict[str, SiteView] = {}
         for pop in self.fleet.pops:
             placed = set(self.fleet.models_at(pop.code))
-            report = self.reports.get(pop.code)
-            out = self.units_out(pop.code, unit_drains)
-            live = self.live_replicas(pop.code, out) if out else {}
+            report = self.agents.get(pop.code)
+            out = self.drains.units_out(pop.code, unit_drains)
+            live = self.drains.live_replicas(pop.code, out) if out else {}
             loaded = frozenset(placed & set(report.models)) if report else frozenset()
             loaded -= {m for m, n in live.items() if n == 0}
             url = report.url if report else None
@@ -325,32 +184,10 @@ class FleetState:
         self.store.audit(AuditRecord(self.wall_clock(), by, "apply placement", "fleet", outcome, changed))
         return changed
 
-    # -- the network edge: its room, under the names the API and the tests know ----------------
-    @property
-    def edge(self) -> EdgePlan:
-        return self.edge_book.plan
-
-    @property
-    def edge_version(self) -> int:
-        return self.edge_book.version
-
-    @property
-    def graceful_shutdown_seconds(self) -> float:
-        return self.edge_book.graceful_shutdown_seconds
-
+    # -- publishing -----------------------------------------------------------------------------
     def refresh_edge(self) -> bool:
         """Recompute what each PoP announces; True if a speaker has something new to do."""
-        return self.edge_book.refresh(self.snapshot.sites, self.reports)
-
-    def set_bgp_action(self, pop: str, transit_asn: int, action: str, *, by: str) -> None:
-        self.edge_book.set_action(pop, transit_asn, action, by=by)
-
-    @property
-    def bgp_actions(self) -> dict[str, dict[int, LargeCommunity]]:
-        return self.edge_book.actions
-
-    def pop_intents(self, pop: str) -> list[Intent]:
-        return self.edge_book.intents(pop)
+        return self.edge_book.refresh(self.snapshot.sites, self.agents.reports)
 
     def refresh(self) -> bool:
         """Rebuild the snapshot; True if a new version was published."""

@@ -18,7 +18,7 @@ def status_json(state: FleetState) -> dict[str, Any]:
     pops: list[dict[str, Any]] = []
     for pop in state.fleet.pops:
         view = sites[pop.code]
-        report = state.reports.get(pop.code)
+        report = state.agents.get(pop.code)
         pops.append(
             {
                 "code": pop.code,
@@ -34,7 +34,7 @@ def status_json(state: FleetState) -> dict[str, Any]:
                 "last_report_age_seconds": round(now - report.received_at, 3) if report else None,
                 "fault": report.fault.model_dump() if report and report.fault else None,
                 "units": {code: unit.model_dump() for code, unit in report.units.items()} if report else {},
-                "units_out": state.units_out(pop.code, unit_drains),
+                "units_out": state.drains.units_out(pop.code, unit_drains),
                 "alarms_held": {u.code: state.alarms.held[u.code] for u in pop.units if u.code in state.alarms.held},
                 "replicas": {**state.fleet.models_at(pop.code), **view.replicas},
             }

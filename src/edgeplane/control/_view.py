@@ -36,7 +36,7 @@ class ControlView:
 
     @property
     def scenario_summary(self) -> dict[str, Any] | None:
-        return self._plane.scenario_summary
+        return self._plane.scenarios.summary
 
     def status(self) -> dict[str, Any]:
         return self._plane.state.status()

@@ -196,7 +196,8 @@ def refused() -> web.Response:
 
 
 class HasAdminToken(Protocol):
-    admin_token: str | None
+    @property
+    def admin_token(self) -> str | None: ...
 
 
 S = TypeVar("S", bound=HasAdminToken)

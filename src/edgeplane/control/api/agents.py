@@ -1,0 +1,26 @@
+"""Site agents' reports: what each PoP serves and how loaded it is; the answer tells the agent what it should
+serve now and which of its units carry no traffic."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from edgeplane.control import _bodies as bodies
+from edgeplane.control.api._resource import Resource
+from edgeplane.web import admin, json_response, parse, read_body
+
+
+class AgentsApi(Resource):
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/api/agents/{pop}/report", self.report)]
+
+    @admin
+    async def report(self, request: web.Request) -> web.Response:
+        pop = request.match_info["pop"]
+        self.state.report(pop, parse(bodies.AgentReport, await read_body(request)))
+        self.plane.publish()
+        # The answer carries what this site should serve: a placement applied since it started reaches it here.
+        # And which of its units carry no traffic: the agent sends nothing to their replicas.
+        models = self.state.fleet.models_at(pop)
+        out = self.state.drains.units_out(pop)
+        return json_response({"snapshot_version": self.state.snapshot.version, "models": models, "units_out": out})
