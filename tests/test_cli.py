@@ -49,6 +49,45 @@ def test_commands_explain_an_unreachable_control_plane() -> None:
     assert code == 1 and "cannot reach the control plane" in shown
 
 
+def test_every_failure_of_the_control_plane_is_said_one_way() -> None:
+    """Unreachable, an HTTP error with the server's OpenAI-style message, an answer that is not JSON: whichever
+    command met it, `error: ...` on its console and exit 1."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Answers(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/api/keys":
+                body, status = b'{"error": {"message": "admin token required", "type": "auth"}}', 401
+            else:
+                body, status = b"<html>a proxy's page</html>", 200
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answers)
+    threading.Thread(target=server.serve_forever).start()
+    url, nowhere = f"http://127.0.0.1:{server.server_address[1]}", f"http://127.0.0.1:{free_port()}"
+    try:
+        for control, args, said in (
+            (url, ["keys", "list", "--json"], "error: control plane answered 401: admin token required"),
+            (url, ["status"], f"error: the control plane at {url} answered /api/status with no JSON"),
+            (url, ["bgp", "status"], f"error: the control plane at {url} answered /api/bgp with no JSON"),
+            (nowhere, ["bgp", "status"], f"error: cannot reach the control plane at {nowhere}"),
+            (nowhere, ["plan", "growth"], f"observed demand: cannot reach the control plane at {nowhere}"),
+        ):
+            code, shown, output = run("--control", control, *args)
+            assert code == 1 and shown.startswith("error: ") and said in shown, (args, shown, output)
+            assert "Traceback" not in output
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_every_command_group_answers_help_by_either_entry_point() -> None:
     """`python -m edgeplane.cli` ran the CLI before the groups defined after its main() existed."""
     import subprocess

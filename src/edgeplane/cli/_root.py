@@ -4,6 +4,7 @@ client of the control plane and how errors are said."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -15,11 +16,12 @@ import platformdirs
 from rich.console import Console
 from rich.text import Text
 
-from edgeplane._errors import ConfigError, EdgeplaneError
+from edgeplane._errors import ConfigError, ControlPlaneError, EdgeplaneError
 from edgeplane.fleet import Fleet, FleetError, load_fleet
 from edgeplane.local import DirectoryLock, LockHeld
 
 if TYPE_CHECKING:
+    from edgeplane.cli._client import ControlClient
     from edgeplane.control import SQLiteStore
 
 DEFAULT_CONTROL_URL = "http://127.0.0.1:8081"
@@ -114,7 +116,7 @@ def _lock_or_exit(ctx: click.Context, lock: DirectoryLock) -> DirectoryLock:
     try:
         lock.acquire()
     except LockHeld as error:
-        _refuse(ctx, error)
+        _fail(ctx, error)
     return lock
 
 
@@ -125,32 +127,41 @@ def _open_store_or_exit(ctx: click.Context, data_dir: Path, *, reset: bool) -> S
     try:
         store = SQLiteStore(data_dir / "edgeplane.db", reset=reset)
     except ConfigError as error:
-        _refuse(ctx, error)
+        _fail(ctx, error)
     if store.moved_aside is not None:
         _console(ctx).print(f"--reset-store: the old store was moved aside to {store.moved_aside}", soft_wrap=True)
     return store
 
 
-def _refuse(ctx: click.Context, error: EdgeplaneError) -> NoReturn:
-    """Print why a service will not start (whole, even if long: it names files) and exit 1, no traceback."""
+def _fail(ctx: click.Context, error: EdgeplaneError | str) -> NoReturn:
+    """How every command says it failed: `error: ...` on its console (whole, even if long: it names files and
+    URLs) and exit 1, no traceback."""
     _console(ctx).print(Text.assemble(("error: ", "red"), str(error)), soft_wrap=True)
     ctx.exit(1)
 
 
-def _api(ctx: click.Context, method: str, path: str, payload: Any = None) -> Any:
-    from edgeplane.cli._client import ControlClient
-
-    client = ControlClient(ctx.obj["control_url"], admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"))
-    try:
-        return client.call(method, path, payload)
-    except EdgeplaneError as error:
-        _console(ctx).print(f"[red]error:[/] {error}", highlight=False)
-        ctx.exit(1)
-
-
-def _admin_client(ctx: click.Context, timeout_seconds: float = 10.0) -> Any:
+def _control(ctx: click.Context, *, timeout_seconds: float = 10.0) -> ControlClient:
+    """The client of the control plane (--control, EDGEPLANE_ADMIN_TOKEN) for a command that must tell a failure
+    apart; every other call goes through _api."""
     from edgeplane.cli._client import ControlClient
 
     return ControlClient(
         ctx.obj["control_url"], admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"), timeout_seconds=timeout_seconds
     )
+
+
+def _api(
+    ctx: click.Context, method: str, path: str, payload: Any = None, *, timeout_seconds: float = 10.0, doing: str = ""
+) -> Any:
+    """One call of the control plane: its JSON answer, or (unreachable, refused, an HTTP error with the server's
+    message, no JSON) the command ends through _fail, the message prefixed with what it was ``doing``."""
+    try:
+        return _control(ctx, timeout_seconds=timeout_seconds).call(method, path, payload)
+    except ControlPlaneError as error:
+        _fail(ctx, f"{doing}: {error}" if doing else error)
+
+
+def _print_json(data: Any, *, one_line: bool = False) -> None:
+    """What every `--json` prints: indented, or ``one_line`` for the single records scripts read line by line
+    (a key, a drain, a unit, a fault)."""
+    click.echo(json.dumps(data) if one_line else json.dumps(data, indent=2))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from edgeplane._errors import ConfigError, EdgeplaneError
-from edgeplane.cli._root import _admin_client, _console, _load, _run, cli, default_data_dir
+from edgeplane._errors import ConfigError, ControlPlaneError, EdgeplaneError
+from edgeplane.cli._root import _api, _console, _control, _fail, _load, _print_json, _run, cli, default_data_dir
 
 
 @cli.group()
@@ -128,7 +127,7 @@ def bgp_run(
     try:
         _run(main())
     except* (SpeakerError, EdgeplaneError) as group:
-        raise click.ClickException("; ".join(str(e) for e in group.exceptions)) from None
+        _fail(ctx, "; ".join(str(e) for e in group.exceptions))
 
 
 @bgp.command("intents")
@@ -144,18 +143,17 @@ def bgp_intents(ctx: click.Context, pop_code: str, fleet_path: Path | None, as_j
     loaded = _load(ctx, fleet_path)
     if pop_code not in loaded.pop_by_code:
         raise click.BadParameter(f"unknown PoP {pop_code!r}; expected one of: {', '.join(sorted(loaded.pop_by_code))}")
-    client = _admin_client(ctx, timeout_seconds=3)
     state: dict[str, Any] | None = None
-    try:
-        answer = client.call("GET", f"/api/bgp/intents?pop={pop_code}")
+    try:  # the only command that goes on without the control plane: the fleet file says what to announce
+        answer = _control(ctx, timeout_seconds=3).call("GET", f"/api/bgp/intents?pop={pop_code}")
         intents = [intent_from_json(i) for i in answer["intents"]]
         state = answer["state"]
         source = f"control plane {ctx.obj['control_url']}, version {answer['version']}"
-    except EdgeplaneError:
+    except ControlPlaneError:
         intents, source = pop_intents(loaded, pop_code), "no control plane reachable: the fleet file alone"
     if as_json:
         payload = {"pop": pop_code, "asn": loaded.asn, "source": source, "state": state}
-        click.echo(json.dumps({**payload, "intents": [i.to_json() for i in intents]}, indent=2))
+        _print_json({**payload, "intents": [i.to_json() for i in intents]})
         return
     title = f"{pop_code} announces (AS{loaded.asn}; {source})"
     if state and state["state"] != "announced":
@@ -181,12 +179,9 @@ def bgp_intents(ctx: click.Context, pop_code: str, fleet_path: Path | None, as_j
 @click.pass_context
 def bgp_status(ctx: click.Context, as_json: bool) -> None:
     """Each PoP's metro prefixes: announced, in graceful shutdown, or withdrawn, and why."""
-    try:
-        answer = _admin_client(ctx, timeout_seconds=5).call("GET", "/api/bgp")
-    except EdgeplaneError as error:
-        raise click.ClickException(str(error)) from None
+    answer = _api(ctx, "GET", "/api/bgp", timeout_seconds=5)
     if as_json:
-        click.echo(json.dumps(answer, indent=2))
+        _print_json(answer)
         return
     table = Table(title=f"metro prefixes per PoP (AS{answer['asn']}, version {answer['version']})")
     for column in ("pop", "metro", "state", "reason"):
@@ -239,7 +234,7 @@ def bgp_explain(
         raise click.ClickException(str(error)) from None
     decision = best_path(candidates, always_compare_med=always_compare_med, deterministic_med=deterministic_med)
     if as_json:
-        click.echo(json.dumps({"destination": destination, **decision.to_json()}, indent=2))
+        _print_json({"destination": destination, **decision.to_json()})
         return
     console = _console(ctx)
     table = Table(title=f"{destination}: {len(candidates)} routes to {prefix} ({decision.method})")
@@ -293,19 +288,14 @@ def bgp_balance(
     suggestions = [suggest(fleet, pop, per, shift_per_prepend=shift_per_prepend) for pop, per in traffic.items()]
     applied: list[dict[str, Any]] = []
     if apply_:
-        client = _admin_client(ctx)
         for s in suggestions:
             if s.transit_asn is None:
                 continue
-            try:
-                body = {"pop": s.pop, "transit_asn": s.transit_asn, "action": s.action}
-                applied.append(client.call("POST", "/api/bgp/actions", body))
-            except EdgeplaneError as error:
-                raise click.ClickException(
-                    f"applying {s.action} on {s.pop} toward AS{s.transit_asn}: {error}"
-                ) from None
+            body = {"pop": s.pop, "transit_asn": s.transit_asn, "action": s.action}
+            doing = f"applying {s.action} on {s.pop} toward AS{s.transit_asn}"
+            applied.append(_api(ctx, "POST", "/api/bgp/actions", body, doing=doing))
     if as_json:
-        click.echo(json.dumps({"suggestions": [s.to_json() for s in suggestions], "applied": applied}, indent=2))
+        _print_json({"suggestions": [s.to_json() for s in suggestions], "applied": applied})
         return
     table = Table(title="inbound balance (utilisation per transit: now -> predicted)")
     for column in ("pop", "suggestion", "utilisation"):

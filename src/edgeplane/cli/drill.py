@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 from rich.console import Console
 
-from edgeplane.cli._root import _api, _console, cli
+from edgeplane.cli._root import _api, _console, _print_json, cli
 
 
 @cli.group()
@@ -40,7 +39,7 @@ def drill_metro(
             f = drill["figures"]
             console.print(f"  {f['samples']} moved requests, p95 TTFT {f['ttft_ms_p95']} ms", highlight=False)
     if as_json:
-        click.echo(json.dumps(drill, indent=2))
+        _print_json(drill)
     else:
         _print_drill(console, drill)
     if drill["state"] != "completed":

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 from rich.table import Table
 
-from edgeplane.cli._root import _api, _console, cli
+from edgeplane.cli._root import _api, _console, _print_json, cli
 
 
 @cli.group()
@@ -23,7 +22,7 @@ def fault_list(ctx: click.Context, as_json: bool) -> None:
     """The catalogue of faults, and which sites show one now."""
     data = _api(ctx, "GET", "/api/faults")
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        _print_json(data)
         return
     table = Table(title="faults")
     table.add_column("fault")
@@ -62,7 +61,7 @@ def fault_set(
             payload[key] = value
     data = _api(ctx, "POST", "/api/faults", payload)
     if as_json:
-        click.echo(json.dumps(data))
+        _print_json(data, one_line=True)
         return
     _console(ctx).print(f"{pop}: {data['active']['fault']} injected", highlight=False)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
-from edgeplane.cli._root import _console, _load, cli
+from edgeplane.cli._root import _console, _load, _print_json, cli
 from edgeplane.fleet import Fleet
 
 
@@ -79,7 +78,7 @@ def fleet_show(ctx: click.Context, fleet_path: Path | None, as_json: bool) -> No
     loaded = _load(ctx, fleet_path)
     console = _console(ctx)
     if as_json:
-        click.echo(json.dumps(fleet_json(loaded), indent=2))
+        _print_json(fleet_json(loaded))
         return
     table = Table(title=f"fleet (AS{loaded.asn})")
     for column in ("metro", "region", "continent", "PoPs", "GPUs", "client prefixes"):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 from rich.table import Table
 
-from edgeplane.cli._root import _api, _console, cli
+from edgeplane.cli._root import _api, _console, _print_json, cli
 
 
 @cli.group()
@@ -41,7 +40,7 @@ def keys_create(
         payload["models"] = [m.strip() for m in models.split(",") if m.strip()]
     data = _api(ctx, "POST", "/api/keys", payload)
     if as_json:
-        click.echo(json.dumps(data))
+        _print_json(data, one_line=True)
         return
     console = _console(ctx)
     console.print(f"key {data['id']} for tenant {data['tenant']}:", highlight=False)
@@ -56,7 +55,7 @@ def keys_list(ctx: click.Context, as_json: bool) -> None:
     """Every key with its tenant, limits and residency (never the key itself)."""
     data = _api(ctx, "GET", "/api/keys")
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        _print_json(data)
         return
     table = Table(title="API keys")
     for column in ("id", "tenant", "pinned to", "rpm", "tpm", "models", "state"):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from edgeplane._errors import ConfigError
-from edgeplane.cli._root import _console, _load, cli
+from edgeplane.cli._root import _console, _load, _print_json, cli
 
 
 @cli.command("load")
@@ -56,7 +55,7 @@ def load_command(
         )  # fmt: skip
     if as_json:
         rows = [{"metro": m, "model": n, **t.to_json()} for (m, n), t in tallies.items()]
-        click.echo(json.dumps({"duration_seconds": duration, "results": rows}, indent=2))
+        _print_json({"duration_seconds": duration, "results": rows})
         return
     table = Table(title=f"{duration:g} s of {demand_path} x{factor:g} against {gateway_url}")
     for column in ("metro", "model", "sent", "ok", "failed", "served in (share)"):

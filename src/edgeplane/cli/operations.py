@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 from rich.table import Table
 
-from edgeplane.cli._root import _api, _console, cli
+from edgeplane.cli._root import _api, _console, _print_json, cli
 
 
 @cli.command()
@@ -17,7 +15,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Every metro and PoP with its state, load and site agent pid."""
     data = _api(ctx, "GET", "/api/status")
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        _print_json(data)
         return
     console = _console(ctx)
     colours = {"serving": "green", "drained": "yellow", "down": "red"}
@@ -53,7 +51,7 @@ def _drain_command(name: str, drain: bool) -> click.Command:
         else:
             data = _api(ctx, "DELETE", f"/api/drains/{kind}/{code}")
         if as_json:
-            click.echo(json.dumps(data))
+            _print_json(data, one_line=True)
             return
         verb = "drained" if drain else "undrained"
         note = "" if data.get("changed") else f" (it was already {verb})"
@@ -80,7 +78,7 @@ def route(ctx: click.Context, client: str, model: str, prompt_tokens: int, max_t
     query = {"client": client, "model": model, "prompt_tokens": prompt_tokens, "max_tokens": max_tokens}
     data = _api(ctx, "GET", "/api/route?" + urlencode(query))
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        _print_json(data)
         return
     console = _console(ctx)
     for line in data["explanation"]:

@@ -10,8 +10,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from edgeplane._errors import ConfigError, EdgeplaneError
-from edgeplane.cli._root import _admin_client, _api, _console, _load, cli
+from edgeplane._errors import ConfigError
+from edgeplane.cli._root import _api, _console, _load, _print_json, cli
 from edgeplane.fleet import Fleet
 
 
@@ -35,11 +35,8 @@ def _plan_demand(
         except ConfigError as error:
             raise click.ClickException(str(error)) from None
     # Neither given: what the running fleet has served, if there is one to ask.
-    try:
-        answer = _admin_client(ctx).call("GET", f"/api/demand?window={window}")
-    except EdgeplaneError as error:
-        hint = "" if observed else "give --demand FILE, or run against a fleet that has served requests; "
-        raise click.ClickException(f"{hint}observed demand: {error}") from None
+    hint = "" if observed else "give --demand FILE, or run against a fleet that has served requests; "
+    answer = _api(ctx, "GET", f"/api/demand?window={window}", doing=f"{hint}observed demand")
     rows = [
         Demand(
             r["metro"], r["model"], float(r["requests_per_second"]), int(r["prompt_tokens"]), int(r["output_tokens"])
@@ -125,7 +122,7 @@ def plan_placement(
         )  # fmt: skip
     except (PlacementError, ValueError) as error:
         if as_json and isinstance(error, PlacementError):
-            click.echo(json.dumps({"error": str(error), "shortfalls": error.shortfalls}, indent=2))
+            _print_json({"error": str(error), "shortfalls": error.shortfalls})
             ctx.exit(1)
         raise click.ClickException(str(error)) from None
     if html_path is not None:
@@ -135,12 +132,10 @@ def plan_placement(
     applied: dict[str, Any] | None = None
     if apply_:
         entries = [{"model": p.model, "pop": p.pop, "replicas": p.replicas} for p in result.placement]
-        try:
-            applied = _admin_client(ctx).call("POST", "/api/placement", {"placement": entries, "force": force})
-        except EdgeplaneError as error:
-            raise click.ClickException(f"applying the placement: {error}") from None
+        body = {"placement": entries, "force": force}
+        applied = _api(ctx, "POST", "/api/placement", body, doing="applying the placement")
     if as_json:
-        click.echo(json.dumps({**result.to_json(), **({"applied": applied} if applied else {})}, indent=2))
+        _print_json({**result.to_json(), **({"applied": applied} if applied else {})})
         return
     console = _console(ctx)
     source = demand_path or f"observed demand ({window:g} s)"
@@ -251,7 +246,7 @@ def plan_scenarios(
             )  # fmt: skip
         published(rows)
         if as_json:
-            click.echo(json.dumps({"scenarios": rows}, indent=2))
+            _print_json({"scenarios": rows})
             return
         fast_table = Table(title="failure scenarios (vectorised along the gateway's ladders)")
         for column in ("scenario", "busiest PoP", "utilisation", "unserved rps"):
@@ -270,7 +265,7 @@ def plan_scenarios(
         scenarios_report(fleet, results, html_path)
     published([s.to_json() for s in results])
     if as_json:
-        click.echo(json.dumps({"scenarios": [s.to_json() for s in results]}, indent=2))
+        _print_json({"scenarios": [s.to_json() for s in results]})
         return
     table = Table(title="failure scenarios (routed by the gateway's router)")
     for column in ("scenario", "busiest site", "utilisation", "worst p99 TTFT", "SLO breaches", "unserved rps"):
@@ -349,9 +344,7 @@ def plan_growth_command(
         growth_report(result, html_path)
     recorded = _record_orders(ctx, result.orders) if apply_orders else None
     if as_json:
-        click.echo(
-            json.dumps({**result.to_json(), **({"recorded": recorded} if recorded is not None else {})}, indent=2)
-        )
+        _print_json({**result.to_json(), **({"recorded": recorded} if recorded is not None else {})})
         return
     if recorded is not None:
         console.print(f"recorded {len(recorded)} unit orders in the running fleet: {', '.join(recorded) or 'none new'}")

@@ -13,11 +13,11 @@ from edgeplane._errors import ConfigError, EdgeplaneError
 from edgeplane.cli._root import (
     RESET_STORE_HELP,
     _auth_choice,
+    _fail,
     _load,
     _lock_or_exit,
     _open_access_log,
     _open_store_or_exit,
-    _refuse,
     _run,
     cli,
     default_data_dir,
@@ -89,7 +89,7 @@ def control_run(
     except OSError as error:
         if error.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise
-        _refuse(ctx, EdgeplaneError(f"the control plane cannot listen on {host}:{port}: {error.strerror}"))
+        _fail(ctx, EdgeplaneError(f"the control plane cannot listen on {host}:{port}: {error.strerror}"))
     finally:
         lock.release()
 

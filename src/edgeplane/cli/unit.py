@@ -13,7 +13,7 @@ import click
 from rich.table import Table
 
 from edgeplane._errors import EdgeplaneError
-from edgeplane.cli._root import _api, _console, cli
+from edgeplane.cli._root import _api, _console, _fail, _print_json, cli
 from edgeplane.units import UnitState
 
 
@@ -29,7 +29,7 @@ def _unit_line(u: dict[str, Any]) -> str:
 
 def _print_unit(ctx: click.Context, u: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(u))
+        _print_json(u, one_line=True)
     else:
         _console(ctx).print(_unit_line(u), highlight=False)
 
@@ -50,7 +50,7 @@ def unit_list(ctx: click.Context, pop: str | None, state: str | None, as_json: b
         if (pop is None or u["pop"] == pop) and (state is None or u["state"] == state)
     ]  # fmt: skip
     if as_json:
-        click.echo(json.dumps({"units": units}, indent=2))
+        _print_json({"units": units})
         return
     table = Table(title=f"edgeplane units ({len(units)})")
     for column in ("unit", "PoP", "state", "traffic", "since", "by", "due"):
@@ -71,7 +71,7 @@ def unit_show(ctx: click.Context, code: str, as_json: bool) -> None:
     """One unit: its state, history and factory acceptance results."""
     u = _api(ctx, "GET", f"/api/units/{code}")
     if as_json:
-        click.echo(json.dumps(u, indent=2))
+        _print_json(u)
         return
     console = _console(ctx)
     console.print(_unit_line(u), highlight=False)
@@ -131,7 +131,7 @@ def unit_fault(ctx: click.Context, code: str, kind: str | None, clear: bool, as_
         None,
     )  # fmt: skip
     if not url:
-        raise click.ClickException(f"no Redfish service reported for unit {code!r} (`edgeplane unit list` shows units)")
+        _fail(ctx, f"no Redfish service reported for unit {code!r} (`edgeplane unit list` shows units)")
 
     async def send() -> tuple[int, Any]:
         client = HttpClient()
@@ -148,10 +148,10 @@ def unit_fault(ctx: click.Context, code: str, kind: str | None, clear: bool, as_
     try:
         status, answer = asyncio.run(send())
     except EdgeplaneError as error:
-        raise click.ClickException(f"unit {code}'s Redfish service at {url}: {error}") from None
+        _fail(ctx, f"unit {code}'s Redfish service at {url}: {error}")
     if status != 200:
-        raise click.ClickException(f"unit {code}'s Redfish service answered {status}: {answer}")
+        _fail(ctx, f"unit {code}'s Redfish service answered {status}: {answer}")
     if as_json:
-        click.echo(json.dumps({**answer, "redfish": url}))
+        _print_json({**answer, "redfish": url}, one_line=True)
         return
     _console(ctx).print(f"unit {code}: fault {answer.get('fault') or 'cleared'} ({url})", highlight=False)

@@ -12,6 +12,7 @@ from edgeplane.cli._root import (
     RESET_STORE_HELP,
     _auth_choice,
     _console,
+    _fail,
     _load,
     _lock_or_exit,
     _open_store_or_exit,
@@ -166,8 +167,7 @@ def up(
     except KeyboardInterrupt:
         console.print("stopping...")
     except EdgeplaneError as error:
-        console.print(f"[red]error:[/] {error}", highlight=False)
-        ctx.exit(1)
+        _fail(ctx, error)
     finally:
         supervisor.stop()
         lock.release()
