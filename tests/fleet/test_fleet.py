@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 
 import pytest
 
-from edgeplane.fleet import FleetError, default_fleet_text, great_circle_km, load_default_fleet, load_fleet, parse_fleet
+from edgeplane.fleet import (
+    FleetError,
+    default_fleet_text,
+    fleet_json,
+    great_circle_km,
+    load_default_fleet,
+    load_fleet,
+    parse_fleet,
+)
 
 DOC_V4 = ipaddress.ip_network("198.18.0.0/15")
 DOC_V6 = ipaddress.ip_network("2001:db8::/32")
@@ -121,3 +130,16 @@ def test_placement_must_fit_the_gpus() -> None:
     )
     with pytest.raises(FleetError, match=r"placement\[\d+\]\.replicas: placement needs \d+ GPUs at iad1"):
         parse_fleet(text, "fleet.yaml")
+
+
+def test_the_nested_json_holds_every_pop_once_with_figures_from_its_units() -> None:
+    fleet = load_default_fleet()
+    data = json.loads(json.dumps(fleet_json(fleet)))  # plain JSON all the way down
+    pops = [pop for metro in data["metros"] for pop in metro["pops"]]
+    assert [p["code"] for p in pops] == [p.code for m in fleet.metros for p in fleet.pops_in(m.code)]
+    assert sorted(p["code"] for p in pops) == sorted(p.code for p in fleet.pops)
+    for shown in pops:
+        pop = fleet.pop_by_code[shown["code"]]
+        assert shown["gpus"] == pop.gpus_by_type() and shown["power_kw"] == sum(u.power_kw for u in pop.units)
+        assert shown["models"] == fleet.models_at(pop.code)
+    assert {m["continent"] for m in data["metros"]} == {c.code for c in fleet.continents}

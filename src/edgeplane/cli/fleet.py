@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.table import Table
 
 from edgeplane.cli._root import _console, _load, _print_json, cli
-from edgeplane.fleet import Fleet
+from edgeplane.fleet import fleet_json
 
 
 @cli.group()
@@ -26,47 +25,6 @@ def fleet_check(ctx: click.Context, path: Path) -> None:
     units = sum(1 for _ in loaded.units())
     counts = f"{len(loaded.metros)} metros, {len(loaded.pops)} PoPs, {units} units, {len(loaded.models)} models"
     _console(ctx).print(f"{path}: ok ({counts})", highlight=False)
-
-
-def fleet_json(loaded: Fleet) -> dict[str, Any]:
-    metros = []
-    for metro in loaded.metros:
-        pops = []
-        for pop in loaded.pops_in(metro.code):
-            pops.append(
-                {
-                    "code": pop.code,
-                    "id": pop.id,
-                    "name": pop.name,
-                    "gpus": pop.gpus_by_type(),
-                    "power_kw": sum(u.power_kw for u in pop.units),
-                    "units": [u.model_dump(mode="json") for u in pop.units],
-                    "transits": [t.model_dump(mode="json") for t in pop.transits],
-                    "models": loaded.models_at(pop.code),
-                }
-            )
-        metros.append(
-            {
-                "code": metro.code,
-                "id": metro.id,
-                "name": metro.name,
-                "region": metro.region,
-                "continent": loaded.region_of(metro.code).continent,
-                "latitude": metro.latitude,
-                "longitude": metro.longitude,
-                "client_prefixes": list(metro.client_prefixes),
-                "pops": pops,
-            }
-        )
-    return {
-        "asn": loaded.asn,
-        "continents": [c.model_dump(mode="json") for c in loaded.continents],
-        "regions": [r.model_dump(mode="json") for r in loaded.regions],
-        "metros": metros,
-        "links": [link.model_dump(mode="json") for link in loaded.links],
-        "models": [m.model_dump(mode="json") for m in loaded.models],
-        "placement": [p.model_dump(mode="json") for p in loaded.placement],
-    }
 
 
 @fleet.command("show")

@@ -1,6 +1,7 @@
 """The fleet description: load, validate (errors name file, line and field), and the default fleet."""
 
 from edgeplane.fleet._geo import great_circle_km
+from edgeplane.fleet._json import fleet_json
 from edgeplane.fleet._load import (
     FleetError,
     Problem,
@@ -39,6 +40,7 @@ __all__ = [
     "Unit",
     "UnitTemplate",
     "default_fleet_text",
+    "fleet_json",
     "great_circle_km",
     "load_default_fleet",
     "load_fleet",
