@@ -12,7 +12,17 @@ from prometheus_client import CollectorRegistry
 
 from edgeplane.cli import cli
 from edgeplane.control._bodies import UnitReading
-from edgeplane.telemetry import FaultKind, RedfishEmulator, TelemetryStale, UnitWatch, read_gpus, read_unit
+from edgeplane.fleet import load_default_fleet
+from edgeplane.telemetry import (
+    FaultKind,
+    RedfishEmulator,
+    TelemetryStale,
+    UnitAddressError,
+    UnitWatch,
+    pop_watch,
+    read_gpus,
+    read_unit,
+)
 from edgeplane.web import HttpClient
 
 
@@ -198,3 +208,21 @@ def test_a_unit_has_one_redfish_service() -> None:
     given = ["--redfish", "lon1-u1=http://127.0.0.1:9/", "--redfish", "lon1-u1=http://127.0.0.1:10/"]
     result = CliRunner().invoke(cli, ["site", "run", "--pop", "lon1", "--no-report", *given])
     assert result.exit_code == 2 and "given twice: lon1-u1" in result.output
+
+
+def test_a_pops_watch_reads_given_units_emulates_the_rest_and_refuses_strangers() -> None:
+    fleet = load_default_fleet()
+    units = [u.code for u in fleet.pop_by_code["lon1"].units]
+    assert pop_watch(fleet, "lon1", CollectorRegistry()) is None  # nothing given, nothing emulated
+    given = pop_watch(fleet, "lon1", CollectorRegistry(), redfish=[f"{units[0]}=http://127.0.0.1:9"], time_scale=0.05)
+    assert given is not None and given.urls == {units[0]: "http://127.0.0.1:9"}
+    assert given.interval_seconds == 0.5 and given.book.scale == 0.05
+    emulated = pop_watch(fleet, "lon1", CollectorRegistry(), redfish=[f"{units[0]}=http://127.0.0.1:9"], emulate=True)
+    assert emulated is not None and emulated.urls == {units[0]: "http://127.0.0.1:9"} | dict.fromkeys(units[1:])
+    stranger, no_url = "ams1-u1=http://127.0.0.1:9", f"{units[0]}=127.0.0.1:9"
+    with pytest.raises(UnitAddressError, match=f"with a unit of lon1 .*not '{stranger}'") as refused:
+        pop_watch(fleet, "lon1", CollectorRegistry(), redfish=[stranger])
+    assert refused.value.source == "redfish"
+    with pytest.raises(UnitAddressError, match=f"not '{no_url}'") as refused:
+        pop_watch(fleet, "lon1", CollectorRegistry(), dcgm=[no_url])
+    assert refused.value.source == "dcgm"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -22,7 +21,6 @@ from edgeplane.cli._root import (
     cli,
     default_data_dir,
 )
-from edgeplane.fleet import Fleet
 from edgeplane.local import DirectoryLock
 
 
@@ -236,6 +234,7 @@ def site_run(
     from prometheus_client import CollectorRegistry
 
     from edgeplane.site import ModelLoader, SiteAgent, SiteOptions, build_backends
+    from edgeplane.telemetry import UnitAddressError, pop_watch
 
     fleet = _load(ctx, fleet_path)
     registry = CollectorRegistry()
@@ -244,6 +243,13 @@ def site_run(
         backends = build_backends(fleet, pop, options, registry)
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
+    try:
+        watch = pop_watch(
+            fleet, pop, registry, redfish=redfish, dcgm=dcgm, emulate=redfish_emulate, time_scale=time_scale,
+            seed=seed, admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
+        )  # fmt: skip
+    except UnitAddressError as error:
+        raise click.BadParameter(str(error), param_hint=f"--{error.source}") from None
     agent = SiteAgent(
         pop,
         backends,
@@ -252,59 +258,7 @@ def site_run(
         control_url=None if no_report else ctx.obj["control_url"],
         admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
         loader=None if no_report else ModelLoader(fleet, pop, options, registry),
-        watch=_unit_watch(fleet, pop, (redfish, dcgm), redfish_emulate, registry, time_scale, seed),
+        watch=watch,
     )
     agent.replicas = dict(fleet.models_at(pop))
     _run(agent.run(host, port, on_ready=lambda url: print(f"site {pop} at {url}", flush=True)))
-
-
-def _unit_watch(
-    fleet: Fleet,
-    pop: str,
-    given: tuple[tuple[str, ...], tuple[str, ...]],
-    emulate: bool,
-    registry: Any,
-    time_scale: float,
-    seed: int,
-) -> Any:
-    """The PoP's units to watch: those given a Redfish URL (and DCGM exporter), and with ``emulate`` the rest;
-    None if neither."""
-    from edgeplane.telemetry import UnitWatch
-
-    units = {u.code: u for u in fleet.pop_by_code[pop].units} if pop in fleet.pop_by_code else {}
-
-    def parse(items: tuple[str, ...], option: str) -> dict[str, list[str]]:
-        urls: dict[str, list[str]] = {}
-        for item in items:
-            code, _, url = item.partition("=")
-            if code not in units or not url.startswith(("http://", "https://")):
-                raise click.BadParameter(f"expected UNIT=URL with a unit of {pop} ({', '.join(units)}), not {item!r}",
-                                         param_hint=option)  # fmt: skip
-            urls.setdefault(code, []).append(url)
-        return urls
-
-    redfish = parse(given[0], "--redfish")
-    if twice := sorted(code for code, given_urls in redfish.items() if len(given_urls) > 1):
-        raise click.BadParameter(
-            f"one Redfish service per unit; given twice: {', '.join(twice)}", param_hint="--redfish"
-        )
-    urls: dict[str, str | None] = {code: given_urls[0] for code, given_urls in redfish.items()}
-    dcgm = parse(given[1], "--dcgm")
-    if emulate:
-        urls.update({code: None for code in units if code not in urls})
-    if not urls:
-        return None
-    scale = time_scale if time_scale > 0 else 1.0
-    power = {code: unit.power_kw for code, unit in units.items()}
-    gpus = {code: unit.gpus_by_type() for code, unit in units.items()}
-    return UnitWatch(
-        urls,
-        power,
-        registry,
-        dcgm=dcgm,
-        gpus=gpus,
-        interval_seconds=min(1.0, max(0.5, scale * 5)),
-        hold_scale=scale,
-        seed=seed,
-        admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
-    )

@@ -3,7 +3,8 @@ tests and `edgeplane up`)."""
 
 from edgeplane.telemetry._alarms import RULES, AlarmBook, AlarmEvent, AlarmRule
 from edgeplane.telemetry._dcgm import GpuReading
-from edgeplane.telemetry._errors import TelemetryStale
+from edgeplane.telemetry._errors import TelemetryStale, UnitAddressError
+from edgeplane.telemetry._pop import pop_watch
 from edgeplane.telemetry._redfish import FacilityReading, FaultKind, RedfishEmulator, read_gpus, read_unit
 from edgeplane.telemetry._watch import UnitWatch
 
@@ -17,7 +18,9 @@ __all__ = [
     "GpuReading",
     "RedfishEmulator",
     "TelemetryStale",
+    "UnitAddressError",
     "UnitWatch",
+    "pop_watch",
     "read_gpus",
     "read_unit",
 ]
