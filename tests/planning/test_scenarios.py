@@ -14,6 +14,7 @@ from edgeplane.cli import cli
 from edgeplane.fleet import load_default_fleet
 from edgeplane.planning import (
     erlang_b,
+    fast_scenarios,
     load_demand,
     place,
     scenarios,
@@ -99,6 +100,22 @@ def test_the_vectorised_engine_agrees_with_the_slice_by_slice_one() -> None:
     result = CliRunner().invoke(cli, ["plan", "scenarios", "--demand", str(DEMAND), "--fast", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["scenarios"][0]["scenario"] == "no failure"
+
+
+def test_full_and_fast_scenarios_share_the_row_the_dashboard_reads() -> None:
+    """One shape: scenario, failed, unserved_rps and the busiest PoP, whichever engine made the row."""
+    fleet = load_default_fleet()
+    demand = load_demand(DEMAND, fleet)
+    full = [s.to_json() for s in scenarios(fleet, demand)]
+    fast = [s.to_json() for s in fast_scenarios(fleet, demand)]
+    assert [r["scenario"] for r in full] == [r["scenario"] for r in fast]
+    for exact, quick in zip(full, fast, strict=True):
+        assert exact["failed"] == quick["failed"]
+        assert set(quick) == {"scenario", "failed", "unserved_rps", "busiest"} < set(exact)
+        assert set(quick["busiest"]) == set(exact["busiest"]) == {"pop", "utilisation"}
+        assert exact["busiest"]["pop"] not in exact["failed"] and quick["busiest"]["pop"] not in quick["failed"]
+        finite = [s["utilisation"] for s in exact["sites"] if s["utilisation"] is not None]
+        assert exact["busiest"]["utilisation"] == max(finite)
 
 
 def test_a_sites_blocking_is_erlang_b_when_the_batch_does_not_slow_it() -> None:

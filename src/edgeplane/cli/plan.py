@@ -232,18 +232,9 @@ def plan_scenarios(
             raise click.ClickException(f"{placement_path}: PoPs not in the fleet: {', '.join(unknown)}")
         fleet = with_placement(fleet, planned)
     if fast:
-        from edgeplane.planning import single_failures, utilisation_matrix
+        from edgeplane.planning import fast_scenarios
 
-        failures = single_failures(fleet, pairs=pairs)
-        pops, load, capacity, unserved = utilisation_matrix(fleet, demand, failures)
-        rows: list[dict[str, Any]] = []
-        for k, (name, failed) in enumerate(failures):
-            use = [float(load[k, i] / capacity[i]) if capacity[i] else 0.0 for i in range(len(pops))]
-            top = max(range(len(pops)), key=lambda i: use[i])
-            rows.append(
-                {"scenario": name, "failed": sorted(failed), "unserved_rps": round(float(unserved[k]), 3),
-                 "busiest": {"pop": pops[top], "utilisation": round(use[top], 4)}}
-            )  # fmt: skip
+        rows = [s.to_json() for s in fast_scenarios(fleet, demand, pairs=pairs)]
         published(rows)
         if as_json:
             _print_json({"scenarios": rows})

@@ -21,9 +21,11 @@ from edgeplane.planning._placement import (
     place,
 )
 from edgeplane.planning._scenarios import (
+    FastScenario,
     MetroOutcome,
     Scenario,
     SiteLoad,
+    fast_scenarios,
     scenarios,
     simulate,
     single_failures,
@@ -39,6 +41,7 @@ __all__ = [
     "MIP_NODE_LIMIT",
     "Demand",
     "DrainCheck",
+    "FastScenario",
     "GrowthPlan",
     "MetroOutcome",
     "Month",
@@ -56,6 +59,7 @@ __all__ = [
     "erlang_b",
     "erlang_c",
     "failure_scenarios",
+    "fast_scenarios",
     "load_demand",
     "place",
     "plan_growth",

@@ -62,10 +62,15 @@ class Scenario:
         return sum(m.unserved_rps for m in self.metros)
 
     def to_json(self) -> dict[str, Any]:
+        """The row every scenario shares (scenario, failed, unserved_rps, busiest: see :class:`FastScenario`), then
+        what only routing slice by slice knows: breaches, each site's load, each metro's outcome."""
+        loads = [(s.pop, use) for s in self.sites if (use := _finite(s.utilisation)) is not None]
+        top = max(loads, key=lambda load: load[1], default=None)
         return {
             "scenario": self.name,
             "failed": sorted(self.failed),
             "unserved_rps": round(self.unserved_rps, 3),
+            "busiest": {"pop": top[0], "utilisation": top[1]} if top is not None else None,
             "breaches": [
                 {"metro": m.metro, "model": m.model, "ttft_p99_ms": _finite(m.ttft_p99_ms), "slo_ms": m.slo_ms,
                  "unserved_rps": round(m.unserved_rps, 3)}
@@ -83,6 +88,26 @@ class Scenario:
                 for m in self.metros
             ],
         }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class FastScenario:
+    """A scenario as :func:`fast_scenarios` sees it: loads and unserved demand only (no TTFT, so no breaches)."""
+
+    name: str
+    failed: frozenset[str]
+    unserved_rps: float
+    busiest_pop: str  # the PoP with the highest utilisation (its load over its capacity, summed over models)
+    utilisation: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The row every scenario shares, full or fast: what the dashboard's summary reads."""
+        return {
+            "scenario": self.name,
+            "failed": sorted(self.failed),
+            "unserved_rps": round(self.unserved_rps, 3),
+            "busiest": {"pop": self.busiest_pop, "utilisation": round(self.utilisation, 4)},
+        }
 
 
 def _finite(value: float) -> float | None:
@@ -210,6 +235,19 @@ def simulate(fleet: Fleet, demand: Sequence[Demand], failed: frozenset[str], nam
 
 def scenarios(fleet: Fleet, demand: Sequence[Demand], *, pairs: bool = False) -> list[Scenario]:
     return [simulate(fleet, demand, failed, name) for name, failed in single_failures(fleet, pairs=pairs)]
+
+
+def fast_scenarios(fleet: Fleet, demand: Sequence[Demand], *, pairs: bool = False) -> list[FastScenario]:
+    """Every single failure (with ``pairs``, every pair of metros) at once, vectorised along the gateway's ladders
+    (:func:`utilisation_matrix`): per scenario the busiest PoP and the demand nobody can serve."""
+    failures = single_failures(fleet, pairs=pairs)
+    pops, load, capacity, unserved = utilisation_matrix(fleet, demand, failures)
+    out = []
+    for k, (name, failed) in enumerate(failures):
+        use = [float(load[k, i] / capacity[i]) if capacity[i] else 0.0 for i in range(len(pops))]
+        top = max(range(len(pops)), key=lambda i: use[i])
+        out.append(FastScenario(name, failed, float(unserved[k]), pops[top], use[top]))
+    return out
 
 
 def utilisation_matrix(
