@@ -27,12 +27,6 @@ if TYPE_CHECKING:
 DEFAULT_CONTROL_URL = "http://127.0.0.1:8081"
 
 
-RESET_STORE_HELP = (
-    "Start with an empty store on purpose: the data directory's edgeplane.db (damaged or not) is moved aside to"
-    " edgeplane.db.broken-TIMESTAMP, never deleted."
-)
-
-
 def default_data_dir() -> Path:
     return Path(os.environ.get("EDGEPLANE_DATA_DIR") or platformdirs.user_data_dir("edgeplane"))
 

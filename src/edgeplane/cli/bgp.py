@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from edgeplane._errors import ConfigError, ControlPlaneError, EdgeplaneError
+from edgeplane.cli._options import fleet_option
 from edgeplane.cli._root import _api, _console, _control, _fail, _load, _print_json, _run, cli, default_data_dir
 
 
@@ -132,7 +133,7 @@ def bgp_run(
 
 @bgp.command("intents")
 @click.option("--pop", "pop_code", required=True, help="Code of the PoP.")
-@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@fleet_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def bgp_intents(ctx: click.Context, pop_code: str, fleet_path: Path | None, as_json: bool) -> None:
@@ -263,7 +264,7 @@ def bgp_explain(
     "--traffic", "traffic_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
     help="CSV with the header pop,transit_asn,gbps: inbound traffic per PoP and transit.",
 )  # fmt: skip
-@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@fleet_option
 @click.option("--shift-per-prepend", default=0.3, show_default=True, type=click.FloatRange(0.01, 1.0))
 @click.option("--apply", "apply_", is_flag=True, help="Send the suggestions to the control plane as actions.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

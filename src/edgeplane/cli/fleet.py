@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from edgeplane.cli._options import fleet_option
 from edgeplane.cli._root import _console, _load, _print_json, cli
 from edgeplane.fleet import fleet_json
 
@@ -28,7 +29,7 @@ def fleet_check(ctx: click.Context, path: Path) -> None:
 
 
 @fleet.command("show")
-@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@fleet_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def fleet_show(ctx: click.Context, fleet_path: Path | None, as_json: bool) -> None:

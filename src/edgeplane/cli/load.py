@@ -9,11 +9,12 @@ import click
 from rich.table import Table
 
 from edgeplane._errors import ConfigError
+from edgeplane.cli._options import fleet_option
 from edgeplane.cli._root import _console, _load, _print_json, cli
 
 
 @cli.command("load")
-@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@fleet_option
 @click.option("--demand", "demand_path", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--gateway", "gateway_url", default="http://127.0.0.1:8080", show_default=True)
 @click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds of load.")

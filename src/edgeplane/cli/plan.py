@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from edgeplane._errors import ConfigError
+from edgeplane.cli._options import fleet_option
 from edgeplane.cli._root import _api, _console, _load, _print_json, cli
 from edgeplane.fleet import Fleet
 
@@ -58,7 +59,7 @@ _WINDOW = click.option("--window", default=600.0, show_default=True, help="Secon
 
 
 @plan.command("placement")
-@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@fleet_option
 @click.option(
     "--demand",
     "demand_path",
@@ -171,7 +172,7 @@ def _read_placement(path: Path) -> list[tuple[str, str, int]]:
 
 
 @plan.command("scenarios")
-@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@fleet_option
 @click.option("--demand", "demand_path", type=click.Path(path_type=Path, dir_okay=False))
 @_OBSERVED
 @_WINDOW
@@ -276,7 +277,7 @@ def plan_scenarios(
 
 
 @plan.command("growth")
-@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
+@fleet_option
 @click.option(
     "--demand",
     "demand_path",

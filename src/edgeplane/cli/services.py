@@ -9,8 +9,18 @@ from pathlib import Path
 import click
 
 from edgeplane._errors import ConfigError, EdgeplaneError
+from edgeplane.cli._options import (
+    admin_token_option,
+    auth_option,
+    data_dir_option,
+    fleet_option,
+    gateway_timeout_options,
+    graceful_shutdown_option,
+    home_metro_option,
+    host_option,
+    reset_store_option,
+)
 from edgeplane.cli._root import (
-    RESET_STORE_HELP,
     _auth_choice,
     _fail,
     _load,
@@ -30,23 +40,17 @@ def control() -> None:
 
 
 @control.command("run")
-@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True)
+@fleet_option
+@host_option()
 @click.option("--port", default=8081, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--admin-token", envvar="EDGEPLANE_ADMIN_TOKEN")
+@data_dir_option
+@admin_token_option
 @click.option("--agent-timeout", default=2.0, show_default=True, help="Seconds without a report before a site is down.")
 @click.option(
     "--limit-window", default=60.0, show_default=True, help="Seconds of a rate-limit window (rpm/tpm scale to it)."
 )
-@click.option(
-    "--graceful-shutdown-seconds",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="How long a drained metro's prefixes carry GRACEFUL_SHUTDOWN (65535:0) before they are withdrawn.",
-)
-@click.option("--reset-store", is_flag=True, help=RESET_STORE_HELP)
+@graceful_shutdown_option
+@reset_store_option
 @click.pass_context
 def control_run(
     ctx: click.Context,
@@ -98,26 +102,16 @@ def gateway() -> None:
 
 
 @gateway.command("run")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@host_option()
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--home-metro", help="Metro of clients whose address matches no metro prefix.")
+@home_metro_option
 @click.option("--trusted-proxy", multiple=True, help="Network whose X-Forwarded-For is believed (default: loopback).")
 @click.option(
     "--max-attempts", default=3, show_default=True, type=click.IntRange(1, 10), help="Sites tried per request."
 )
-@click.option(
-    "--first-token-timeout", default=10.0, show_default=True, help="Seconds to wait for a stream's first event."
-)
-@click.option(
-    "--read-timeout", default=300.0, show_default=True, help="Seconds to wait for a whole non-streamed answer."
-)
+@gateway_timeout_options()
 @click.option("--request-budget", default=30.0, show_default=True, help="Seconds for all tries before the first byte.")
-@click.option(
-    "--auth",
-    type=click.Choice(["on", "off"]),
-    default=None,
-    help="Require API keys (default: off on loopback, on anywhere else; off is refused beyond loopback).",
-)
+@auth_option
 @click.option(
     "--access-log", type=click.Path(path_type=Path, dir_okay=False), help="One JSON line per request ('-': stderr)."
 )
@@ -188,8 +182,8 @@ def site() -> None:
 
 @site.command("run")
 @click.option("--pop", required=True, help="Code of the PoP this agent serves.")
-@click.option("--fleet", "fleet_path", type=click.Path(path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True)
+@fleet_option
+@host_option()
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--backend",

@@ -8,8 +8,18 @@ from pathlib import Path
 import click
 
 from edgeplane._errors import EdgeplaneError
+from edgeplane.cli._options import (
+    admin_token_option,
+    auth_option,
+    data_dir_option,
+    fleet_option,
+    gateway_timeout_options,
+    graceful_shutdown_option,
+    home_metro_option,
+    host_option,
+    reset_store_option,
+)
 from edgeplane.cli._root import (
-    RESET_STORE_HELP,
     _auth_choice,
     _console,
     _fail,
@@ -23,10 +33,8 @@ from edgeplane.local import DirectoryLock
 
 
 @cli.command()
-@click.option(
-    "--fleet", "fleet_path", type=click.Path(path_type=Path), help="Fleet file (default: the embedded fleet)."
-)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address every service binds.")
+@fleet_option
+@host_option("Address every service binds.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Gateway port.")
 @click.option(
     "--control-port",
@@ -42,11 +50,7 @@ from edgeplane.local import DirectoryLock
     type=click.Path(path_type=Path, dir_okay=False),
     help="GGUF file for the llamacpp backend (default: a tiny random-weights model made on first use).",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Where state is kept (or EDGEPLANE_DATA_DIR).",
-)
+@data_dir_option
 @click.option("--seed", default=0, show_default=True, help="Seed of the emulator.")
 @click.option(
     "--time-scale",
@@ -55,29 +59,13 @@ from edgeplane.local import DirectoryLock
     type=click.FloatRange(min=0),
     help="Emulator delays are multiplied by this.",
 )
-@click.option("--home-metro", help="The gateway's own metro, for clients outside every metro's prefixes.")
-@click.option(
-    "--admin-token",
-    envvar="EDGEPLANE_ADMIN_TOKEN",
-    help="Token for admin actions (required beyond loopback).",
-)
+@home_metro_option
+@admin_token_option
 @click.option("--ready-timeout", default=120.0, show_default=True, help="Seconds to wait for the fleet to serve.")
-@click.option("--first-token-timeout", type=float, help="Gateway: seconds to wait for a stream's first event (10).")
-@click.option("--read-timeout", type=float, help="Gateway: seconds to wait for a whole non-streamed answer (300).")
-@click.option(
-    "--auth",
-    type=click.Choice(["on", "off"]),
-    default=None,
-    help="Require API keys (default: off on loopback, on anywhere else; off is refused beyond loopback).",
-)
-@click.option(
-    "--graceful-shutdown-seconds",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Control plane: how long a drained metro's prefixes carry GRACEFUL_SHUTDOWN before their withdrawal.",
-)
-@click.option("--reset-store", is_flag=True, help=RESET_STORE_HELP)
+@gateway_timeout_options(passed_on=True)
+@auth_option
+@graceful_shutdown_option
+@reset_store_option
 @click.pass_context
 def up(
     ctx: click.Context,

@@ -1,0 +1,71 @@
+"""The options `up` shares with the services it starts (`control run`, `gateway run`, `site run`) and with the
+commands that read a fleet file: each defined once, so a default or a check cannot drift between them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RESET_STORE_HELP = (
+    "Start with an empty store on purpose: the data directory's edgeplane.db (damaged or not) is moved aside to"
+    " edgeplane.db.broken-TIMESTAMP, never deleted."
+)
+FIRST_TOKEN_TIMEOUT_SECONDS = 10.0  # the gateway's own defaults (GatewayOptions), shown in help
+READ_TIMEOUT_SECONDS = 300.0
+
+fleet_option = click.option(
+    "--fleet", "fleet_path", type=click.Path(path_type=Path), help="Fleet file (default: the embedded fleet)."
+)
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where state is kept (or EDGEPLANE_DATA_DIR).",
+)
+admin_token_option = click.option(
+    "--admin-token", envvar="EDGEPLANE_ADMIN_TOKEN", help="Token for admin actions (required beyond loopback)."
+)
+home_metro_option = click.option(
+    "--home-metro", help="The gateway's own metro, for clients outside every metro's prefixes."
+)
+auth_option = click.option(
+    "--auth",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="Require API keys (default: off on loopback, on anywhere else; off is refused beyond loopback).",
+)
+graceful_shutdown_option = click.option(
+    "--graceful-shutdown-seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="How long a drained metro's prefixes carry GRACEFUL_SHUTDOWN (65535:0) before they are withdrawn.",
+)
+reset_store_option = click.option("--reset-store", is_flag=True, help=RESET_STORE_HELP)
+
+
+def host_option(help: str = "Address to listen on.") -> Callable[[F], F]:
+    return click.option("--host", default="127.0.0.1", show_default=True, help=help)
+
+
+def gateway_timeout_options(*, passed_on: bool = False) -> Callable[[F], F]:
+    """--first-token-timeout and --read-timeout. ``passed_on`` (`up`): no default of their own, so the gateway
+    `up` starts gets only what was given, and keeps its defaults otherwise."""
+
+    def decorate(command: F) -> F:
+        for name, default, what in (
+            ("--read-timeout", READ_TIMEOUT_SECONDS, "a whole non-streamed answer"),
+            ("--first-token-timeout", FIRST_TOKEN_TIMEOUT_SECONDS, "a stream's first event"),
+        ):
+            if passed_on:
+                option = click.option(name, type=float, help=f"Gateway: seconds to wait for {what} ({default:g}).")
+            else:
+                option = click.option(name, default=default, show_default=True, help=f"Seconds to wait for {what}.")
+            command = option(command)
+        return command
+
+    return decorate
