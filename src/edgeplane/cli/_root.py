@@ -1,5 +1,5 @@
-"""The command group every command hangs from, and what commands share: the console, fleet loading, the
-client of the control plane and how errors are said."""
+"""The command group every command hangs from, and what commands share: the console, fleet loading, the one
+way to call the control plane (_api), the one way a command fails (_fail) and the one way --json prints."""
 
 from __future__ import annotations
 
