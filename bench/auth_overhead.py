@@ -16,7 +16,7 @@ from aiohttp.test_utils import make_mocked_request
 from edgeplane.fleet import load_default_fleet
 from edgeplane.gateway import Gateway, GatewayOptions, RoutingState, SnapshotWatcher
 from edgeplane.routing import Router, Snapshot
-from edgeplane.tenants import Bucket, KeyPolicy, key_hash, new_key
+from edgeplane.tenants import Grant, KeyPolicy, key_hash, new_key
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     watcher.state = state
     gateway = Gateway(watcher, options=GatewayOptions(auth=True))
     for policy in keys.values():  # leases in hand, as the lease loop keeps them
-        gateway._buckets[policy.id] = Bucket(requests=10**9, tokens=10**12, window_ends_at=time.monotonic() + 3600)
+        gateway.quotas.grant(policy.id, Grant(requests=10**9, tokens=10**12, window=0, window_ends_in=3600))
     requests = [
         make_mocked_request(
             "POST", "/v1/chat/completions", headers={"Authorization": f"Bearer {secrets[i % len(secrets)]}"}
@@ -49,10 +49,10 @@ def main() -> None:
     for i in range(args.requests):
         request = requests[i % len(requests)]
         started = perf()
-        policy = gateway._authenticate(request, state.keys)
-        gateway._admit(policy)
-        gateway._within(state, policy)
-        gateway._spend_tokens(policy.id, {"tokens_in": 100, "tokens_out": 200})
+        policy = gateway.auth.authenticate(request.headers.get("Authorization", ""), state.keys)
+        gateway.quotas.admit(policy)
+        gateway.residency.within(state, policy)
+        gateway.quotas.spend_tokens(policy.id, 100 + 200)
         samples.append(perf() - started)
     samples.sort()
     p50, p99, p999 = (samples[int(len(samples) * q)] / 1000 for q in (0.5, 0.99, 0.999))
