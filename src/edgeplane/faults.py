@@ -49,12 +49,22 @@ class Fault:
     tokens: int = 3
     factor: float = 5.0
     seconds: float | None = None  # how long it lasts (REFUSE, STALL); None: until cleared
+    # Health probes (which say X-Edgeplane-Probe) get a whole answer: a gray failure that only clients' requests
+    # meet, which the gateway learns of by trying the site, as when probes are too small to hit it.
+    spare_probes: bool = False
 
     def __repr__(self) -> str:
-        return f"<Fault {self.kind} tokens={self.tokens} factor={self.factor} seconds={self.seconds}>"
+        spared = " sparing probes" if self.spare_probes else ""
+        return f"<Fault {self.kind} tokens={self.tokens} factor={self.factor} seconds={self.seconds}{spared}>"
 
     def to_json(self) -> dict[str, Any]:
-        return {"fault": self.kind.value, "tokens": self.tokens, "factor": self.factor, "seconds": self.seconds}
+        return {
+            "fault": self.kind.value,
+            "tokens": self.tokens,
+            "factor": self.factor,
+            "seconds": self.seconds,
+            "spare_probes": self.spare_probes,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Fault:
@@ -74,6 +84,11 @@ class Fault:
             not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= MAX_SECONDS
         ):
             raise FaultError(f"`seconds` must be a number above 0 and at most {MAX_SECONDS:g}")
+        spare_probes = data.get("spare_probes", False)
+        if not isinstance(spare_probes, bool):
+            raise FaultError("`spare_probes` must be true or false")
+        if spare_probes and kind in (FaultKind.REFUSE, FaultKind.CRASH):
+            raise FaultError(f"{kind} cannot spare probes: it takes the whole agent away")
         if kind is FaultKind.REFUSE and seconds is None:
             seconds = 10.0  # nobody could reach the agent to clear it
-        return cls(kind, tokens, float(factor), float(seconds) if seconds is not None else None)
+        return cls(kind, tokens, float(factor), float(seconds) if seconds is not None else None, spare_probes)

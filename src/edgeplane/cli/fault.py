@@ -43,6 +43,11 @@ def fault_list(ctx: click.Context, as_json: bool) -> None:
 @click.option(
     "--seconds", type=float, help="How long it lasts (refuse-connections: default 10; others: until cleared)."
 )
+@click.option(
+    "--spare-probes",
+    is_flag=True,
+    help="Health probes get whole answers: a gray failure only clients' requests meet, found by trying the site.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def fault_set(
@@ -52,6 +57,7 @@ def fault_set(
     tokens: int | None,
     factor: float | None,
     seconds: float | None,
+    spare_probes: bool,
     as_json: bool,
 ) -> None:
     """Make the site agent of POP show FAULT (see `edgeplane fault list`)."""
@@ -59,6 +65,8 @@ def fault_set(
     for key, value in (("tokens", tokens), ("factor", factor), ("seconds", seconds)):
         if value is not None:
             payload[key] = value
+    if spare_probes:
+        payload["spare_probes"] = True
     data = _api(ctx, "POST", "/api/faults", payload)
     if as_json:
         _print_json(data, one_line=True)

@@ -82,6 +82,7 @@ class FaultView(Body):
     tokens: Count = 3
     factor: Annotated[float, Field(gt=0, le=1e6)] = 5.0
     seconds: Seconds | None = None
+    spare_probes: bool = False
 
 
 class AgentReport(Body):
@@ -165,13 +166,14 @@ class DrillBody(Body):
 class FaultBody(Body):
     """A fault to inject at a PoP's agent; the agent checks the fault's own fields."""
 
-    expected = '{"pop": CODE, "fault": NAME, "tokens": N, "factor": X, "seconds": S}'
+    expected = '{"pop": CODE, "fault": NAME, "tokens": N, "factor": X, "seconds": S, "spare_probes": false}'
 
     pop: Code
     fault: Code
     tokens: Count | None = None
     factor: Annotated[float, Field(gt=0, le=1e6)] | None = None
     seconds: Seconds | None = None
+    spare_probes: bool | None = None
 
     def for_agent(self) -> dict[str, Any]:
         return self.model_dump(exclude={"pop"}, exclude_none=True)

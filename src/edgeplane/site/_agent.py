@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -25,6 +26,7 @@ from edgeplane.site._upstream import UpstreamBackend
 from edgeplane.telemetry import UnitWatch
 from edgeplane.web import (
     MAX_BODY_BYTES,
+    PROBE_HEADER,
     RELAYED_HEADER,
     ApiError,
     ConnectionLimits,
@@ -361,7 +363,9 @@ class SiteAgent:
                     raise model_not_found(parsed.model)
             except ApiError as error:
                 return web.Response(body=error.body(), status=error.status, content_type="application/json")
-            faulty = self._fault_answer(parsed.stream)
+            if self.fault is not None and self.fault.spare_probes and request.headers.get(PROBE_HEADER) == "1":
+                parsed = dataclasses.replace(parsed, spared=True)
+            faulty = None if parsed.spared else self._fault_answer(parsed.stream)
             if faulty is not None:
                 self._requests.labels(parsed.model, str(faulty.status)).inc()
                 return faulty

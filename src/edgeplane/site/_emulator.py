@@ -210,8 +210,7 @@ class EmulatorBackend(Backend):
         self._metrics.waiting.labels(**labels).set(sum(len(r.queue) for r in self._replicas))
         self._metrics.kv.labels(**labels).set(self._kv_usage())
 
-    async def _sleep(self, seconds: float) -> None:
-        fault = self.fault
+    async def _sleep(self, seconds: float, fault: Fault | None) -> None:
         factor = fault.factor if fault is not None and fault.kind is FaultKind.SLOW else 1.0
         if self.time_scale > 0 and seconds > 0:
             await asyncio.sleep(seconds * self.time_scale * factor)
@@ -228,6 +227,9 @@ class EmulatorBackend(Backend):
             self._flowing.clear()
         else:
             self._flowing.set()
+
+    def _fault_for(self, spared: bool) -> Fault | None:
+        return None if spared else self._fault
 
     def _plan(self, request: InferenceRequest) -> tuple[int, list[str], str]:
         """Prompt tokens, output pieces and finish reason: a pure function of the seed and the request."""
@@ -252,8 +254,11 @@ class EmulatorBackend(Backend):
         whole = self._whole(request, replica, prompt_tokens, pieces, finish)
         return Answer(200, "application/json", whole, unit=replica.unit)
 
-    async def _run(self, replica: _Replica, prompt_tokens: int, pieces: list[str]) -> AsyncGenerator[str, None]:
-        """Queue, prefill, then decode piece by piece at the speed the current batch allows."""
+    async def _run(
+        self, replica: _Replica, prompt_tokens: int, pieces: list[str], *, spared: bool = False
+    ) -> AsyncGenerator[str, None]:
+        """Queue, prefill, then decode piece by piece at the speed the current batch allows, as the injected
+        fault has it (read at every step), unless the request is ``spared`` by it."""
         started = time.monotonic()
         labels = self._labels
         await replica.admit(self._publish)
@@ -261,15 +266,16 @@ class EmulatorBackend(Backend):
         self._publish()
         produced = 0
         try:
-            await self._sleep(self.timing.prefill_seconds(prompt_tokens, replica.running))
-            await self._flowing.wait()
+            await self._sleep(self.timing.prefill_seconds(prompt_tokens, replica.running), self._fault_for(spared))
+            if not spared:
+                await self._flowing.wait()
             self._metrics.prompt_tokens.labels(**labels).inc(prompt_tokens)
             self._metrics.ttft.labels(**labels).observe(time.monotonic() - started)
             last = time.monotonic()
             for i, piece in enumerate(pieces):
                 if i:
-                    await self._sleep(self.timing.inter_token_seconds(replica.running))
-                fault = self.fault
+                    await self._sleep(self.timing.inter_token_seconds(replica.running), self._fault_for(spared))
+                fault = self._fault_for(spared)
                 if fault is not None and fault.kind is FaultKind.CUT and i >= fault.tokens:
                     raise StreamCut(f"fault: stream cut after {i} tokens")  # when the next token was due
                 if i:
@@ -289,7 +295,7 @@ class EmulatorBackend(Backend):
     async def _whole(
         self, request: InferenceRequest, replica: _Replica, prompt_tokens: int, pieces: list[str], finish: str
     ) -> AsyncIterator[bytes]:
-        async with contextlib.aclosing(self._run(replica, prompt_tokens, pieces)) as run:
+        async with contextlib.aclosing(self._run(replica, prompt_tokens, pieces, spared=request.spared)) as run:
             text = "".join([p async for p in run])
         self._metrics.success.labels(finished_reason=finish, **self._labels).inc()
         usage = _usage(prompt_tokens, len(pieces))
@@ -325,7 +331,7 @@ class EmulatorBackend(Backend):
 
         first = True
         # aclosing: a client that leaves closes this generator, and with it the run holding a batch slot.
-        async with contextlib.aclosing(self._run(replica, prompt_tokens, pieces)) as run:
+        async with contextlib.aclosing(self._run(replica, prompt_tokens, pieces, spared=request.spared)) as run:
             async for piece in run:
                 if chat:
                     delta: dict[str, Any] = {"content": piece}

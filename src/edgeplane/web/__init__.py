@@ -29,12 +29,13 @@ from edgeplane.web._openai import (
     prompt_text,
 )
 from edgeplane.web._parse import Body, Code, Count, Name, Positive, Seconds, Text, UnixSeconds, decode, parse
-from edgeplane.web._probe import PROBE_INTERVAL_SECONDS, probe_sites
+from edgeplane.web._probe import PROBE_HEADER, PROBE_INTERVAL_SECONDS, probe_sites
 from edgeplane.web._service import Listener, abort, die_with_parent, error_response, json_response, relay_stream, serve
 from edgeplane.web._tasks import supervised
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "PROBE_HEADER",
     "PROBE_INTERVAL_SECONDS",
     "RELAYED_HEADER",
     "Address",

@@ -79,6 +79,7 @@ class InferenceRequest:
     stream: bool
     body: dict[str, Any]
     inputs: frozenset[str] = field(default_factory=lambda: frozenset({"text"}))  # kinds of content it carries
+    spared: bool = False  # a health probe the injected fault spares (Fault.spare_probes): answered whole
 
 
 def parse_request(endpoint: Endpoint, raw: bytes) -> InferenceRequest:

@@ -14,6 +14,7 @@ from edgeplane.routing import SiteState, SiteView
 from edgeplane.web._client import HttpClient
 
 PROBE_INTERVAL_SECONDS = 1.0
+PROBE_HEADER = "X-Edgeplane-Probe"  # says a request is a health probe (a fault may spare it)
 PROBE_TIMEOUT_SECONDS = 2.0
 
 
@@ -25,7 +26,7 @@ async def probe(
     started = time.monotonic()
     try:
         async with asyncio.timeout(timeout_seconds):
-            reply = await client.post(url + "/v1/chat/completions", body)
+            reply = await client.post(url + "/v1/chat/completions", body, headers={PROBE_HEADER: "1"})
             try:
                 data = await reply.read()
             finally:
