@@ -169,7 +169,11 @@ class StoreRefused(ConfigError):
 # The store says what it is in its SQLite header: application_id marks an edgeplane store and
 # user_version is its schema. Stores written before either existed carry 0 in both.
 APPLICATION_ID = 0x45504C4E  # "EPLN"
-SCHEMA_VERSION = 1
+# Migrations: the statements that bring a store of schema N to N + 1, for N = 1, 2, ... in order (a store is
+# migrated in one transaction when it is opened). A change of schema appends a step here and changes _TABLES,
+# which is what a new store is made with; SCHEMA_VERSION follows.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = ()
+SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 
 _TABLES = {
     "drains": "CREATE TABLE drains (kind TEXT NOT NULL, code TEXT NOT NULL, since REAL NOT NULL,"
@@ -409,9 +413,22 @@ def _check(db: sqlite3.Connection, path: Path) -> None:
             f"was written by a newer edgeplane (schema {version}; this one knows up to {SCHEMA_VERSION})",
             "run that newer edgeplane, or start empty on purpose with --reset-store",
         )
+    elif 1 <= version < SCHEMA_VERSION:
+        _migrate(db, version)
+        _check(db, path)
     elif version < 1 or set(_TABLES) - tables:
         missing = ", ".join(sorted(set(_TABLES) - tables)) or "none"
         raise StoreRefused(path, f"is damaged (schema version {version}, tables missing: {missing})")
+
+
+def _migrate(db: sqlite3.Connection, version: int) -> None:
+    """Bring a store of schema ``version`` to the current one, every step or none."""
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        for step in _MIGRATIONS[version - 1 :]:
+            for statement in step:
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _migrate_unversioned(db: sqlite3.Connection, path: Path, tables: set[str]) -> None:
