@@ -4,49 +4,37 @@ its timings are exact."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from edgeplane.control import FleetState, SQLiteStore
 from edgeplane.control._bodies import TtftSample
 from edgeplane.control._demand import Traffic
 from edgeplane.control._drills import CHECK_SECONDS, MIN_SAMPLES, DrillRunner, DrillState
 from edgeplane.fleet import load_default_fleet
+from tests._time import VirtualClock, wait_for_async
 
 
-class VirtualTime:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
-
-
-def runner(clock: VirtualTime) -> tuple[FleetState, Traffic, DrillRunner]:
+def runner(clock: VirtualClock) -> tuple[FleetState, Traffic, DrillRunner]:
     state = FleetState(load_default_fleet(), SQLiteStore(":memory:"), clock=clock, wall_clock=clock)
     traffic = Traffic(clock)
     drills = DrillRunner(state, traffic, state.refresh, clock=clock, wall_clock=clock, sleep=clock.sleep)
     return state, traffic, drills
 
 
-async def until(condition: object) -> None:
-    async with asyncio.timeout(10):  # real seconds: virtual time runs as fast as the loop turns
-        while not condition():  # type: ignore[operator]  # noqa: ASYNC110 - the runner's own sleep turns the loop
-            await asyncio.sleep(0)
+# Waits in real seconds, polled once a turn of the loop: virtual time runs as fast as the loop turns.
+VIRTUAL: dict[str, Any] = {"timeout_seconds": 10, "every": 0}
 
 
 async def test_a_drill_runs_its_whole_duration_and_restores_the_metro() -> None:
-    clock = VirtualTime()
+    clock = VirtualClock()
     state, _, drills = runner(clock)
     drill = drills.submit("lon", 60.0, None, "alice", force=True)
     assert drill.state is DrillState.PENDING and not drill.state.done
     task = asyncio.create_task(drills.run_forever())
     try:
-        await until(lambda: drill.state is DrillState.RUNNING)
+        await wait_for_async("the drill runs", lambda: drill.state is DrillState.RUNNING, **VIRTUAL)
         assert [(d.kind, d.code) for d in state.store.drains()] == [("metro", "lon")]
-        await until(lambda: drill.state.done)
+        await wait_for_async("the drill ends", lambda: drill.state.done, **VIRTUAL)
     finally:
         task.cancel()
     assert drill.state is DrillState.COMPLETED and drill.to_json()["state"] == "completed"
@@ -63,15 +51,15 @@ async def test_a_drill_runs_its_whole_duration_and_restores_the_metro() -> None:
 
 
 async def test_moved_traffic_over_its_slo_rolls_the_drill_back_at_the_next_check() -> None:
-    clock = VirtualTime()
+    clock = VirtualClock()
     state, traffic, drills = runner(clock)
     drill = drills.submit("lon", 600.0, 500.0, "alice", force=True)
     task = asyncio.create_task(drills.run_forever())
     try:
-        await until(lambda: drill.state is DrillState.RUNNING)
+        await wait_for_async("the drill runs", lambda: drill.state is DrillState.RUNNING, **VIRTUAL)
         slow = TtftSample(client_metro="lon", model="m", ttft_ms=900.0, metro="ams", scope="region")
         traffic.add([slow] * MIN_SAMPLES)
-        await until(lambda: drill.state.done)
+        await wait_for_async("the drill ends", lambda: drill.state.done, **VIRTUAL)
     finally:
         task.cancel()
     assert drill.state is DrillState.ROLLED_BACK

@@ -7,14 +7,7 @@ import pytest
 from edgeplane.control import FleetState, SQLiteStore, UnknownTarget
 from edgeplane.fleet import load_default_fleet
 from edgeplane.routing import SiteState
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests._time import VirtualClock
 
 
 def report(state: FleetState, pop: str, load: float = 0.0) -> None:
@@ -25,18 +18,18 @@ def report(state: FleetState, pop: str, load: float = 0.0) -> None:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> VirtualClock:
+    return VirtualClock()
 
 
 @pytest.fixture
-def state(clock: Clock) -> FleetState:
+def state(clock: VirtualClock) -> FleetState:
     return FleetState(
         load_default_fleet(), SQLiteStore(":memory:"), clock=clock, wall_clock=clock, agent_timeout_seconds=2.0
     )
 
 
-def test_sites_serve_once_reported_and_go_down_when_silent(state: FleetState, clock: Clock) -> None:
+def test_sites_serve_once_reported_and_go_down_when_silent(state: FleetState, clock: VirtualClock) -> None:
     assert all(v.state is SiteState.DOWN for v in state.snapshot.sites.values())
     for pop in state.fleet.pops:
         report(state, pop.code)
@@ -44,7 +37,7 @@ def test_sites_serve_once_reported_and_go_down_when_silent(state: FleetState, cl
     version = state.snapshot.version
     assert all(v.state is SiteState.SERVING for v in state.snapshot.sites.values())
     assert not state.refresh(), "nothing changed, so no new version"
-    clock.now += 2.5
+    clock.advance(2.5)
     for pop in state.fleet.pops:
         if pop.code != "lon1":
             report(state, pop.code)
@@ -75,21 +68,21 @@ def test_drains_win_over_health_and_are_audited(state: FleetState) -> None:
         state.drains.drain("metro", "xyz", by="alice")
 
 
-def test_load_changes_are_published_at_most_once_a_second(state: FleetState, clock: Clock) -> None:
+def test_load_changes_are_published_at_most_once_a_second(state: FleetState, clock: VirtualClock) -> None:
     for pop in state.fleet.pops:
         report(state, pop.code)
     state.refresh()
     version = state.snapshot.version
     report(state, "ams1", load=0.5)
-    clock.now += 0.2
+    clock.advance(0.2)
     assert not state.refresh()
-    clock.now += 1.0
+    clock.advance(1.0)
     report(state, "ams1", load=0.5)
     assert state.refresh() and state.snapshot.version == version + 1
     assert state.snapshot.sites["ams1"].load == 0.5
 
 
-def small_state(clock: Clock) -> FleetState:
+def small_state(clock: VirtualClock) -> FleetState:
     from edgeplane.fleet import load_fleet
     from tests.conftest import SMALL_FLEET
 
@@ -103,7 +96,7 @@ def busy_report(state: FleetState, pop: str, busy: int) -> None:
     )
 
 
-def test_a_drain_that_would_overload_its_neighbours_is_refused_unless_forced(clock: Clock) -> None:
+def test_a_drain_that_would_overload_its_neighbours_is_refused_unless_forced(clock: VirtualClock) -> None:
     from edgeplane.control import DrainRefused
 
     state = small_state(clock)  # tiny-llama: 4 slots a PoP, a limit of 3 (90%)
@@ -115,7 +108,7 @@ def test_a_drain_that_would_overload_its_neighbours_is_refused_unless_forced(clo
 
     busy_report(state, "ams1", 3)
     busy_report(state, "nyc1", 4)
-    clock.now += 1.5
+    clock.advance(1.5)
     state.refresh()
     with pytest.raises(DrainRefused) as refused:
         state.drains.drain("metro", "nyc", by="alice")
@@ -129,7 +122,7 @@ def test_a_drain_that_would_overload_its_neighbours_is_refused_unless_forced(clo
     assert outcomes == [("drain", "ok (forced)"), ("drain", "refused")]
 
 
-def test_blast_radius_limits_metros_drained_at_once(clock: Clock) -> None:
+def test_blast_radius_limits_metros_drained_at_once(clock: VirtualClock) -> None:
     from edgeplane.control import DrainRefused
 
     state = small_state(clock)
@@ -142,7 +135,7 @@ def test_blast_radius_limits_metros_drained_at_once(clock: Clock) -> None:
 
 
 def test_the_edge_follows_drains_after_graceful_shutdown_and_failures_within_the_blast_radius(
-    state: FleetState, clock: Clock
+    state: FleetState, clock: VirtualClock
 ) -> None:
     state.edge_book.graceful_shutdown_seconds = 5.0
     for pop in state.fleet.pops:
@@ -155,7 +148,7 @@ def test_the_edge_follows_drains_after_graceful_shutdown_and_failures_within_the
     assert state.refresh_edge() and state.edge_book.version == version + 1
     assert state.edge_book.plan.pops["lon1"].state.value == "graceful-shutdown"
     assert [c for i in state.edge_book.intents("lon1") for c in i.communities][:1] == [(65535, 0)]
-    clock.now += 5.0
+    clock.advance(5.0)
     state.refresh()
     assert state.refresh_edge() and state.edge_book.plan.pops["lon1"].state.value == "withdrawn"
     assert "198.19.128.0/24" not in {i.prefix for i in state.edge_book.intents("lon1")}
@@ -163,7 +156,7 @@ def test_the_edge_follows_drains_after_graceful_shutdown_and_failures_within_the
 
     # Failures: sites that stop reporting withdraw at once, but lon is withdrawn already and the blast
     # radius allows two metros: sea goes (first in the fleet's order), ams and fra are held (and said so).
-    clock.now += 3.0
+    clock.advance(3.0)
     for pop in state.fleet.pops:
         if pop.code not in ("ams1", "fra1", "sea1"):
             report(state, pop.code)

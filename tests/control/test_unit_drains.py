@@ -11,18 +11,18 @@ import pytest
 from edgeplane.control import DrainRefused, FleetState, SQLiteStore
 from edgeplane.fleet import load_default_fleet
 from edgeplane.routing import SiteState
-from tests.control.test_state import Clock
+from tests._time import VirtualClock
 
 MODEL = "llama-3.1-8b-instruct"
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> VirtualClock:
+    return VirtualClock()
 
 
 @pytest.fixture
-def state(clock: Clock) -> FleetState:
+def state(clock: VirtualClock) -> FleetState:
     return FleetState(load_default_fleet(), SQLiteStore(":memory:"), clock=clock, wall_clock=clock)
 
 
@@ -93,13 +93,15 @@ def test_units_in_maintenance_or_drained_carry_nothing(state: FleetState) -> Non
     assert state.drains.units_out("ams1") == {"ams1-u2": "maintenance"}
 
 
-def test_a_heat_alarm_is_held_when_the_fleet_has_no_room_and_a_leak_is_not(state: FleetState, clock: Clock) -> None:
+def test_a_heat_alarm_is_held_when_the_fleet_has_no_room_and_a_leak_is_not(
+    state: FleetState, clock: VirtualClock
+) -> None:
     everyone_reports(state, busy=0)
     # Every site of the model runs full: half of lon1 has nowhere to go.
     for pop in state.fleet.pops:
         view = state.snapshot.sites[pop.code]
         report(state, pop.code, busy=state.router.slots(pop.code, MODEL, view))
-    clock.now += 2
+    clock.advance(2)
     state.refresh()
     with pytest.raises(DrainRefused):
         state.drains.check("unit", "lon1-u1")

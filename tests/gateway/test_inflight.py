@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from edgeplane.gateway._inflight import InFlight
 from edgeplane.routing import SiteState, SiteView
+from tests._time import VirtualClock
 
 KEY = ("iad1", "m")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def site(busy: int, busy_at: float) -> dict[str, SiteView]:
@@ -21,13 +14,13 @@ def site(busy: int, busy_at: float) -> dict[str, SiteView]:
 
 
 def test_a_reading_counts_this_gateways_requests_of_its_time_not_of_now() -> None:
-    clock = Clock()
+    clock = VirtualClock()
     book = InFlight(clock)
     for _ in range(3):
         book.change(KEY, 1)
-    clock.now += 1.0  # the site reads 4 busy: this gateway's 3 and one from elsewhere
+    clock.advance(1.0)  # the site reads 4 busy: this gateway's 3 and one from elsewhere
     reading = clock.now
-    clock.now += 0.5
+    clock.advance(0.5)
     book.change(KEY, -1)
     book.change(KEY, -1)  # this gateway's requests there finished since
     others = book.others(site(4, reading))["iad1"].busy["m"]
@@ -40,11 +33,11 @@ def test_a_reading_counts_this_gateways_requests_of_its_time_not_of_now() -> Non
 
 
 def test_old_history_is_trimmed_but_one_entry_before_the_window_is_kept() -> None:
-    clock = Clock()
+    clock = VirtualClock()
     book = InFlight(clock, keep_seconds=1.0)
     book.change(KEY, 1)
     for _ in range(100):
-        clock.now += 0.1
+        clock.advance(0.1)
         book.change(KEY, 1)
         book.change(KEY, -1)
     assert len(book._times[KEY]) <= 65  # trimmed: about the last 2 seconds kept

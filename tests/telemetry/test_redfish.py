@@ -24,19 +24,12 @@ from edgeplane.telemetry import (
     read_unit,
 )
 from edgeplane.web import HttpClient
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests._time import VirtualClock
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[RedfishEmulator, str, HttpClient, Clock]]:
-    clock = Clock()
+async def served() -> AsyncIterator[tuple[RedfishEmulator, str, HttpClient, VirtualClock]]:
+    clock = VirtualClock(0.0)
     emulator = RedfishEmulator("iad1-u1", power_kw=400, gpus={"H100": 16}, clock=clock)
     runner = web.AppRunner(emulator.app())
     await runner.setup()
@@ -60,7 +53,7 @@ async def test_a_healthy_unit_reads_dmtf_documents_with_moving_values(served: tu
     first = await read_unit(client, url, "iad1-u1")
     assert 22 < first.inlet_c < 26 and 14 < first.coolant_supply_c < 16 and not first.leak and first.fire == "Normal"
     assert 0.55 * 400_000 < first.pdu_power_w < 0.65 * 400_000
-    clock.now += 10
+    clock.advance(10)
     later = await read_unit(client, url, "iad1-u1")
     assert (later.inlet_c, later.coolant_supply_c) != (first.inlet_c, first.coolant_supply_c)
     status, _ = await client.request_json("GET", url + "/redfish/v1/Nothing/Here")
