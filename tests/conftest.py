@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
-import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from edgeplane.site import write_tiny_llama_gguf
+from tests._time import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_FLEET = Path(__file__).resolve().parent / "data" / "small-fleet.yaml"
@@ -141,23 +142,37 @@ def start_fleet(
                     up.set()
 
     threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + 180
-    while not up.wait(0.2):
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop_fleet(running)
-            raise RuntimeError("edgeplane up did not come up:\n" + "".join(running.output[-60:]))
+    with contextlib.suppress(AssertionError):  # said below, with up's output
+        wait_for("edgeplane up says it is up (or ends)", lambda: up.is_set() or process.poll() is not None, 180)
+    if not up.is_set():
+        stop_fleet(running)
+        raise RuntimeError("edgeplane up did not come up:\n" + "".join(running.output[-60:]))
     return running
+
+
+def gateway_health(fleet: RunningFleet) -> dict[str, Any]:
+    """The gateway's /healthz JSON (`snapshot_version`, `control_plane_reachable`, `sites` it does not trust),
+    also while it answers 503 (no snapshot or no site to send to)."""
+    try:
+        with urllib.request.urlopen(fleet.gateway_url + "/healthz", timeout=5) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as error:
+        with error:
+            return dict(json.loads(error.read()))
 
 
 def wait_gateway_trusts(fleet: RunningFleet, pop: str, timeout_seconds: float = 30) -> None:
     """Until the gateway's own probes have brought the site back (its rise count, after its ejection)."""
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(fleet.gateway_url + "/healthz") as response:
-            if pop not in json.loads(response.read())["sites"]:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"the gateway never took {pop} back")
+    wait_for(f"the gateway takes {pop} back", lambda: pop not in gateway_health(fleet)["sites"], timeout_seconds, 0.2)
+
+
+def wait_gateway_snapshot(fleet: RunningFleet, version: int, timeout_seconds: float = 30) -> None:
+    """Until the gateway routes by the control plane's snapshot ``version`` or a later one."""
+    wait_for(
+        f"the gateway takes snapshot v{version}",
+        lambda: (gateway_health(fleet)["snapshot_version"] or 0) >= version,
+        timeout_seconds,
+    )
 
 
 def session_pids(sid: int) -> list[int]:

@@ -25,6 +25,7 @@ from edgeplane.web import (
     relay_stream,
     serve,
 )
+from tests._time import wait_for_async
 
 # Short timeouts keep the tests quick; the bounds they are checked against are generous.
 QUICK = ConnectionLimits(
@@ -166,11 +167,8 @@ async def test_sixty_stalled_connections_are_all_closed_after_the_timeouts(kind:
             assert answers == [b""] * 60  # closed without a word: there was no request to answer
             assert service.guard.head_timeouts == 60
         assert service.counts["in_flight"] == 0
-        for _ in range(100):  # the server sees each close a moment after the client does
-            if service.guard.open == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert service.guard.open == 0
+        # The server sees each close a moment after the client does.
+        await wait_for_async("the server sees every connection closed", lambda: service.guard.open == 0)
 
 
 async def test_a_head_sent_a_byte_at_a_time_is_closed_at_the_header_timeout() -> None:
@@ -250,10 +248,7 @@ async def test_connections_beyond_the_per_address_limit_are_refused_at_once() ->
     limits = ConnectionLimits(header_timeout_seconds=60.0, max_connections_per_address=8)
     async with served(limits) as service:
         held = [await service.connect() for _ in range(8)]
-        for _ in range(100):
-            if service.guard.open_from("127.0.0.1") == 8:
-                break
-            await asyncio.sleep(0.01)
+        await wait_for_async("eight connections held", lambda: service.guard.open_from("127.0.0.1") == 8, every=0.01)
         extra = [await service.connect() for _ in range(3)]
         for reader, writer in extra:  # closed long before the 60 s header timeout could have done it
             writer.write(b"GET /plain HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -265,10 +260,8 @@ async def test_connections_beyond_the_per_address_limit_are_refused_at_once() ->
         assert (await _until_closed(reader)).endswith(b"\r\n\r\nok")
         for _, writer in held:
             await _close(writer)
-        for _ in range(100):  # once they are gone, the address may connect again
-            if service.guard.open_from("127.0.0.1") == 0:
-                break
-            await asyncio.sleep(0.05)
+        # Once they are gone, the address may connect again.
+        await wait_for_async("the held connections gone", lambda: service.guard.open_from("127.0.0.1") == 0)
         assert (await service.get("/plain")).endswith(b"\r\n\r\nok")
         assert repr(service.guard) == (
             "<ConnectionGuard [open: 0 from 0 addresses | closed: 0 without a request head, "
@@ -298,11 +291,7 @@ async def test_a_thousand_clients_leaving_before_the_answer_log_no_traceback(
 
         for _ in range(10):
             await asyncio.gather(*(leave() for _ in range(100)))
-        for _ in range(200):
-            if service.counts["handled"] == 1000:
-                break
-            await asyncio.sleep(0.05)
-        assert service.counts["handled"] == 1000
+        await wait_for_async("a thousand requests handled", lambda: service.counts["handled"] == 1000)
         assert (await service.get("/plain")).endswith(b"\r\n\r\nok")
     records = [r for r in caplog.records if r.name.startswith(("aiohttp", "edgeplane", "asyncio"))]
     assert [r for r in records if r.exc_info or r.levelno >= logging.WARNING] == []

@@ -16,8 +16,9 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.conftest import OPEN_CLIENTS, SMALL_FLEET, RunningFleet, start_fleet, stop_fleet
-from tests.test_up_restart import healthy, service_pid
+from tests._time import wait_for
+from tests.conftest import OPEN_CLIENTS, SMALL_FLEET, RunningFleet, gateway_health, start_fleet, stop_fleet
+from tests.test_up_restart import healthy, service_pid, wait_restarted
 
 pytestmark = pytest.mark.slow
 
@@ -45,13 +46,6 @@ def sdk(fleet: RunningFleet, key: str, metro: str) -> OpenAI:
     return made
 
 
-def until(what: str, check: Any, timeout_seconds: float = 15) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
 def test_a_killed_control_plane_loses_no_request_and_comes_back_with_what_it_kept(fleet: RunningFleet) -> None:
     key = json.loads(fleet.cli("keys", "create", "--tenant", "steady", "--json").stdout)["key"]
     revoked = json.loads(fleet.cli("keys", "create", "--tenant", "gone", "--json").stdout)
@@ -71,9 +65,9 @@ def test_a_killed_control_plane_loses_no_request_and_comes_back_with_what_it_kep
         )
         return answer.headers["x-edgeplane-metro"] != "ord"
 
-    until("the gateway took the key", lambda: not refused(key))
-    until("the gateway saw the revocation", lambda: refused(revoked["key"]))
-    until("the drain reached the gateway", ord_elsewhere)
+    wait_for("the gateway took the key", lambda: not refused(key))
+    wait_for("the gateway saw the revocation", lambda: refused(revoked["key"]))
+    wait_for("the drain reached the gateway", ord_elsewhere)
 
     stop = threading.Event()
     served: list[tuple[str, str]] = []  # (client metro, serving metro)
@@ -98,15 +92,27 @@ def test_a_killed_control_plane_loses_no_request_and_comes_back_with_what_it_kep
     for thread in threads:
         thread.start()
     try:
-        time.sleep(2)
+        wait_for("every metro's clients are served", lambda: {metro for metro, _ in served} == set(CLIENTS))
         before = len(served)
-        os.kill(service_pid(fleet, "control"), signal.SIGKILL)
+        victim = service_pid(fleet, "control")
+        os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
-        time.sleep(0.2)
-        assert not healthy(fleet.control_url)
-        until("the control plane came back", lambda: healthy(fleet.control_url), 30)
+        wait_for("the killed control plane stops answering", lambda: not healthy(fleet.control_url), every=0.02)
+        wait_restarted(fleet, "control", fleet.control_url, victim, within_seconds=30)
         back_seconds = time.monotonic() - killed
-        time.sleep(3)  # and the gateway takes its snapshots again
+        # The gateway takes its snapshots again: the restarted plane's versions begin above every earlier one.
+        restarted = json.loads(fleet.cli("status", "--json").stdout)["snapshot_version"]
+        wait_for(
+            "the gateway takes the restarted control plane's snapshot",
+            lambda: (
+                (health := gateway_health(fleet))["control_plane_reachable"] and health["snapshot_version"] >= restarted
+            ),
+        )
+        since = len(served)
+        wait_for(
+            "every metro's clients are served after the restart",
+            lambda: {metro for metro, _ in served[since:]} == set(CLIENTS),
+        )
     finally:
         stop.set()
         for thread in threads:

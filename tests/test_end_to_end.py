@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import time
 from typing import Any
 
 import openai
@@ -12,6 +11,7 @@ import pytest
 from openai import OpenAI
 
 from edgeplane.fleet import Fleet, load_fleet
+from tests._time import wait_for
 from tests.conftest import OPEN_CLIENTS, RunningFleet
 
 pytestmark = pytest.mark.slow
@@ -77,12 +77,14 @@ def chat(running: RunningFleet, client: str, model: str, *, stream: bool = False
 
 def served(running: RunningFleet, client: str, model: str, scope: str, timeout_seconds: float = 2.0) -> dict[str, str]:
     """Headers of the first answer served at ``scope``; drains must take effect within two seconds."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        headers, _, _ = chat(running, client, model)
-        if headers["x-edgeplane-scope"] == scope or time.monotonic() > deadline:
-            return headers
-        time.sleep(0.05)
+    answers: list[dict[str, str]] = []
+
+    def at_scope() -> bool:
+        answers.append(chat(running, client, model)[0])
+        return answers[-1]["x-edgeplane-scope"] == scope
+
+    wait_for(f"{client}'s {model} served at {scope} scope", at_scope, timeout_seconds, every=0.05)
+    return answers[-1]
 
 
 def model_everywhere(fleet: Fleet) -> str:
@@ -218,15 +220,17 @@ def test_nothing_can_serve_gets_503(fleet: RunningFleet, layout: Fleet) -> None:
     try:
         for metro in layout.metros:
             fleet.cli("drain", "metro", metro.code, "--force")
-        deadline = time.monotonic() + 2.0
-        while True:
+
+        def refused() -> bool:
             try:
                 chat(fleet, client, model)
             except openai.APIStatusError as error:
                 assert error.status_code == 503
                 assert error.response.json()["error"]["code"] == "no_site_available"
-                break
-            assert time.monotonic() < deadline, "drains did not take effect within 2 s"
+                return True
+            return False
+
+        wait_for("the drains take effect", refused, timeout_seconds=2.0, every=0)
     finally:
         for metro in layout.metros:
             fleet.cli("undrain", "metro", metro.code)

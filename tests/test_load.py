@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+from edgeplane.local import get_json
+from tests._time import wait_for
 from tests.conftest import RunningFleet
 
 
@@ -27,16 +30,16 @@ def test_load_replays_demand_and_reports_where_it_was_served(emulator_fleet: Run
 
 
 def test_the_planner_reads_the_demand_the_fleet_served(emulator_fleet: RunningFleet, tmp_path: Path) -> None:
-    import time
-    import urllib.request
-
     demand = tmp_path / "demand.csv"
     demand.write_text("metro,model,requests_per_second,prompt_tokens,output_tokens\nfra,qwen2.5-32b-instruct,6,40,8\n")
     emulator_fleet.cli("load", "--demand", str(demand), "--gateway", emulator_fleet.gateway_url, "--duration", "2")
-    time.sleep(1.0)  # the gateway reports every half second
-    with urllib.request.urlopen(emulator_fleet.control_url + "/api/demand?window=60", timeout=5) as answer:
-        observed = json.loads(answer.read())
-    fra = next(r for r in observed["demand"] if (r["metro"], r["model"]) == ("fra", "qwen2.5-32b-instruct"))
+
+    def observed_fra() -> list[dict[str, Any]]:
+        observed = get_json(emulator_fleet.control_url + "/api/demand?window=60", 5)
+        return [r for r in observed["demand"] if (r["metro"], r["model"]) == ("fra", "qwen2.5-32b-instruct")]
+
+    wait_for("the gateway reports fra's demand", observed_fra)  # it reports every half second
+    [fra] = observed_fra()
     assert fra["requests_per_second"] > 0 and fra["output_tokens"] >= 1
     placed = emulator_fleet.cli("plan", "placement", "--observed", "--window", "60", "--json")
     models = {p["model"] for p in json.loads(placed.stdout)["placement"]}

@@ -8,12 +8,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
 from openai import OpenAI
 
-from tests.conftest import OPEN_CLIENTS, SMALL_FLEET, RunningFleet, start_fleet, stop_fleet
+from tests._time import wait_for
+from tests.conftest import OPEN_CLIENTS, SMALL_FLEET, RunningFleet, start_fleet, stop_fleet, wait_gateway_snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -71,16 +73,27 @@ def ask(client: OpenAI, model: str = "tiny-llama") -> tuple[str, str]:
     return raw.headers["x-edgeplane-metro"], raw.headers["x-edgeplane-scope"]
 
 
-def eventually(check: object, timeout_seconds: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while True:
+def first_answer(client: OpenAI, model: str = "tiny-llama", *, limited: bool = False) -> tuple[str, str]:
+    """The first answer to a new key, once the gateway has it (a 401 until its snapshot brings the key table) and,
+    for a ``limited`` key, holds a lease for it (a 429 until the first lease comes)."""
+    not_yet: tuple[type[Exception], ...] = (openai.AuthenticationError,)
+    if limited:
+        not_yet += (openai.RateLimitError,)
+    answers: list[tuple[str, str]] = []
+
+    def answered() -> bool:
         try:
-            check()  # type: ignore[operator]
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+            answers.append(ask(client, model))
+        except not_yet:
+            return False
+        return True
+
+    wait_for("the gateway serves the new key", answered)
+    return answers[0]
+
+
+def access_log(fleet: RunningFleet) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (fleet.log_path.parent / "data" / "access.log").read_text().splitlines()]
 
 
 def test_keys_are_shown_once_and_stored_hashed(fleet: RunningFleet) -> None:
@@ -90,7 +103,7 @@ def test_keys_are_shown_once_and_stored_hashed(fleet: RunningFleet) -> None:
     assert made["id"] in listed and made["key"] not in listed
     human = fleet.cli("keys", "list").stdout
     assert "acme" in human and made["key"] not in human
-    eventually(lambda: ask(api(fleet, made["key"])))
+    first_answer(api(fleet, made["key"]))
 
 
 def test_missing_wrong_and_revoked_keys_get_401(fleet: RunningFleet) -> None:
@@ -105,23 +118,23 @@ def test_missing_wrong_and_revoked_keys_get_401(fleet: RunningFleet) -> None:
     with pytest.raises(openai.AuthenticationError, match="Incorrect API key"):
         ask(api(fleet, "ep-not-a-key"))
     made = create(fleet, "--tenant", "acme")
-    eventually(lambda: ask(api(fleet, made["key"])))
+    first_answer(api(fleet, made["key"]))
     fleet.cli("keys", "revoke", made["id"])
 
-    def refused() -> None:
+    def refused() -> bool:
         try:
             ask(api(fleet, made["key"]))
         except openai.AuthenticationError as error:
             assert "revoked" in str(error)
-            return
-        raise AssertionError("a revoked key was still served")
+            return True
+        return False  # the gateway has not taken the revocation yet
 
-    eventually(refused)
+    wait_for("the gateway refuses the revoked key", refused)
 
 
 def test_a_key_limited_to_some_models_gets_403_for_the_others(fleet: RunningFleet) -> None:
     made = create(fleet, "--tenant", "acme", "--models", "tiny-chat")
-    eventually(lambda: ask(api(fleet, made["key"]), "tiny-chat"))
+    first_answer(api(fleet, made["key"]), "tiny-chat")
     # The model list is the key's own, and like every /v1 route it needs a valid key.
     assert [m.id for m in api(fleet, made["key"]).models.list()] == ["tiny-chat"]
     assert api(fleet, made["key"]).models.retrieve("tiny-chat").id == "tiny-chat"
@@ -142,7 +155,7 @@ def test_a_key_limited_to_some_models_gets_403_for_the_others(fleet: RunningFlee
 
 def test_a_key_over_its_request_or_token_limit_gets_429_with_retry_after(fleet: RunningFleet) -> None:
     limited = create(fleet, "--tenant", "small", "--rpm", "3")
-    eventually(lambda: ask(api(fleet, limited["key"])))
+    first_answer(api(fleet, limited["key"]), limited=True)
     served, refused = 1, None
     for _ in range(5):
         try:
@@ -151,13 +164,19 @@ def test_a_key_over_its_request_or_token_limit_gets_429_with_retry_after(fleet: 
         except openai.RateLimitError as error:
             refused = error
             break
-        time.sleep(0.1)  # let the gateway's lease loop run
+        # Not a wait for a condition (a pause between requests): the gateway asks the control plane for a new lease
+        # (one request of 3) when it holds fewer than two; how many it holds is not visible from outside.
+        time.sleep(0.1)
     assert served == 3 and refused is not None
     assert refused.code == "rate_limit_exceeded" and int(refused.response.headers["Retry-After"]) >= 1
 
     thrifty = create(fleet, "--tenant", "small", "--tpm", "2")  # less than one request (about 4 tokens)
-    eventually(lambda: ask(api(fleet, thrifty["key"])))
-    time.sleep(0.2)
+    first_answer(api(fleet, thrifty["key"]), limited=True)
+    # The gateway charges a request's tokens to the key's lease just before it writes the request's access log line.
+    wait_for(
+        "the gateway charged the first answer's tokens",
+        lambda: any(line.get("key_id") == thrifty["id"] and line["status"] == 200 for line in access_log(fleet)),
+    )
     with pytest.raises(openai.RateLimitError, match="tokens per minute"):
         ask(api(fleet, thrifty["key"]))
 
@@ -165,20 +184,16 @@ def test_a_key_over_its_request_or_token_limit_gets_429_with_retry_after(fleet: 
 def test_a_pinned_key_is_never_served_outside_its_continent(fleet: RunningFleet) -> None:
     pinned = create(fleet, "--tenant", "eu-bank", "--continent", "eu")["key"]
     free = create(fleet, "--tenant", "anyone")["key"]
-    eventually(lambda: ask(api(fleet, pinned, AMS)))
+    first_answer(api(fleet, pinned, AMS))
     # A New York client with an EU key is served in Europe.
     assert ask(api(fleet, pinned, NYC)) == ("ams", "global")
     try:
-        fleet.cli("drain", "metro", "ams")  # every metro of the eu continent
-        eventually(lambda: ask(api(fleet, free, AMS)) == ("nyc", "global") or None)
-
-        def pinned_refused() -> None:
-            with pytest.raises(openai.InternalServerError) as caught:
-                ask(api(fleet, pinned, AMS))
-            assert caught.value.status_code == 503 and caught.value.code == "no_site_in_residency"
-            assert "never served outside it" in str(caught.value)
-
-        eventually(pinned_refused)
+        drained = json.loads(fleet.cli("drain", "metro", "ams", "--json").stdout)  # every metro of the eu continent
+        wait_gateway_snapshot(fleet, drained["snapshot_version"])
+        with pytest.raises(openai.InternalServerError) as caught:
+            ask(api(fleet, pinned, AMS))
+        assert caught.value.status_code == 503 and caught.value.code == "no_site_in_residency"
+        assert "never served outside it" in str(caught.value)
         metro, scope = ask(api(fleet, free, AMS))
         assert scope == "global" and metro in {"nyc", "iad", "ord"}
     finally:
@@ -190,13 +205,18 @@ def test_a_pinned_key_is_never_served_outside_its_continent(fleet: RunningFleet)
 
 def test_access_log_has_a_line_per_request_and_no_log_holds_a_key(fleet: RunningFleet) -> None:
     made = create(fleet, "--tenant", "logged")
-    eventually(lambda: ask(api(fleet, made["key"], AMS)))
+    first_answer(api(fleet, made["key"], AMS))
     stream = api(fleet, made["key"], AMS).chat.completions.create(
         model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True
     )
     assert [c for c in stream]
+    # The gateway writes a stream's line once it has sent the stream's end, so the client can see the end first.
+    wait_for(
+        "the stream's access log line",
+        lambda: any(line.get("key_id") == made["id"] and line["stream"] for line in access_log(fleet)),
+    )
     data_dir = fleet.log_path.parent / "data"
-    lines = [json.loads(line) for line in (data_dir / "access.log").read_text().splitlines()]
+    lines = access_log(fleet)
     mine = [line for line in lines if line.get("key_id") == made["id"] and line["status"] == 200]
     assert len(mine) >= 2 and {line["stream"] for line in mine} == {False, True}
     for line in mine:

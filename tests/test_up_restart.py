@@ -8,13 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests._time import wait_for
 from tests.conftest import ROOT, SMALL_FLEET, RunningFleet, free_port, start_fleet, stop_fleet
 
 pytestmark = pytest.mark.slow
@@ -61,16 +61,15 @@ def healthy(url: str) -> bool:
 
 def wait_restarted(running: RunningFleet, service: str, url: str, killed: int, within_seconds: float) -> float:
     """Seconds until a new process of ``service`` answers at ``url``; fails past ``within_seconds``."""
-    started = time.monotonic()
-    while True:
-        try:
-            if service_pid(running, service) != killed and healthy(url):
-                return time.monotonic() - started
-        except AssertionError:
-            pass  # between the death and the restart up has no such child
+
+    def restarted() -> bool:
         assert running.process.poll() is None, "up ended:\n" + "".join(running.output[-30:])
-        assert time.monotonic() - started < within_seconds, f"no {service} at {url} after {within_seconds} s"
-        time.sleep(0.1)
+        try:
+            return service_pid(running, service) != killed and healthy(url)
+        except AssertionError:
+            return False  # between the death and the restart up has no such child
+
+    return wait_for(f"a new {service} at {url}", restarted, within_seconds)
 
 
 @pytest.fixture(scope="module")

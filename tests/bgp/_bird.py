@@ -6,13 +6,14 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests._time import wait_for as wait_until
 
 BIRD = shutil.which("bird") or ("/usr/sbin/bird" if os.path.exists("/usr/sbin/bird") else None)
 BIRDC = shutil.which("birdc") or ("/usr/sbin/birdc" if os.path.exists("/usr/sbin/birdc") else None)
@@ -69,19 +70,22 @@ class Bird:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 10
-        while True:
+
+        def ready() -> bool:
+            assert self.process is not None
             if self.process.poll() is not None:
                 assert self.process.stderr is not None
                 raise RuntimeError(f"bird {self.name} exited: {self.process.stderr.read().decode()}")
             try:
-                if "ready" in self.birdc("show status"):
-                    return self
+                return "ready" in self.birdc("show status")
             except subprocess.CalledProcessError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"bird {self.name} did not answer on {self.socket}")
-            time.sleep(0.05)
+                return False
+
+        try:
+            wait_until(f"bird {self.name} answers on {self.socket}", ready, timeout_seconds=10, every=0.05)
+        except AssertionError as error:
+            raise RuntimeError(str(error)) from None
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -123,15 +127,21 @@ class Bird:
         return {r.prefix: r for r in sorted(learned, key=lambda r: r.primary)}
 
     def wait_for(self, what: str, check: Callable[[dict[str, BirdRoute]], Any], timeout_seconds: float = 30) -> Any:
-        deadline = time.monotonic() + timeout_seconds
-        while True:
-            seen = self.by_prefix()
-            result = check(seen)
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"bird {self.name}: {what} did not happen; it holds {sorted(seen)}")
-            time.sleep(0.1)
+        """Until ``check`` of the routes BIRD holds is true; returns what it returned."""
+        seen: dict[str, BirdRoute] = {}
+        results: list[Any] = []
+
+        def happened() -> Any:
+            seen.clear()
+            seen.update(self.by_prefix())
+            results.append(check(seen))
+            return results[-1]
+
+        try:
+            wait_until(f"bird {self.name}: {what}", happened, timeout_seconds)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; it holds {sorted(seen)}") from None
+        return results[-1]
 
 
 def transit(

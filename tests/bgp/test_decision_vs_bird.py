@@ -9,12 +9,12 @@ import os
 import random
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from edgeplane.bgp import Route, best_path, by_prefix
+from tests._time import wait_for
 from tests.bgp._bird import Bird
 from tests.conftest import free_port
 
@@ -117,15 +117,18 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Bi
             [sys.executable, "-m", "exabgp", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + 60
         for bird in birds.values():
-            while len([r for r in bird.routes() if r.attributes]) < len(routes):
-                if time.monotonic() > deadline or feeder.poll() is not None:
-                    raise AssertionError(
-                        f"BIRD {bird.name} holds {len(bird.routes())} of {len(routes)} routes:\n"
-                        + (tmp / "feeders.log").read_text()[-3000:]
-                    )
-                time.sleep(0.2)
+
+            def holds_all(bird: Bird = bird) -> bool:
+                assert feeder.poll() is None, "the feeder exited"
+                return len([r for r in bird.routes() if r.attributes]) >= len(routes)
+
+            try:
+                wait_for(f"BIRD {bird.name} holds all {len(routes)} routes", holds_all, timeout_seconds=60, every=0.2)
+            except AssertionError as error:
+                raise AssertionError(
+                    f"{error}: it holds {len(bird.routes())}\n" + (tmp / "feeders.log").read_text()[-3000:]
+                ) from None
         yield birds, routes
     finally:
         feeder.terminate()

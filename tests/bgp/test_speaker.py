@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from click.testing import CliRunner
 from edgeplane.cli import cli
 from edgeplane.cli._client import ControlClient
 from edgeplane.fleet import load_default_fleet
+from tests._time import wait_for
 from tests.bgp._bird import Bird, BirdRoute, transit
 from tests.conftest import ROOT, RunningFleet, free_port, start_fleet, stop_fleet, terminate
 
@@ -153,10 +153,11 @@ def test_transits_get_the_plan_with_every_community_and_get_it_back_after_restar
             assert result.exit_code == 0, result.output
             return json.loads(result.output)  # type: ignore[no-any-return]
 
-        end = time.monotonic() + 20
-        while not (rib.exists() and len(json.loads(rib.read_text())["routes"]) == 6):  # 3 prefixes x 2 transits
-            assert time.monotonic() < end, "the speaker did not write the transits' routes"
-            time.sleep(0.1)
+        wait_for(
+            "the speaker writes the transits' routes",
+            lambda: rib.exists() and len(json.loads(rib.read_text())["routes"]) == 6,  # 3 prefixes x 2 transits
+            timeout_seconds=20,
+        )
         shorter_c, shorter_d, med_d = explain("203.0.113.7"), explain("198.51.100.1"), explain("203.0.113.200")
         assert shorter_c["best"]["peer"] == "127.0.0.2"  # type: ignore[index]
         assert shorter_d["best"]["peer"] == "127.0.0.3"  # type: ignore[index]

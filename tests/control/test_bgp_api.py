@@ -27,7 +27,7 @@ async def test_intents_long_poll_wakes_on_a_drain_and_actions_are_checked() -> N
                 return time.monotonic() - started, await response.json()
 
         waiting = asyncio.create_task(wait_for_change())
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a head start for the long-poll (were it late, the new version answers it at once)
         body = {"kind": "metro", "code": "fra", "force": True}
         async with session.post(f"{url}/api/drains", json=body) as response:
             assert response.status == 200

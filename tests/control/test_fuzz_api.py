@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pydantic import BaseModel
 
 from edgeplane.control import _bodies as bodies
 from edgeplane.fleet import load_fleet
+from tests._time import wait_for
 from tests.conftest import OPEN_CLIENTS, SMALL_FLEET, RunningFleet, start_fleet, stop_fleet
 
 pytestmark = pytest.mark.slow
@@ -187,19 +187,19 @@ def test_the_control_plane_and_the_agents_answer_fuzz_with_documented_codes_and_
     assert send(fleet.control_url + "/api/placement", "POST", {"placement": placement, "force": True}, TOKEN)[0] == 200
     from openai import OpenAI
 
-    deadline = time.monotonic() + 60
     for metro, client in (("nyc", "198.18.0.9"), ("iad", "198.18.16.9"), ("ord", "198.18.32.9"),
                           ("ams", "198.18.48.9")):  # fmt: skip
         sdk = OpenAI(base_url=fleet.gateway_url + "/v1", api_key="x", max_retries=0,
                      default_headers={"X-Forwarded-For": client})  # fmt: skip
         OPEN_CLIENTS.append(sdk)
-        while True:
+
+        def at_home(sdk: OpenAI = sdk, metro: str = metro) -> bool:
             answer = sdk.chat.completions.with_raw_response.create(
                 model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=4
             )
-            if answer.headers["x-edgeplane-metro"] == metro:
-                break  # served at home again once every model is back where it was placed
-            assert time.monotonic() < deadline, f"{metro} is not served at home again"
-            time.sleep(0.2)
+            return answer.headers["x-edgeplane-metro"] == metro
+
+        # Served at home again once every model is back where it was placed.
+        wait_for(f"{metro} served at home again", at_home, timeout_seconds=60, every=0.2)
     status = send(fleet.control_url + "/api/status", "GET", None, TOKEN)[1]
     assert all(p["state"] == "serving" for p in status["pops"]), status["pops"]

@@ -23,6 +23,7 @@ from edgeplane.dashboard import with_dashboard
 from edgeplane.fleet import load_default_fleet, load_fleet
 from edgeplane.site import SiteAgent, SiteOptions, build_backends
 from edgeplane.web import supervised
+from tests._time import wait_for_async
 from tests.conftest import SMALL_FLEET, serving
 
 TOKEN = "s3cret-admin"
@@ -83,7 +84,9 @@ async def test_a_malformed_agent_report_is_refused_naming_the_field_and_nothing_
         status, answer = await call(session, "POST", report, json=good)
         assert status == 200 and answer["models"]
         version = control.state.snapshot.version
-        await asyncio.sleep(0.6)  # the ticks go on: the plane publishes the report's site
+        await wait_for_async(  # the ticks go on: the plane publishes the report's site
+            "lon1 published serving", lambda: control.state.snapshot.sites["lon1"].state.value == "serving"
+        )
         status, health = await call(session, "GET", url + "/healthz")
         assert status == 200 and health["status"] == "ok"
         assert control.state.snapshot.sites["lon1"].state.value == "serving"
@@ -265,12 +268,16 @@ async def test_site_agents_need_the_admin_token_and_audit_through_the_control_pl
             # Through the control plane: audited there once, not again by the agent.
             status, _ = await call(session, "POST", url + "/api/faults", json={"pop": "nyc1", "fault": "slow"}, **ADMIN)
             assert status == 200
-            for _ in range(50):
-                status, answer = await call(session, "GET", url + "/api/audit", **ADMIN)
-                if len(answer["audit"]) >= 6:
-                    break
-                await asyncio.sleep(0.1)
-        rows = sorted((r["who"], r["action"], r["target"], r["outcome"]) for r in answer["audit"])
+
+            async def audit() -> list[dict[str, Any]]:
+                return list((await call(session, "GET", url + "/api/audit", **ADMIN))[1]["audit"])
+
+            async def audited() -> bool:
+                return len(await audit()) >= 6
+
+            await wait_for_async("six audit rows", audited, every=0.1)
+            audit_rows = await audit()
+        rows = sorted((r["who"], r["action"], r["target"], r["outcome"]) for r in audit_rows)
         assert rows == [
             ("alice", "fault", "pop nyc1", "ok"),  # through the control plane: audited there, at once
             ("alice at nyc1", "clear fault", "pop nyc1", "ok"),  # straight to the agent: with its next report

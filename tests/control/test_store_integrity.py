@@ -4,6 +4,7 @@ Real processes throughout: `control run` and `up` as a user starts them, real SQ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from edgeplane.control import SQLiteStore
+from tests._time import wait_for
 from tests.conftest import ROOT, SMALL_FLEET, free_port, start_fleet, stop_fleet, terminate
 from tests.test_end_to_end import chat
 
@@ -66,17 +68,17 @@ class Control:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _get(self.url + "/healthz")["status"] == "ok":
-                    return
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                terminate(self.process, 10)
-                raise AssertionError("control run did not start:\n" + self.log.read_text())
-            time.sleep(0.1)
+        with contextlib.suppress(AssertionError):  # said below, with the log
+            wait_for("control run is healthy (or ends)", lambda: self.healthy() or self.process.poll() is not None, 60)
+        if not self.healthy():
+            terminate(self.process, 10)
+            raise AssertionError("control run did not start:\n" + self.log.read_text())
+
+    def healthy(self) -> bool:
+        try:
+            return bool(_get(self.url + "/healthz")["status"] == "ok")
+        except OSError:
+            return False
 
     def output(self) -> str:
         return self.log.read_text()

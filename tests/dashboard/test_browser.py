@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 
 from edgeplane.fleet import load_default_fleet
 from edgeplane.local import get_json
+from tests._time import wait_for
 from tests.conftest import ROOT, RunningFleet, free_port, terminate
 
 pytestmark = pytest.mark.slow
@@ -167,14 +167,13 @@ def test_with_an_admin_token_the_buttons_wait_for_it_and_a_wrong_one_changes_not
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         assert process.poll() is None, "the control plane exited"
         with contextlib.suppress(OSError, ValueError):
-            if get_json(url + "/healthz")["status"] == "ok":
-                return
-        time.sleep(0.1)
-    raise AssertionError("the control plane did not become healthy")
+            return bool(get_json(url + "/healthz")["status"] == "ok")
+        return False
+
+    wait_for("the control plane is healthy", healthy)
 
 
 def drains(url: str) -> list[str]:

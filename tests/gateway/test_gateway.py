@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,6 +19,7 @@ from edgeplane.fleet import Fleet, load_fleet
 from edgeplane.gateway import ClientLocator, Gateway, GatewayOptions, SnapshotWatcher
 from edgeplane.site import SiteAgent, SiteOptions, build_backends
 from edgeplane.web import serve
+from tests._time import wait_for_async
 from tests.conftest import SMALL_FLEET, free_port, serving
 
 NYC_CLIENT = "198.18.0.20"
@@ -105,11 +107,12 @@ async def edge(request: pytest.FixtureRequest) -> AsyncIterator[Edge]:
             await watcher.close()
 
     edge.gateway_url = await _start(edge, "gateway", run_gateway)
-    for _ in range(100):
+
+    def sites_known() -> bool:
         state = watcher.state
-        if state and {p for p, v in state.snapshot.sites.items() if v.url} >= {"nyc1", "iad1", "ams1"}:
-            break
-        await asyncio.sleep(0.05)
+        return bool(state and {p for p, v in state.snapshot.sites.items() if v.url} >= {"nyc1", "iad1", "ams1"})
+
+    await wait_for_async("the gateway's snapshot has every site", sites_known)
     try:
         yield edge
     finally:
@@ -140,13 +143,17 @@ async def test_whole_answers_count_in_the_scope_mix_as_streams_do(edge: Edge) ->
             await api.chat.completions.create(
                 model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=2
             )
-        for _ in range(50):
+
+        async def nyc() -> dict[str, Any]:
             async with session.get(edge.control_url + "/api/dashboard") as answer:
-                nyc = next(m for m in (await answer.json())["metros"] if m["code"] == "nyc")
-            if nyc["scopes"]:
-                break
-            await asyncio.sleep(0.1)
-    assert (nyc["scopes"], nyc["served_at"]) == ({"region": 1.0}, {"iad": 1.0})
+                return next(m for m in (await answer.json())["metros"] if m["code"] == "nyc")
+
+        async def reported() -> bool:
+            return bool((await nyc())["scopes"])
+
+        await wait_for_async("the gateway reports New York's traffic", reported, every=0.1)
+        shown = await nyc()
+    assert (shown["scopes"], shown["served_at"]) == ({"region": 1.0}, {"iad": 1.0})
 
 
 async def test_a_dead_site_is_tried_then_the_next_scope_serves(edge: Edge) -> None:
@@ -180,12 +187,16 @@ async def test_gateway_keeps_serving_on_its_last_snapshot_without_the_control_pl
             )
             assert raw.headers["x-edgeplane-metro"] == "ams"
     async with aiohttp.ClientSession() as session:
-        for _ in range(100):
+
+        async def gateway_health() -> dict[str, Any]:
             async with session.get(edge.gateway_url + "/healthz") as response:
-                health = await response.json()
-            if not health["control_plane_reachable"]:
-                break
-            await asyncio.sleep(0.1)
+                return dict(await response.json())
+
+        async def unreachable() -> bool:
+            return (await gateway_health())["control_plane_reachable"] is False
+
+        await wait_for_async("the gateway finds the control plane gone", unreachable, every=0.1)
+        health = await gateway_health()
     assert health["status"] == "ok" and health["control_plane_reachable"] is False
     assert health["snapshot_age_seconds"] > 0
 
@@ -215,23 +226,25 @@ async def test_no_snapshot_yet_is_a_clear_503() -> None:
 @pytest.mark.parametrize("edge", [True], indirect=True)
 async def test_probes_find_a_dead_site_and_both_metrics_show_it(edge: Edge) -> None:
     async with aiohttp.ClientSession() as session:
-        for _ in range(100):
+
+        async def text(url: str) -> str:
+            async with session.get(url) as response:
+                return await response.text()
+
+        async def gateway_finds_nyc1_down() -> bool:
             async with session.get(edge.gateway_url + "/healthz") as response:
-                health = await response.json()
-            if health["sites"].get("nyc1") == "down":
-                break
-            await asyncio.sleep(0.05)
-        assert health["sites"]["nyc1"] == "down"
-        async with session.get(edge.gateway_url + "/metrics") as response:
-            text = await response.text()
-        assert 'edgeplane_gateway_site_health{site="nyc1",state="down"} 1.0' in text
-        for _ in range(100):
-            async with session.get(edge.control_url + "/metrics") as response:
-                text = await response.text()
-            if 'edgeplane_control_site_state{pop="nyc1",state="down"} 1' in text:
-                break
-            await asyncio.sleep(0.05)
-        assert 'edgeplane_control_site_state{pop="nyc1",state="down"} 1' in text
+                return bool((await response.json())["sites"].get("nyc1") == "down")
+
+        await wait_for_async("the gateway's probes find nyc1 down", gateway_finds_nyc1_down)
+        gateway_metric = 'edgeplane_gateway_site_health{site="nyc1",state="down"} 1.0'
+        assert gateway_metric in await text(edge.gateway_url + "/metrics")
+
+        async def control_shows_nyc1_down() -> bool:
+            return 'edgeplane_control_site_state{pop="nyc1",state="down"} 1' in await text(
+                edge.control_url + "/metrics"
+            )
+
+        await wait_for_async("the control plane shows nyc1 down", control_shows_nyc1_down)
         async with session.get(edge.control_url + "/api/status") as response:
             pops = {p["code"]: p for p in (await response.json())["pops"]}
         assert pops["nyc1"]["state"] == "down" and "probe" in pops["nyc1"]["reason"]
@@ -267,7 +280,11 @@ async def test_drain_refusal_and_force_through_the_cli(edge: Edge) -> None:
         out, _ = await process.communicate()
         return process.returncode or 0, out.decode()
 
-    await asyncio.sleep(1.1)  # load-only changes are published at most once a second
+    async def nyc1_load_published() -> bool:  # load-only changes are published at most once a second
+        async with aiohttp.ClientSession() as session, session.get(f"{edge.control_url}/api/status") as response:
+            return any(p["code"] == "nyc1" and p["load"] == 1.0 for p in (await response.json())["pops"])
+
+    await wait_for_async("the control plane publishes nyc1's report", nyc1_load_published)
     code, out = await cli("drain", "metro", "nyc")
     assert code == 1 and "refused" in out and "would carry" in out and "--force" in out
     code, out = await cli("drain", "metro", "nyc", "--force")

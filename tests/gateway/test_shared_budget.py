@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from edgeplane.fleet import load_fleet
 from edgeplane.gateway import Gateway, GatewayOptions, SnapshotWatcher
 from edgeplane.site import SiteAgent, SiteOptions, build_backends
 from edgeplane.web import serve
+from tests._time import wait_for_async
 from tests.conftest import SMALL_FLEET
 
 WINDOW_SECONDS = 5.0
@@ -70,12 +72,13 @@ async def test_two_gateways_stay_within_ten_percent_of_a_shared_budget() -> None
                 key = (await response.json())["key"]
             headers = {"Authorization": f"Bearer {key}", "X-Forwarded-For": "198.18.0.7"}
             body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+            async def knows_the_key(url: str) -> bool:
+                async with session.post(url + "/v1/chat/completions", json=body, headers=headers) as response:
+                    return response.status in (200, 429)
+
             for url in gateways:  # both gateways know the key
-                for _ in range(100):
-                    async with session.post(url + "/v1/chat/completions", json=body, headers=headers) as response:
-                        if response.status in (200, 429):
-                            break
-                    await asyncio.sleep(0.05)
+                await wait_for_async(f"{url} knows the key", functools.partial(knows_the_key, url))
             # Start on a fresh window, and load both gateways through most of it.
             next_window = (math.floor(time.time() / WINDOW_SECONDS) + 1) * WINDOW_SECONDS
             await asyncio.sleep(next_window - time.time() + 0.1)

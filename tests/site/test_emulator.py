@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from edgeplane.catalog import ReplicaSpeed
 from edgeplane.site import EmulatorBackend, parse_load
 from edgeplane.web import Endpoint, parse_request
+from tests._time import wait_for_async
 from tests.site.test_backends import SPEC
 
 
@@ -59,7 +61,12 @@ async def test_requests_beyond_the_batch_wait_and_show_in_vllm_metrics() -> None
     registry = CollectorRegistry()
     backend = EmulatorBackend(SPEC, "H100", seed=0, time_scale=1.0, registry=registry)  # max_concurrency 4
     tasks = [asyncio.create_task(answer(backend, f"prompt {i}", max_tokens=30)) for i in range(6)]
-    await asyncio.sleep(0.05)
+
+    async def all_arrived() -> bool:
+        arrived = await backend.load()
+        return arrived.running + arrived.waiting == 6
+
+    await wait_for_async("the six requests have arrived", all_arrived, every=0.005)
     load = await backend.load()
     assert (load.running, load.waiting) == (4, 2)
     text = generate_latest(registry).decode()
@@ -121,17 +128,17 @@ async def test_a_client_that_hangs_up_on_the_site_agent_frees_its_slot() -> None
             await response.content.readline()
             assert (await backend.load()).running == 1
             response.close()
-        for _ in range(100):
-            if (await backend.load()).running == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert (await backend.load()).running == 0
+
+        async def freed() -> bool:
+            return (await backend.load()).running == 0
+
+        await wait_for_async("the slot is freed", freed, every=0.02)
     finally:
         stop.set()
         await task
 
 
-async def test_a_site_agent_keeps_serving_when_the_control_plane_is_away() -> None:
+async def test_a_site_agent_keeps_serving_when_the_control_plane_is_away(caplog: pytest.LogCaptureFixture) -> None:
     import aiohttp
 
     from edgeplane.site import SiteAgent
@@ -152,7 +159,10 @@ async def test_a_site_agent_keeps_serving_when_the_control_plane_is_away() -> No
     task = asyncio.create_task(agent.run("127.0.0.1", 0, on_ready=ready.set_result, stop=stop))
     url = await ready
     try:
-        await asyncio.sleep(0.3)  # several reports have failed by now
+        await wait_for_async(
+            "a report to the absent control plane has failed",
+            lambda: any("cannot report to the control plane" in r.getMessage() for r in caplog.records),
+        )
         raw, _ = request("still there?", max_tokens=3)
         async with aiohttp.ClientSession() as session, session.post(url + "/v1/chat/completions", data=raw) as response:
             assert response.status == 200

@@ -6,14 +6,13 @@ all returns after recovery; the audit log shows both. Bad telemetry marks a unit
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from edgeplane.local import get_json
+from tests._time import wait_for
 from tests.conftest import RunningFleet
 from tests.units.test_units_live import answered_by, served_at
 
@@ -28,15 +27,6 @@ def all_read(fleet: RunningFleet, pop: str) -> bool:
 def pop_status(fleet: RunningFleet, pop: str) -> dict[str, Any]:
     status = get_json(fleet.control_url + "/api/status")
     return dict(next(p for p in status["pops"] if p["code"] == pop))
-
-
-def wait_for(what: str, check: Callable[[], bool], seconds: float = 15) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > seconds:
-            raise AssertionError(f"{what}: not within {seconds} s")
-        time.sleep(0.1)
-    return time.monotonic() - started
 
 
 def fault(url: str, kind: str | None) -> None:

@@ -14,6 +14,7 @@ from openai import OpenAI
 
 from edgeplane.fleet import load_default_fleet
 from edgeplane.local import get_json
+from tests._time import wait_for
 from tests.conftest import OPEN_CLIENTS, RunningFleet
 
 pytestmark = pytest.mark.slow
@@ -39,13 +40,16 @@ def answered_by(fleet: RunningFleet, metro: str) -> tuple[str, str]:
 
 
 def eventually_served_at(fleet: RunningFleet, metro: str, want: bool, pop: str) -> str:
-    """Where the metro's request went, once the gateway's snapshot has caught up (up to 10 s)."""
-    deadline = time.monotonic() + 10
-    while True:
-        site = served_at(fleet, metro)
-        if (site == pop) == want or time.monotonic() > deadline:
-            return site
-        time.sleep(0.2)
+    """Where the metro's request went, once the gateway's snapshot has caught up (served at ``pop`` or not, as
+    ``want`` says)."""
+    sites: list[str] = []
+
+    def caught_up() -> bool:
+        sites.append(served_at(fleet, metro))
+        return (sites[-1] == pop) == want
+
+    wait_for(f"{metro} {'' if want else 'not '}served at {pop}", caught_up, every=0.2)
+    return sites[-1]
 
 
 def said(result: subprocess.CompletedProcess[str]) -> str:
