@@ -73,7 +73,7 @@ async def test_events_carry_every_metro_and_wake_on_a_drain_with_traffic_and_sco
         }
         async with session.post(url + "/api/gateways/report", json=report, headers=ADMIN) as answer:
             assert answer.status == 200
-        published = {"scenarios": [{"scenario": "pop sea1", "unserved_rps": 0.0}]}
+        published = {"scenarios": [{"scenario": "pop sea1", "unserved_rps": 0.0, "busiest": None}]}
         async with session.post(url + "/api/plan/scenarios", json=published, headers=ADMIN) as answer:
             assert answer.status == 200
         async with session.post(url + "/api/drains", json={"kind": "metro", "code": "sea"}) as refused:
@@ -103,12 +103,13 @@ async def test_the_planner_publishes_its_scenario_report_for_the_dashboard() -> 
         ams, lon = {"pop": "ams1", "utilisation": 0.7}, {"pop": "lon1", "utilisation": 0.95}
         rows = [
             {"scenario": "pop lon1", "failed": ["lon1"], "unserved_rps": 0.0, "busiest": ams},
-            {"scenario": "metro fra", "failed": ["fra1"], "unserved_rps": 2.5, "breaches": [{"metro": "fra"}],
-             "sites": [{"pop": "ams1", "model": "m", "utilisation": 0.9}, {**lon, "model": "m"}]},
+            {"scenario": "metro fra", "failed": ["fra1"], "unserved_rps": 2.5, "busiest": lon,
+             "breaches": [{"metro": "fra"}], "sites": [{"pop": "ams1", "model": "m", "utilisation": 0.9}]},
         ]  # fmt: skip
         async with session.post(url + "/api/plan/scenarios", json={"scenarios": rows}) as refused:
             assert refused.status == 401
-        for bad in ({"scenarios": "all"}, {"scenarios": [{"unserved_rps": 1}]}, {}):
+        no_busiest = {"scenarios": [{"scenario": "pop lon1", "unserved_rps": 0.0}]}  # every row says its busiest
+        for bad in ({"scenarios": "all"}, {"scenarios": [{"unserved_rps": 1}]}, {}, no_busiest):
             async with session.post(url + "/api/plan/scenarios", json=bad, headers=ADMIN) as answer:
                 assert answer.status == 400 and "plan scenarios --json" in (await answer.json())["error"]["message"]
         async with session.post(

@@ -216,28 +216,20 @@ class UnitOrderBody(Body):
     due: UnixSeconds | None = None
 
 
-class SiteLoad(Body):
-    model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False, frozen=True)
-
-    pop: Code
-    utilisation: Finite | None = None
-
-
 class Busiest(Body):
     pop: Code
     utilisation: Finite
 
 
 class ScenarioRow(Body):
-    """One scenario of `plan scenarios --json` (full or --fast); what the dashboard's summary reads is typed,
-    the rest of the row is kept as it came."""
+    """One scenario of `plan scenarios --json`: the row every scenario shares (scenario, failed, unserved_rps,
+    busiest) is typed; the rest of the row is kept as it came."""
 
     model_config = ConfigDict(strict=True, extra="allow", allow_inf_nan=False, frozen=True)
 
     scenario: Annotated[str, Field(min_length=1, max_length=300)]
     unserved_rps: Annotated[float, Field(ge=0, le=1e12)] = 0.0
-    busiest: Busiest | None = None
-    sites: Annotated[list[SiteLoad], Field(max_length=1_000_000)] = []
+    busiest: Busiest | None  # null when no site carries load
     breaches: Annotated[list[dict[str, JsonValue]], Field(max_length=1_000_000)] = []
 
 

@@ -5,30 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from edgeplane.control._bodies import Busiest, ScenarioRow, ScenariosBody
+from edgeplane.control._bodies import ScenarioRow, ScenariosBody
 from edgeplane.control._store import AuditRecord, Store
 from edgeplane.web import decode, parse
 
 
 def summarise_scenarios(rows: list[ScenarioRow]) -> list[dict[str, Any]]:
-    """One line per scenario, from either shape `plan scenarios --json` prints (full or --fast)."""
-    lines = []
-    for row in rows:
-        busiest = row.busiest
-        if busiest is None:
-            top = max(
-                (s for s in row.sites if s.utilisation is not None), key=lambda s: s.utilisation or 0.0, default=None
-            )
-            busiest = Busiest(pop=top.pop, utilisation=top.utilisation or 0.0) if top is not None else None
-        lines.append(
-            {
-                "scenario": row.scenario,
-                "unserved_rps": row.unserved_rps,
-                "busiest": busiest.model_dump() if busiest is not None else None,
-                "breaches": len(row.breaches),
-            }
-        )
-    return lines
+    """One line per scenario, from the row every scenario of `plan scenarios --json` shares (full or --fast)."""
+    return [
+        {
+            "scenario": row.scenario,
+            "unserved_rps": row.unserved_rps,
+            "busiest": row.busiest.model_dump() if row.busiest is not None else None,
+            "breaches": len(row.breaches),
+        }
+        for row in rows
+    ]
 
 
 class ScenarioBoard:
