@@ -76,6 +76,11 @@ class Tries:
     def count(self, site: str, outcome: str) -> None:
         self.outcomes.labels(site, outcome).inc()
 
+    def blame(self, site: str, why: str) -> None:
+        """Hold an error against a site found out after its try: a 500 another site did not repeat, a
+        stream that broke."""
+        self.judge.record(site, Outcome.ERROR, why=why)
+
     async def attempt(
         self, candidate: Candidate, endpoint: Endpoint, raw: bytes, stream: bool, budget_seconds: float
     ) -> Ready | Failure:

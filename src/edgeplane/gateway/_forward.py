@@ -11,7 +11,6 @@ from prometheus_client import Counter
 
 from edgeplane.gateway._attempt import Failure, Ready, Tries
 from edgeplane.gateway._inflight import InFlight
-from edgeplane.health import Outcome
 from edgeplane.routing import Candidate
 from edgeplane.web import ApiError, InferenceRequest
 
@@ -79,7 +78,7 @@ class Forwarder:
                         raise self._poisoned(suspects, attempts)
                     continue
                 for site in suspect_sites:  # another site served it: those 500s were the sites' own
-                    self.tries.judge.record(site, Outcome.ERROR, why="answered 500 to a request another site served")
+                    self.tries.blame(site, "answered 500 to a request another site served")
                 return await deliver(outcome, attempts, candidates)
             finally:
                 self.inflight.change(key, -1)

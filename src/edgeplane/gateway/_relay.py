@@ -12,7 +12,6 @@ from edgeplane._errors import BackendError
 from edgeplane.gateway._attempt import Failure, Ready, Tries
 from edgeplane.gateway._record import RequestRecord
 from edgeplane.gateway._sse import DONE, StreamProgress, resume_body
-from edgeplane.health import Outcome
 from edgeplane.routing import Candidate
 from edgeplane.web import Endpoint, InferenceRequest, error_event
 
@@ -104,7 +103,7 @@ class Relay:
                     break
                 site = current.candidate.pop
                 self.tries.count(site, "stream_broken")
-                self.tries.judge.record(site, Outcome.ERROR, why=f"stream broke after {progress.tokens} tokens")
+                self.tries.blame(site, f"stream broke after {progress.tokens} tokens")
                 log.warning("stream from %s broke after %d tokens: %s", site, progress.tokens, broke or "ended early")
                 current = None
                 while resumable and candidates and attempts < self.max_attempts:
