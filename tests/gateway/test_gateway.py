@@ -23,6 +23,7 @@ from tests._time import wait_for_async
 from tests.conftest import SMALL_FLEET, free_port, serving
 
 NYC_CLIENT = "198.18.0.20"
+AMS_CLIENT = "198.18.48.9"
 
 
 def test_client_address_comes_from_a_trusted_proxy_only() -> None:
@@ -329,3 +330,34 @@ async def test_admin_actions_need_the_token_compared_in_constant_time_and_are_au
         )
         with pytest.raises(ValueError, match="beyond loopback"):
             await ControlPlane(FleetState(fleet, SQLiteStore(":memory:"))).run("0.0.0.0", 0)
+
+
+async def test_a_whole_answer_longer_than_the_request_budget_is_not_cut(edge: Edge) -> None:
+    """The budget bounds when tries may start; a whole answer's head comes with its last byte, so its try runs to
+    the read timeout. It was cut at the budget: every non-streamed answer longer than 30 s failed by default."""
+    watcher = SnapshotWatcher(edge.control_url)
+    gateway = Gateway(watcher, options=GatewayOptions(request_budget_seconds=0.2, probe_interval_seconds=60))
+
+    async def run_gateway(ready: object, stop: asyncio.Event) -> None:
+        try:
+            background = lambda url: [watcher.watch_forever]  # noqa: E731
+            await serve(gateway.app(), "127.0.0.1", 0, on_ready=ready, background=background, stop=stop)  # type: ignore[arg-type]
+        finally:
+            await watcher.close()
+
+    url = await _start(edge, "short-budget gateway", run_gateway)
+    await wait_for_async("its snapshot", lambda: watcher.state is not None)
+    ams1 = watcher.state.snapshot.sites["ams1"].url  # type: ignore[union-attr]
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{ams1}/api/faults", json={"fault": "slow", "factor": 2000}) as answer:
+            assert answer.status == 200
+        body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 6}
+        headers = {"X-Forwarded-For": AMS_CLIENT}
+        try:
+            async with session.post(url + "/v1/chat/completions", json=body, headers=headers) as response:
+                assert response.status == 200, await response.text()
+                assert (response.headers["x-edgeplane-metro"], response.headers["x-edgeplane-attempts"]) == ("ams", "1")
+                assert (await response.json())["choices"][0]["finish_reason"] in ("stop", "length")
+        finally:
+            async with session.delete(f"{ams1}/api/faults") as cleared:
+                assert cleared.status == 200

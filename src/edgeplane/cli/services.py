@@ -110,7 +110,12 @@ def gateway() -> None:
     "--max-attempts", default=3, show_default=True, type=click.IntRange(1, 10), help="Sites tried per request."
 )
 @gateway_timeout_options()
-@click.option("--request-budget", default=30.0, show_default=True, help="Seconds for all tries before the first byte.")
+@click.option(
+    "--request-budget",
+    default=30.0,
+    show_default=True,
+    help="Seconds in which tries may start; a stream's try ends with it, a whole answer's runs to --read-timeout.",
+)
 @auth_option
 @click.option(
     "--access-log", type=click.Path(path_type=Path, dir_okay=False), help="One JSON line per request ('-': stderr)."

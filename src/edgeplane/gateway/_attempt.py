@@ -88,13 +88,16 @@ class Tries:
         assert candidate.url is not None
         site = candidate.pop
         sent = time.monotonic()
+        # A stream's head comes at once, so its try is bounded by what is left of the request budget; a whole
+        # answer's head comes with its last byte, so that try may run to the read timeout (the client's): a long
+        # answer is not cut at the budget, and the budget only bounds when tries may start.
         try:
-            async with asyncio.timeout(budget_seconds):
+            async with asyncio.timeout(budget_seconds if stream else None):
                 reply = await self.client.post(candidate.url + endpoint.value, raw)
         except ConnectError as error:
             return self._failed(site, "connect_error", f"{site}: {error}", Outcome.CONNECT_ERROR)
         except (BackendError, TimeoutError) as error:
-            return self._failed(site, "connect_error", f"{site}: {error or 'no answer in time'}")
+            return self._failed(site, "connect_error", f"{site}: {str(error) or 'no answer in time'}")
         if reply.status == 500:
             return await self._suspect(site, reply)
         if reply.status in _RETRYABLE_STATUS:
