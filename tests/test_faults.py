@@ -18,7 +18,15 @@ import pytest
 
 from edgeplane.faults import FaultKind
 from tests._time import wait_for
-from tests.conftest import SMALL_FLEET, RunningFleet, start_fleet, stop_fleet, wait_gateway_trusts
+from tests.conftest import (
+    SMALL_FLEET,
+    RunningFleet,
+    gateway_health,
+    start_fleet,
+    stop_fleet,
+    wait_gateway_snapshot,
+    wait_gateway_trusts,
+)
 from tests.test_end_to_end import chat
 
 pytestmark = pytest.mark.slow
@@ -40,29 +48,30 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
 def faulty(fleet: RunningFleet) -> Iterator[RunningFleet]:
     yield fleet
     fleet.cli("fault", "clear", "nyc1", check=False)
-    wait_serving(fleet, "nyc1")
-    wait_gateway_trusts(fleet, "nyc1")
+    wait_trusted(fleet, "nyc1")
 
 
 def pops(fleet: RunningFleet) -> dict[str, dict[str, Any]]:
     return {p["code"]: p for p in json.loads(fleet.cli("status", "--json").stdout)["pops"]}
 
 
-def wait_serving(fleet: RunningFleet, pop: str) -> None:
-    wait_for(f"{pop} serving again", lambda: pops(fleet)[pop]["state"] == "serving")
+def wait_trusted(fleet: RunningFleet, pop: str) -> None:
+    """Until both judges of the site trust it again: the control plane (its probes and the agent's reports) shows
+    it serving, the gateway routes by that snapshot or a later one, and the gateway's own probes trust it."""
+    status: dict[str, Any] = {}
+
+    def serving() -> bool:
+        status.update(json.loads(fleet.cli("status", "--json").stdout))
+        return bool(next(p for p in status["pops"] if p["code"] == pop)["state"] == "serving")
+
+    wait_for(f"{pop} serving again", serving)
+    wait_gateway_snapshot(fleet, status["snapshot_version"])
+    wait_gateway_trusts(fleet, pop)
 
 
 def gateway_distrusts(fleet: RunningFleet, pop: str) -> bool:
     """The gateway's own health checks have found the site failing (it is in /healthz's `sites`)."""
     return pop in gateway_health(fleet)["sites"]
-
-
-def gateway_health(fleet: RunningFleet) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(fleet.gateway_url + "/healthz") as response:
-            return dict(json.loads(response.read()))
-    except urllib.error.HTTPError as error:
-        return dict(json.loads(error.read()))
 
 
 def alive(pid: int) -> bool:
@@ -119,7 +128,7 @@ def test_refused_connections_move_the_client_and_come_back(faulty: RunningFleet)
     wait_for("the gateway finds nyc1 refusing", lambda: gateway_distrusts(faulty, "nyc1"))
     headers, _, _ = chat(faulty, NYC, MODEL)
     assert where(headers) == ("iad", "region", "avoided")
-    wait_gateway_trusts(faulty, "nyc1")  # listening again after 2 s, then its probes' rise count
+    wait_trusted(faulty, "nyc1")  # listening again after 2 s, then its probes' rise count
     headers, _, _ = chat(faulty, NYC, MODEL)
     assert where(headers) == ("nyc", "metro", "direct")
 
@@ -128,7 +137,7 @@ def test_a_stall_before_the_first_token_is_cut_off_and_retried(faulty: RunningFl
     faulty.cli("fault", "set", "nyc1", "stall-first-token", "--spare-probes")
     headers, _, finish = chat(faulty, NYC, MODEL, stream=True)  # after the first-token timeout
     assert where(headers) == ("iad", "region", "retried") and finish
-    wait_gateway_trusts(faulty, "nyc1")  # the spared probes answer: nyc1 is tried first again
+    wait_trusted(faulty, "nyc1")  # the spared probes answer: nyc1 is tried first again
     headers, _, finish = chat(faulty, NYC, MODEL, stream=False)  # after the read timeout
     assert where(headers) == ("iad", "region", "retried") and finish
 
@@ -155,7 +164,7 @@ def test_a_cut_stream_is_resumed_elsewhere_and_marked(faulty: RunningFleet) -> N
             assert response.headers["x-edgeplane-metro"] == "nyc"
             return (await response.read()).decode()
 
-    wait_gateway_trusts(faulty, "nyc1")  # the spared probes answer, so nyc1 is trusted again
+    wait_trusted(faulty, "nyc1")  # the spared probes answer, so nyc1 is trusted again
     text = asyncio.run(raw_stream())
     assert ": edgeplane resumed at iad1 after 2 tokens from nyc1" in text
     assert '"finish_reason":"' in text and text.rstrip().endswith("data: [DONE]")
@@ -187,7 +196,7 @@ def test_a_crash_moves_clients_and_up_restarts_the_agent(faulty: RunningFleet) -
         "the crashed agent restarted and serving",
         lambda: (p := pops(faulty)["nyc1"])["state"] == "serving" and p["pid"] != crashed,
     )
-    wait_gateway_trusts(faulty, "nyc1")
+    wait_trusted(faulty, "nyc1")
     headers, _, _ = chat(faulty, NYC, MODEL)
     assert where(headers) == ("nyc", "metro", "direct")
     assert "restarting site nyc1" in "".join(faulty.output)
