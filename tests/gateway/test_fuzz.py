@@ -195,3 +195,32 @@ def test_the_gateway_answers_fuzz_with_documented_codes_only(
     assert status in DOCUMENTED and status != 500
     if status != 200:
         assert body["error"]["message"] and body["error"]["type"]
+
+
+F_ONLY = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize(
+    ("tools", "choice", "refused"),
+    [
+        (None, {"type": "function", "function": {"name": "nope"}}, True),
+        ([], {"type": "function", "function": {"name": "f"}}, True),
+        (F_ONLY, {"type": "function", "function": {"name": "nope"}}, True),
+        (None, "required", True),
+        (F_ONLY, {"type": "function", "function": {"name": "f"}}, False),
+        (F_ONLY, "required", False),
+        (None, "auto", False),
+        (None, "none", False),
+    ],
+)
+def test_tool_choice_must_name_a_tool_the_request_defines(tools: Any, choice: Any, refused: bool) -> None:
+    """As OpenAI answers: a tool to call that `tools` does not define is a 400 on `tool_choice`."""
+    body: dict[str, Any] = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}]}
+    body |= {"tool_choice": choice} | ({"tools": tools} if tools is not None else {})
+    if not refused:
+        assert parse_request(Endpoint.CHAT, json.dumps(body).encode()).body["tool_choice"] == choice
+        return
+    with pytest.raises(ApiError) as caught:
+        parse_request(Endpoint.CHAT, json.dumps(body).encode())
+    error = json.loads(caught.value.body())["error"]
+    assert (caught.value.status, error["type"], error["param"]) == (400, "invalid_request_error", "tool_choice")

@@ -1,6 +1,7 @@
 """What the gateway answers outside the happy path, on the wire: OpenAI-shaped JSON for every refusal its HTTP
 stack makes (no route, wrong method, too large, malformed, a header or request line too long), the SDK's
-models.retrieve, and a /healthz that is not ok while no site can serve."""
+models.retrieve, a tool choice naming no tool the request defines, and a /healthz that is not ok while no site
+can serve."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import openai
 import pytest
@@ -94,6 +96,18 @@ async def test_the_sdk_retrieves_a_model_and_is_told_of_one_that_does_not_exist(
         with pytest.raises(openai.NotFoundError) as missing:
             await sdk.models.retrieve("no-such-model")
         assert missing.value.code == "model_not_found"
+
+
+async def test_the_sdk_is_told_a_tool_choice_names_no_tool_it_gave(serving_url: str) -> None:
+    tools: Any = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    nope: Any = {"type": "function", "function": {"name": "nope"}}
+    async with AsyncOpenAI(base_url=serving_url + "/v1", api_key="x", max_retries=0) as sdk:
+        for kwargs in ({"tools": tools, "tool_choice": nope}, {"tool_choice": nope}, {"tool_choice": "required"}):
+            with pytest.raises(openai.BadRequestError) as refused:
+                await sdk.chat.completions.create(
+                    model="tiny-llama", messages=[{"role": "user", "content": "hi"}], **kwargs
+                )
+            assert refused.value.param == "tool_choice", (kwargs, refused.value.body)
 
 
 async def test_health_is_not_ok_while_no_site_can_serve(serving_url: str, all_down_url: str) -> None:

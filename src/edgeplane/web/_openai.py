@@ -16,7 +16,6 @@ _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "functio
 # Content parts by the input they carry; a model takes text unless the catalog says more.
 PART_INPUTS = {"text": "text", "refusal": "text", "image_url": "image", "input_audio": "audio", "file": "file"}
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_TOOL_CHOICES = frozenset({"none", "auto", "required"})
 
 
 class Endpoint(enum.Enum):
@@ -181,15 +180,22 @@ def _check_tools(tools: Any, choice: Any) -> None:
                 raise invalid(
                     f"`tools[{i}].function.description` must be a string.", f"tools[{i}].function.description"
                 )
-    if choice is None or (isinstance(choice, str) and choice in _TOOL_CHOICES):
+    if choice is None or choice in ("none", "auto"):
         return
     named = choice.get("function") if isinstance(choice, dict) else None
-    if not (isinstance(choice, dict) and choice.get("type") == "function" and isinstance(named, dict)
-            and isinstance(named.get("name"), str)):  # fmt: skip
+    name = named.get("name") if isinstance(named, dict) else None
+    if choice != "required" and not (isinstance(choice, dict) and choice.get("type") == "function"
+                                     and isinstance(name, str)):  # fmt: skip
         raise invalid(
             '`tool_choice` must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}.',
             "tool_choice",
         )
+    # A tool to call must be one the request defines: a model server told to call none, or one it was not
+    # given, fails or makes a call up.
+    if not tools:
+        raise invalid("`tool_choice` is only allowed when `tools` are specified.", "tool_choice")
+    if name is not None and name not in {t["function"]["name"] for t in tools}:
+        raise invalid(f"`tool_choice` names the function {name!r}, which `tools` does not define.", "tool_choice")
 
 
 def _check_prompt(prompt: Any) -> None:
