@@ -123,6 +123,19 @@ def test_unknown_field_and_missing_file(tmp_path: Path) -> None:
         load_fleet(tmp_path / "absent.yaml")
 
 
+def test_a_file_that_is_not_utf8_or_holds_a_nul_is_refused_naming_it(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(FleetError) as caught:
+        load_fleet(binary)
+    assert str(caught.value) == f"{binary}:0: (file): not UTF-8 (byte 0: invalid start byte)"
+    nul = tmp_path / "nul.yaml"
+    nul.write_bytes(b"asn: 64496\nmetros: \x00\n")
+    with pytest.raises(FleetError) as caught:
+        load_fleet(nul)
+    assert str(caught.value).startswith(f"{nul}:2: (syntax): invalid YAML: character #x0000 is not allowed")
+
+
 def test_placement_must_fit_the_gpus() -> None:
     text = _broken(
         "{model: llama-3.1-405b-instruct, pop: iad1, replicas: 2}",

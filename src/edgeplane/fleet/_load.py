@@ -13,6 +13,7 @@ import pydantic
 import radix
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.reader import ReaderError
 
 from edgeplane._errors import ConfigError
 from edgeplane.fleet._model import Fleet
@@ -58,6 +59,8 @@ def load_fleet(path: str | Path | None = None) -> Fleet:
         text = path.read_text("utf-8")
     except OSError as error:
         raise FleetError([Problem(str(path), 0, "(file)", f"cannot read: {error.strerror}")]) from None
+    except UnicodeDecodeError as error:
+        raise FleetError([Problem(str(path), 0, "(file)", f"not UTF-8 (byte {error.start}: {error.reason})")]) from None
     return parse_fleet(text, str(path))
 
 
@@ -67,6 +70,10 @@ def parse_fleet(text: str, filename: str) -> Fleet:
     except MarkedYAMLError as error:
         line = error.problem_mark.line + 1 if error.problem_mark else 0
         raise FleetError([Problem(filename, line, "(syntax)", f"invalid YAML: {error.problem}")]) from None
+    except ReaderError as error:  # a character YAML does not allow (NUL, most control characters)
+        line = text[: error.position].count("\n") + 1
+        reason = f"invalid YAML: character #x{error.character:04x} is not allowed ({error.reason})"
+        raise FleetError([Problem(filename, line, "(syntax)", reason)]) from None
     if not isinstance(document, dict):
         raise FleetError([Problem(filename, 1, "(document)", "expected a mapping at the top level")])
     try:
