@@ -4,6 +4,8 @@ the reported LP bound; and bad input refused with what cannot be met."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -111,6 +113,22 @@ def test_bad_demand_is_refused_naming_file_line_and_field(tmp_path: Path, row: s
     )
     with pytest.raises(ConfigError, match=expected):
         load_demand(path, load_default_fleet())
+
+
+def test_a_demand_file_that_is_not_utf8_is_refused_naming_it_by_every_plan_command(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"\xff\xfe\x00x")
+    said = f"{path}: the demand file is not UTF-8 (byte 0: invalid start byte)"
+    with pytest.raises(ConfigError) as caught:
+        load_demand(path, load_default_fleet())
+    assert str(caught.value) == said
+    for command in (["placement"], ["scenarios"], ["growth", "--factor", "10", "--horizon-months", "24"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeplane", "plan", *command, "--demand", str(path)],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert (done.returncode, done.stdout) == (1, ""), (command, done.stdout, done.stderr)
+        assert said in done.stderr and "Traceback" not in done.stderr, (command, done.stderr)
 
 
 def test_yaml_demand_reads_the_same_and_errors_name_the_line(tmp_path: Path) -> None:

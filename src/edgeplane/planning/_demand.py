@@ -70,9 +70,11 @@ def _rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
 def load_demand(path: Path, fleet: Fleet) -> list[Demand]:
     """Read and check a demand file: every error names file, line and field, and says what was expected."""
     try:
-        text = path.read_text()
+        text = path.read_text("utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the demand file ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: the demand file is not UTF-8 (byte {error.start}: {error.reason})") from None
     demand: list[Demand] = []
     seen: dict[tuple[str, str], int] = {}
     for line, row in _rows(path, text):
