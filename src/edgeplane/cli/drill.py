@@ -37,7 +37,7 @@ def drill_metro(
         drill = _api(ctx, "GET", f"/api/drills/{drill['id']}?wait=5")
         if not as_json and drill["state"] == "running" and drill["figures"]:
             f = drill["figures"]
-            console.print(f"  {f['samples']} moved requests, p95 TTFT {f['ttft_ms_p95']} ms", highlight=False)
+            console.print(f"  {f['samples']} moved requests, p95 TTFT {_ms(f['ttft_ms_p95'])}", highlight=False)
     if as_json:
         _print_json(drill)
     else:
@@ -52,11 +52,19 @@ def _print_drill(console: Console, drill: dict[str, Any]) -> None:
     if drill["reason"]:
         console.print(f"  {drill['reason']}", highlight=False, markup=False)
     f = drill["figures"]
-    if f:
-        console.print(
-            f"  moved requests: {f['samples']}; TTFT p50 {f['ttft_ms_p50']} ms, p95 {f['ttft_ms_p95']} ms,"
-            f" p99 {f['ttft_ms_p99']} ms; over the SLO: {f['over_slo']}",
-            highlight=False,
+    if f and not f["samples"]:
+        console.print("  no moved traffic", highlight=False)
+    elif f:
+        ttft = (
+            f"TTFT p50 {_ms(f['ttft_ms_p50'])}, p95 {_ms(f['ttft_ms_p95'])}, p99 {_ms(f['ttft_ms_p99'])}"
+            if f["ttft_ms_p50"] is not None
+            else "TTFT not timed (only streamed answers are)"
         )
+        console.print(f"  moved requests: {f['samples']}; {ttft}; over the SLO: {f['over_slo']}", highlight=False)
         for where, n in sorted(f["served_at"].items(), key=lambda kv: -kv[1]):
             console.print(f"  served at {where}: {n}", highlight=False)
+
+
+def _ms(value: float | None) -> str:
+    """A TTFT figure; none while no moved request has been timed (no traffic moved, or none streamed)."""
+    return "-" if value is None else f"{value} ms"
