@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
 from rich.console import Console
 
 from edgeplane.cli import cli
-from edgeplane.fleet import default_fleet_text
-from tests.conftest import free_port
+from edgeplane.control import ControlPlane, FleetState, SQLiteStore
+from edgeplane.fleet import default_fleet_text, load_default_fleet
+from tests.conftest import free_port, serving
 
 
 def run(*args: str) -> tuple[int, str, str]:
+    """The exit code, what a person sees on the terminal (answers and errors, as they interleave there) and
+    click's own output."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=160, color_system=None)
-    result = CliRunner().invoke(cli, list(args), obj={"console": console})
+    result = CliRunner().invoke(cli, list(args), obj={"console": console, "error_console": console})
     return result.exit_code, buffer.getvalue(), result.output
+
+
+def edgeplane(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI as a real process, its stdout and stderr apart."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgeplane", *args], capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+    )  # fmt: skip
 
 
 def test_fleet_check_accepts_the_default_and_names_problems(tmp_path: Path) -> None:
@@ -33,6 +48,18 @@ def test_fleet_check_accepts_the_default_and_names_problems(tmp_path: Path) -> N
     assert code == 2
     line = next(i for i, text in enumerate(bad.read_text().splitlines(), 1) if "eu-centrl" in text)
     assert f"{bad}:{line}: metros[8].region: unknown region 'eu-centrl'" in shown
+
+
+def test_a_fleet_file_that_is_not_utf8_is_refused_naming_it_by_every_command(tmp_path: Path) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_bytes(b"\xff\xfe")
+    demand = str(Path(__file__).parent / "data" / "demand.csv")
+    for args in (["fleet", "check", str(path)], ["fleet", "show", "--fleet", str(path), "--json"],
+                 ["plan", "placement", "--fleet", str(path), "--demand", demand]):  # fmt: skip
+        done = edgeplane(*args)
+        assert done.returncode == 2 and done.stdout == "", (args, done.stdout, done.stderr)
+        assert f"{path}:0: (file): not UTF-8 (byte 0: invalid start byte)" in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
 
 
 def test_fleet_show_tables_and_json() -> None:
@@ -86,6 +113,31 @@ def test_every_failure_of_the_control_plane_is_said_one_way() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_errors_go_to_stderr_so_that_json_output_stays_json() -> None:
+    """A refused command says why on stderr and exits 1; with --json, its stdout holds JSON or nothing."""
+    state = FleetState(load_default_fleet(), SQLiteStore(":memory:"))
+    async with serving(ControlPlane(state, admin_token="s3cret-admin", probe_interval_seconds=None)) as url:
+        for token, args, said in (
+            ("wrong", ["keys", "list", "--json"], "error: control plane answered 401: "),
+            ("wrong", ["drain", "metro", "nyc", "--json"], "error: control plane answered 401: "),
+            ("s3cret-admin", ["drain", "metro", "xxx", "--json"], "error: control plane answered 404: "),
+        ):
+            done = await asyncio.to_thread(edgeplane, "--control", url, *args, env={"EDGEPLANE_ADMIN_TOKEN": token})
+            assert (done.returncode, done.stdout) == (1, ""), (args, done.stdout, done.stderr)
+            assert done.stderr.startswith(said), (args, done.stderr)
+        listed = await asyncio.to_thread(
+            edgeplane, "--control", url, "keys", "list", "--json", env={"EDGEPLANE_ADMIN_TOKEN": "s3cret-admin"}
+        )
+        assert (listed.returncode, listed.stderr, json.loads(listed.stdout)) == (0, "", {"keys": []})
+
+
+async def test_a_drill_that_moved_no_traffic_says_so() -> None:
+    state = FleetState(load_default_fleet(), SQLiteStore(":memory:"))
+    async with serving(ControlPlane(state, probe_interval_seconds=None)) as url:
+        done = await asyncio.to_thread(edgeplane, "--control", url, "drill", "metro", "lon", "--duration", "0.2")
+    assert "no moved traffic" in done.stdout and "None" not in done.stdout, (done.stdout, done.stderr)
 
 
 def test_every_command_group_answers_help_by_either_entry_point() -> None:

@@ -97,7 +97,7 @@ def test_catalogue_is_listed(fleet: RunningFleet) -> None:
     data = json.loads(fleet.cli("fault", "list", "--json").stdout)
     assert {f["fault"] for f in data["catalogue"]} == {k.value for k in FaultKind}
     refused = fleet.cli("fault", "set", "nyc1", "no-such-fault", check=False)
-    assert refused.returncode == 1 and "unknown fault" in refused.stdout
+    assert refused.returncode == 1 and "unknown fault" in refused.stderr
 
 
 # Faults set with --spare-probes are gray failures: the health probes get whole answers, so only clients'
@@ -211,5 +211,5 @@ def test_faults_are_audited(fleet: RunningFleet) -> None:
 def test_a_fault_that_takes_the_whole_agent_away_cannot_spare_probes(fleet: RunningFleet) -> None:
     for name in ("crash", "refuse-connections"):
         refused = fleet.cli("fault", "set", "nyc1", name, "--spare-probes", check=False)
-        assert refused.returncode == 1 and "cannot spare probes" in refused.stdout
+        assert refused.returncode == 1 and "cannot spare probes" in refused.stderr
     assert pops(fleet)["nyc1"]["fault"] is None

@@ -150,7 +150,7 @@ def test_a_key_limited_to_some_models_gets_403_for_the_others(fleet: RunningFlee
         ask(api(fleet, made["key"]), "tiny-llama")
     assert denied.value.code == "model_not_allowed"
     refused = fleet.cli("keys", "create", "--tenant", "acme", "--models", "no-such-model", check=False)
-    assert refused.returncode == 1 and "unknown model" in refused.stdout
+    assert refused.returncode == 1 and "unknown model" in refused.stderr
 
 
 def test_a_key_over_its_request_or_token_limit_gets_429_with_retry_after(fleet: RunningFleet) -> None:

@@ -1,5 +1,6 @@
 """The command group every command hangs from, and what commands share: the console, fleet loading, the one
-way to call the control plane (_api), the one way a command fails (_fail) and the one way --json prints."""
+way to call the control plane (_api), the one way a command fails (_fail, on stderr) and the one way --json
+prints."""
 
 from __future__ import annotations
 
@@ -36,14 +37,21 @@ def _console(ctx: click.Context) -> Console:
     return console if isinstance(console, Console) else Console()
 
 
+def _error_console(ctx: click.Context) -> Console:
+    """Where failures are said: stderr (or the one a test injects), so that stdout holds only what a command
+    answers and `--json` output stays JSON."""
+    console = ctx.obj.get("error_console") if isinstance(ctx.obj, dict) else None
+    return console if isinstance(console, Console) else Console(stderr=True)
+
+
 def _load(ctx: click.Context, path: Path | None) -> Fleet:
     try:
         return load_fleet(path)
     except FleetError as error:
-        console = _console(ctx)
+        console = _error_console(ctx)
         console.print(f"[red]fleet file refused[/] ({len(error.problems)} problem(s)):", highlight=False)
         for problem in error.problems:
-            console.print(f"  {problem}", highlight=False, markup=False)
+            console.print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)  # whole: it names a file
         ctx.exit(2)
         raise  # unreachable: ctx.exit raises
 
@@ -128,9 +136,9 @@ def _open_store_or_exit(ctx: click.Context, data_dir: Path, *, reset: bool) -> S
 
 
 def _fail(ctx: click.Context, error: EdgeplaneError | str) -> NoReturn:
-    """How every command says it failed: `error: ...` on its console (whole, even if long: it names files and
-    URLs) and exit 1, no traceback."""
-    _console(ctx).print(Text.assemble(("error: ", "red"), str(error)), soft_wrap=True)
+    """How every command says it failed: `error: ...` on stderr (whole, even if long: it names files and URLs)
+    and exit 1, no traceback."""
+    _error_console(ctx).print(Text.assemble(("error: ", "red"), str(error)), soft_wrap=True)
     ctx.exit(1)
 
 
