@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,9 @@ def _when(seconds: float) -> str:
 @click.pass_context
 def unit_list(ctx: click.Context, pop: str | None, state: str | None, as_json: bool) -> None:
     """Every unit with its state, since when, and who set it."""
-    units = [
-        u for u in _api(ctx, "GET", "/api/units")["units"]
-        if (pop is None or u["pop"] == pop) and (state is None or u["state"] == state)
-    ]  # fmt: skip
+    wanted = {k: v for k, v in (("pop", pop), ("state", state)) if v is not None}
+    query = f"?{urllib.parse.urlencode(wanted)}" if wanted else ""
+    units = _api(ctx, "GET", f"/api/units{query}")["units"]  # the control plane refuses a PoP or state it lacks
     if as_json:
         _print_json({"units": units})
         return
@@ -93,12 +93,24 @@ def unit_set_state(ctx: click.Context, code: str, state: str, note: str, accepta
     """Move a unit along its lifecycle (needs EDGEPLANE_ADMIN_TOKEN when the control plane is not on loopback)."""
     payload: dict[str, Any] = {"state": state, "note": note}
     if acceptance is not None:
-        text = Path(acceptance[1:]).read_text() if acceptance.startswith("@") else acceptance
+        text = _read_acceptance(acceptance[1:]) if acceptance.startswith("@") else acceptance
         try:
             payload["acceptance"] = json.loads(text)
         except json.JSONDecodeError as error:
             raise click.BadParameter(f"not JSON: {error}", param_hint="--acceptance") from None
     _print_unit(ctx, _api(ctx, "POST", f"/api/units/{code}/state", payload), as_json)
+
+
+def _read_acceptance(path: str) -> str:
+    """The text of an --acceptance @FILE, or a usage error naming the file (as one that is not JSON gets)."""
+    try:
+        return Path(path).read_text("utf-8")
+    except OSError as error:
+        raise click.BadParameter(f"cannot read {path}: {error.strerror}", param_hint="--acceptance") from None
+    except UnicodeDecodeError as error:
+        raise click.BadParameter(
+            f"{path} is not UTF-8 (byte {error.start}: {error.reason})", param_hint="--acceptance"
+        ) from None
 
 
 @unit.command("order")
@@ -150,7 +162,9 @@ def unit_fault(ctx: click.Context, code: str, kind: str | None, clear: bool, as_
     except EdgeplaneError as error:
         _fail(ctx, f"unit {code}'s Redfish service at {url}: {error}")
     if status != 200:
-        _fail(ctx, f"unit {code}'s Redfish service answered {status}: {answer}")
+        said = answer.get("error") if isinstance(answer, dict) else None
+        message = said.get("message") if isinstance(said, dict) else None
+        _fail(ctx, f"unit {code}'s Redfish service answered {status}: {message or answer}")
     if as_json:
         _print_json({**answer, "redfish": url}, one_line=True)
         return
