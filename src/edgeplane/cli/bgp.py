@@ -143,7 +143,7 @@ def bgp_intents(ctx: click.Context, pop_code: str, fleet_path: Path | None, as_j
 
     loaded = _load(ctx, fleet_path)
     if pop_code not in loaded.pop_by_code:
-        raise click.BadParameter(f"unknown PoP {pop_code!r}; expected one of: {', '.join(sorted(loaded.pop_by_code))}")
+        _fail(ctx, f"unknown PoP {pop_code!r}; expected one of: {', '.join(sorted(loaded.pop_by_code))}")
     state: dict[str, Any] | None = None
     try:  # the only command that goes on without the control plane: the fleet file says what to announce
         answer = _control(ctx, timeout_seconds=3).call("GET", f"/api/bgp/intents?pop={pop_code}")

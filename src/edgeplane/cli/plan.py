@@ -12,7 +12,7 @@ from rich.table import Table
 
 from edgeplane._errors import ConfigError
 from edgeplane.cli._options import fleet_option
-from edgeplane.cli._root import _api, _console, _load, _print_json, cli
+from edgeplane.cli._root import _api, _console, _fail, _load, _print_json, cli
 from edgeplane.fleet import Fleet
 
 
@@ -34,7 +34,7 @@ def _plan_demand(
         try:
             return load_demand(demand_path, fleet)
         except ConfigError as error:
-            raise click.ClickException(str(error)) from None
+            _fail(ctx, error)
     # Neither given: what the running fleet has served, if there is one to ask.
     hint = "" if observed else "give --demand FILE, or run against a fleet that has served requests; "
     answer = _api(ctx, "GET", f"/api/demand?window={window}", doing=f"{hint}observed demand")
@@ -46,9 +46,7 @@ def _plan_demand(
         if r["metro"] in fleet.metro_by_code and r["model"] in fleet.model_by_name
     ]
     if not rows:
-        raise click.ClickException(
-            f"the control plane at {ctx.obj['control_url']} has seen no requests in the last {window:g} s"
-        )
+        _fail(ctx, f"the control plane at {ctx.obj['control_url']} has seen no requests in the last {window:g} s")
     return rows
 
 
