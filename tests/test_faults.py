@@ -129,8 +129,10 @@ def test_refused_connections_move_the_client_and_come_back(faulty: RunningFleet)
     headers, _, _ = chat(faulty, NYC, MODEL)
     assert where(headers) == ("iad", "region", "avoided")
     wait_trusted(faulty, "nyc1")  # listening again after 2 s, then its probes' rise count
-    headers, _, _ = chat(faulty, NYC, MODEL)
-    assert where(headers) == ("nyc", "metro", "direct")
+    wait_for(
+        "New York's clients served in New York again",
+        lambda: where(chat(faulty, NYC, MODEL)[0]) == ("nyc", "metro", "direct"),
+    )
 
 
 def test_a_stall_before_the_first_token_is_cut_off_and_retried(faulty: RunningFleet) -> None:
