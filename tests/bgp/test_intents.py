@@ -9,7 +9,15 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from edgeplane.bgp import GRACEFUL_SHUTDOWN, PlanError, check_in_plan, no_export_to, pop_intents, prepend
+from edgeplane.bgp import (
+    DRAIN_PREPENDS,
+    GRACEFUL_SHUTDOWN,
+    PlanError,
+    check_in_plan,
+    no_export_to,
+    pop_intents,
+    prepend,
+)
 from edgeplane.cli import cli
 from edgeplane.fleet import FleetError, default_fleet_text, load_default_fleet, parse_fleet
 from tests.conftest import free_port
@@ -48,8 +56,11 @@ def test_a_drained_metro_withdraws_only_its_own_prefixes_after_graceful_shutdown
     shutting = {i.prefix: i for i in pop_intents(fleet, "lon1", shutting_down_metros={"lon"})}
     assert shutting["198.19.128.0/24"].communities == (GRACEFUL_SHUTDOWN,)
     assert shutting["198.19.128.0/20"].communities == ()
-    withdrawn = [i.prefix for i in pop_intents(fleet, "lon1", withdrawn_metros={"lon"})]
+    assert shutting["198.19.128.0/20"].as_path_prepend == DRAIN_PREPENDS  # the aggregates stop attracting users
+    withdrawn = {i.prefix: i for i in pop_intents(fleet, "lon1", withdrawn_metros={"lon"})}
     assert "198.19.128.0/24" not in withdrawn and "198.19.128.0/20" in withdrawn and "198.19.0.0/16" in withdrawn
+    assert all(i.as_path_prepend == DRAIN_PREPENDS for i in withdrawn.values())
+    assert all(i.as_path_prepend == 0 for i in pop_intents(fleet, "ams1", withdrawn_metros={"lon"}))
 
 
 def test_prefixes_outside_the_plan_are_refused_with_the_reason() -> None:

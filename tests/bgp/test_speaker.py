@@ -210,6 +210,7 @@ def test_a_drain_tags_graceful_shutdown_then_withdraws_the_metro_prefixes_and_ke
         for bird in (c, d):
             left = bird.wait_for("the withdrawal", lambda r: LON_V4 not in r and LON_V6 not in r and r)
             assert {"198.19.128.0/20", "2001:db8:c000::/38", "198.19.0.0/16"} <= set(left)  # users caught here
+            assert left["198.19.128.0/20"].as_path == [64496] * 4  # prepended: any undrained PoP's wins
         assert runner.invoke(cli, ["--control", url, "undrain", "metro", "lon"]).exit_code == 0
         back = c.wait_for("the prefixes back", lambda r: LON_V4 in r and r)
         assert back[LON_V4].communities == [] and back[LON_V4].large_communities == expected_communities("lon1", LON_V4)

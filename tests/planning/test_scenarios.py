@@ -33,7 +33,7 @@ def test_a_survivable_placement_serves_all_demand_in_every_single_failure() -> N
     plan = place(fleet, demand)
     planned = with_placement(fleet, [(p.model, p.pop, p.replicas) for p in plan.placement])
     results = scenarios(planned, demand)
-    assert len(results) == 1 + len(fleet.pops) + len(fleet.metros)
+    assert len(results) == 1 + len(fleet.pops) + 2 * len(fleet.metros)  # metro failures, then metro drains
     slice_rps = max(d.requests_per_second for d in demand) / 20
     for s in results:
         assert s.unserved_rps < 1e-6, s.name
@@ -90,7 +90,7 @@ def test_the_vectorised_engine_agrees_with_the_slice_by_slice_one() -> None:
     failures = single_failures(planned)
     pops, load, _, unserved = utilisation_matrix(planned, demand, failures)
     total = sum(d.requests_per_second for d in demand)
-    for k, exact in enumerate(scenarios(planned, demand)):
+    for k, exact in enumerate(scenarios(planned, demand)[: len(failures)]):
         by_pop: dict[str, float] = {}
         for site in exact.sites:
             by_pop[site.pop] = by_pop.get(site.pop, 0.0) + site.rps
@@ -103,7 +103,8 @@ def test_the_vectorised_engine_agrees_with_the_slice_by_slice_one() -> None:
 
 
 def test_full_and_fast_scenarios_share_the_row_the_dashboard_reads() -> None:
-    """One shape: scenario, failed, unserved_rps and the busiest PoP, whichever engine made the row."""
+    """One shape: scenario, failed, drained, unserved_rps, the busiest PoP and each metro's ingress PoP,
+    whichever engine made the row."""
     fleet = load_default_fleet()
     demand = load_demand(DEMAND, fleet)
     full = [s.to_json() for s in scenarios(fleet, demand)]
@@ -111,7 +112,8 @@ def test_full_and_fast_scenarios_share_the_row_the_dashboard_reads() -> None:
     assert [r["scenario"] for r in full] == [r["scenario"] for r in fast]
     for exact, quick in zip(full, fast, strict=True):
         assert exact["failed"] == quick["failed"]
-        assert set(quick) == {"scenario", "failed", "unserved_rps", "busiest"} < set(exact)
+        assert set(quick) == {"scenario", "failed", "drained", "unserved_rps", "busiest", "ingress"} < set(exact)
+        assert exact["drained"] == quick["drained"] and exact["ingress"] == quick["ingress"]
         assert set(quick["busiest"]) == set(exact["busiest"]) == {"pop", "utilisation"}
         assert exact["busiest"]["pop"] not in exact["failed"] and quick["busiest"]["pop"] not in quick["failed"]
         finite = [s["utilisation"] for s in exact["sites"] if s["utilisation"] is not None]

@@ -1,5 +1,6 @@
 """The network edge as pure policy: the prefix plan's intents, the community scheme, edge state, the decision
-process and inbound balance. No sockets: the speaker that carries it to BGP peers is `edgeplane.speaker`."""
+process, inbound balance, and the transits' model that predicts where users enter. No sockets: the speaker
+that carries it to BGP peers is `edgeplane.speaker`."""
 
 from edgeplane.bgp._balance import SHIFT_PER_PREPEND, Suggestion, read_traffic, suggest
 from edgeplane.bgp._communities import (
@@ -16,22 +17,43 @@ from edgeplane.bgp._communities import (
     parse_community,
     prepend,
 )
-from edgeplane.bgp._decision import Comparison, Decision, Route, best_path, by_prefix, compare
+from edgeplane.bgp._decision import Comparison, Decision, Route, best_path, by_prefix, compare, path_key
 from edgeplane.bgp._edge import GRACEFUL_SHUTDOWN_SECONDS, Announcement, EdgePlan, PopEdge, plan_edge
 from edgeplane.bgp._export import Neighbor, RouteOut, routes_for
-from edgeplane.bgp._intents import Intent, PlanError, check_in_plan, next_hops, pop_intents
+from edgeplane.bgp._ingress import (
+    GRACEFUL_SHUTDOWN_LOCAL_PREF,
+    KM_PER_IGP_COST,
+    ROUTER_ID_BASE,
+    Candidate,
+    Ingress,
+    IngressModel,
+    TransitRouter,
+    client_router,
+    igp_cost,
+    predict_ingress,
+    service_address,
+    transit_routers,
+)
+from edgeplane.bgp._intents import DRAIN_PREPENDS, Intent, PlanError, check_in_plan, next_hops, pop_intents
 from edgeplane.bgp._rib import load_routes, longest_match
 
 __all__ = [
     "ACTIONS",
+    "DRAIN_PREPENDS",
     "GRACEFUL_SHUTDOWN",
+    "GRACEFUL_SHUTDOWN_LOCAL_PREF",
     "GRACEFUL_SHUTDOWN_SECONDS",
+    "KM_PER_IGP_COST",
+    "ROUTER_ID_BASE",
     "SHIFT_PER_PREPEND",
     "Announcement",
+    "Candidate",
     "Community",
     "Comparison",
     "Decision",
     "EdgePlan",
+    "Ingress",
+    "IngressModel",
     "Intent",
     "Kind",
     "LargeCommunity",
@@ -42,22 +64,29 @@ __all__ = [
     "RouteOut",
     "RouteType",
     "Suggestion",
+    "TransitRouter",
     "action_community",
     "best_path",
     "by_prefix",
     "check_in_plan",
+    "client_router",
     "compare",
     "format_large",
+    "igp_cost",
     "large",
     "load_routes",
     "longest_match",
     "next_hops",
     "no_export_to",
     "parse_community",
+    "path_key",
     "plan_edge",
     "pop_intents",
+    "predict_ingress",
     "prepend",
     "read_traffic",
     "routes_for",
+    "service_address",
     "suggest",
+    "transit_routers",
 ]

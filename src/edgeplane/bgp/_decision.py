@@ -156,6 +156,7 @@ class Decision:
 
 
 MED = 5  # the position of MED in a route's key
+EBGP_OVER_IBGP = 6  # the steps before it compare the path itself; from it on, how this router reaches it
 
 
 def _key(r: Route) -> tuple[Any, ...]:
@@ -172,6 +173,13 @@ def _key(r: Route) -> tuple[Any, ...]:
         _ip(r.router_id or r.peer),
         _ip(r.peer),
     )
+
+
+def path_key(r: Route) -> tuple[Any, ...]:
+    """The steps that weigh the path itself (weight to MED; lower wins), which iBGP carries unchanged: every
+    router of an AS ranks two paths alike on them, whichever router learned each over eBGP. MED is included,
+    so compare only paths from one neighbour AS this way (or with always-compare-med)."""
+    return _key(r)[:EBGP_OVER_IBGP]
 
 
 def _wins(a: Route, ka: tuple[Any, ...], b: Route, kb: tuple[Any, ...], always_compare_med: bool) -> bool:

@@ -56,11 +56,13 @@ class EdgePlan:
     def intents(self, fleet: Fleet, pop: str) -> list[Intent]:
         edge = self.pops[pop]
         metro = {edge.metro}
+        quiet = [code for code, other in self.pops.items() if other.state is not Announcement.ANNOUNCED]
         return pop_intents(
             fleet,
             pop,
             withdrawn_metros=metro if edge.state is Announcement.WITHDRAWN else (),
             shutting_down_metros=metro if edge.state is Announcement.GRACEFUL_SHUTDOWN else (),
+            quiet_pops=quiet,
         )
 
     def withdrawn_metros(self) -> set[str]:

@@ -42,7 +42,8 @@ class RouteOut:
 
     prefix: str
     next_hop: str
-    as_path: tuple[int, ...] = ()  # prepends only: the speaker adds the local AS itself
+    # The whole AS path, our AS included, when we prepend (ExaBGP sends it as given); empty: ExaBGP sends our AS.
+    as_path: tuple[int, ...] = ()
     med: int | None = None
     communities: tuple[Community, ...] = ()
     large_communities: tuple[LargeCommunity, ...] = ()
@@ -65,14 +66,15 @@ class RouteOut:
 
 def routes_for(asn: int, intents: Iterable[Intent], neighbor: Neighbor, transit: Transit | None) -> list[RouteOut]:
     """Carry out the action communities aimed at this neighbour's AS: ``A:20:N`` keeps the route from it,
-    ``A:21..23:N`` prepends 1 to 3 times toward it, as the transit's own community where the fleet gives one."""
+    ``A:21..23:N`` prepends 1 to 3 times toward it, as the transit's own community where the fleet gives one.
+    An intent's own ``as_path_prepend`` (a drained PoP's aggregates) goes to every neighbour, in the AS path."""
     routes: list[RouteOut] = []
     for intent in intents:
         aimed = {c[1] for c in intent.large_communities if c[0] == asn and c[2] == neighbor.asn}
         if Kind.NO_EXPORT_TO in aimed:
             continue
         times = max((k - Kind.PREPEND_1 + 1 for k in aimed if Kind.PREPEND_1 <= k <= Kind.PREPEND_3), default=0)
-        as_path: tuple[int, ...] = ()
+        prepends = intent.as_path_prepend
         communities, large = list(intent.communities), list(intent.large_communities)
         if times:
             mapped = transit.prepend_communities if transit else []
@@ -80,6 +82,7 @@ def routes_for(asn: int, intents: Iterable[Intent], neighbor: Neighbor, transit:
                 theirs = parse_community(mapped[times - 1])
                 (communities if len(theirs) == 2 else large).append(theirs)  # type: ignore[arg-type]
             else:
-                as_path = (asn,) * (times + 1)
+                prepends += times
+        as_path = (asn,) * (prepends + 1) if prepends else ()
         routes.append(RouteOut(intent.prefix, intent.next_hop, as_path, intent.med, tuple(communities), tuple(large)))
     return routes

@@ -34,6 +34,12 @@ def next_hops(pop_id: int) -> tuple[str, str]:
     return str(ipaddress.ip_address("192.0.2.0") + pop_id), str(ipaddress.ip_address("2001:db8:ffff::") + pop_id)
 
 
+# How many times a drained PoP prepends our ASN to the aggregates it keeps announcing: enough that any
+# undrained PoP's equal aggregate wins at every router (AS path length comes before the IGP cost), so the
+# drained metro's users enter at the nearest undrained exit while the aggregate still covers them.
+DRAIN_PREPENDS = 3
+
+
 @dataclass(frozen=True, slots=True)
 class Intent:
     prefix: str
@@ -43,6 +49,7 @@ class Intent:
     large_communities: tuple[LargeCommunity, ...]
     communities: tuple[Community, ...] = ()
     med: int | None = None
+    as_path_prepend: int = 0  # extra copies of our ASN toward every transit (a drained PoP's aggregates)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +60,7 @@ class Intent:
             "large_communities": [format_large(c) for c in self.large_communities],
             "communities": [f"{a}:{b}" for a, b in self.communities],
             "med": self.med,
+            "as_path_prepend": self.as_path_prepend,
         }
 
 
@@ -66,10 +74,18 @@ def pop_intents(
     *,
     withdrawn_metros: Collection[str] = (),
     shutting_down_metros: Collection[str] = (),
+    quiet_pops: Collection[str] = (),
 ) -> list[Intent]:
     """What ``pop`` announces to its transits: its metro's service prefixes (unless the metro is withdrawn;
     tagged GRACEFUL_SHUTDOWN while a planned withdrawal drains), and the covering aggregates of its region,
-    continent and network, which are never withdrawn here, so that a metro's users always have a route."""
+    continent and network, so that a metro's users always have a route.
+
+    While its metro drains or is withdrawn the PoP must stop attracting users through its aggregates too. An
+    aggregate some other PoP still announces goes out with :data:`DRAIN_PREPENDS` prepends: it still covers,
+    but the other PoP's wins at every router. An aggregate no other PoP announces would win anyway (it is the
+    longest match), so it is withdrawn where a wider aggregate of an undrained PoP covers it, and kept,
+    prepended, only where nothing else would cover the users. Undrained PoPs are those not in the drained
+    metros and not in ``quiet_pops`` (PoPs that announce nothing attractive: withdrawn one by one, or down)."""
     site = fleet.pop_by_code[pop]
     metro = fleet.metro_by_code[site.metro]
     region = fleet.region_by_code[metro.region]
@@ -85,22 +101,56 @@ def pop_intents(
     )
     intents: list[Intent] = []
 
-    def add(prefix: str, scope: Scope, communities: tuple[Community, ...] = ()) -> None:
+    def add(prefix: str, scope: Scope, communities: tuple[Community, ...] = (), prepends: int = 0) -> None:
         text, version = _normal(prefix)
         tags = (*origin, large(asn, Kind.SCOPE, int(scope)))
-        intents.append(Intent(text, v4 if version == 4 else v6, scope, RouteType.ANYCAST, tags, communities))
+        next_hop = v4 if version == 4 else v6
+        intents.append(Intent(text, next_hop, scope, RouteType.ANYCAST, tags, communities, None, prepends))
 
+    drained = metro.code in withdrawn_metros or metro.code in shutting_down_metros
     if metro.code not in withdrawn_metros:
         graceful = (GRACEFUL_SHUTDOWN,) if metro.code in shutting_down_metros else ()
         for prefix in metro.service_prefixes:
             add(prefix, Scope.METRO, graceful)
-    for prefix in region.aggregates:
-        add(prefix, Scope.REGION)
-    for prefix in continent.aggregates:
-        add(prefix, Scope.CONTINENT)
-    for prefix in fleet.aggregates:
-        add(prefix, Scope.GLOBAL)
+    aggregates = [
+        *((p, Scope.REGION) for p in region.aggregates),
+        *((p, Scope.CONTINENT) for p in continent.aggregates),
+        *((p, Scope.GLOBAL) for p in fleet.aggregates),
+    ]
+    if not drained:
+        for prefix, scope in aggregates:
+            add(prefix, scope)
+        return intents
+    quiet = {
+        *quiet_pops,
+        *(p.code for p in fleet.pops if p.metro in withdrawn_metros or p.metro in shutting_down_metros),
+    }
+    covered = _covered_by_others(fleet, quiet)
+    for prefix, scope in aggregates:
+        network = ipaddress.ip_network(prefix)
+        if network in covered:
+            add(prefix, scope, prepends=DRAIN_PREPENDS)  # another PoP's equal aggregate wins
+        elif not any(_wider(other, network) for other in covered):
+            add(prefix, scope, prepends=DRAIN_PREPENDS)  # nothing wider either: keep the users covered
     return intents
+
+
+def _wider(a: ipaddress.IPv4Network | ipaddress.IPv6Network, b: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """``a`` strictly covers ``b``."""
+    return a.version == b.version and a.prefixlen < b.prefixlen and b.subnet_of(a)  # type: ignore[arg-type]
+
+
+def _covered_by_others(fleet: Fleet, quiet: Collection[str]) -> set[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The aggregates some PoP not in ``quiet`` announces (unprepended)."""
+    out: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
+    for site in fleet.pops:
+        if site.code in quiet:
+            continue
+        region = fleet.region_by_code[fleet.metro_by_code[site.metro].region]
+        continent = fleet.continent_by_code[region.continent]
+        for prefix in (*region.aggregates, *continent.aggregates, *fleet.aggregates):
+            out.add(ipaddress.ip_network(prefix))
+    return out
 
 
 def check_in_plan(fleet: Fleet, prefix: str) -> None:

@@ -160,7 +160,7 @@ def bgp_intents(ctx: click.Context, pop_code: str, fleet_path: Path | None, as_j
     if state and state["state"] != "announced":
         title += f"\nmetro prefixes: {state['state']} ({state['reason']})"
     table = Table(title=title)
-    for column in ("prefix", "next hop", "scope", "large communities", "communities", "med"):
+    for column in ("prefix", "next hop", "scope", "large communities", "communities", "med", "prepends"):
         table.add_column(column)
     for intent in intents:
         data = intent.to_json()
@@ -171,6 +171,7 @@ def bgp_intents(ctx: click.Context, pop_code: str, fleet_path: Path | None, as_j
             " ".join(data["large_communities"]),
             " ".join(data["communities"]),
             "" if data["med"] is None else str(data["med"]),
+            str(intent.as_path_prepend) if intent.as_path_prepend else "",
         )
     _console(ctx).print(table)
 
@@ -195,7 +196,7 @@ def bgp_status(ctx: click.Context, as_json: bool) -> None:
 
 
 @bgp.command("explain")
-@click.argument("destination")
+@click.argument("destination", required=False)
 @click.option("--pop", "pop_code", help="PoP whose speaker's received routes to read (DATA_DIR/bgp-POP/rib-in.json).")
 @click.option(
     "--routes", "routes_path", type=click.Path(path_type=Path, dir_okay=False), help="Routes file (JSON) to read."
@@ -208,22 +209,53 @@ def bgp_status(ctx: click.Context, as_json: bool) -> None:
     help="Compare MED between routes from different transits (egress: MED breaks ties of equal AS paths).",
 )
 @click.option("--deterministic-med", is_flag=True, help="Best per neighbour AS first, then across them.")
+@click.option(
+    "--ingress",
+    "ingress_metro",
+    metavar="METRO",
+    help="Instead: at which PoP METRO's clients enter, as the transits' routers decide (no DESTINATION).",
+)
+@click.option("--drain", "drains", multiple=True, metavar="METRO", help="With --ingress: this metro drained (repeat).")
+@click.option(
+    "--shutting-down",
+    "shutting",
+    multiple=True,
+    metavar="METRO",
+    help="With --ingress: this metro in its graceful-shutdown period (repeat).",
+)
+@click.option("--fail", "failures", multiple=True, metavar="POP", help="With --ingress: this PoP failed (repeat).")
+@fleet_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def bgp_explain(
     ctx: click.Context,
-    destination: str,
+    destination: str | None,
     pop_code: str | None,
     routes_path: Path | None,
     data_dir: Path | None,
     always_compare_med: bool,
     deterministic_med: bool,
+    ingress_metro: str | None,
+    drains: tuple[str, ...],
+    shutting: tuple[str, ...],
+    failures: tuple[str, ...],
+    fleet_path: Path | None,
     as_json: bool,
 ) -> None:
     """Which transit traffic to DESTINATION (an address or prefix) leaves by, and why: the BGP decision process
-    over the routes the transits sent."""
+    over the routes the transits sent. With --ingress METRO: where that metro's clients enter the fleet, and why,
+    over the routes the PoPs would announce (with --drain, --shutting-down, --fail)."""
     from edgeplane.bgp import best_path, load_routes, longest_match
 
+    if ingress_metro is not None:
+        if destination is not None:
+            raise click.UsageError("give DESTINATION (egress) or --ingress METRO, not both")
+        _explain_ingress(ctx, ingress_metro, drains, shutting, failures, fleet_path, as_json)
+        return
+    if drains or shutting or failures:
+        raise click.UsageError("--drain, --shutting-down and --fail go with --ingress METRO")
+    if destination is None:
+        raise click.UsageError("give DESTINATION (an address or prefix), or --ingress METRO")
     if routes_path is None:
         if pop_code is None:
             raise click.UsageError("give --routes FILE, or --pop CODE to read that PoP's speaker's received routes")
@@ -257,6 +289,64 @@ def bgp_explain(
     console.print(table)
     if decision.best is not None:
         console.print(f"egress for {destination}: {decision.best.label()}")
+
+
+def _explain_ingress(
+    ctx: click.Context,
+    metro: str,
+    drains: tuple[str, ...],
+    shutting: tuple[str, ...],
+    failures: tuple[str, ...],
+    fleet_path: Path | None,
+    as_json: bool,
+) -> None:
+    from edgeplane.bgp import predict_ingress
+
+    fleet = _load(ctx, fleet_path)
+    metros, pops = set(fleet.metro_by_code), set(fleet.pop_by_code)
+    given = [(metro, metros, "--ingress")]
+    given += [(m, metros, "--drain") for m in drains] + [(m, metros, "--shutting-down") for m in shutting]
+    for code, known, hint in given + [(p, pops, "--fail") for p in failures]:
+        if code not in known:
+            raise click.BadParameter(f"unknown {code!r}; expected one of: {', '.join(sorted(known))}", param_hint=hint)
+    predicted = predict_ingress(fleet, withdrawn_metros=drains, shutting_down_metros=shutting, failed_pops=failures)
+    if metro not in predicted:
+        raise click.ClickException(f"metro {metro} has no client router (no PoP with a transit) or no IPv4 service")
+    ingress = predicted[metro]
+    state = {"drained": sorted(drains), "shutting_down": sorted(shutting), "failed": sorted(failures)}
+    if as_json:
+        _print_json({**state, **ingress.to_json()})
+        return
+    console = _console(ctx)
+    router = ingress.router
+    title = (
+        f"{metro}'s clients to {ingress.address}: at {router.name} ({router.router_id}, AS{router.asn}),"
+        f" {len(ingress.candidates)} routes to {ingress.prefix or 'nothing'}"
+    )
+    table = Table(title=title)
+    for column in ("", "PoP", "exit router", "learned", "AS path", "local pref", "MED", "IGP cost", "why not"):
+        table.add_column(column)
+    for candidate in ingress.candidates:
+        route, best = candidate.route, candidate is ingress.winner
+        table.add_row(
+            "best" if best else "",
+            candidate.pop,
+            candidate.exit.name,
+            "iBGP" if route.ibgp else "eBGP",
+            " ".join(map(str, route.as_path)),
+            str(route.local_pref),
+            "" if route.med is None else str(route.med),
+            str(route.igp_cost),
+            "" if best else ingress.why_not(candidate),
+        )
+    console.print(table)
+    shown = (
+        ", ".join(f"{k.replace('_', ' ')} {' '.join(v)}" for k, v in state.items() if v) or "nothing drained or failed"
+    )
+    if ingress.winner is None:
+        console.print(f"{metro}'s clients have no route ({shown})")
+    else:
+        console.print(f"ingress for {metro}: {ingress.winner.pop} via {ingress.winner.exit.name} ({shown})")
 
 
 @bgp.command("balance")

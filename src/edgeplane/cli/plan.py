@@ -191,6 +191,12 @@ def _read_placement(path: Path) -> list[tuple[str, str, int]]:
 @click.option(
     "--publish", is_flag=True, help="Also send the report to the control plane, whose dashboard shows the latest."
 )
+@click.option(
+    "--ingress",
+    "show_ingress",
+    is_flag=True,
+    help="Also print the PoP each metro's clients enter at, per scenario (JSON rows always carry it).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def plan_scenarios(
@@ -205,10 +211,12 @@ def plan_scenarios(
     fast: bool,
     html_path: Path | None,
     publish: bool,
+    show_ingress: bool,
     as_json: bool,
 ) -> None:
-    """Every single PoP and metro failure: the load each site then carries, predicted p99 time to first token
-    per metro and model, SLO breaches and demand nobody can serve, routed by the gateway's own router."""
+    """Every single PoP and metro failure and every metro drain: the load each site then carries, predicted p99
+    time to first token per metro and model, SLO breaches and demand nobody can serve, routed by the gateway's
+    own router; and the PoP each metro's clients enter at, as the transits' BGP decides (`--ingress`)."""
 
     def published(rows: list[dict[str, Any]]) -> None:
         if publish:
@@ -247,6 +255,8 @@ def plan_scenarios(
                 row["scenario"], top_site["pop"], f"{top_site['utilisation']:.0%}", f"{row['unserved_rps']:.1f}"
             )
         _console(ctx).print(fast_table)
+        if show_ingress:
+            _console(ctx).print(_ingress_table(rows))
         return
     results = scenarios(fleet, demand, pairs=pairs)
     if html_path is not None:
@@ -272,6 +282,26 @@ def plan_scenarios(
             f"{s.unserved_rps:.1f}",
         )
     _console(ctx).print(table)
+    if show_ingress:
+        _console(ctx).print(_ingress_table([s.to_json() for s in results]))
+
+
+def _ingress_table(rows: list[dict[str, Any]]) -> Table:
+    """Scenario by client metro: the PoP the metro's clients enter at; where it differs from the first row's
+    (no failure), marked with `*`."""
+    metros = list(rows[0]["ingress"]) if rows else []
+    baseline = rows[0]["ingress"] if rows else {}
+    table = Table(title="ingress PoP per client metro (predicted from the transits' BGP; * moved)")
+    table.add_column("scenario", no_wrap=True)
+    for metro in metros:
+        table.add_column(metro)
+    for row in rows:
+        cells = []
+        for metro in metros:
+            pop = row["ingress"].get(metro)
+            cells.append("none" if pop is None else f"{pop}*" if pop != baseline.get(metro) else pop)
+        table.add_row(row["scenario"], *cells)
+    return table
 
 
 @plan.command("growth")

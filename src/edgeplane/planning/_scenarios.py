@@ -4,7 +4,11 @@ Each metro's demand tries the sites in the order :meth:`Router.decide_for_metro`
 runs per request) gives them, and moves on from a site when the router would call it full: every batch slot
 taken. With requests arriving at random that happens before the average load fills the slots, so each site
 is a loss system (Erlang B's, with a service time that grows with the batch: capacity.site_blocking) whose
-overflow goes to the next candidate, as the gateway's router does."""
+overflow goes to the next candidate, as the gateway's router does.
+
+Each scenario also says where each metro's clients enter the fleet (the PoP their connections reach), as the
+transits' routers would decide over what the PoPs then announce (:func:`edgeplane.bgp.predict_ingress`): a
+failed PoP announces nothing, a drained metro withdraws its prefixes and prepends its aggregates."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeplane.bgp import IngressModel
 from edgeplane.fleet import Fleet, PlacementEntry
 from edgeplane.planning._capacity import ReplicaCapacity, replica_capacity, site_blocking
 from edgeplane.planning._demand import Demand
@@ -56,21 +61,26 @@ class Scenario:
     failed: frozenset[str]
     sites: list[SiteLoad] = field(default_factory=list)
     metros: list[MetroOutcome] = field(default_factory=list)
+    drained: frozenset[str] = frozenset()  # metros drained: their PoPs take no traffic and announce as drained
+    ingress: dict[str, str | None] = field(default_factory=dict)  # client metro -> PoP its connections reach
 
     @property
     def unserved_rps(self) -> float:
         return sum(m.unserved_rps for m in self.metros)
 
     def to_json(self) -> dict[str, Any]:
-        """The row every scenario shares (scenario, failed, unserved_rps, busiest: see :class:`FastScenario`), then
-        what only routing slice by slice knows: breaches, each site's load, each metro's outcome."""
+        """The row every scenario shares (scenario, failed, drained, unserved_rps, busiest, ingress: see
+        :class:`FastScenario`), then what only routing slice by slice knows: breaches, each site's load, each
+        metro's outcome."""
         loads = [(s.pop, use) for s in self.sites if (use := _finite(s.utilisation)) is not None]
         top = max(loads, key=lambda load: load[1], default=None)
         return {
             "scenario": self.name,
             "failed": sorted(self.failed),
+            "drained": sorted(self.drained),
             "unserved_rps": round(self.unserved_rps, 3),
             "busiest": {"pop": top[0], "utilisation": top[1]} if top is not None else None,
+            "ingress": dict(self.ingress),
             "breaches": [
                 {"metro": m.metro, "model": m.model, "ttft_p99_ms": _finite(m.ttft_p99_ms), "slo_ms": m.slo_ms,
                  "unserved_rps": round(m.unserved_rps, 3)}
@@ -99,14 +109,18 @@ class FastScenario:
     unserved_rps: float
     busiest_pop: str  # the PoP with the highest utilisation (its load over its capacity, summed over models)
     utilisation: float
+    drained: frozenset[str] = frozenset()
+    ingress: dict[str, str | None] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The row every scenario shares, full or fast: what the dashboard's summary reads."""
         return {
             "scenario": self.name,
             "failed": sorted(self.failed),
+            "drained": sorted(self.drained),
             "unserved_rps": round(self.unserved_rps, 3),
             "busiest": {"pop": self.busiest_pop, "utilisation": round(self.utilisation, 4)},
+            "ingress": dict(self.ingress),
         }
 
 
@@ -134,8 +148,35 @@ def single_failures(fleet: Fleet, *, pairs: bool = False) -> list[tuple[str, fro
     return out
 
 
-def simulate(fleet: Fleet, demand: Sequence[Demand], failed: frozenset[str], name: str = "") -> Scenario:
-    """Route the demand with ``failed`` PoPs down, the way the gateways would, and report loads and TTFT."""
+def single_drains(fleet: Fleet) -> list[tuple[str, frozenset[str]]]:
+    """Each metro drained on its own: ``("drain metro M", {M})``."""
+    return [(f"drain metro {m.code}", frozenset({m.code})) for m in fleet.metros]
+
+
+def _out_of_service(fleet: Fleet, failed: frozenset[str], drained: frozenset[str]) -> frozenset[str]:
+    """The PoPs that take no traffic: the failed ones and every PoP of a drained metro."""
+    return failed | frozenset(p.code for p in fleet.pops if p.metro in drained)
+
+
+def ingress_of(model: IngressModel, failed: frozenset[str], drained: frozenset[str]) -> dict[str, str | None]:
+    """Each client metro's ingress PoP once the drains are withdrawn and the failed PoPs gone silent."""
+    predicted = model.predict(withdrawn_metros=drained, failed_pops=failed)
+    return {metro: ingress.pop for metro, ingress in predicted.items()}
+
+
+def simulate(
+    fleet: Fleet,
+    demand: Sequence[Demand],
+    failed: frozenset[str],
+    name: str = "",
+    *,
+    drained: frozenset[str] = frozenset(),
+    ingress: IngressModel | None = None,
+) -> Scenario:
+    """Route the demand with ``failed`` PoPs down and the ``drained`` metros' PoPs out of service, the way the
+    gateways would, and report loads, TTFT and (with an ``ingress`` model) where each metro's clients enter."""
+    entered = ingress_of(ingress, failed, drained) if ingress is not None else {}
+    down = _out_of_service(fleet, failed, drained)
     router = Router(fleet)
     mix = {d.model: (d.prompt_tokens, d.output_tokens) for d in demand}
     capacity: dict[tuple[str, str], float] = {}
@@ -156,7 +197,7 @@ def simulate(fleet: Fleet, demand: Sequence[Demand], failed: frozenset[str], nam
     idle: dict[str, SiteView] = {}
     for site in fleet.pops:
         models = frozenset(m for m in fleet.models_at(site.code) if (m, site.code) in capacity)
-        if site.code in failed:
+        if site.code in down:
             idle[site.code] = SiteView(site.code, SiteState.DOWN, models, None)
         else:
             idle[site.code] = SiteView(site.code, SiteState.SERVING, models, URL, 0.0, "", dict.fromkeys(models, 0))
@@ -212,7 +253,7 @@ def simulate(fleet: Fleet, demand: Sequence[Demand], failed: frozenset[str], nam
     sites = [
         SiteLoad(p, m, rps[m, p], capacity[m, p], replica[m, p][1] * replica[m, p][0].saturation_rps)
         for (m, p) in capacity
-        if p not in failed
+        if p not in down
     ]
     metros = []
     for d in rows:
@@ -230,23 +271,37 @@ def simulate(fleet: Fleet, demand: Sequence[Demand], failed: frozenset[str], nam
             MetroOutcome(d.metro, d.model, d.requests_per_second, unserved.get((d.metro, d.model), 0.0), worst,
                          spec.slo_ttft_ms, by)
         )  # fmt: skip
-    return Scenario(name, failed, sites, metros)
+    return Scenario(name, failed, sites, metros, drained, entered)
+
+
+def _cases(fleet: Fleet, pairs: bool) -> list[tuple[str, frozenset[str], frozenset[str]]]:
+    """(name, failed PoPs, drained metros): every single failure (and pair of metros), then every metro drain."""
+    failures = [(name, failed, frozenset[str]()) for name, failed in single_failures(fleet, pairs=pairs)]
+    return failures + [(name, frozenset[str](), drained) for name, drained in single_drains(fleet)]
 
 
 def scenarios(fleet: Fleet, demand: Sequence[Demand], *, pairs: bool = False) -> list[Scenario]:
-    return [simulate(fleet, demand, failed, name) for name, failed in single_failures(fleet, pairs=pairs)]
+    """Every single failure (with ``pairs``, every pair of metros), then every single metro drain."""
+    model = IngressModel(fleet)
+    return [
+        simulate(fleet, demand, failed, name, drained=drained, ingress=model)
+        for name, failed, drained in _cases(fleet, pairs)
+    ]
 
 
 def fast_scenarios(fleet: Fleet, demand: Sequence[Demand], *, pairs: bool = False) -> list[FastScenario]:
-    """Every single failure (with ``pairs``, every pair of metros) at once, vectorised along the gateway's ladders
-    (:func:`utilisation_matrix`): per scenario the busiest PoP and the demand nobody can serve."""
-    failures = single_failures(fleet, pairs=pairs)
-    pops, load, capacity, unserved = utilisation_matrix(fleet, demand, failures)
+    """Every single failure (with ``pairs``, every pair of metros) and metro drain at once, vectorised along the
+    gateway's ladders (:func:`utilisation_matrix`): per scenario the busiest PoP and the demand nobody can serve."""
+    cases = _cases(fleet, pairs)
+    out_of_service = [(name, _out_of_service(fleet, failed, drained)) for name, failed, drained in cases]
+    pops, load, capacity, unserved = utilisation_matrix(fleet, demand, out_of_service)
+    model = IngressModel(fleet)
     out = []
-    for k, (name, failed) in enumerate(failures):
+    for k, (name, failed, drained) in enumerate(cases):
         use = [float(load[k, i] / capacity[i]) if capacity[i] else 0.0 for i in range(len(pops))]
         top = max(range(len(pops)), key=lambda i: use[i])
-        out.append(FastScenario(name, failed, float(unserved[k]), pops[top], use[top]))
+        entered = ingress_of(model, failed, drained)
+        out.append(FastScenario(name, failed, float(unserved[k]), pops[top], use[top], drained, entered))
     return out
 
 

@@ -64,6 +64,7 @@ def intent_from_json(data: Mapping[str, Any]) -> Intent:
         large_communities=tuple(numbers(c) for c in data["large_communities"]),  # type: ignore[misc]
         communities=tuple(numbers(c) for c in data.get("communities", ())),  # type: ignore[misc]
         med=data.get("med"),
+        as_path_prepend=int(data.get("as_path_prepend", 0)),
     )
 
 
