@@ -104,6 +104,11 @@ def gateway() -> None:
 @gateway.command("run")
 @host_option()
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--pop",
+    help="The PoP whose gateway this is: its own site serves first, answers carry x-edgeplane-ingress, and its"
+    " metro is the home metro unless --home-metro says otherwise.",
+)
 @home_metro_option
 @click.option("--trusted-proxy", multiple=True, help="Network whose X-Forwarded-For is believed (default: loopback).")
 @click.option(
@@ -132,6 +137,7 @@ def gateway_run(
     ctx: click.Context,
     host: str,
     port: int,
+    pop: str | None,
     home_metro: str | None,
     trusted_proxy: tuple[str, ...],
     max_attempts: int,
@@ -150,13 +156,15 @@ def gateway_run(
     from edgeplane.web import ConnectionLimits, serve, supervised
 
     watcher = SnapshotWatcher(
-        ctx.obj["control_url"], home_metro=home_metro, admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN")
+        ctx.obj["control_url"], home_metro=home_metro, pop=pop, admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN")
     )
     try:
         locator = ClientLocator(trusted_proxy or DEFAULT_TRUSTED_PROXIES)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--trusted-proxy") from None
-    options = GatewayOptions(max_attempts, first_token_timeout, read_timeout, request_budget, auth=require_keys)
+    options = GatewayOptions(
+        max_attempts, first_token_timeout, read_timeout, request_budget, auth=require_keys, pop=pop
+    )
     app = Gateway(watcher, locator=locator, options=options)
 
     async def main() -> None:
@@ -165,7 +173,7 @@ def gateway_run(
                 app.app(),
                 host,
                 port,
-                on_ready=lambda url: print(f"gateway at {url}", flush=True),
+                on_ready=lambda url: print(f"gateway{f' of {pop}' if pop else ''} at {url}", flush=True),
                 background=lambda url: [
                     supervised("snapshot watch", watcher.watch_forever),
                     supervised("gateway probes", app.probe_forever),
@@ -190,6 +198,11 @@ def site() -> None:
 @fleet_option
 @host_option()
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--advertise-address",
+    help="Address gateways reach this agent at, reported to the control plane (default: --host, which other"
+    " hosts cannot reach when it is a wildcard such as 0.0.0.0).",
+)
 @click.option(
     "--backend",
     default="emulator",
@@ -219,6 +232,7 @@ def site_run(
     fleet_path: Path | None,
     host: str,
     port: int,
+    advertise_address: str | None,
     backend: str,
     gguf_path: Path | None,
     upstream_url: str | None,
@@ -260,4 +274,11 @@ def site_run(
         watch=watch,
     )
     agent.replicas = dict(fleet.models_at(pop))
-    _run(agent.run(host, port, on_ready=lambda url: print(f"site {pop} at {url}", flush=True)))
+    _run(
+        agent.run(
+            host,
+            port,
+            on_ready=lambda url: print(f"site {pop} at {url}", flush=True),
+            advertise_address=advertise_address,
+        )
+    )

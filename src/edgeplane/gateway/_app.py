@@ -57,6 +57,9 @@ class GatewayOptions:
     probe_interval_seconds: float = PROBE_INTERVAL_SECONDS
     auth: bool = False  # require an API key (always, when listening beyond loopback)
     health: HealthPolicy = field(default_factory=HealthPolicy)
+    # The PoP whose gateway this is (`pop run`): its own site is served first and every answer carries
+    # x-edgeplane-ingress. None for `up`'s one gateway, which stands in for every metro's and is no PoP's.
+    pop: str | None = None
 
 
 class Gateway:
@@ -81,7 +84,7 @@ class Gateway:
         self.quotas = Quotas()
         self.leases = LeaseKeeper(self.quotas, self.client, watcher.control_url, watcher.auth_headers)
         self.residency = Residency(self.metrics.residency)
-        self.routing = Routing(self.health, self.inflight, self.metrics.decision)
+        self.routing = Routing(self.health, self.inflight, self.metrics.decision, pop=options.pop)
         tries = Tries(
             self.client,
             SiteJudge(self.health),
@@ -112,7 +115,15 @@ class Gateway:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.on_cleanup.append(self._close)
+        if self.options.pop is not None:
+            app.on_response_prepare.append(self._ingress)
         return app
+
+    async def _ingress(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Every answer of a PoP's gateway, errors and streams included, names the PoP that accepted the
+        connection: where anycast brought the client, which x-edgeplane-site (where it was served) need not be."""
+        assert self.options.pop is not None
+        response.headers["x-edgeplane-ingress"] = self.options.pop
 
     async def _close(self, app: web.Application) -> None:
         await self.client.close()

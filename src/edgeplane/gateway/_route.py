@@ -1,9 +1,12 @@
 """The routing decision for one request: the snapshot's sites as this gateway sees them (its own health
-verdicts, its own requests in flight) ranked by the router, or the 503 that says why none can serve."""
+verdicts, its own requests in flight) ranked by the router, the gateway's own site first when it is a PoP's,
+or the 503 that says why none can serve."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Mapping
 
 from prometheus_client import Histogram
 
@@ -11,15 +14,18 @@ from edgeplane.catalog import DEFAULT_OUTPUT_TOKENS
 from edgeplane.gateway._inflight import InFlight
 from edgeplane.gateway._snapshots import RoutingState
 from edgeplane.health import HealthBook
-from edgeplane.routing import Decision, SiteView, Snapshot
+from edgeplane.routing import Decision, SiteState, SiteView, Snapshot
 from edgeplane.web import ApiError, InferenceRequest
 
 
 class Routing:
-    def __init__(self, health: HealthBook, inflight: InFlight, decision_seconds: Histogram) -> None:
+    def __init__(
+        self, health: HealthBook, inflight: InFlight, decision_seconds: Histogram, *, pop: str | None = None
+    ) -> None:
         self.health = health
         self.inflight = inflight
         self.decision_seconds = decision_seconds
+        self.pop = pop  # the PoP whose gateway this is: its own site is tried first (None: `up`'s shared gateway)
         self._views: tuple[tuple[int, int], dict[str, SiteView]] | None = None
 
     def sites(self, snapshot: Snapshot) -> dict[str, SiteView]:
@@ -51,6 +57,8 @@ class Routing:
             local_busy=self.inflight.now,
             within=within,
         )
+        if self.pop is not None:
+            decision = own_site_first(decision, self.pop, self.sites(state.snapshot))
         self.decision_seconds.observe(time.perf_counter() - started)
         return decision
 
@@ -65,3 +73,18 @@ class Routing:
             code="no_site_available",
             headers={"x-edgeplane-attempts": "0"},
         )
+
+
+def own_site_first(decision: Decision, pop: str, sites: Mapping[str, SiteView]) -> Decision:
+    """A PoP's gateway serves at its own site whenever that site is serving (not merely degraded), has the
+    model, meets its SLO and is not full: the client's packets already reached this PoP, and another site
+    would only add a hop. Otherwise the router's order stands (the scope ladder over every PoP's agent).
+    Residency holds either way: the own site is only moved up when it is among the candidates."""
+    candidates = decision.candidates
+    own = next((i for i, c in enumerate(candidates) if c.pop == pop), None)
+    if not own:  # absent, or already first
+        return decision
+    chosen, site = candidates[own], sites.get(pop)
+    if site is None or site.state is not SiteState.SERVING or not chosen.within_slo or chosen.full:
+        return decision
+    return dataclasses.replace(decision, candidates=(chosen, *candidates[:own], *candidates[own + 1 :]))

@@ -38,12 +38,14 @@ class SnapshotWatcher:
         control_url: str,
         *,
         home_metro: str | None = None,
+        pop: str | None = None,
         client: HttpClient | None = None,
         admin_token: str | None = None,
     ) -> None:
         self.control_url = control_url.rstrip("/")
         self.auth_headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
         self.home_metro = home_metro
+        self.pop = pop  # a PoP's gateway: without a home metro, the PoP's metro is its home
         self.state: RoutingState | None = None
         self.reachable = False
         self.last_contact: float | None = None
@@ -96,12 +98,21 @@ class SnapshotWatcher:
             keys = await self._fetch_keys()
         if state is None or state.snapshot.fleet_digest != snapshot.fleet_digest:
             _, fleet = await self._fetch_fleet()
-            router = Router(fleet, self.home_metro)
+            router = Router(fleet, self._home_metro(fleet))
             state = RoutingState(fleet, router, snapshot, now, keys)
         else:
             state = RoutingState(state.fleet, state.router, snapshot, now, keys)
         self.state = state
         self._ready.set()
+
+    def _home_metro(self, fleet: Fleet) -> str | None:
+        if self.home_metro is not None or self.pop is None:
+            return self.home_metro
+        pop = fleet.pop_by_code.get(self.pop)
+        if pop is None:
+            log.warning("PoP %s is not in the control plane's fleet; its site cannot be served first", self.pop)
+            return None
+        return pop.metro
 
     async def watch_forever(self) -> None:
         while True:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -19,38 +18,13 @@ from rich.console import Console
 
 from edgeplane._errors import EdgeplaneError
 from edgeplane.fleet import Fleet
-from edgeplane.web import die_with_parent
+from edgeplane.local._children import Child, Children
 
 
 def get_json(url: str, timeout_seconds: float = 2.0, *, token: str | None = None) -> Any:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
         return json.loads(response.read())
-
-
-# A process that dies (control plane, gateway or site agent) is restarted after 0.5 s, then 1, 2, 4...
-# up to 30 s; a run of a minute without dying resets the back-off.
-RESTART_FIRST_SECONDS = 0.5
-RESTART_MAX_SECONDS = 30.0
-RESTART_RESET_SECONDS = 60.0
-# Before the fleet is up, an essential process that has exited this many times will not start at all
-# (a taken port, a refused flag): `up` gives up rather than retry it forever.
-START_ATTEMPTS = 3
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    process: subprocess.Popen[bytes] | None = None
-    essential: bool = False  # `up` cannot start without it (it is still restarted once the fleet is up)
-    first_start_args: list[str] = field(default_factory=list)  # for the first start only, not restarts
-    started_at: float = 0.0
-    restarts: int = 0
-    restart_at: float | None = None
-
-    def backoff_seconds(self) -> float:
-        return min(RESTART_MAX_SECONDS, RESTART_FIRST_SECONDS * 2.0 ** max(0, self.restarts - 1))
 
 
 @dataclass
@@ -81,14 +55,20 @@ class Supervisor:
         self.fleet = fleet
         self.options = options
         self.console = console
-        self.children: list[Child] = []
-        self._stopping = False
-        self._up = False  # the fleet has served once: from then on nothing that dies ends `up`
+        env = {**os.environ, **options.extra_env}
+        if options.admin_token:
+            env["EDGEPLANE_ADMIN_TOKEN"] = options.admin_token
+        # Once the fleet has served (processes.up), nothing that dies ends `up`.
+        self.processes = Children(console, env=env)
         self._progress = ""  # shown beside the spinner while waiting
 
     def __repr__(self) -> str:
-        alive = sum(1 for c in self.children if c.process and c.process.poll() is None)
+        alive = sum(1 for c in self.children if c.state == "running")
         return f"<Supervisor [Processes: {alive} alive of {len(self.children)}]>"
+
+    @property
+    def children(self) -> list[Child]:
+        return self.processes.children
 
     @property
     def control_url(self) -> str:
@@ -110,15 +90,7 @@ class Supervisor:
         ]
 
     def _spawn(self, child: Child) -> None:
-        env = {**os.environ, **self.options.extra_env}
-        if self.options.admin_token:
-            env["EDGEPLANE_ADMIN_TOKEN"] = self.options.admin_token
-        argv = [*child.argv, *child.first_start_args]
-        child.first_start_args = []
-        child.process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
-        child.started_at = time.monotonic()
-        if child not in self.children:
-            self.children.append(child)
+        self.processes.spawn(child)
 
     def start(self) -> None:
         o = self.options
@@ -141,6 +113,7 @@ class Supervisor:
                 ],
                 essential=True,
                 first_start_args=["--reset-store"] if o.reset_store else [],
+                stop_rank=2,  # last: the others report to it until they stop
             )
         )
         self._wait_for("control plane", lambda: get_json(self.control_url + "/healthz")["status"] == "ok", 30)
@@ -173,6 +146,7 @@ class Supervisor:
                 "gateway",
                 [*self._base(), "gateway", "run", "--host", o.host, "--port", str(o.port), *home, *o.gateway_args],
                 essential=True,
+                stop_rank=0,  # first: no new request lands on a stopping site
             )
         )
         total = len(self.fleet.pops)
@@ -186,7 +160,7 @@ class Supervisor:
 
         self._wait_for("site agents", all_serving, o.ready_timeout_seconds)
         self._wait_for("gateway", lambda: get_json(self.gateway_url + "/healthz")["status"] == "ok", 30)
-        self._up = True
+        self.processes.up = True
 
     def _wait_for(self, what: str, ready: Callable[[], bool], timeout_seconds: float) -> None:
         deadline = time.monotonic() + timeout_seconds
@@ -207,29 +181,7 @@ class Supervisor:
     def _check_children(self) -> None:
         """Restart every dead process with back-off; fail only if the control plane or the gateway cannot
         start at all (START_ATTEMPTS exits before the fleet was up)."""
-        now = time.monotonic()
-        for child in self.children:
-            if child.process is None or self._stopping:
-                continue
-            if child.restart_at is not None:
-                if now >= child.restart_at:
-                    child.restart_at = None
-                    self.console.print(f"restarting {child.name} (restart {child.restarts})")
-                    self._spawn(child)
-                continue
-            code = child.process.poll()
-            if code is None:
-                if child.restarts and now - child.started_at > RESTART_RESET_SECONDS:
-                    child.restarts = 0
-                continue
-            if child.essential and not self._up and child.restarts + 1 >= START_ATTEMPTS:
-                raise EdgeplaneError(f"{child.name} exited with status {code} {START_ATTEMPTS} times while starting")
-            child.restarts += 1
-            child.restart_at = now + child.backoff_seconds()
-            self.console.print(
-                f"[yellow]{child.name} (pid {child.process.pid}) exited with status {code}; "
-                f"restarting in {child.backoff_seconds():.1f} s[/]"
-            )
+        self.processes.check()
 
     def wait(self) -> None:
         """Block until interrupted (SIGINT, or SIGTERM turned into the same by `stop_on_sigterm`)."""
@@ -238,21 +190,8 @@ class Supervisor:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        self._stopping = True
         # The gateway first so no new request lands on a stopping site, the control plane last.
-        order = sorted(self.children, key=lambda c: {"gateway": 0, "control": 2}.get(c.name, 1))
-        for child in order:
-            if child.process and child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 8.0
-        for child in order:
-            if child.process is None:
-                continue
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
+        self.processes.stop()
 
 
 def stop_on_sigterm() -> None:

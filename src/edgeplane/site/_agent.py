@@ -492,7 +492,17 @@ class SiteAgent:
             self.watch.put_back(events)
         self._audit = (audit + self._audit)[-MAX_AUDIT_KEPT:]
 
-    async def run(self, host: str, port: int, *, on_ready: Any = None, stop: asyncio.Event | None = None) -> None:
+    async def run(
+        self,
+        host: str,
+        port: int,
+        *,
+        on_ready: Any = None,
+        stop: asyncio.Event | None = None,
+        advertise_address: str | None = None,
+    ) -> None:
+        """Serve until stopped. ``advertise_address``: the address gateways reach this agent at, reported to
+        the control plane in place of ``host`` (needed when that is a wildcard such as 0.0.0.0)."""
         started: list[Backend] = []
         initial = list(self.backends.values())
         try:
@@ -501,6 +511,9 @@ class SiteAgent:
                 started.append(backend)
 
             def ready(url: str) -> Any:
+                if advertise_address is not None:
+                    shown = f"[{advertise_address}]" if ":" in advertise_address else advertise_address
+                    url = f"http://{shown}:{url.rsplit(':', 1)[1]}"
                 self.url = url
                 log.info("site %s serving %s at %s", self.pop, ", ".join(self.backends), url)
                 return on_ready(url) if on_ready else None

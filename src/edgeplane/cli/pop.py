@@ -1,0 +1,273 @@
+"""`edgeplane pop run`: everything one PoP host runs (its site agent, gateway and BGP speaker), supervised."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from edgeplane._errors import EdgeplaneError
+from edgeplane.cli._options import (
+    admin_token_option,
+    auth_option,
+    data_dir_option,
+    fleet_option,
+    gateway_timeout_options,
+    home_metro_option,
+    host_option,
+)
+from edgeplane.cli._root import _auth_choice, _console, _fail, _load, _lock_or_exit, cli, default_data_dir
+from edgeplane.local import DirectoryLock
+
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+@cli.group()
+def pop() -> None:
+    """One PoP host: its gateway, site agent and BGP speaker."""
+
+
+@pop.command("run")
+@click.option("--pop", "pop_code", required=True, help="Code of the PoP this host is.")
+@fleet_option
+@data_dir_option
+@host_option("Address the gateway listens on (0.0.0.0: every address of the host).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Gateway port.")
+@click.option("--agent-host", help="Address the site agent listens on (default: --host).")
+@click.option("--agent-port", default=8090, show_default=True, type=click.IntRange(1, 65535), help="Site agent port.")
+@click.option(
+    "--advertise-address",
+    help="Address the other PoPs' gateways reach this site agent at, reported to the control plane (default:"
+    " --agent-host; required when that is a wildcard).",
+)
+@click.option(
+    "--backend",
+    default="emulator",
+    show_default=True,
+    type=click.Choice(["emulator", "llamacpp", "upstream"]),
+    help="What serves the models.",
+)
+@click.option("--gguf", "gguf_path", type=click.Path(path_type=Path, dir_okay=False), help="GGUF file (llamacpp).")
+@click.option("--upstream", "upstream_url", help="OpenAI-compatible base URL (upstream).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the emulator.")
+@click.option(
+    "--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0), help="Emulator delays times this."
+)
+@click.option("--redfish", multiple=True, metavar="UNIT=URL", help="A unit's Redfish service to poll.")
+@click.option("--dcgm", multiple=True, metavar="UNIT=URL", help="A DCGM exporter (/metrics URL) in a unit.")
+@click.option("--redfish-emulate", is_flag=True, help="Emulate the Redfish service and DCGM exporter of other units.")
+@home_metro_option
+@click.option(
+    "--trusted-proxy", multiple=True, help="Network whose X-Forwarded-For the gateway believes (default: loopback)."
+)
+@gateway_timeout_options(passed_on=True)
+@auth_option
+@admin_token_option
+@click.option(
+    "--neighbor",
+    "neighbors",
+    multiple=True,
+    help="A transit's router, ADDRESS[:PORT]; repeat per transit. None: no BGP speaker.",
+)
+@click.option(
+    "--neighbor-as",
+    "neighbor_asns",
+    multiple=True,
+    type=click.IntRange(1, 4294967295),
+    help="The AS of each --neighbor, in the same order.",
+)
+@click.option("--local-address", help="The speaker's address on its sessions (default: chosen by the kernel).")
+@click.option("--router-id", help="BGP identifier (default: the PoP's IPv4 next hop).")
+@click.option("--bgp-status-port", type=click.IntRange(0, 65535), help="The speaker's /healthz and /metrics port.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON line per event (started, listening, ready, exited, restarted, stopped).",
+)
+@click.pass_context
+def pop_run(
+    ctx: click.Context,
+    pop_code: str,
+    fleet_path: Path | None,
+    data_dir: Path | None,
+    host: str,
+    port: int,
+    agent_host: str | None,
+    agent_port: int,
+    advertise_address: str | None,
+    backend: str,
+    gguf_path: Path | None,
+    upstream_url: str | None,
+    seed: int,
+    time_scale: float,
+    redfish: tuple[str, ...],
+    dcgm: tuple[str, ...],
+    redfish_emulate: bool,
+    home_metro: str | None,
+    trusted_proxy: tuple[str, ...],
+    first_token_timeout: float | None,
+    read_timeout: float | None,
+    auth: str | None,
+    admin_token: str | None,
+    neighbors: tuple[str, ...],
+    neighbor_asns: tuple[int, ...],
+    local_address: str | None,
+    router_id: str | None,
+    bgp_status_port: int | None,
+    as_json: bool,
+) -> None:
+    """Run one PoP: its site agent, its gateway (its own site first, then the scope ladder over the other
+    PoPs' agents) and, with --neighbor, its BGP speaker; each restarted with back-off when it dies. SIGTERM or
+    Ctrl-C stops them all. The control plane (--control) runs on hosts of its own."""
+    from edgeplane.local import PopOptions, PopSupervisor, stop_on_sigterm
+
+    require_keys = _auth_choice(host, auth)
+    fleet = _load(ctx, fleet_path)
+    site = fleet.pop_by_code.get(pop_code)
+    if site is None:
+        raise click.BadParameter(
+            f"unknown PoP {pop_code!r} (the fleet has {', '.join(fleet.pop_by_code)})", param_hint="--pop"
+        )
+    agent_host = agent_host or host
+    if advertise_address is None:
+        if agent_host in _WILDCARDS:
+            raise click.UsageError(
+                f"the site agent listens on {agent_host or 'every address'}: give --advertise-address, the address"
+                " the other PoPs' gateways reach it at"
+            )
+        advertise_address = agent_host
+    if backend == "llamacpp" and gguf_path is None:
+        raise click.UsageError("--backend llamacpp needs --gguf")
+    if backend == "upstream" and not upstream_url:
+        raise click.UsageError("--backend upstream needs --upstream")
+    speaker_args = _speaker_args(neighbors, neighbor_asns, local_address, router_id, bgp_status_port)
+    data_dir = data_dir or default_data_dir()
+    agent_args = [
+        *("--backend", backend, "--seed", str(seed), "--time-scale", str(time_scale)),
+        *(["--gguf", str(gguf_path)] if gguf_path else []),
+        *(["--upstream", upstream_url] if upstream_url else []),
+        *(["--fleet", str(fleet_path)] if fleet_path else []),
+        *(["--redfish-emulate"] if redfish_emulate else []),
+        *(arg for unit in redfish for arg in ("--redfish", unit)),
+        *(arg for unit in dcgm for arg in ("--dcgm", unit)),
+    ]
+    gateway_args = ["--home-metro", home_metro or site.metro, "--auth", "on" if require_keys else "off"]
+    gateway_args += ["--access-log", str(data_dir / "access.log")]
+    gateway_args += [arg for net in trusted_proxy for arg in ("--trusted-proxy", net)]
+    gateway_args += [*(["--first-token-timeout", str(first_token_timeout)] if first_token_timeout else [])]
+    gateway_args += [*(["--read-timeout", str(read_timeout)] if read_timeout else [])]
+    options = PopOptions(
+        pop=pop_code,
+        control_url=ctx.obj["control_url"],
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        agent_host=agent_host,
+        agent_port=agent_port,
+        advertise_address=advertise_address,
+        log_level=ctx.find_root().params.get("log_level", "warning"),
+        admin_token=admin_token,
+        gateway_args=gateway_args,
+        agent_args=agent_args,
+        speaker_args=speaker_args,
+    )
+    console = _console(ctx)
+    report = _json_report if as_json else _TextReport(console)
+    if as_json:  # stdout holds the JSON lines alone; what a person reads goes to stderr
+        console = Console(stderr=True)
+    # One `pop run` of a PoP per data directory: a second would fight the first for its ports and files.
+    lock = _lock_or_exit(
+        ctx, DirectoryLock(data_dir / f"pop-{pop_code}.lock", f"edgeplane pop run --pop {pop_code}", data_dir)
+    )
+    supervisor = PopSupervisor(options, console, report)
+    stop_on_sigterm()
+    try:
+        supervisor.start()
+        supervisor.wait()
+    except KeyboardInterrupt:
+        pass
+    except EdgeplaneError as error:
+        _fail(ctx, error)  # said at once; the children are still stopped, below
+    finally:
+        supervisor.stop()
+        lock.release()
+    report("stopped", {"pop": pop_code})
+
+
+def _speaker_args(
+    neighbors: tuple[str, ...],
+    neighbor_asns: tuple[int, ...],
+    local_address: str | None,
+    router_id: str | None,
+    status_port: int | None,
+) -> list[str] | None:
+    """`bgp run`'s arguments, checked here so that a mistake is refused at once, not after three restarts."""
+    if len(neighbors) != len(neighbor_asns):
+        raise click.UsageError(
+            f"{len(neighbors)} --neighbor but {len(neighbor_asns)} --neighbor-as: give one AS per neighbour"
+        )
+    if not neighbors:
+        for flag, value in (
+            ("--local-address", local_address),
+            ("--router-id", router_id),
+            ("--bgp-status-port", status_port),
+        ):
+            if value is not None:
+                raise click.UsageError(f"{flag} is for the BGP speaker, which runs only with --neighbor")
+        return None
+    from edgeplane._extras import require_installed
+    from edgeplane.bgp import Neighbor
+
+    require_installed("exabgp", "bgp", "the BGP speaker (--neighbor)")
+    for text, asn in zip(neighbors, neighbor_asns, strict=True):
+        try:
+            Neighbor.parse(text, asn)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--neighbor") from None
+    args = [
+        arg
+        for pair in zip(neighbors, neighbor_asns, strict=True)
+        for arg in ("--neighbor", pair[0], "--neighbor-as", str(pair[1]))
+    ]
+    args += [
+        *(["--local-address", local_address] if local_address else []),
+        *(["--router-id", router_id] if router_id else []),
+    ]
+    return args + (["--status-port", str(status_port)] if status_port is not None else [])
+
+
+def _json_report(event: str, fields: dict[str, Any]) -> None:
+    click.echo(json.dumps({"event": event, **fields}))
+
+
+class _TextReport:
+    """The events as a person reads them; exits and restarts are already on the console, said by the supervisor."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        say = self.console.print
+        pop, children = fields["pop"], fields.get("children", {})
+        if event == "started":
+            say(f"pop {pop}: control plane {fields['control']}", highlight=False)
+            for name in ("site agent", "gateway"):
+                say(f"  {name:<12} pid {children[name]['pid']:<8} {children[name]['url']}", highlight=False)
+            speaker = children.get("bgp speaker")
+            shown = f"once both listen: {' '.join(speaker['args'])}" if speaker else "none (no --neighbor)"
+            say(f"  {'bgp speaker':<12} {shown}", highlight=False)
+        elif event == "listening" and "bgp speaker" in children:
+            speaker = children["bgp speaker"]
+            say(f"  {'bgp speaker':<12} pid {speaker['pid']:<8} started", highlight=False)
+        elif event == "ready":
+            say(
+                f"[green]pop {pop} ready[/]: gateway {fields['gateway']}; SIGTERM or Ctrl-C stops it all",
+                highlight=False,
+                soft_wrap=True,
+            )
+        elif event == "stopped":
+            say(f"pop {pop} stopped", highlight=False)
