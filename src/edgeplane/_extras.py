@@ -15,6 +15,7 @@ EXTRAS = {
     "llamacpp": ("xllamacpp", "gguf"),  # the llama.cpp backend and the GGUF files it loads
     "bgp": ("exabgp",),  # the BGP speaker (`bgp run`)
     "plan": ("highspy", "matplotlib"),  # placement, scenarios, growth and their HTML reports
+    "lab": ("pyroute2",),  # the network-namespace lab (`lab up`): netlink
 }
 
 

@@ -8,7 +8,21 @@ import sys
 import click
 
 from edgeplane._errors import EdgeplaneError
-from edgeplane.cli import bgp, drill, fault, fleet, keys, load, operations, plan, pop, services, unit, up  # noqa: F401
+from edgeplane.cli import (  # noqa: F401
+    bgp,
+    drill,
+    fault,
+    fleet,
+    keys,
+    lab,
+    load,
+    operations,
+    plan,
+    pop,
+    services,
+    unit,
+    up,
+)
 from edgeplane.cli._root import cli
 
 
