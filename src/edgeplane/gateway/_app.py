@@ -53,7 +53,7 @@ class GatewayOptions:
     max_attempts: int = 3
     first_token_timeout_seconds: float = 10.0  # a stream's first event; then the next candidate is tried
     read_timeout_seconds: float = 300.0  # a whole non-streamed answer, or a silence inside a stream
-    request_budget_seconds: float = 30.0  # all tries before the first byte reaches the client
+    request_budget_seconds: float = 30.0  # when tries may start; a stream's try ends with it, a whole answer's runs on
     probe_interval_seconds: float = PROBE_INTERVAL_SECONDS
     auth: bool = False  # require an API key (always, when listening beyond loopback)
     health: HealthPolicy = field(default_factory=HealthPolicy)
