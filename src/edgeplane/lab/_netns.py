@@ -298,13 +298,19 @@ def kill_all(pids: list[int]) -> None:
 
 
 def alive(pid: int) -> bool:
+    """The process runs: a zombie (exited, not yet reaped by its parent, e.g. `lab up` under a test that waits
+    for `lab down`) does not, else `lab down` would wait out its whole timeout for it."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc to ask: signal 0 answered
+    return stat[stat.rindex(")") + 2 :].split(maxsplit=1)[0] != "Z"  # the state follows the command's ")"
 
 
 def is_root() -> bool:
