@@ -53,8 +53,9 @@ def test_a_coolant_fault_drains_the_unit_its_traffic_moves_and_it_returns(emulat
     urls = {code: u["redfish"] for code, u in units.items()}
     metrics = metrics_of(pop_status(fleet, "lon1")["url"])
     assert 'edgeplane_unit_coolant_supply_celsius{unit="lon1-u1"}' in metrics
-    # An idle PoP answers from its first unit's replicas.
-    assert answered_by(fleet, "lon") == ("lon1", "lon1-u1")
+    # An idle PoP answers from its first unit's replicas (the least busy: a health probe in flight on lon1-u1 now
+    # and then sends one request to lon1-u2, so this is waited for, not asked once).
+    wait_for("an idle lon1 answers from lon1-u1", lambda: answered_by(fleet, "lon") == ("lon1", "lon1-u1"))
     placed = pop_status(fleet, "lon1")["replicas"]
     try:
         fault(urls["lon1-u1"], "coolant")
