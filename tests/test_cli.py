@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
@@ -163,3 +164,16 @@ def test_an_error_of_a_service_at_start_is_said_without_a_traceback(tmp_path: Pa
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 1 and "GGUF file not found" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-1"])
+def test_a_scale_that_is_not_a_finite_positive_number_is_refused(value: str) -> None:
+    """NaN compares false with every bound: --scale nan planned with no demand, --scale inf printed NaN into --json."""
+    demand = str(Path(__file__).parent / "data" / "demand.csv")
+    for command in (
+        ["plan", "scenarios", "--fast"],
+        ["plan", "placement"],
+        ["plan", "growth", "--horizon-months", "1"],
+    ):
+        code, _, output = run(*command, "--demand", demand, "--scale" if command[1] != "growth" else "--factor", value)
+        assert code == 2 and ("--scale" in output or "--factor" in output), (command, output)

@@ -3,6 +3,7 @@ commands that read a fleet file: each defined once, so a default or a check cann
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,3 +70,22 @@ def gateway_timeout_options(*, passed_on: bool = False) -> Callable[[F], F]:
         return command
 
     return decorate
+
+
+class PositiveNumber(click.FloatRange):
+    """A number above 0 that is finite: NaN compares false with every bound and would slip through FloatRange
+    (a NaN scale planned with no demand; an infinite one printed NaN into --json)."""
+
+    name = "positive number"
+
+    def __init__(self) -> None:
+        super().__init__(min=0, min_open=True)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+POSITIVE = PositiveNumber()

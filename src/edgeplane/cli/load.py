@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from edgeplane._errors import ConfigError
-from edgeplane.cli._options import fleet_option
+from edgeplane.cli._options import POSITIVE, fleet_option
 from edgeplane.cli._root import _console, _load, _print_json, cli
 
 
@@ -18,7 +18,7 @@ from edgeplane.cli._root import _console, _load, _print_json, cli
 @click.option("--demand", "demand_path", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--gateway", "gateway_url", default="http://127.0.0.1:8080", show_default=True)
 @click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds of load.")
-@click.option("--scale", "factor", default=1.0, show_default=True, help="Multiply the demand's rates.")
+@click.option("--scale", "factor", default=1.0, show_default=True, type=POSITIVE, help="Multiply the demand's rates.")
 @click.option("--max-tokens", default=16, show_default=True, type=click.IntRange(1))
 @click.option("--api-key", envvar="EDGEPLANE_API_KEY", help="Key for a gateway that requires one.")
 @click.option("--seed", default=0, show_default=True)

@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 
 from edgeplane._errors import ConfigError
-from edgeplane.cli._options import fleet_option
+from edgeplane.cli._options import POSITIVE, fleet_option
 from edgeplane.cli._root import _api, _console, _fail, _load, _print_json, cli
 from edgeplane.fleet import Fleet
 
@@ -53,7 +53,9 @@ def _plan_demand(
 _OBSERVED = click.option(
     "--observed", is_flag=True, help="Use the demand the running fleet served (from the control plane)."
 )
-_WINDOW = click.option("--window", default=600.0, show_default=True, help="Seconds of observed demand to use.")
+_WINDOW = click.option(
+    "--window", default=600.0, show_default=True, type=POSITIVE, help="Seconds of observed demand to use."
+)
 
 
 @plan.command("placement")
@@ -66,7 +68,9 @@ _WINDOW = click.option("--window", default=600.0, show_default=True, help="Secon
 )
 @_OBSERVED
 @_WINDOW
-@click.option("--scale", "factor", default=1.0, show_default=True, help="Grow the demand by this factor (2, 10).")
+@click.option(
+    "--scale", "factor", default=1.0, show_default=True, type=POSITIVE, help="Grow the demand by this factor (2, 10)."
+)
 @click.option(
     "--time-limit", default=60.0, show_default=True,
     help="Seconds the solver may take: a safety net (a search it ends may give another plan on another machine).",
@@ -180,7 +184,9 @@ def _read_placement(path: Path) -> list[tuple[str, str, int]]:
     type=click.Path(path_type=Path, dir_okay=False),
     help="A placement from `plan placement --json` (default: the fleet file's placement).",
 )
-@click.option("--scale", "factor", default=1.0, show_default=True, help="Grow the demand by this factor.")
+@click.option(
+    "--scale", "factor", default=1.0, show_default=True, type=POSITIVE, help="Grow the demand by this factor."
+)
 @click.option("--pairs", is_flag=True, help="Also every pair of metros failing together.")
 @click.option(
     "--fast",
@@ -314,7 +320,7 @@ def _ingress_table(rows: list[dict[str, Any]]) -> Table:
 )
 @_OBSERVED
 @_WINDOW
-@click.option("--factor", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--factor", default=10.0, show_default=True, type=POSITIVE)
 @click.option("--horizon-months", default=24, show_default=True, type=click.IntRange(1, 240))
 @click.option("--step-months", default=1, show_default=True, type=click.IntRange(1, 12), help="Plan every N months.")
 @click.option("--time-limit", default=10.0, show_default=True, help="Seconds the solver may take per step.")
