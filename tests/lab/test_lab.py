@@ -222,6 +222,16 @@ def test_lab_serves_every_metro_through_bgp_and_sigterm_leaves_nothing_behind(tm
             if "x-edgeplane-ingress" in headers:  # `pop run`'s gateways say where the connection entered
                 assert headers["x-edgeplane-ingress"] == site, headers
 
+        # `sudo` leaves a bare PATH: `lab exec` puts edgeplane's own Python first, so `python -c "import openai"`
+        # (the README's example) finds the SDK.
+        bare = {**os.environ, "PATH": "/usr/bin:/bin"}
+        script = "import openai, sys; print(sys.prefix)"
+        found = subprocess.run(
+            [*EDGEPLANE, "lab", "exec", ready["metros"][0]["code"], "--", "python", "-c", script],
+            capture_output=True, text=True, cwd=ROOT, timeout=60, env=bare,
+        )  # fmt: skip
+        assert found.returncode == 0 and found.stdout.strip() == sys.prefix, found.stderr
+
         # A failed PoP: every process in its namespace killed; its transits' sessions to it drop within the hold
         # time (ExaBGP's socket closes with it, so at once here).
         failed = lab("fail", "iad1")

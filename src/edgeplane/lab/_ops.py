@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -55,6 +56,10 @@ def exec_in_metro(metro: str, command: list[str], state_dir: Path = STATE_DIR) -
     if not command:
         raise LabError("no command to run: edgeplane lab exec METRO -- CMD...")
     env = {**os.environ, "OPENAI_BASE_URL": found.service_url, "OPENAI_API_KEY": state.api_key}
+    # edgeplane's own Python first on the PATH: `sudo` resets PATH (secure_path), and `python -c "import openai"`
+    # should find the interpreter that has the SDK, as the README's example runs it.
+    here = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([here, *(p for p in env.get("PATH", os.defpath).split(os.pathsep) if p != here)])
     env.pop("EDGEPLANE_CONTROL_URL", None)  # the management network is out of a client's reach
     enter_now(found.client_netns)
     try:
