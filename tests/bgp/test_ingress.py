@@ -7,6 +7,7 @@ import io
 import json
 from dataclasses import replace
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -215,3 +216,13 @@ def test_a_metro_alone_in_its_region_moves_its_users_when_drained() -> None:
     intents = {i.prefix: i for i in pop_intents(FLEET, "fra1", withdrawn_metros={"fra"})}
     assert "198.19.144.0/20" not in intents  # eu-central's aggregate: nobody else announces it
     assert intents["198.19.128.0/17"].as_path_prepend == DRAIN_PREPENDS  # Europe's: lon1 and ams1 do too
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--pop", "lon1"], ["--routes", "x.json"], ["--deterministic-med"], ["--no-always-compare-med"],
+     ["--drain", "lon", "--shutting-down", "lon"]],
+)  # fmt: skip
+def test_bgp_explain_ingress_refuses_what_only_egress_takes_or_what_contradicts(extra: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["bgp", "explain", "--ingress", "lon", *extra])
+    assert result.exit_code == 2 and "Error:" in result.output, result.output

@@ -250,6 +250,14 @@ def bgp_explain(
     if ingress_metro is not None:
         if destination is not None:
             raise click.UsageError("give DESTINATION (egress) or --ingress METRO, not both")
+        egress_only = {
+            "--pop": pop_code is not None, "--routes": routes_path is not None, "--data-dir": data_dir is not None,
+            "--no-always-compare-med": not always_compare_med, "--deterministic-med": deterministic_med,
+        }  # fmt: skip
+        if given := [name for name, used in egress_only.items() if used]:
+            raise click.UsageError(f"{', '.join(given)} explain egress (DESTINATION), not --ingress")
+        if both := sorted(set(drains) & set(shutting)):
+            raise click.UsageError(f"{', '.join(both)}: drained or shutting down, not both")
         _explain_ingress(ctx, ingress_metro, drains, shutting, failures, fleet_path, as_json)
         return
     if drains or shutting or failures:
@@ -270,7 +278,7 @@ def bgp_explain(
         _print_json({"destination": destination, **decision.to_json()})
         return
     console = _console(ctx)
-    table = Table(title=f"{destination}: {len(candidates)} routes to {prefix} ({decision.method})")
+    table = Table(title=f"{destination}: {_routes(len(candidates))} to {prefix} ({decision.method})")
     for column in ("", "peer", "AS path", "origin", "MED", "local pref", "next hop", "why not"):
         table.add_column(column)
     why = {id(c.loser): f"{c.detail} (vs {c.winner.label()})" for c in decision.reasons}
@@ -321,7 +329,7 @@ def _explain_ingress(
     router = ingress.router
     title = (
         f"{metro}'s clients to {ingress.address}: at {router.name} ({router.router_id}, AS{router.asn}),"
-        f" {len(ingress.candidates)} routes to {ingress.prefix or 'nothing'}"
+        f" {_routes(len(ingress.candidates))} to {ingress.prefix or 'nothing'}"
     )
     table = Table(title=title)
     for column in ("", "PoP", "exit router", "learned", "AS path", "local pref", "MED", "IGP cost", "why not"):
@@ -399,3 +407,7 @@ def bgp_balance(
     console.print(table)
     if applied:
         console.print(f"applied {len(applied)} actions; the speakers announce them now")
+
+
+def _routes(count: int) -> str:
+    return f"{count} route" if count == 1 else f"{count} routes"
