@@ -177,3 +177,12 @@ def test_a_scale_that_is_not_a_finite_positive_number_is_refused(value: str) -> 
     ):
         code, _, output = run(*command, "--demand", demand, "--scale" if command[1] != "growth" else "--factor", value)
         assert code == 2 and ("--scale" in output or "--factor" in output), (command, output)
+
+
+def test_a_placement_file_that_is_not_one_is_said_naming_it(tmp_path: Path) -> None:
+    demand = str(Path(__file__).parent / "data" / "demand.csv")
+    for content, said in (("root:x:0:0", "not JSON"), ('{"rows": []}', "no placement rows"), (b"\xff", "not UTF-8")):
+        bad = tmp_path / "placement.json"
+        bad.write_bytes(content if isinstance(content, bytes) else content.encode())
+        code, shown, _ = run("plan", "scenarios", "--fast", "--demand", demand, "--placement", str(bad))
+        assert code == 1 and f"error: {bad}: not a placement" in shown and said in shown, shown

@@ -127,7 +127,7 @@ def plan_placement(
         if as_json and isinstance(error, PlacementError):
             _print_json({"error": str(error), "shortfalls": error.shortfalls})
             ctx.exit(1)
-        raise click.ClickException(str(error)) from None
+        _fail(ctx, str(error))
     if html_path is not None:
         from edgeplane.reports import placement_report
 
@@ -160,17 +160,19 @@ def plan_placement(
         )
 
 
-def _read_placement(path: Path) -> list[tuple[str, str, int]]:
+def _read_placement(ctx: click.Context, path: Path) -> list[tuple[str, str, int]]:
     """A placement as `plan placement --json` writes it."""
     try:
         data = json.loads(path.read_text())
         return [(str(p["model"]), str(p["pop"]), int(p["replicas"])) for p in data["placement"]]
     except OSError as error:
-        raise click.ClickException(f"{path}: cannot read the placement ({error.strerror})") from None
-    except (ValueError, KeyError, TypeError) as error:
-        raise click.ClickException(
-            f"{path}: not a placement as `edgeplane plan placement --json` writes it ({error!r})"
-        ) from None
+        _fail(ctx, f"{path}: cannot read the placement ({error.strerror})")
+    except UnicodeDecodeError:
+        _fail(ctx, f"{path}: not a placement as `edgeplane plan placement --json` writes it (not UTF-8)")
+    except ValueError as error:
+        _fail(ctx, f"{path}: not a placement as `edgeplane plan placement --json` writes it (not JSON: {error})")
+    except (KeyError, TypeError, AttributeError):
+        _fail(ctx, f"{path}: not a placement as `edgeplane plan placement --json` writes it (no placement rows)")
 
 
 @plan.command("scenarios")
@@ -237,12 +239,12 @@ def plan_scenarios(
     try:
         demand = scale(_plan_demand(ctx, fleet, demand_path, observed, window), factor)
     except ValueError as error:
-        raise click.ClickException(str(error)) from None
+        _fail(ctx, str(error))
     if placement_path is not None:
-        planned = _read_placement(placement_path)
+        planned = _read_placement(ctx, placement_path)
         unknown = sorted({p for _, p, _ in planned} - set(fleet.pop_by_code))
         if unknown:
-            raise click.ClickException(f"{placement_path}: PoPs not in the fleet: {', '.join(unknown)}")
+            _fail(ctx, f"{placement_path}: PoPs not in the fleet: {', '.join(unknown)}")
         fleet = with_placement(fleet, planned)
     if fast:
         from edgeplane.planning import fast_scenarios
@@ -363,7 +365,7 @@ def plan_growth_command(
                 progress=lambda done, total: status.update(f"planning growth: month {done} of {total}"),
             )
     except PlacementError as error:
-        raise click.ClickException(str(error)) from None
+        _fail(ctx, str(error))
     if html_path is not None:
         from edgeplane.reports import growth_report
 
