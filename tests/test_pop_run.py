@@ -206,6 +206,7 @@ def served_at(pop: Pop, site: str, *, forwarded_for: str | None = None, timeout_
         (["--pop", "nyc1", "--neighbor", "127.0.0.2"], "1 --neighbor but 0 --neighbor-as"),
         (["--pop", "nyc1", "--router-id", "192.0.2.1"], "--router-id is for the BGP speaker"),
         (["--pop", "nyc1", "--backend", "llamacpp"], "--backend llamacpp needs --gguf"),
+        (["--pop", "nyc1", "--port", "28180", "--agent-port", "28180"], "--port and --agent-port are both 28180"),
     ],
 )
 def test_mistakes_are_refused_before_anything_starts(args: list[str], said: str, tmp_path: Path) -> None:
@@ -314,3 +315,51 @@ def test_with_a_neighbour_the_speaker_announces_and_sigterm_withdraws(edge: Edge
             stop(pop.running)
     finally:
         bird.stop()
+
+
+def test_a_taken_port_ends_pop_run_with_the_reason_and_is_never_ready(edge: Edge, tmp_path: Path) -> None:
+    """A second nyc1 on the first one's gateway port: the first one answering there is not this one's gateway,
+    which cannot bind it; after three tries `pop run` ends with the port and the OS error, no traceback, and
+    starts no BGP speaker."""
+    taken = edge.pops["nyc1"].gateway_url.rsplit(":", 1)[1]
+    argv = ["--control", edge.control_url, "pop", "run", "--pop", "nyc1", "--fleet", str(SMALL_FLEET), "--json"]
+    argv += ["--port", taken, "--agent-port", str(free_port()), "--data-dir", str(tmp_path / "second")]
+    port = free_port()
+    argv += ["--neighbor", f"127.0.0.2:{port}", "--neighbor-as", "64497", "--local-address", "127.0.0.1"]
+    log = tmp_path / "second.log"
+    running = start(argv, log)
+    try:
+        assert running.process.wait(90) == 1
+        said = log.read_text()
+        assert "error: gateway exited with status 1 3 times while starting: OSError: [Errno 98]" in said, said
+        assert f"('127.0.0.1', {taken}): address already in use" in said, said
+        assert "Traceback" not in said, said
+        assert not running.events("listening") and not running.events("ready"), running.lines
+        assert not [line for line in said.splitlines() if "bgp speaker" in line and "restart" in line]
+    finally:
+        stop(running)
+    served_at(edge.pops["nyc1"], "nyc1")  # the first one is untouched
+
+
+def test_sigterm_before_ready_stops_cleanly(tmp_path: Path) -> None:
+    """The control plane does not answer, so the PoP never gets ready: `pop run` says what it waits for, and
+    SIGTERM (twice, as `timeout` sends it: to pop run, then to its whole group) stops it as after ready."""
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    argv = ["--control", unreachable, "pop", "run", "--pop", "nyc1", "--fleet", str(SMALL_FLEET), "--json"]
+    argv += ["--port", str(free_port()), "--agent-port", str(free_port()), "--data-dir", str(tmp_path / "nyc1")]
+    log = tmp_path / "nyc1.log"
+    running = start(argv, log)
+    try:
+        wait_for("the waiting event", lambda: running.events("waiting") and running.events("listening"), 60)
+        (waiting,) = running.events("waiting")
+        assert waiting["for"] == "control plane" and waiting["control"] == unreachable
+        pid = running.process.pid
+        os.kill(pid, signal.SIGTERM)
+        os.killpg(pid, signal.SIGTERM)
+        assert running.process.wait(30) == 0, log.read_text()
+        wait_for("pop run's children gone", lambda: not session_pids(pid), 5)
+        wait_for("the stopped event", lambda: running.events("stopped"), 5)
+        assert not running.events("ready")
+        assert "Aborted" not in log.read_text()
+    finally:
+        stop(running)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -86,7 +89,7 @@ def pop() -> None:
     "--json",
     "as_json",
     is_flag=True,
-    help="One JSON line per event (started, listening, ready, exited, restarted, stopped).",
+    help="One JSON line per event (started, waiting, listening, ready, exited, restarted, stopped).",
 )
 @click.pass_context
 def pop_run(
@@ -123,7 +126,7 @@ def pop_run(
     """Run one PoP: its site agent, its gateway (its own site first, then the scope ladder over the other
     PoPs' agents) and, with --neighbor, its BGP speaker; each restarted with back-off when it dies. SIGTERM or
     Ctrl-C stops them all. The control plane (--control) runs on hosts of its own."""
-    from edgeplane.local import PopOptions, PopSupervisor, stop_on_sigterm
+    from edgeplane.local import PopOptions, PopSupervisor
 
     require_keys = _auth_choice(host, auth)
     fleet = _load(ctx, fleet_path)
@@ -140,6 +143,7 @@ def pop_run(
                 " the other PoPs' gateways reach it at"
             )
         advertise_address = agent_host
+    _check_ports(ctx.obj["control_url"], host, port, agent_host, agent_port)
     if backend == "llamacpp" and gguf_path is None:
         raise click.UsageError("--backend llamacpp needs --gguf")
     if backend == "upstream" and not upstream_url:
@@ -184,7 +188,7 @@ def pop_run(
         ctx, DirectoryLock(data_dir / f"pop-{pop_code}.lock", f"edgeplane pop run --pop {pop_code}", data_dir)
     )
     supervisor = PopSupervisor(options, console, report)
-    stop_on_sigterm()
+    _interrupt_once()
     try:
         supervisor.start()
         supervisor.wait()
@@ -193,9 +197,48 @@ def pop_run(
     except EdgeplaneError as error:
         _fail(ctx, error)  # said at once; the children are still stopped, below
     finally:
+        _ignore_interrupts()  # a second SIGTERM (`timeout` signals the whole group, then us) cannot cut the stop
         supervisor.stop()
         lock.release()
     report("stopped", {"pop": pop_code})
+
+
+def _interrupt_once() -> None:
+    """SIGTERM stops `pop run` the way Ctrl-C does, before ready as after; only the first of them interrupts."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        _ignore_interrupts()
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+
+
+def _ignore_interrupts() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _check_ports(control_url: str, host: str, port: int, agent_host: str, agent_port: int) -> None:
+    """Ports that clash for certain, refused before anything starts (any other taken port: the child that cannot
+    bind it ends `pop run` with its error)."""
+
+    def overlap(a: str, b: str) -> bool:
+        return a == b or a in _WILDCARDS or b in _WILDCARDS
+
+    if port == agent_port and overlap(host, agent_host):
+        raise click.UsageError(
+            f"--port and --agent-port are both {port}: the gateway and the site agent need a port each"
+        )
+    control = urlsplit(control_url)
+    with contextlib.suppress(ValueError):
+        control_port = control.port or (443 if control.scheme == "https" else 80)
+        control_host = control.hostname or ""
+        local = control_host in ("localhost", "127.0.0.1", "::1")
+        for flag, (listen_host, listen_port) in (("--port", (host, port)), ("--agent-port", (agent_host, agent_port))):
+            on_it = overlap(listen_host, control_host) or (local and listen_host in ("localhost", "127.0.0.1"))
+            if listen_port == control_port and on_it:
+                raise click.UsageError(f"{flag} {listen_port} is the control plane's port ({control_url})")
 
 
 def _speaker_args(
@@ -266,6 +309,12 @@ class _TextReport:
         elif event == "ready":
             say(
                 f"[green]pop {pop} ready[/]: gateway {fields['gateway']}; SIGTERM or Ctrl-C stops it all",
+                highlight=False,
+                soft_wrap=True,
+            )
+        elif event == "waiting":
+            say(
+                f"pop {pop}: waiting for the {fields['for']} at {fields['control']} ({fields['reason']})",
                 highlight=False,
                 soft_wrap=True,
             )

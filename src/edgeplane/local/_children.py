@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +41,11 @@ class Child:
     started_at: float = 0.0
     restarts: int = 0
     restart_at: float | None = None
+    # Given each line the child writes (stdout and stderr, then piped through this process), returning what to
+    # print of it (None: nothing); None: the child writes to the supervisor's stdout and stderr directly.
+    output: Callable[[str], str | None] | None = None
+    last_line: str = ""  # with ``output``: the last line the child wrote (after an exit: often why it exited)
+    reader: threading.Thread | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         pid = self.process.pid if self.process else None
@@ -86,12 +93,38 @@ class Children:
     def spawn(self, child: Child) -> None:
         argv = [*child.argv, *child.first_start_args]
         child.first_start_args = []
+        piped = child.output is not None
         child.process = subprocess.Popen(
-            argv, env=self.env, stdin=subprocess.DEVNULL, stdout=self.stdout, preexec_fn=die_with_parent
+            argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if piped else self.stdout,
+            stderr=subprocess.STDOUT if piped else None,
+            preexec_fn=die_with_parent,
         )
         child.started_at = time.monotonic()
+        child.last_line = ""
+        if piped:
+            child.reader = threading.Thread(
+                target=self._pump, args=(child, child.process), name=f"{child.name} output", daemon=True
+            )
+            child.reader.start()
         if child not in self.children:
             self.children.append(child)
+
+    def _pump(self, child: Child, process: subprocess.Popen[bytes]) -> None:
+        """Each line ``process`` writes, through ``child.output``, to this process's stdout (or ``self.stdout``)."""
+        assert process.stdout is not None and child.output is not None
+        with process.stdout:
+            for raw in process.stdout:
+                line = raw.decode(errors="replace").rstrip("\n")
+                if line.strip() and child.process is process:
+                    child.last_line = line.strip()
+                shown = child.output(line)
+                if shown is not None:
+                    out = self.stdout or sys.stdout
+                    out.write(shown + "\n")
+                    out.flush()
 
     def check(self) -> None:
         """Restart every dead process with back-off; fail (EdgeplaneError) only when an essential one cannot
@@ -114,7 +147,12 @@ class Children:
                     child.restarts = 0
                 continue
             if child.essential and not (self.up or child.proven) and child.restarts + 1 >= START_ATTEMPTS:
-                raise EdgeplaneError(f"{child.name} exited with status {code} {START_ATTEMPTS} times while starting")
+                if child.reader is not None:
+                    child.reader.join(2.0)  # its last words: why it exited
+                why = f": {child.last_line}" if child.last_line else ""
+                raise EdgeplaneError(
+                    f"{child.name} exited with status {code} {START_ATTEMPTS} times while starting{why}"
+                )
             child.restarts += 1
             child.restart_at = now + child.backoff_seconds()
             self.console.print(

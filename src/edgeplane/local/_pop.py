@@ -22,11 +22,12 @@ from edgeplane.local._up import _url_host
 # The speaker has no port of its own to ask: it has come up once it stayed alive this long.
 SPEAKER_PROVEN_SECONDS = 5.0
 CHECK_INTERVAL_SECONDS = 0.2
+CONTROL_CHECK_SECONDS = 2.0  # before ready: how often the control plane is asked whether it answers
 
 
 class PopPhase(enum.Enum):
-    STARTING = "starting"  # the agent and the gateway are not both listening yet
-    LISTENING = "listening"  # both answer; the gateway has no snapshot with a site to send to yet
+    STARTING = "starting"  # the agent and the gateway have not both said they listen yet
+    LISTENING = "listening"  # both listen (each said so itself); the gateway has no snapshot to send by yet
     READY = "ready"  # the gateway serves (its /healthz is ok)
 
     def __str__(self) -> str:
@@ -69,9 +70,20 @@ class PopSupervisor:
         # The children's own lines go to stderr: stdout is this command's, one line per event.
         self.processes = Children(console, env=env, stdout=sys.stderr, notify=self._notify)
         self.phase = PopPhase.STARTING
+        # Which children said they listen (the line each prints once its socket is bound): a probe of the port
+        # alone could be answered by another process there, which this PoP's children then fail to bind.
+        self.listening: set[str] = set()
+        self._control_checked_at = 0.0
+        self._said_waiting = False
+        full = options.log_level == "debug"
+        agent_said = f"site {options.pop} at http"
+        gateway_said = f"gateway of {options.pop} at http"
         self.agent = Child("site agent", self._agent_argv(), essential=True, stop_rank=2)
+        self.agent.output = _Output(self.agent, agent_said, self.listening, full_tracebacks=full)
         self.gateway = Child("gateway", self._gateway_argv(), essential=True, stop_rank=1)
+        self.gateway.output = _Output(self.gateway, gateway_said, self.listening, full_tracebacks=full)
         self.speaker = Child("bgp speaker", self._speaker_argv(), essential=True, stop_rank=0)
+        self.speaker.output = _Output(self.speaker, None, self.listening, full_tracebacks=full)
 
     def __repr__(self) -> str:
         children = ", ".join(f"{c.name} {c.state}" for c in self.processes.children)
@@ -117,6 +129,7 @@ class PopSupervisor:
         self.report("started", self._described())
 
     def _notify(self, event: str, child: Child, status: int | None) -> None:
+        self.listening.discard(child.name)  # exited, or restarted: not listening until it says so again
         fields: dict[str, Any] = {"pop": self.options.pop, "child": child.name, "pid": _pid(child)}
         if event == "exited":
             fields |= {"status": status, "restart_in_seconds": child.backoff_seconds(), "restarts": child.restarts}
@@ -135,14 +148,14 @@ class PopSupervisor:
     def step(self) -> None:
         """One round of supervision: restart what died, and move on through the phases."""
         self.processes.check()
-        if self.phase is PopPhase.STARTING:
-            agent = _answers(f"http://{_url_host(self.options.agent_host)}:{self.options.agent_port}/healthz")
-            if agent is not None and _answers(self.gateway_url + "/healthz") is not None:
-                self.agent.proven = self.gateway.proven = True
-                self.phase = PopPhase.LISTENING
-                if self.options.speaker_args is not None:
-                    self.processes.spawn(self.speaker)
-                self.report("listening", self._described())
+        if self.phase is not PopPhase.READY:
+            self._check_control()
+        if self.phase is PopPhase.STARTING and self._listens(self.agent) and self._listens(self.gateway):
+            self.agent.proven = self.gateway.proven = True
+            self.phase = PopPhase.LISTENING
+            if self.options.speaker_args is not None:
+                self.processes.spawn(self.speaker)
+            self.report("listening", self._described())
         if self.phase is PopPhase.LISTENING and _answers(self.gateway_url + "/healthz") == 200:
             self.phase = PopPhase.READY
             self.report("ready", {**self._described(), "gateway": self.gateway_url + "/v1"})
@@ -155,6 +168,29 @@ class PopSupervisor:
         ):
             self.speaker.proven = True
 
+    def _listens(self, child: Child) -> bool:
+        """It said it listens, and it is the process that said so (alive, not since restarted)."""
+        return (
+            child.name in self.listening
+            and child.process is not None
+            and child.process.poll() is None
+            and child.restart_at is None
+        )
+
+    def _check_control(self) -> None:
+        """Before ready: say once (until it answers again) that the control plane does not answer, which is
+        what the gateway waits for (its first snapshot)."""
+        now = time.monotonic()
+        if now - self._control_checked_at < CONTROL_CHECK_SECONDS:
+            return
+        self._control_checked_at = now
+        if _answers(self.options.control_url.rstrip("/") + "/healthz") is not None:
+            self._said_waiting = False
+        elif not self._said_waiting:
+            self._said_waiting = True
+            fields = {"pop": self.options.pop, "for": "control plane", "control": self.options.control_url}
+            self.report("waiting", {**fields, "reason": "it does not answer"})
+
     def wait(self) -> None:
         """Supervise until interrupted (SIGINT, or SIGTERM turned into the same by `stop_on_sigterm`)."""
         while True:
@@ -163,6 +199,35 @@ class PopSupervisor:
 
     def stop(self) -> None:
         self.processes.stop()
+
+
+class _Output:
+    """What a child writes, passed on to this process's stderr: notes when it says it listens (``listening``:
+    a line starting with ``said``), and shows a traceback as its last line alone (its exception) unless
+    ``full_tracebacks`` (--log-level debug)."""
+
+    def __init__(self, child: Child, said: str | None, listening: set[str], *, full_tracebacks: bool) -> None:
+        self.child, self.said, self.listening = child, said, listening
+        self.full_tracebacks = full_tracebacks
+        self.in_traceback = False
+
+    def __repr__(self) -> str:
+        return f"<_Output {self.child.name} said={self.said!r}>"
+
+    def __call__(self, line: str) -> str | None:
+        if self.said is not None and line.startswith(self.said):
+            self.listening.add(self.child.name)
+        if self.full_tracebacks:
+            return line
+        if line.startswith("Traceback (most recent call last):"):
+            self.in_traceback = True
+            return None
+        if self.in_traceback:
+            if not line.strip() or line[0].isspace() or line.startswith(("During handling", "The above exception")):
+                return None
+            self.in_traceback = False
+            return f"{self.child.name}: {line} (the traceback: --log-level debug)"
+        return line
 
 
 def _pid(child: Child) -> int | None:
