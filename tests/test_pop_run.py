@@ -202,7 +202,8 @@ def served_at(pop: Pop, site: str, *, forwarded_for: str | None = None, timeout_
     ("args", "said"),
     [
         (["--pop", "nope"], "unknown PoP 'nope'"),
-        (["--pop", "nyc1", "--host", "0.0.0.0", "--auth", "on"], "give --advertise-address"),
+        (["--pop", "nyc1", "--host", "0.0.0.0", "--auth", "on", "--admin-token", "t"], "give --advertise-address"),
+        (["--pop", "nyc1", "--host", "0.0.0.0", "--advertise-address", "127.0.0.1"], "an admin token is required"),
         (["--pop", "nyc1", "--neighbor", "127.0.0.2"], "1 --neighbor but 0 --neighbor-as"),
         (["--pop", "nyc1", "--router-id", "192.0.2.1"], "--router-id is for the BGP speaker"),
         (["--pop", "nyc1", "--backend", "llamacpp"], "--backend llamacpp needs --gguf"),
@@ -211,7 +212,7 @@ def served_at(pop: Pop, site: str, *, forwarded_for: str | None = None, timeout_
 )
 def test_mistakes_are_refused_before_anything_starts(args: list[str], said: str, tmp_path: Path) -> None:
     argv = ["pop", "run", "--fleet", str(SMALL_FLEET), "--data-dir", str(tmp_path), *args]
-    result = CliRunner().invoke(cli, argv)
+    result = CliRunner(env={"EDGEPLANE_ADMIN_TOKEN": None}).invoke(cli, argv)
     assert result.exit_code == 2, result.output
     assert said in " ".join(result.output.split())
     assert not list(tmp_path.iterdir())  # no lock taken, nothing started

@@ -129,6 +129,14 @@ def pop_run(
     from edgeplane.local import PopOptions, PopSupervisor
 
     require_keys = _auth_choice(host, auth)
+    from edgeplane.control import is_loopback
+
+    beyond = [h for h in dict.fromkeys([host, agent_host or host]) if not is_loopback(h)]
+    if beyond and not admin_token:
+        raise click.UsageError(
+            f"listening on {', '.join(beyond)}, beyond loopback: an admin token is required (--admin-token or"
+            " EDGEPLANE_ADMIN_TOKEN), for the agent's faults and the control plane's admin API"
+        )
     fleet = _load(ctx, fleet_path)
     site = fleet.pop_by_code.get(pop_code)
     if site is None:
