@@ -45,6 +45,7 @@ from edgeplane.lab._state import (
     state_path,
     write_state,
 )
+from edgeplane.local import answers
 
 STOP_GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.25
@@ -324,7 +325,7 @@ class Lab:
                     raise LabError(f"{process.name} exited during start-up:\n{_tail(process.log)}")
             sessions = self.sessions()
             up = [s for s in sessions if s.up]
-            gateways = [p for p in self.plan.pops if _status(f"http://{p.mgmt_address}:{GATEWAY_PORT}/healthz") == 200]
+            gateways = [p for p in self.plan.pops if answers(f"http://{p.mgmt_address}:{GATEWAY_PORT}/healthz") == 200]
             if len(up) == expected and len(gateways) == len(self.plan.pops):
                 return
             if time.monotonic() > deadline:
@@ -438,17 +439,6 @@ def remove_everything(state_dir: Path = STATE_DIR) -> list[str]:
         shutil.rmtree(state_dir, ignore_errors=True)
         removed.append(f"state {state_dir}")
     return removed
-
-
-def _status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        error.close()
-        return int(error.code)
-    except (OSError, ValueError):
-        return None
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -2,7 +2,7 @@
 PoP's, the lock that keeps one fleet per data directory, and the load generator that replays a demand file
 against a gateway."""
 
-from edgeplane.local._children import Child, Children
+from edgeplane.local._children import Child, Children, answers
 from edgeplane.local._loadgen import Tally, client_address, replay
 from edgeplane.local._lock import DirectoryLock, LockHeld
 from edgeplane.local._pop import PopOptions, PopPhase, PopSupervisor
@@ -19,6 +19,7 @@ __all__ = [
     "Supervisor",
     "Tally",
     "UpOptions",
+    "answers",
     "client_address",
     "get_json",
     "replay",

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO
@@ -179,3 +181,15 @@ class Children:
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 child.process.wait()
+
+
+def answers(url: str) -> int | None:
+    """The HTTP status ``url`` answers with, or None when nothing answers there."""
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        error.close()
+        return int(error.code)
+    except (OSError, ValueError):
+        return None

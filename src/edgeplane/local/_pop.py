@@ -7,8 +7,6 @@ import enum
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
-from edgeplane.local._children import Child, Children
+from edgeplane.local._children import Child, Children, answers
 from edgeplane.local._up import _url_host
 
 # The speaker has no port of its own to ask: it has come up once it stayed alive this long.
@@ -156,7 +154,7 @@ class PopSupervisor:
             if self.options.speaker_args is not None:
                 self.processes.spawn(self.speaker)
             self.report("listening", self._described())
-        if self.phase is PopPhase.LISTENING and _answers(self.gateway_url + "/healthz") == 200:
+        if self.phase is PopPhase.LISTENING and answers(self.gateway_url + "/healthz") == 200:
             self.phase = PopPhase.READY
             self.report("ready", {**self._described(), "gateway": self.gateway_url + "/v1"})
         speaker = self.speaker.process
@@ -184,7 +182,7 @@ class PopSupervisor:
         if now - self._control_checked_at < CONTROL_CHECK_SECONDS:
             return
         self._control_checked_at = now
-        if _answers(self.options.control_url.rstrip("/") + "/healthz") is not None:
+        if answers(self.options.control_url.rstrip("/") + "/healthz") is not None:
             self._said_waiting = False
         elif not self._said_waiting:
             self._said_waiting = True
@@ -232,15 +230,3 @@ class _Output:
 
 def _pid(child: Child) -> int | None:
     return child.process.pid if child.process is not None else None
-
-
-def _answers(url: str) -> int | None:
-    """The HTTP status ``url`` answers with, or None when nothing answers there."""
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        error.close()
-        return int(error.code)
-    except (OSError, ValueError):
-        return None
