@@ -72,6 +72,38 @@ def gateway_timeout_options(*, passed_on: bool = False) -> Callable[[F], F]:
     return decorate
 
 
+def site_backend_options(command: F) -> F:
+    """What serves a PoP's models and which of its units are read: `site run` and `pop run` take the same."""
+    for option in reversed(
+        [
+            click.option(
+                "--backend", default="emulator", show_default=True,
+                type=click.Choice(["emulator", "llamacpp", "upstream"]), help="What serves the models.",
+            ),
+            click.option(
+                "--gguf", "gguf_path", type=click.Path(path_type=Path, dir_okay=False), help="GGUF file (llamacpp)."
+            ),
+            click.option("--upstream", "upstream_url", help="OpenAI-compatible base URL (upstream)."),
+            click.option("--seed", default=0, show_default=True, help="Seed of the emulator."),
+            click.option(
+                "--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0),
+                help="Emulator delays times this.",
+            ),
+            click.option("--redfish", multiple=True, metavar="UNIT=URL", help="A unit's Redfish service to poll."),
+            click.option(
+                "--dcgm", multiple=True, metavar="UNIT=URL",
+                help="A DCGM exporter (/metrics URL) in a unit; repeat per server.",
+            ),
+            click.option(
+                "--redfish-emulate", is_flag=True,
+                help="Emulate the Redfish service and DCGM exporter of every unit not given one.",
+            ),
+        ]
+    ):  # fmt: skip
+        command = option(command)
+    return command
+
+
 class PositiveNumber(click.FloatRange):
     """A number above 0 that is finite: NaN compares false with every bound and would slip through FloatRange
     (a NaN scale planned with no demand; an infinite one printed NaN into --json)."""

@@ -21,6 +21,7 @@ from edgeplane.cli._options import (
     gateway_timeout_options,
     home_metro_option,
     host_option,
+    site_backend_options,
 )
 from edgeplane.cli._root import _auth_choice, _console, _fail, _load, _lock_or_exit, cli, default_data_dir
 from edgeplane.local import DirectoryLock
@@ -46,22 +47,7 @@ def pop() -> None:
     help="Address the other PoPs' gateways reach this site agent at, reported to the control plane (default:"
     " --agent-host; required when that is a wildcard).",
 )
-@click.option(
-    "--backend",
-    default="emulator",
-    show_default=True,
-    type=click.Choice(["emulator", "llamacpp", "upstream"]),
-    help="What serves the models.",
-)
-@click.option("--gguf", "gguf_path", type=click.Path(path_type=Path, dir_okay=False), help="GGUF file (llamacpp).")
-@click.option("--upstream", "upstream_url", help="OpenAI-compatible base URL (upstream).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the emulator.")
-@click.option(
-    "--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0), help="Emulator delays times this."
-)
-@click.option("--redfish", multiple=True, metavar="UNIT=URL", help="A unit's Redfish service to poll.")
-@click.option("--dcgm", multiple=True, metavar="UNIT=URL", help="A DCGM exporter (/metrics URL) in a unit.")
-@click.option("--redfish-emulate", is_flag=True, help="Emulate the Redfish service and DCGM exporter of other units.")
+@site_backend_options
 @home_metro_option
 @click.option(
     "--trusted-proxy", multiple=True, help="Network whose X-Forwarded-For the gateway believes (default: loopback)."

@@ -19,6 +19,7 @@ from edgeplane.cli._options import (
     home_metro_option,
     host_option,
     reset_store_option,
+    site_backend_options,
 )
 from edgeplane.cli._root import (
     _auth_choice,
@@ -203,28 +204,8 @@ def site() -> None:
     help="Address gateways reach this agent at, reported to the control plane (default: --host, which other"
     " hosts cannot reach when it is a wildcard such as 0.0.0.0).",
 )
-@click.option(
-    "--backend",
-    default="emulator",
-    show_default=True,
-    type=click.Choice(["emulator", "llamacpp", "upstream"]),
-)
-@click.option("--gguf", "gguf_path", type=click.Path(path_type=Path, dir_okay=False), help="GGUF file (llamacpp).")
-@click.option("--upstream", "upstream_url", help="OpenAI-compatible base URL (upstream).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@site_backend_options
 @click.option("--no-report", is_flag=True, help="Do not report to the control plane.")
-@click.option("--redfish", "redfish", multiple=True, metavar="UNIT=URL", help="A unit's Redfish service to poll.")
-@click.option(
-    "--dcgm",
-    "dcgm",
-    multiple=True,
-    metavar="UNIT=URL",
-    help="A DCGM exporter (/metrics URL) in a unit; repeat per server.",
-)
-@click.option(
-    "--redfish-emulate", is_flag=True, help="Emulate the Redfish service and DCGM exporter of every unit not given one."
-)
 @click.pass_context
 def site_run(
     ctx: click.Context,
