@@ -1,6 +1,14 @@
 """Planning (pure logic): capacity and failure checks with the same routing code the gateways run, demand,
 replica capacity from a queueing model, and placement that survives any single failure."""
 
+from edgeplane.planning._broadcast import (
+    BroadcastPlan,
+    FabricLink,
+    fabric_links,
+    link_between,
+    plan_broadcast,
+    widest_rate,
+)
 from edgeplane.planning._capacity import (
     ReplicaCapacity,
     erlang_b,
@@ -41,8 +49,10 @@ __all__ = [
     "LATENCY_WEIGHT",
     "MAX_UTILISATION",
     "MIP_NODE_LIMIT",
+    "BroadcastPlan",
     "Demand",
     "DrainCheck",
+    "FabricLink",
     "FastScenario",
     "GrowthPlan",
     "MetroOutcome",
@@ -60,11 +70,14 @@ __all__ = [
     "demand_at",
     "erlang_b",
     "erlang_c",
+    "fabric_links",
     "failure_scenarios",
     "fast_scenarios",
     "ingress_of",
+    "link_between",
     "load_demand",
     "place",
+    "plan_broadcast",
     "plan_growth",
     "replica_capacity",
     "scale",
@@ -75,5 +88,6 @@ __all__ = [
     "site_blocking",
     "utilisation_matrix",
     "wait_p99_seconds",
+    "widest_rate",
     "with_placement",
 ]
