@@ -121,3 +121,28 @@ class PositiveNumber(click.FloatRange):
 
 
 POSITIVE = PositiveNumber()
+
+
+link_scale_option = click.option(
+    "--link-scale", default=1.0, show_default=True, type=PositiveNumber(),
+    help="The fabric's links run at their capacity times this (0.0004 runs 400 Gbit/s at 20 MB/s).",
+)  # fmt: skip
+
+
+def fabric_options(command: F) -> F:
+    """Where a site keeps the fabric's objects and how fast its links run: `site run` and `pop run` take both."""
+    for option in reversed(
+        [
+            click.option(
+                "--data-dir", type=click.Path(path_type=Path, file_okay=False),
+                help="Where the site keeps the fabric's objects (default: sites/POP in EDGEPLANE_DATA_DIR).",
+            ),
+            link_scale_option,
+            click.option(
+                "--store-limit", type=click.IntRange(min=0), metavar="BYTES",
+                help="Most bytes of objects the site keeps (default: as many as the disk holds).",
+            ),
+        ]
+    ):  # fmt: skip
+        command = option(command)
+    return command

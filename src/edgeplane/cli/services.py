@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,6 +14,7 @@ from edgeplane.cli._options import (
     admin_token_option,
     auth_option,
     data_dir_option,
+    fabric_options,
     fleet_option,
     gateway_timeout_options,
     graceful_shutdown_option,
@@ -33,6 +35,10 @@ from edgeplane.cli._root import (
     default_data_dir,
 )
 from edgeplane.local import DirectoryLock
+
+if TYPE_CHECKING:
+    from edgeplane.fabric import FabricNode
+    from edgeplane.fleet import Fleet
 
 
 @cli.group()
@@ -205,6 +211,7 @@ def site() -> None:
     " hosts cannot reach when it is a wildcard such as 0.0.0.0).",
 )
 @site_backend_options
+@fabric_options
 @click.option("--no-report", is_flag=True, help="Do not report to the control plane.")
 @click.pass_context
 def site_run(
@@ -223,6 +230,9 @@ def site_run(
     redfish: tuple[str, ...],
     dcgm: tuple[str, ...],
     redfish_emulate: bool,
+    data_dir: Path | None,
+    link_scale: float,
+    store_limit: int | None,
 ) -> None:
     """Serve the models placed at one PoP."""
     from prometheus_client import CollectorRegistry
@@ -244,6 +254,7 @@ def site_run(
         )  # fmt: skip
     except UnitAddressError as error:
         raise click.BadParameter(str(error), param_hint=f"--{error.source}") from None
+    fabric = _fabric_node(ctx, fleet, pop, data_dir, link_scale, store_limit)
     agent = SiteAgent(
         pop,
         backends,
@@ -253,6 +264,8 @@ def site_run(
         admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
         loader=None if no_report else ModelLoader(fleet, pop, options, registry),
         watch=watch,
+        fabric=fabric,
+        link_scale=link_scale,
     )
     agent.replicas = dict(fleet.models_at(pop))
     _run(
@@ -263,3 +276,21 @@ def site_run(
             advertise_address=advertise_address,
         )
     )
+
+
+def _fabric_node(
+    ctx: click.Context, fleet: Fleet, pop: str, data_dir: Path | None, link_scale: float, store_limit: int | None
+) -> FabricNode:
+    """The site's part of the fabric: its object store in its data directory, its links at their scaled capacity."""
+    from edgeplane.fabric import FabricError, FabricNode, ObjectStore
+    from edgeplane.planning import fabric_links
+
+    root = (data_dir or default_data_dir() / "sites" / pop) / "fabric"
+    try:
+        store = ObjectStore(root, limit_bytes=store_limit)
+    except (FabricError, OSError) as error:
+        _fail(ctx, f"cannot open the fabric store in {root}: {error}")
+    return FabricNode(
+        pop, store, fabric_links(fleet, link_scale), pops=list(fleet.pop_by_code),
+        admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
+    )  # fmt: skip

@@ -17,6 +17,7 @@ from edgeplane.cli._options import (
     graceful_shutdown_option,
     home_metro_option,
     host_option,
+    link_scale_option,
     reset_store_option,
 )
 from edgeplane.cli._root import (
@@ -59,6 +60,7 @@ from edgeplane.local import DirectoryLock
     type=click.FloatRange(min=0),
     help="Emulator delays are multiplied by this.",
 )
+@link_scale_option
 @home_metro_option
 @admin_token_option
 @click.option("--ready-timeout", default=120.0, show_default=True, help="Seconds to wait for the fleet to serve.")
@@ -78,6 +80,7 @@ def up(
     data_dir: Path | None,
     seed: int,
     time_scale: float,
+    link_scale: float,
     home_metro: str | None,
     admin_token: str | None,
     ready_timeout: float,
@@ -117,6 +120,7 @@ def up(
         gguf_path=gguf_path,
         seed=seed,
         time_scale=time_scale,
+        link_scale=link_scale,
         home_metro=home_metro,
         log_level=ctx.find_root().params.get("log_level", "warning"),
         admin_token=admin_token,

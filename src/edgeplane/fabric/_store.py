@@ -289,7 +289,8 @@ class ObjectStore:
             with self._lock:
                 existing = self._objects.get(sha)
                 if existing is not None:
-                    if existing.manifest != manifest:
+                    # The same bytes pushed under another name are the object held: names are labels.
+                    if existing.manifest.model_copy(update={"name": manifest.name}) != manifest:
                         raise FabricError(
                             f"object {sha} is held already as {existing.manifest.name!r} under another manifest; "
                             "remove it first"

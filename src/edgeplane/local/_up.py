@@ -38,6 +38,7 @@ class UpOptions:
     gguf_path: Path | None = None
     seed: int = 0
     time_scale: float = 1.0
+    link_scale: float = 1.0  # the fabric's links run at their capacity times this
     home_metro: str | None = None
     log_level: str = "warning"
     admin_token: str | None = None
@@ -137,6 +138,7 @@ class Supervisor:
                         "--port",
                         "0",
                         *site_args,
+                        *("--data-dir", str(o.data_dir / "sites" / pop.code), "--link-scale", str(o.link_scale)),
                     ],
                 )
             )

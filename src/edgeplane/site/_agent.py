@@ -11,12 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from edgeplane._errors import BackendError, ConfigError, StreamCut
+from edgeplane.fabric import FabricNode
 from edgeplane.faults import CATALOGUE, Fault, FaultError, FaultKind
 from edgeplane.fleet import Fleet
 from edgeplane.site._backend import Backend
@@ -142,8 +144,14 @@ class SiteAgent:
         admin_token: str | None = None,
         loader: ModelLoader | None = None,
         watch: UnitWatch | None = None,
+        fabric: FabricNode | None = None,
+        link_scale: float = 1.0,
     ) -> None:
         self.pop = pop
+        self.fabric = fabric  # the site's object store, served to and filled from other sites
+        self.link_scale = link_scale  # the fabric's links run at their capacity times this
+        if fabric is not None and control_url:
+            fabric.on_stuck = self._fabric_stuck
         self.watch = watch  # the units' facility telemetry and alarms
         self.loader = loader
         self.replicas: dict[str, int] = {}  # per model, as last placed
@@ -248,6 +256,8 @@ class SiteAgent:
         app.router.add_get("/api/faults", self._faults)
         app.router.add_post("/api/faults", self._set_fault_handler)
         app.router.add_delete("/api/faults", self._clear_fault_handler)
+        if self.fabric is not None:
+            app.add_routes(self.fabric.routes())
         return app
 
     # -- faults -------------------------------------------------------------------------------
@@ -446,6 +456,8 @@ class SiteAgent:
             "measured_at": measured_at,
             "units": self.watch.state() if self.watch is not None else {},
             "units_out": self.units_out,
+            "fabric": self.fabric.report() if self.fabric is not None else [],
+            "link_scale": self.link_scale,
         }
 
     async def report_forever(self) -> None:
@@ -476,6 +488,9 @@ class SiteAgent:
                 out = answer.get("units_out") if status == 200 and isinstance(answer, dict) else None
                 if isinstance(out, dict):
                     self.set_units_out(out)
+                fetch = answer.get("fabric") if status == 200 and isinstance(answer, dict) else None
+                if isinstance(fetch, list) and self.fabric is not None:
+                    await self.fabric.reconcile(fetch)
                 if not reachable:
                     log.info("control plane reachable again")
                 reachable = status < 500
@@ -485,6 +500,21 @@ class SiteAgent:
                     log.warning("cannot report to the control plane (%s); still serving", error)
                 reachable = False
             await asyncio.sleep(self.report_interval_seconds)
+
+    async def _fabric_stuck(self, sha: str, source: str, reason: str) -> None:
+        """Tell the control plane this site cannot fetch an object from its source: it plans around it."""
+        assert self.control_url is not None and self.fabric is not None
+        held = self.fabric.store.get(sha)
+        if held is None:
+            return
+        url = f"{self.control_url}/api/fabric/transfers/{quote(held.manifest.name, safe='')}/stuck"
+        try:
+            await self._client.request_json(
+                "POST", url, {"pop": self.pop, "source": source, "error": reason[:1000]}, timeout_seconds=5.0,
+                headers=self._auth_headers,
+            )  # fmt: skip
+        except BackendError as error:
+            log.warning("cannot tell the control plane that %s does not send: %s", source, error)
 
     def _put_back(self, events: list[dict[str, Any]], audit: list[dict[str, Any]]) -> None:
         """What a report could not deliver goes with the next one."""
@@ -526,6 +556,8 @@ class SiteAgent:
                     jobs.append(supervised(f"model loading at {self.pop}", self.models_forever))
                 if self.watch is not None:
                     jobs.append(supervised(f"unit telemetry at {self.pop}", self.watch.forever))
+                if self.fabric is not None:
+                    jobs.append(supervised(f"fabric at {self.pop}", self.fabric.forever))
                 return jobs
 
             def keep(listener: Listener) -> None:
@@ -541,4 +573,6 @@ class SiteAgent:
             for backend in reversed(list(self.backends.values())):
                 if any(backend is b for b in started) or not any(backend is b for b in initial):
                     await backend.stop()
+            if self.fabric is not None:
+                await self.fabric.close()
             await self._client.close()

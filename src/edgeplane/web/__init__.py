@@ -13,6 +13,7 @@ from edgeplane.web._guards import (
     admin,
     authorised,
     browser_guard,
+    json_error,
     json_errors,
 )
 from edgeplane.web._openai import (
@@ -68,6 +69,7 @@ __all__ = [
     "error_event",
     "error_message",
     "error_response",
+    "json_error",
     "json_errors",
     "json_response",
     "model_not_found",

@@ -138,3 +138,29 @@ class HttpClient:
                     return response.status, orjson.loads(raw) if raw else None
                 except orjson.JSONDecodeError:
                     return response.status, {"error": {"message": raw.decode("utf-8", "replace")}}
+
+    async def request_bytes(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout_seconds: float = 60.0,
+        max_bytes: int = 1 << 30,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """A whole binary answer (the fabric's chunks), refused past ``max_bytes``: a site that sends more than it
+        was asked for is cut off rather than buffered."""
+        with map_exceptions():
+            async with self.session.request(
+                method, url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_seconds)
+            ) as response:
+                if (response.content_length or 0) > max_bytes:
+                    raise ReadError(f"answer of {response.content_length} bytes, more than the {max_bytes} expected")
+                parts, total = [], 0
+                async for piece in response.content.iter_any():
+                    total += len(piece)
+                    if total > max_bytes:
+                        raise ReadError(f"answer longer than the {max_bytes} bytes expected")
+                    parts.append(piece)
+                return response.status, response.headers, b"".join(parts)
