@@ -25,6 +25,8 @@ class AgentReport:
     loading: str | None = None  # a model being loaded after a placement change
     measured_at: float = 0.0  # unix seconds when the agent read its models' busy counts; 0 when unsaid
     units: Mapping[str, bodies.UnitView] = field(default_factory=dict)  # telemetry and alarms per unit
+    fabric: tuple[bodies.FabricHeld, ...] = ()  # objects in the site's fabric store
+    link_scale: float = 1.0  # the fabric's links run at their capacity times this
 
     def alarmed(self) -> dict[str, list[str]]:
         """Units with alarms raised, and which."""
@@ -44,6 +46,8 @@ class AgentReport:
             loading=body.loading,
             measured_at=body.measured_at,
             units=body.units,
+            fabric=tuple(body.fabric),
+            link_scale=body.link_scale,
         )
 
 

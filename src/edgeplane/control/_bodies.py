@@ -85,6 +85,38 @@ class FaultView(Body):
     spare_probes: bool = False
 
 
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Bytes = Annotated[int, Field(ge=0, le=2**62)]
+
+
+class FabricHeld(Body):
+    """One object in a site's fabric store, as the agent reports it."""
+
+    name: Name
+    sha256: Sha256
+    size_bytes: Bytes
+    chunk_count: Count = 0
+    chunks_held: Count = 0
+    bytes_held: Bytes = 0
+    complete: bool = False
+    verified_sha256: Sha256 | None = None  # computed from the bytes on disk
+    egress_bytes: Bytes = 0  # what this site sent of it to others
+    state: Literal["waiting", "fetching", "complete", "failed"] = "waiting"
+    source: Code | None = None
+    completed_at: UnixSeconds | None = None
+    error: Text | None = None
+
+
+class FabricStuck(Body):
+    """A site that cannot fetch an object from the source it was given."""
+
+    expected = "{pop, source, error}"
+
+    pop: Code
+    source: Code
+    error: Text = ""
+
+
 class AgentReport(Body):
     """What a site agent pushes every half second."""
 
@@ -101,6 +133,8 @@ class AgentReport(Body):
     units: Annotated[dict[Code, UnitView], Field(max_length=256)] = {}
     alarm_events: Annotated[list[AlarmEvent], Field(max_length=10_000)] = []
     audit_events: Annotated[list[AgentAudit], Field(max_length=1_000)] = []
+    fabric: Annotated[list[FabricHeld], Field(max_length=10_000)] = []
+    link_scale: Annotated[float, Field(gt=0, le=1e6)] = 1.0  # the fabric's links run at capacity times this
 
 
 # -- what a gateway reports ------------------------------------------------------------------------

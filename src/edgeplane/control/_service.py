@@ -13,6 +13,7 @@ from aiohttp import web
 from edgeplane.control._demand import DemandBook, Traffic
 from edgeplane.control._drills import DrillRunner
 from edgeplane.control._errors import UnknownTarget
+from edgeplane.control._fabric import FabricBook
 from edgeplane.control._reports import ScenarioBoard
 from edgeplane.control._state import FleetState
 from edgeplane.control._store import StoreError
@@ -83,6 +84,7 @@ class ControlPlane:
         self.leases = LeaseBook(limit_window_seconds)
         self.drills = DrillRunner(state, self.traffic, self.publish)
         self.scenarios = ScenarioBoard(state.store, state.wall_clock)
+        self.fabric = FabricBook(state)
         self._mounts: list[Callable[[web.Application], None]] = []
 
     def __repr__(self) -> str:

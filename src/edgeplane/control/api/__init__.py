@@ -7,6 +7,7 @@ from edgeplane.control.api.audit import AuditApi
 from edgeplane.control.api.drains import DrainsApi
 from edgeplane.control.api.drills import DrillsApi
 from edgeplane.control.api.edge import EdgeApi
+from edgeplane.control.api.fabric import FabricApi
 from edgeplane.control.api.faults import FaultsApi
 from edgeplane.control.api.fleet import FleetApi
 from edgeplane.control.api.keys import KeysApi
@@ -28,6 +29,7 @@ RESOURCES: tuple[type[Resource], ...] = (
     EdgeApi,
     UnitsApi,
     ScenariosApi,
+    FabricApi,
 )
 
 __all__ = ["MAX_WAIT_SECONDS", "RESOURCES", "Resource"]

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from edgeplane.control import _bodies as bodies
 from edgeplane.control.api._resource import Resource
+from edgeplane.control.api.fabric import FabricApi
 from edgeplane.web import admin, json_response, parse, read_body
 
 
@@ -23,4 +24,10 @@ class AgentsApi(Resource):
         # And which of its units carry no traffic: the agent sends nothing to their replicas.
         models = self.state.fleet.models_at(pop)
         out = self.state.drains.units_out(pop)
-        return json_response({"snapshot_version": self.state.snapshot.version, "models": models, "units_out": out})
+        # And what it should be fetching over the fabric; a site back from a crash is planned in again.
+        for name, moved in self.plane.fabric.heard(pop).items():
+            await FabricApi(self.plane).tell(self.plane.fabric.get(name), moved)
+        fabric = self.plane.fabric.assignments(pop)
+        return json_response(
+            {"snapshot_version": self.state.snapshot.version, "models": models, "units_out": out, "fabric": fabric}
+        )

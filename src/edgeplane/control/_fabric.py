@@ -1,0 +1,290 @@
+"""The fabric as the control plane sees it: the objects pushed to sites, the broadcast plan of each (re-planned
+around sites that break off), and what every site says it holds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from edgeplane.control._errors import UnknownTarget
+from edgeplane.fabric import Manifest
+from edgeplane.planning import BroadcastPlan, fabric_links, plan_broadcast
+
+if TYPE_CHECKING:
+    from edgeplane.control import _bodies as bodies
+    from edgeplane.control._state import FleetState
+
+
+class TransferRefused(ValueError):
+    """A push that cannot start: an origin that does not serve, a target that is not a PoP."""
+
+
+@dataclass
+class Transfer:
+    """One object sent from an origin to target sites."""
+
+    manifest: Manifest
+    origin: str
+    targets: frozenset[str]
+    created_at: float  # unix seconds
+    started_at: float | None = None  # unix seconds: the broadcast began (the origin holds the object)
+    plan: BroadcastPlan | None = None
+    excluded: dict[str, int | None] = field(default_factory=dict)  # sites that broke off, and their process id
+    senders: dict[str, str] = field(default_factory=dict)  # per site, the site it was last told to fetch from
+    replans: int = 0
+
+    def __repr__(self) -> str:
+        state = "started" if self.started_at else "seeding"
+        return f"<Transfer {self.manifest.name} [{state} from {self.origin} to {len(self.targets)} sites]>"
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def sha256(self) -> str:
+        return self.manifest.sha256
+
+
+class FabricBook:
+    """Transfers by object name (a name pushed again names the new content), and their plans."""
+
+    def __init__(self, state: FleetState) -> None:
+        self.state = state
+        self.transfers: dict[str, Transfer] = {}
+
+    def __repr__(self) -> str:
+        return f"<FabricBook [Transfers: {len(self.transfers)}]>"
+
+    # -- sites -------------------------------------------------------------------------------
+    def alive(self) -> set[str]:
+        """Sites whose agent reported within the agent timeout, with an address."""
+        now = self.state.clock()
+        return {
+            pop
+            for pop, report in self.state.agents.reports.items()
+            if report.url and now - report.received_at <= self.state.agent_timeout_seconds
+        }
+
+    def url(self, pop: str) -> str | None:
+        report = self.state.agents.get(pop)
+        return report.url if report is not None else None
+
+    def held(self, pop: str, sha: str) -> bodies.FabricHeld | None:
+        report = self.state.agents.get(pop)
+        if report is None:
+            return None
+        return next((row for row in report.fabric if row.sha256 == sha), None)
+
+    def link_scale(self, pop: str) -> float:
+        report = self.state.agents.get(pop)
+        return report.link_scale if report is not None else 1.0
+
+    # -- transfers ---------------------------------------------------------------------------
+    def get(self, name: str) -> Transfer:
+        transfer = self.transfers.get(name)
+        if transfer is None:
+            raise UnknownTarget(f"no object named {name!r} was pushed")
+        return transfer
+
+    def create(self, manifest: Manifest, origin: str | None, targets: Sequence[str] | None) -> Transfer:
+        """A transfer, not yet started: the origin is to be given the object first."""
+        pops = [pop.code for pop in self.state.fleet.pops]
+        unknown = sorted(set(targets or ()) - set(pops))
+        if unknown:
+            raise TransferRefused(f"unknown PoP {', '.join(unknown)}; expected some of: {', '.join(pops)}")
+        alive = self.alive()
+        wanted = frozenset(targets or pops)
+        if origin is None:
+            origin = self._best_origin(manifest, wanted, alive)
+        if origin not in pops:
+            raise TransferRefused(f"unknown origin PoP {origin!r}; expected one of: {', '.join(pops)}")
+        if origin not in alive:
+            raise TransferRefused(f"the site agent of {origin} does not report: it cannot be the origin")
+        transfer = Transfer(manifest, origin, wanted, self.state.wall_clock())
+        self.transfers[manifest.name] = transfer
+        return transfer
+
+    def _best_origin(self, manifest: Manifest, targets: frozenset[str], alive: set[str]) -> str:
+        links = fabric_links(self.state.fleet)
+        best: tuple[float, str] | None = None
+        for pop in sorted(alive):
+            plan = plan_broadcast(links, pop, targets, size_bytes=manifest.size_bytes, chunk_bytes=manifest.chunk_bytes)
+            score = (len(plan.unreachable) * 1e18 + plan.lower_bound_seconds, pop)
+            best = min(best, score) if best is not None else score
+        if best is None:
+            raise TransferRefused("no site agent reports: there is no site to push from")
+        return best[1]
+
+    def start(self, name: str, origin_complete: bool) -> dict[str, list[dict[str, str]]]:
+        """Begin the broadcast once the origin holds the object (as it says now: its reports may lag); what each
+        site is to fetch from."""
+        transfer = self.get(name)
+        if not origin_complete:
+            raise TransferRefused(f"the origin {transfer.origin} does not hold {name} complete yet")
+        transfer.started_at = self.state.wall_clock()
+        return self.replan(transfer)
+
+    def stuck(self, name: str, body: bodies.FabricStuck) -> dict[str, list[dict[str, str]]]:
+        """A site cannot fetch from the source it was given: plan again without that source (a site that says its
+        source broke off is believed: the source's own reports may lag a kill by seconds). Until it restarts:
+        a site that reports again under a new process id is back in the plan."""
+        transfer = self.get(name)
+        if transfer.senders.get(body.pop) != body.source:
+            return {}  # said of an older plan
+        report = self.state.agents.get(body.source)
+        transfer.excluded[body.source] = report.pid if report is not None else None
+        transfer.replans += 1
+        return self.replan(transfer)
+
+    def heard(self, pop: str) -> dict[str, dict[str, list[dict[str, str]]]]:
+        """A site reported: if it had broken off and came back as a new process, or if it is a target the plan
+        left out (it did not report then), plan again; per transfer, the sources of the sites that moved."""
+        report = self.state.agents.get(pop)
+        moved: dict[str, dict[str, list[dict[str, str]]]] = {}
+        for transfer in self.active():
+            if transfer.plan is None:
+                continue
+            if pop in transfer.excluded:
+                if report is None or report.pid == transfer.excluded[pop]:
+                    continue
+                del transfer.excluded[pop]
+            elif pop not in transfer.targets - set(transfer.plan.parents) - {
+                *transfer.plan.sources,
+                *transfer.plan.unreachable,
+            }:
+                continue
+            held = self.held(pop, transfer.sha256)
+            if held is not None and held.complete:
+                continue
+            transfer.replans += 1
+            moved[transfer.name] = self.replan(transfer)
+        return moved
+
+    def replan(self, transfer: Transfer) -> dict[str, list[dict[str, str]]]:
+        """A plan from the sites that hold the object complete to those that do not, around sites that broke off
+        or do not report; the sources of every site whose sender changed."""
+        alive = self.alive()
+        usable = alive - set(transfer.excluded)
+        holders = {pop for pop in usable if (h := self.held(pop, transfer.sha256)) is not None and h.complete}
+        scale = self.link_scale(transfer.origin)
+        transfer.plan = plan_broadcast(
+            fabric_links(self.state.fleet, scale),
+            transfer.origin,
+            transfer.targets,
+            size_bytes=transfer.manifest.size_bytes,
+            chunk_bytes=transfer.manifest.chunk_bytes,
+            holders=holders,
+            exclude=(set(self.state.fleet.pop_by_code) - alive) | set(transfer.excluded),
+        )
+        moved: dict[str, list[dict[str, str]]] = {}
+        for pop, parent in transfer.plan.parents.items():
+            url = self.url(parent)
+            if url is None or transfer.senders.get(pop) == parent:
+                continue
+            transfer.senders[pop] = parent
+            moved[pop] = [{"pop": parent, "url": url}]
+        return moved
+
+    def assignments(self, pop: str) -> list[dict[str, Any]]:
+        """What a site should be fetching now, for the answer to its report (a site that restarted, or missed
+        a push, hears it here): the manifest goes only to a site that does not hold the object at all."""
+        rows = []
+        for transfer in self.transfers.values():
+            if transfer.started_at is None or transfer.plan is None or pop not in transfer.plan.parents:
+                continue
+            held = self.held(pop, transfer.sha256)
+            if held is not None and held.complete:
+                continue
+            sender = transfer.senders.get(pop)
+            url = self.url(sender) if sender else None
+            if sender is None or url is None:
+                continue
+            row: dict[str, Any] = {"sha256": transfer.sha256, "sources": [{"pop": sender, "url": url}]}
+            if held is None:
+                row["manifest"] = transfer.manifest.model_dump(mode="json")
+            rows.append(row)
+        return rows
+
+    # -- what is held ------------------------------------------------------------------------
+    def progress(self, name: str) -> dict[str, Any]:
+        """A transfer as `fabric push` shows it: per target how long it took and where it came from."""
+        transfer = self.get(name)
+        alive = self.alive()
+        sites, times = [], []
+        for pop in sorted(transfer.targets | {transfer.origin}):
+            held = self.held(pop, transfer.sha256)
+            seconds = None
+            if pop == transfer.origin and held is not None and held.complete:
+                seconds = 0.0
+            elif held is not None and held.complete and transfer.started_at is not None:
+                done_at = held.completed_at if held.completed_at is not None else transfer.started_at
+                seconds = max(0.0, done_at - transfer.started_at)
+            if seconds is not None and pop in transfer.targets:
+                times.append(seconds)
+            error = held.error if held is not None else None
+            if error is None and pop not in alive and not (held and held.complete):
+                error = "the site agent does not report"
+            sites.append(
+                {
+                    "pop": pop,
+                    "seconds": seconds,
+                    "from": transfer.senders.get(pop),
+                    "complete": bool(held and held.complete),
+                    "bytes_held": held.bytes_held if held is not None else 0,
+                    "sha256": held.verified_sha256 if held is not None else None,
+                    "error": error,
+                }
+            )
+        waiting = [s for s in sites if s["pop"] in transfer.targets and not s["complete"]]
+        done = transfer.started_at is not None and all(s["error"] for s in waiting)
+        origin = self.held(transfer.origin, transfer.sha256)
+        plan = transfer.plan
+        return {
+            "name": transfer.name,
+            "sha256": transfer.sha256,
+            "size_bytes": transfer.manifest.size_bytes,
+            "origin": transfer.origin,
+            "state": "done" if done else ("started" if transfer.started_at else "seeding"),
+            "seconds": max(times) if done and times else None,
+            "lower_bound_seconds": plan.lower_bound_seconds if plan is not None else None,
+            "origin_egress_bytes": origin.egress_bytes if origin is not None else 0,
+            "replans": transfer.replans,
+            "plan": plan.to_json() if plan is not None else None,
+            "sites": sites,
+        }
+
+    def objects(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Per object and site: what is held (`fabric status`), from the sites' own reports."""
+        found: dict[str, dict[str, Any]] = {}
+        for transfer in self.transfers.values():
+            found[transfer.sha256] = {
+                "name": transfer.name, "sha256": transfer.sha256, "size_bytes": transfer.manifest.size_bytes,
+            }  # fmt: skip
+        for report in self.state.agents.reports.values():
+            for one in report.fabric:
+                found.setdefault(one.sha256, {"name": one.name, "sha256": one.sha256, "size_bytes": one.size_bytes})
+        rows = []
+        for sha, row in sorted(found.items(), key=lambda item: (item[1]["name"], item[0])):
+            if name is not None and row["name"] != name:
+                continue
+            sites: list[dict[str, Any]] = []
+            for pop in sorted(self.state.agents.reports):
+                held = self.held(pop, sha)
+                if held is not None:
+                    sites.append(
+                        {
+                            "pop": pop,
+                            "complete": held.complete,
+                            "bytes_held": held.bytes_held,
+                            "sha256": held.verified_sha256,
+                            "state": held.state,
+                            "error": held.error,
+                        }
+                    )
+            rows.append({**row, "sites": sites})
+        return rows
+
+    def active(self) -> Iterable[Transfer]:
+        return (t for t in self.transfers.values() if t.started_at is not None)
