@@ -11,6 +11,7 @@ from edgeplane._errors import EdgeplaneError
 from edgeplane.cli import (  # noqa: F401
     bgp,
     drill,
+    fabric,
     fault,
     fleet,
     keys,
