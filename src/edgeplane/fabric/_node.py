@@ -92,6 +92,7 @@ class Fetch:
     completed_at: float | None = None  # unix seconds
     failed: set[str] = field(default_factory=set)  # sources that broke off; tried again once re-assigned
     generation: int = 0  # bumped by every new assignment: workers of an older one stop
+    manifest: Manifest | None = None  # kept to report an object the store refused (a full disk)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __repr__(self) -> str:
@@ -200,6 +201,18 @@ class FabricNode:
                     "error": fetch.error if fetch else None,
                 }
             )
+        held_shas = {row["sha256"] for row in rows}
+        for fetch in self.fetches.values():  # refused by the store: said, never shown as held
+            if fetch.manifest is not None and fetch.sha256 not in held_shas and fetch.state is FetchState.FAILED:
+                m = fetch.manifest
+                rows.append(
+                    {
+                        "name": m.name, "sha256": m.sha256, "size_bytes": m.size_bytes, "chunk_count": m.chunk_count,
+                        "chunks_held": 0, "bytes_held": 0, "complete": False, "verified_sha256": None,
+                        "egress_bytes": 0, "state": "failed", "source": None, "completed_at": None,
+                        "error": fetch.error,
+                    }
+                )  # fmt: skip
         return rows
 
     async def assign(self, manifest: Manifest, sources: Sequence[Source]) -> dict[str, Any]:
@@ -212,7 +225,8 @@ class FabricNode:
         except StoreFull as error:
             if fetch is None:
                 fetch = self.fetches[sha] = Fetch(sha)
-            fetch.state, fetch.error = FetchState.FAILED, str(error)
+            fetch.state, fetch.error, fetch.manifest = FetchState.FAILED, str(error), manifest
+            log.error("site %s: cannot hold %s: %s", self.pop, manifest.name, error)
             raise
         if fetch is None:
             fetch = self.fetches[sha] = Fetch(sha)
