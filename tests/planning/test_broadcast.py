@@ -116,12 +116,6 @@ def draw_plan(links: list[FabricLink], data: st.DataObject) -> tuple[str, set[st
     return origin, excluded, plan
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (issue 16): _score never counts the origin's copies, so a tree in which the origin sends a copy "
-    "to each of two neighbours (fewer hops) beats the single-copy tree whenever some 'first' leaves targets "
-    "missing, e.g. links s00-s01..s08 and s01-s04, all 1 MB/s, targets s01, s04: parents {s01: s00, s04: s00}",
-)
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(links=fleets(), data=st.data())
 def test_the_origin_sends_one_copy_when_its_other_links_reach_every_target(
@@ -211,12 +205,6 @@ def test_a_star_sends_a_copy_per_arm_only_because_it_must() -> None:
     assert plan.origin_copies == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (issue 16): with a dead-end neighbour as the only link out, every target is 'missing' and the "
-    "fallback tree from the origin sends o->a and o->b directly; _score ranks it above the single-copy trees "
-    "(it compares only unreachable count and worst bound, never the origin's copies), so the origin sends two",
-)
 def test_the_origin_sends_one_copy_even_beside_a_dead_end_neighbour() -> None:
     """A neighbour of the origin with nothing behind it is no reason to send two copies."""
     links = [
@@ -243,12 +231,6 @@ def test_holders_serve_as_further_roots() -> None:
     assert plan.sources == ("o",) and plan.targets == {"a", "b"} and plan.path("b") == ["o", "a", "b"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (issue 16): _single_copy_tree roots the tree at the origin's first neighbour with 0 hops, level "
-    "with the holders, so b one hop from holder c ties with b two hops from the origin (via a) and goes o->a->b "
-    "by name order: one chunk's fill slower than c->b",
-)
 def test_a_holder_next_to_a_target_beats_two_hops_from_the_origin() -> None:
     links = [FabricLink("o", "a", 10 * MB), FabricLink("a", "b", 10 * MB), FabricLink("b", "c", 10 * MB)]
     plan = plan_broadcast(links, "o", ["a", "b"], size_bytes=SIZE, chunk_bytes=CHUNK, holders=["c"])

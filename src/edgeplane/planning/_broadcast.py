@@ -136,7 +136,7 @@ def plan_broadcast(
     firsts: list[str | None] = [*sorted(adjacency.get(origin, {}))] or [None]
     for first in firsts:
         labels = _single_copy_tree(adjacency, origin, first, sources, wanted)
-        score = _score(labels, wanted, size_bytes, chunk_bytes, adjacency)
+        score = _score(labels, wanted, size_bytes, chunk_bytes, origin)
         if best is None or score < best:
             best, chosen = score, labels
     reached = frozenset(pop for pop in wanted if pop in chosen)
@@ -195,13 +195,17 @@ def _widest(adjacency: Adjacency, roots: Mapping[str, float], floor: float = 0.0
     return labels
 
 
-def _tree(adjacency: Adjacency, roots: Mapping[str, float], wanted: frozenset[str]) -> dict[str, Label]:
+Root = tuple[float, int, float]  # a root's width, and the hops and RTT it is from the origin already
+
+
+def _tree(adjacency: Adjacency, roots: Mapping[str, Root], wanted: frozenset[str]) -> dict[str, Label]:
     """The widest tree, then as shallow as that width allows: the bottleneck every wanted site can be reached
     with, then the fewest hops (and least RTT) over the links at least that wide."""
-    widest = _widest(adjacency, roots)
+    widest = _widest(adjacency, {root: width for root, (width, _, _) in roots.items()})
     floor = min((widest[pop][0] for pop in wanted if pop in widest), default=0.0)
-    labels: dict[str, Label] = {root: (width, 0, 0.0, None) for root, width in roots.items()}
-    heap = [(0, 0.0, root) for root in sorted(roots)]
+    labels: dict[str, Label] = {root: (width, hops, rtt, None) for root, (width, hops, rtt) in roots.items()}
+    heap = [(hops, rtt, root) for root, (_, hops, rtt) in sorted(roots.items())]
+    heapq.heapify(heap)
     done: set[str] = set()
     while heap:
         hops, rtt, pop = heapq.heappop(heap)
@@ -223,47 +227,35 @@ def _single_copy_tree(
 ) -> dict[str, Label]:
     """A tree in which the origin sends only to ``first``; the origin sends more copies only to what cannot be
     reached otherwise."""
-    others = {pop: math.inf for pop in sources if pop != origin}
+    others: dict[str, Root] = {pop: (math.inf, 0, 0.0) for pop in sources if pop != origin}
     if first is None:
-        return _tree(adjacency, {origin: math.inf, **others}, wanted)
+        return _tree(adjacency, {origin: (math.inf, 0, 0.0), **others}, wanted)
     rate, rtt = adjacency[origin][first]
     without = {pop: {n: v for n, v in nbrs.items() if n != origin} for pop, nbrs in adjacency.items() if pop != origin}
-    labels = dict(_tree(without, {first: rate, **others}, wanted))
+    labels = dict(_tree(without, {first: (rate, 1, rtt), **others}, wanted))
     if first not in others:
-        behind = [pop for pop in labels if pop != first and _root_of(labels, pop) == first]
-        for pop in behind:
-            width, hops, rtts, parent = labels[pop]
-            labels[pop] = (min(width, rate), hops + 1, rtts + rtt, parent)
         labels[first] = (rate, 1, rtt, origin)
     labels[origin] = (math.inf, 0, 0.0, None)
     missing = frozenset(pop for pop in wanted if pop not in labels)
     if missing:  # only the origin reaches these: it sends them a copy of their own
-        for pop, label in _tree(adjacency, {origin: math.inf, **others}, missing).items():
+        for pop, label in _tree(adjacency, {origin: (math.inf, 0, 0.0), **others}, missing).items():
             labels.setdefault(pop, label)
     return labels
 
 
-def _root_of(labels: Mapping[str, Label], pop: str) -> str:
-    seen = set()
-    while labels[pop][3] is not None and pop not in seen:
-        seen.add(pop)
-        parent = labels[pop][3]
-        assert parent is not None
-        pop = parent
-    return pop
-
-
 def _score(
-    labels: Mapping[str, Label], wanted: frozenset[str], size_bytes: int, chunk_bytes: int, adjacency: Adjacency
+    labels: Mapping[str, Label], wanted: frozenset[str], size_bytes: int, chunk_bytes: int, origin: str
 ) -> tuple[float, int, float]:
-    """Fewer unreachable targets first, then the slowest target's bound, then the origin's copies."""
-    reached = [pop for pop in wanted if pop in labels]
+    """Fewer unreachable targets first, then fewer copies from the origin, then the slowest target's bound."""
+    reached = frozenset(pop for pop in wanted if pop in labels)
+    parents = _prune({pop: parent for pop, (*_, parent) in labels.items() if parent is not None}, reached)
+    copies = sum(parent == origin for parent in parents.values())
     worst = 0.0
     for pop in reached:
         width, hops, rtt, _ = labels[pop]
         chunk = min(chunk_bytes, size_bytes)
         worst = max(worst, size_bytes / width + max(0, hops - 1) * chunk / width + rtt if width > 0 else math.inf)
-    return (float(len(wanted) - len(reached)), 0, worst)
+    return (float(len(wanted) - len(reached)), copies, worst)
 
 
 def _prune(parents: Mapping[str, str], keep: frozenset[str]) -> dict[str, str]:
