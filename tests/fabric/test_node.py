@@ -150,11 +150,6 @@ async def test_a_manifest_past_the_store_limit_is_507(tmp_path: Path) -> None:
         assert not (tmp_path / "store" / "objects" / manifest.sha256).exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (issue 16): report() now lists an object the store refused (state failed), but _one then asserts "
-    "store.get(sha) is not None: GET /api/fabric/objects/{sha} of a refused object answers 500",
-)
 async def test_an_object_the_store_refused_can_be_looked_up(tmp_path: Path) -> None:
     manifest, _ = make_object(tmp_path, 2 * CHUNK)
     async with serving(ObjectStore(tmp_path / "store", limit_bytes=10)) as (_, call):
@@ -164,11 +159,6 @@ async def test_an_object_the_store_refused_can_be_looked_up(tmp_path: Path) -> N
         assert status < 500, body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (issue 16): _target checks the index with str.isdigit(), true for '²' (U+00B2), which int() then "
-    "refuses: ValueError, a 500 for GET and PUT /fabric/chunks/{sha}/%C2%B2 (and '１', U+FF11, is taken as chunk 1)",
-)
 async def test_an_index_in_other_digits_is_no_chunk(tmp_path: Path) -> None:
     manifest, chunks = make_object(tmp_path, 2 * CHUNK)
     async with serving(ObjectStore(tmp_path / "store")) as (_, call):
@@ -180,11 +170,6 @@ async def test_an_index_in_other_digits_is_no_chunk(tmp_path: Path) -> None:
                 assert status == 404, (method, index, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (issue 16): a second manifest with a held object's sha256 but other files makes store.add raise "
-    "FabricError, which _assign_handler answers as 500 store_error; a client's conflict should be a 4xx (409)",
-)
 async def test_another_manifest_under_a_held_sha256_is_a_client_error(tmp_path: Path) -> None:
     manifest, _ = make_object(tmp_path, 2 * CHUNK)
     other = manifest.model_dump()
@@ -196,12 +181,6 @@ async def test_another_manifest_under_a_held_sha256_is_a_client_error(tmp_path: 
         assert 400 <= status < 500, body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (issue 16): a files[].path the manifest accepts (components of <= 255 bytes, <= 4096 bytes in all) "
-    "can still pass PATH_MAX once below the store's root; the allocation's ENAMETOOLONG becomes FabricError "
-    "and _assign_handler answers 500 store_error",
-)
 async def test_a_path_too_long_for_the_filesystem_is_a_client_error(tmp_path: Path) -> None:
     manifest, _ = make_object(tmp_path, CHUNK)
     raw = manifest.model_dump()

@@ -403,7 +403,7 @@ class FabricNode:
         held = self.store.get(sha)
         if held is None:
             return error_response(404, f"No object {sha[:64]!r} here.", type="not_found_error", code="no_object")
-        if not raw_index.isdigit() or int(raw_index) >= held.manifest.chunk_count:
+        if not (raw_index.isascii() and raw_index.isdigit()) or int(raw_index) >= held.manifest.chunk_count:
             return error_response(
                 404, f"No chunk {raw_index[:20]!r} in {held.manifest.name} ({held.manifest.chunk_count} chunks).",
                 type="not_found_error", code="no_chunk",
@@ -476,8 +476,7 @@ class FabricNode:
         if row is None:
             return error_response(404, f"No object {sha[:64]!r} here.", type="not_found_error", code="no_object")
         held = self.store.get(sha)
-        assert held is not None
-        return json_response({**row, "missing": held.missing()})
+        return json_response({**row, "missing": held.missing() if held is not None else []})
 
     @admin
     async def _assign_handler(self, request: web.Request) -> web.Response:
@@ -497,8 +496,8 @@ class FabricNode:
             answer = await self.assign(manifest, [Source(s.pop, s.url.rstrip("/")) for s in body.sources])
         except StoreFull as error:
             return error_response(507, str(error), type="server_error", code="store_full")
-        except FabricError as error:
-            return error_response(500, str(error), type="server_error", code="store_error")
+        except FabricError as error:  # the same bytes as another object but other files, a path the disk refuses
+            return json_error(409, f"This site cannot hold {manifest.name}: {error}", code="object_refused")
         return json_response(answer)
 
     @admin
