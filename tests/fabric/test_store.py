@@ -214,8 +214,11 @@ def test_add_is_idempotent_and_an_empty_object_is_complete_at_once(
     _, _, manifest = source
     store = ObjectStore(tmp_path / "fabric")
     assert store.add(manifest) == store.add(manifest)
+    # The same bytes under another name are the object held (names are labels); under other files they are not.
+    assert store.add(manifest.model_copy(update={"name": "other"})).manifest.name == "tree"
+    moved = [entry.model_copy(update={"path": f"x-{entry.path}"}) for entry in manifest.files]
     with pytest.raises(FabricError, match="held already as 'tree' under another manifest"):
-        store.add(manifest.model_copy(update={"name": "other"}))
+        store.add(manifest.model_copy(update={"files": moved}))
 
     (tmp_path / "empty").write_bytes(b"")
     empty = build_manifest(tmp_path / "empty", "empty")
