@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 
@@ -31,9 +33,20 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f"[{colour}]{pop['state']}[/]",
             f"{pop['load']:.0%}",
             str(pop["pid"] or "-"),
-            pop.get("reason") or "",
+            _reason(pop),
         )
     console.print(table)
+
+
+def _reason(pop: dict[str, Any]) -> str:
+    """Why a PoP is in its state, and a model it is loading (with its weights' progress over the fabric)."""
+    said = pop.get("reason") or ""
+    weights, loading = pop.get("loading_weights"), pop.get("loading")
+    if weights:
+        size = weights.get("size_bytes")
+        share = f"{weights['bytes_held'] / size:.0%}" if size else "not started"
+        loading = f"{weights['model']}: weights {share} here"
+    return "; ".join(part for part in (said, f"loading {loading}" if loading else "") if part)
 
 
 def _drain_command(name: str, drain: bool) -> click.Command:

@@ -262,7 +262,7 @@ def site_run(
         registry=registry,
         control_url=None if no_report else ctx.obj["control_url"],
         admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
-        loader=None if no_report else ModelLoader(fleet, pop, options, registry),
+        loader=None if no_report else ModelLoader(fleet, pop, options, registry, fabric),
         watch=watch,
         fabric=fabric,
         link_scale=link_scale,

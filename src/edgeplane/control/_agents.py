@@ -23,6 +23,7 @@ class AgentReport:
     received_at: float  # monotonic seconds
     fault: bodies.FaultView | None = None  # an injected fault the agent shows
     loading: str | None = None  # a model being loaded after a placement change
+    loading_weights: bodies.LoadingWeights | None = None  # the weights that load waits for, and how far they are
     measured_at: float = 0.0  # unix seconds when the agent read its models' busy counts; 0 when unsaid
     units: Mapping[str, bodies.UnitView] = field(default_factory=dict)  # telemetry and alarms per unit
     fabric: tuple[bodies.FabricHeld, ...] = ()  # objects in the site's fabric store
@@ -44,6 +45,7 @@ class AgentReport:
             received_at=received_at,
             fault=body.fault,
             loading=body.loading,
+            loading_weights=body.loading_weights,
             measured_at=body.measured_at,
             units=body.units,
             fabric=tuple(body.fabric),

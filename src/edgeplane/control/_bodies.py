@@ -117,6 +117,15 @@ class FabricStuck(Body):
     error: Text = ""
 
 
+class LoadingWeights(Body):
+    """The weights a site waits for before it loads a newly placed model."""
+
+    model: Code
+    sha256: Sha256
+    bytes_held: Bytes = 0
+    size_bytes: Bytes | None = None
+
+
 class AgentReport(Body):
     """What a site agent pushes every half second."""
 
@@ -129,6 +138,7 @@ class AgentReport(Body):
     load: Share = 0.0
     fault: FaultView | None = None
     loading: Code | None = None
+    loading_weights: LoadingWeights | None = None
     measured_at: UnixSeconds = 0.0
     units: Annotated[dict[Code, UnitView], Field(max_length=256)] = {}
     alarm_events: Annotated[list[AlarmEvent], Field(max_length=10_000)] = []

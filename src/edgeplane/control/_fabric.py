@@ -138,12 +138,34 @@ class FabricBook:
         transfer.replans += 1
         return self.replan(transfer)
 
+    def weights_for(self, pop: str) -> dict[str, str]:
+        """Per model placed at ``pop`` whose weights were pushed over the fabric (an object named as the model):
+        its sha256. The site serves such a model only once it holds that object complete and verified."""
+        placed = self.state.fleet.models_at(pop)
+        return {model: self.transfers[model].sha256 for model in sorted(placed) if model in self.transfers}
+
+    def follow_placement(self, pop: str) -> dict[str, dict[str, list[dict[str, str]]]]:
+        """The weights of every model placed at ``pop`` go there too: a site newly placed is a new target of the
+        model's transfer (planned again if it runs); per transfer, the sources of the sites that moved."""
+        moved: dict[str, dict[str, list[dict[str, str]]]] = {}
+        for model in self.weights_for(pop):
+            transfer = self.transfers[model]
+            if pop in transfer.targets:
+                continue
+            transfer.targets = transfer.targets | {pop}
+            if transfer.started_at is not None:
+                transfer.replans += 1
+                moved[transfer.name] = self.replan(transfer)
+        return moved
+
     def heard(self, pop: str) -> dict[str, dict[str, list[dict[str, str]]]]:
         """A site reported: if it had broken off and came back as a new process, or if it is a target the plan
         left out (it did not report then), plan again; per transfer, the sources of the sites that moved."""
         report = self.state.agents.get(pop)
-        moved: dict[str, dict[str, list[dict[str, str]]]] = {}
+        moved = self.follow_placement(pop)
         for transfer in self.active():
+            if transfer.name in moved:
+                continue
             if transfer.plan is None:
                 continue
             if pop in transfer.excluded:

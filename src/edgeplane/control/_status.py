@@ -31,6 +31,8 @@ def status_json(state: FleetState) -> dict[str, Any]:
                 "backend": report.backend if report else None,
                 "load": view.load,
                 "models": {name: m.model_dump() for name, m in (report.models.items() if report else [])},
+                "loading": report.loading if report else None,
+                "loading_weights": report.loading_weights.model_dump() if report and report.loading_weights else None,
                 "last_report_age_seconds": round(now - report.received_at, 3) if report else None,
                 "fault": report.fault.model_dump() if report and report.fault else None,
                 "units": {code: unit.model_dump() for code, unit in report.units.items()} if report else {},

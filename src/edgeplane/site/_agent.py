@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,19 +115,63 @@ def build_backends(fleet: Fleet, pop: str, options: SiteOptions, registry: Colle
     }
 
 
+WEIGHTS_POLL_SECONDS = 0.1
+
+
 class ModelLoader:
-    """Builds and loads the backend of a model newly placed on a site (the placement is applied live)."""
+    """Builds and loads the backend of a model newly placed on a site (the placement is applied live). A model
+    whose weights travel over the fabric (``weights``: model -> object sha256, from the control plane) loads only
+    once the site holds that object complete and verified from disk; the llama.cpp backend then loads the file
+    it received."""
 
-    def __init__(self, fleet: Fleet, pop: str, options: SiteOptions, registry: CollectorRegistry) -> None:
-        self.fleet, self.pop, self.options, self.registry = fleet, pop, options, registry
+    def __init__(
+        self,
+        fleet: Fleet,
+        pop: str,
+        options: SiteOptions,
+        registry: CollectorRegistry,
+        fabric: FabricNode | None = None,
+    ) -> None:
+        self.fleet, self.pop, self.options, self.registry, self.fabric = fleet, pop, options, registry, fabric
         self.units_out: frozenset[str] = frozenset()  # what a newly loaded backend starts with
+        self.weights: dict[str, str] = {}
+        self.waiting: dict[str, Any] | None = None  # the weights a load waits for: model, bytes held of size
 
-    async def load(self, model: str, replicas: int) -> Backend:
-        backend = build_backend(self.fleet, self.pop, model, replicas, self.options, self.registry)
+    async def load(self, model: str, replicas: int, wanted: Callable[[], bool] = lambda: True) -> Backend | None:
+        """The model's backend, loaded; None if it stopped being ``wanted`` while its weights were on the way."""
+        options = self.options
+        sha = self.weights.get(model)
+        if sha is not None and self.fabric is not None:
+            path = await self._weights(model, sha, wanted)
+            if path is None:
+                return None
+            if options.backend == "llamacpp":
+                options = dataclasses.replace(options, gguf_path=path)
+        backend = build_backend(self.fleet, self.pop, model, replicas, options, self.registry)
         backend.units_out = self.units_out
         await asyncio.sleep(load_seconds(self.fleet, model, self.options))
         await backend.start()
         return backend
+
+    async def _weights(self, model: str, sha: str, wanted: Callable[[], bool]) -> Path | None:
+        """Until the site holds the object complete and hashed right from its disk: its path."""
+        assert self.fabric is not None
+        store = self.fabric.store
+        try:
+            while wanted() and self.weights.get(model) == sha:
+                held = store.get(sha)
+                if held is not None and held.complete:
+                    verified = held.verified_sha256 or await asyncio.to_thread(store.verify, sha)
+                    if verified == sha:
+                        log.info("site %s: weights of %s verified (%s)", self.pop, model, sha[:12])
+                        return store.data_path(sha)
+                size = held.manifest.size_bytes if held is not None else None
+                self.waiting = {"model": model, "sha256": sha, "bytes_held": held.bytes_held if held else 0,
+                                "size_bytes": size}  # fmt: skip
+                await asyncio.sleep(WEIGHTS_POLL_SECONDS)
+        finally:
+            self.waiting = None
+        return None
 
 
 class SiteAgent:
@@ -212,12 +257,15 @@ class SiteAgent:
                     continue
                 self.loading = model
                 try:
-                    backend = await self.loader.load(model, replicas)
+                    loaded = await self.loader.load(model, replicas, functools.partial(self._placed_here, model))
                 except (ConfigError, BackendError) as error:
                     log.error("site %s: cannot load %s: %s", self.pop, model, error)
                     continue
                 finally:
                     self.loading = None
+                if loaded is None:
+                    break  # placed elsewhere while its weights were on the way: start over from the placement
+                backend = loaded
                 old = self.backends.get(model)
                 self.backends[model] = backend
                 self.replicas[model] = replicas
@@ -226,6 +274,9 @@ class SiteAgent:
                     await old.stop()
                 if self._models_changed.is_set():
                     break  # the placement moved again meanwhile: start over from it
+
+    def _placed_here(self, model: str) -> bool:
+        return model in (self.desired or {})
 
     def set_units_out(self, out: Mapping[str, str]) -> None:
         """The control plane says which units carry no traffic: their replicas take no new requests (those
@@ -453,6 +504,7 @@ class SiteAgent:
             "load": utilisation,
             "fault": self.fault.to_json() if self.fault else None,
             "loading": self.loading,
+            "loading_weights": self.loader.waiting if self.loader is not None else None,
             "measured_at": measured_at,
             "units": self.watch.state() if self.watch is not None else {},
             "units_out": self.units_out,
@@ -488,6 +540,9 @@ class SiteAgent:
                 out = answer.get("units_out") if status == 200 and isinstance(answer, dict) else None
                 if isinstance(out, dict):
                     self.set_units_out(out)
+                weights = answer.get("weights") if status == 200 and isinstance(answer, dict) else None
+                if isinstance(weights, dict) and self.loader is not None:
+                    self.loader.weights = {str(m): str(sha) for m, sha in weights.items()}
                 fetch = answer.get("fabric") if status == 200 and isinstance(answer, dict) else None
                 if isinstance(fetch, list) and self.fabric is not None:
                     await self.fabric.reconcile(fetch)

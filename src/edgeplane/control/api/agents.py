@@ -28,6 +28,10 @@ class AgentsApi(Resource):
         for name, moved in self.plane.fabric.heard(pop).items():
             await FabricApi(self.plane).tell(self.plane.fabric.get(name), moved)
         fabric = self.plane.fabric.assignments(pop)
+        weights = self.plane.fabric.weights_for(pop)  # models it serves only once their weights arrived
         return json_response(
-            {"snapshot_version": self.state.snapshot.version, "models": models, "units_out": out, "fabric": fabric}
-        )
+            {
+                "snapshot_version": self.state.snapshot.version, "models": models, "units_out": out, "fabric": fabric,
+                "weights": weights,
+            }
+        )  # fmt: skip
