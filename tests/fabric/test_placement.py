@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -84,5 +85,43 @@ def test_a_placed_model_serves_only_once_its_gguf_arrived_over_the_fabric(
     assert seen_waiting, "iad1 reported the weights on their way before it served the model"
     answer = agent.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
     assert answer.choices[0].message is not None
-    held = json.loads(fleet.cli("fabric", "status", MODEL, "--json").stdout)["objects"][0]
-    assert {s["pop"]: s["sha256"] for s in held["sites"] if s["complete"]}.get("iad1") == sha
+
+    def reported() -> bool:  # the control plane hears it with iad1's next report
+        held = json.loads(fleet.cli("fabric", "status", MODEL, "--json").stdout)["objects"][0]
+        return {s["pop"]: s["sha256"] for s in held["sites"] if s["complete"]}.get("iad1") == sha
+
+    wait_for("iad1 reports the weights it holds, hashed from its disk", reported, timeout_seconds=30)
+
+
+def test_a_drain_that_would_send_traffic_to_a_site_without_the_weights_is_refused(
+    fleet: RunningFleet, tmp_path: Path
+) -> None:
+    """tiny-llama serves at nyc1 and iad1 (the placement above); its weights are pushed now, so iad1, which takes
+    nyc's traffic when nyc is drained, is cold until they arrive over the slow link."""
+    weights = tmp_path / "tiny-llama.bin"
+    weights.write_bytes(os.urandom(1_500_000))  # about 15 s over the link
+    fleet.cli("fabric", "push", str(weights), "--name", "tiny-llama", "--from", "nyc1", "--to", "nyc1", "--no-wait")
+
+    refused = fleet.cli("drain", "metro", "nyc", check=False)
+    assert refused.returncode == 1
+    assert "tiny-llama of nyc1 would go to iad1" in refused.stderr and "start cold" in refused.stderr
+    assert "--force" in refused.stderr
+
+    demand = tmp_path / "demand.csv"
+    demand.write_text("metro,model,requests_per_second,prompt_tokens,output_tokens\nnyc,tiny-llama,1,100,20\n")
+    plan = ["plan", "scenarios", "--fleet", str(SMALL_FLEET), "--demand", str(demand), "--json"]
+    rows = json.loads(fleet.cli(*plan).stdout)["scenarios"]
+    drained = next(row for row in rows if row["scenario"] == "drain metro nyc")
+    assert any(c["pop"] == "iad1" and c["model"] == "tiny-llama" and c["held_share"] < 1 for c in drained["cold"])
+
+    def warm() -> bool:
+        held = json.loads(fleet.cli("fabric", "status", "tiny-llama", "--json").stdout)["objects"][0]
+        return any(s["pop"] == "iad1" and s["complete"] for s in held["sites"])
+
+    wait_for("iad1 holds tiny-llama's weights", warm, timeout_seconds=120, every=0.5)
+    rows = json.loads(fleet.cli(*plan).stdout)["scenarios"]  # (the fleet file places it at ord1 and ams1 too)
+    drained = next(row for row in rows if row["scenario"] == "drain metro nyc")
+    assert not [c for c in drained["cold"] if c["pop"] == "iad1"]
+    accepted = fleet.cli("drain", "metro", "nyc", "--json")
+    assert json.loads(accepted.stdout)["drained"] is True
+    fleet.cli("undrain", "metro", "nyc")

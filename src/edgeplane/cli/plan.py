@@ -233,7 +233,7 @@ def plan_scenarios(
             if not as_json:
                 _console(ctx).print(f"published {len(rows)} scenarios to the control plane", highlight=False)
 
-    from edgeplane.planning import scale, scenarios, with_placement
+    from edgeplane.planning import cold_receivers, scale, scenarios, with_placement
 
     fleet = _load(ctx, fleet_path)
     try:
@@ -271,14 +271,19 @@ def plan_scenarios(
         from edgeplane.reports import scenarios_report
 
         scenarios_report(fleet, results, html_path)
-    published([s.to_json() for s in results])
+    weights = _weights_held(ctx, fleet)
+    rows = [s.to_json() for s in results]
+    for s, row in zip(results, rows, strict=True):  # None: the control plane does not answer, nobody knows
+        row["cold"] = cold_receivers(s.sites, weights) if weights is not None else None
+    published(rows)
     if as_json:
-        _print_json({"scenarios": [s.to_json() for s in results]})
+        _print_json({"scenarios": rows})
         return
     table = Table(title="failure scenarios (routed by the gateway's router)")
-    for column in ("scenario", "busiest site", "utilisation", "worst p99 TTFT", "SLO breaches", "unserved rps"):
+    columns = ["scenario", "busiest site", "utilisation", "worst p99 TTFT", "SLO breaches", "unserved rps"]
+    for column in [*columns, *(["cold receivers"] if weights is not None else [])]:
         table.add_column(column)
-    for s in results:
+    for s, row in zip(results, rows, strict=True):
         busiest = max(s.sites, key=lambda x: x.utilisation, default=None)
         worst = max(s.metros, key=lambda m: m.ttft_p99_ms / m.slo_ms, default=None)
         table.add_row(
@@ -288,10 +293,33 @@ def plan_scenarios(
             f"{worst.ttft_p99_ms:.0f} ms ({worst.metro} {worst.model}, SLO {worst.slo_ms:g})" if worst else "",
             str(sum(1 for m in s.metros if m.breaches)),
             f"{s.unserved_rps:.1f}",
-        )
+            *([", ".join(f"{c['pop']} {c['model']} ({c['held_share']:.0%})" for c in row["cold"])] if row["cold"]
+              is not None else []),
+        )  # fmt: skip
     _console(ctx).print(table)
+    if weights is None:
+        _console(ctx).print("weights on disk: unknown (the control plane does not answer); cold receivers not checked")
     if show_ingress:
         _console(ctx).print(_ingress_table([s.to_json() for s in results]))
+
+
+def _weights_held(ctx: click.Context, fleet: Fleet) -> dict[str, dict[str, float]] | None:
+    """Per model whose weights travel over the fabric, the share of them each site holds on disk, as the control
+    plane hears from the sites; None when it does not answer."""
+    from edgeplane._errors import ControlPlaneError
+    from edgeplane.cli._root import _control
+
+    try:
+        objects = _control(ctx, timeout_seconds=5).call("GET", "/api/fabric/objects")["objects"]
+    except (ControlPlaneError, KeyError, TypeError):
+        return None
+    held: dict[str, dict[str, float]] = {}
+    for row in objects:
+        model = row.get("weights_of")
+        if model in fleet.model_by_name:
+            size = row["size_bytes"] or 1
+            held[model] = {s["pop"]: 1.0 if s["complete"] else s["bytes_held"] / size for s in row["sites"]}
+    return held
 
 
 def _ingress_table(rows: list[dict[str, Any]]) -> Table:

@@ -38,6 +38,9 @@ class DrainBook:
         self.store, self.fleet, self.router, self.sites = store, fleet, router, sites
         self.units, self.alarms, self.wall_clock = units, alarms, wall_clock
         self.max_drained_metros = max_drained_metros
+        # Why a site would start cold if a model's traffic came to it (its weights not all on its disk), or None:
+        # the control plane's fabric book answers; a drain that would send traffic to a cold site is refused.
+        self.cold: Callable[[str, str], str | None] = lambda pop, model: None
 
     def __repr__(self) -> str:
         return f"<DrainBook [Drains: {len(self.store.drains())}, max metros: {self.max_drained_metros}]>"
@@ -114,6 +117,15 @@ class DrainBook:
         check = check_drain(router, sites, pops)
         if not check.ok:
             raise DrainRefused(check.reasons(), [*check.advice, "or use --force"], check)
+        cold = [
+            f"{model} of {pop} would go to {receiver}, but {reason}"
+            for pop, models in sorted(check.receivers.items())
+            for model, receiver in sorted(models.items())
+            if (reason := self.cold(receiver, model)) is not None
+        ]
+        if cold:
+            advice = ["wait until the receivers hold the weights (edgeplane fabric status)", "or use --force"]
+            raise DrainRefused(cold, advice, check)
         return check
 
     def drain(self, kind: str, code: str, *, by: str, reason: str = "", force: bool = False) -> bool:

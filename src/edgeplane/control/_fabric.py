@@ -144,6 +144,18 @@ class FabricBook:
         placed = self.state.fleet.models_at(pop)
         return {model: self.transfers[model].sha256 for model in sorted(placed) if model in self.transfers}
 
+    def cold(self, pop: str, model: str) -> str | None:
+        """Why ``pop`` would start cold if traffic for ``model`` came to it now: its weights travel over the fabric
+        and are not all on its disk (None when they are, or when the model's weights do not travel)."""
+        transfer = self.transfers.get(model)
+        if transfer is None:
+            return None
+        held = self.held(pop, transfer.sha256)
+        if held is not None and held.complete:
+            return None
+        share = held.bytes_held / transfer.manifest.size_bytes if held and transfer.manifest.size_bytes else 0.0
+        return f"{pop} holds {share:.0%} of the weights of {model} ({transfer.sha256[:12]}): it would start cold"
+
     def follow_placement(self, pop: str) -> dict[str, dict[str, list[dict[str, str]]]]:
         """The weights of every model placed at ``pop`` go there too: a site newly placed is a new target of the
         model's transfer (planned again if it runs); per transfer, the sources of the sites that moved."""
@@ -280,13 +292,16 @@ class FabricBook:
     def objects(self, name: str | None = None) -> list[dict[str, Any]]:
         """Per object and site: what is held (`fabric status`), from the sites' own reports."""
         found: dict[str, dict[str, Any]] = {}
+        models = self.state.fleet.model_by_name
         for transfer in self.transfers.values():
             found[transfer.sha256] = {
                 "name": transfer.name, "sha256": transfer.sha256, "size_bytes": transfer.manifest.size_bytes,
+                "weights_of": transfer.name if transfer.name in models else None,
             }  # fmt: skip
         for report in self.state.agents.reports.values():
             for one in report.fabric:
-                found.setdefault(one.sha256, {"name": one.name, "sha256": one.sha256, "size_bytes": one.size_bytes})
+                known = {"name": one.name, "sha256": one.sha256, "size_bytes": one.size_bytes, "weights_of": None}
+                found.setdefault(one.sha256, known)
         rows = []
         for sha, row in sorted(found.items(), key=lambda item: (item[1]["name"], item[0])):
             if name is not None and row["name"] != name:

@@ -85,6 +85,7 @@ class ControlPlane:
         self.drills = DrillRunner(state, self.traffic, self.publish)
         self.scenarios = ScenarioBoard(state.store, state.wall_clock)
         self.fabric = FabricBook(state)
+        state.drains.cold = self.fabric.cold
         self._mounts: list[Callable[[web.Application], None]] = []
 
     def __repr__(self) -> str:

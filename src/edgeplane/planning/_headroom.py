@@ -37,6 +37,7 @@ class DrainCheck:
     overloads: list[Overload] = field(default_factory=list)
     stranded: dict[str, int] = field(default_factory=dict)  # model -> requests nobody else serves
     advice: list[str] = field(default_factory=list)
+    receivers: dict[str, dict[str, str]] = field(default_factory=dict)  # drained PoP -> model -> who takes it first
 
     @property
     def ok(self) -> bool:
@@ -48,7 +49,10 @@ class DrainCheck:
         return out
 
     def to_json(self) -> dict[str, object]:
-        return {"ok": self.ok, "moved": self.moved, "reasons": self.reasons(), "advice": self.advice}
+        return {
+            "ok": self.ok, "moved": self.moved, "reasons": self.reasons(), "advice": self.advice,
+            "receivers": self.receivers,
+        }  # fmt: skip
 
 
 def check_drain(
@@ -124,4 +128,12 @@ def check_drain(
         advice.append(f"add {replicas} replica(s) of {overload.model} at {overload.pop}, or drain when load is lower")
     for model in stranded:
         advice.append(f"place {model} at another site before draining")
-    return DrainCheck(moved, list(overloads.values()), stranded, advice)
+    # Who takes each drained PoP's traffic first, model by model, loaded or not now: what must be warm.
+    receivers: dict[str, dict[str, str]] = {}
+    for pop in sorted(drained & set(sites)):
+        metro = fleet.pop_by_code[pop].metro
+        for model in sorted(sites[pop].models):
+            decision = router.decide_for_metro("drain check", metro, "drain check", model, after, explain=False)
+            if decision.candidates:
+                receivers.setdefault(pop, {})[model] = decision.candidates[0].pop
+    return DrainCheck(moved, list(overloads.values()), stranded, advice, receivers)

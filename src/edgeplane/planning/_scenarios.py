@@ -13,7 +13,7 @@ failed PoP announces nothing, a drained metro withdraws its prefixes and prepend
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +122,17 @@ class FastScenario:
             "busiest": {"pop": self.busiest_pop, "utilisation": round(self.utilisation, 4)},
             "ingress": dict(self.ingress),
         }
+
+
+def cold_receivers(sites: Iterable[SiteLoad], weights: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
+    """The sites that carry a model's traffic in a scenario without its weights all on disk: they would start
+    cold. ``weights``: per model whose weights travel over the fabric, the share each site holds (1.0: complete)."""
+    cold = []
+    for site in sites:
+        held = weights.get(site.model)
+        if held is not None and site.rps > 0 and held.get(site.pop, 0.0) < 1.0:
+            cold.append({"pop": site.pop, "model": site.model, "held_share": round(held.get(site.pop, 0.0), 4)})
+    return sorted(cold, key=lambda row: (row["pop"], row["model"]))
 
 
 def _finite(value: float) -> float | None:
