@@ -11,6 +11,7 @@ import pytest
 
 from edgeplane._errors import ConfigError
 from edgeplane.control import AuditRecord, Drain, SQLiteStore, Store
+from edgeplane.control._store import _TABLES, APPLICATION_ID, SCHEMA_VERSION
 from edgeplane.units import UnitRecord, UnitState, move
 
 
@@ -213,3 +214,23 @@ def test_a_record_that_cannot_be_read_refuses_the_store_naming_it(
     db.close()
     with pytest.raises(ConfigError, match=f"the store {path} holds a record that cannot be read"):
         SQLiteStore(path)
+
+
+def test_a_store_of_schema_1_gains_the_fabric_table_and_keeps_what_it_held(tmp_path: Path) -> None:
+    path = tmp_path / "edgeplane.db"
+    old = sqlite3.connect(path)
+    for name, sql in _TABLES.items():
+        if name != "fabric":  # schema 1: before the fabric's transfers were kept
+            old.execute(sql)
+    old.execute("INSERT INTO drains VALUES ('metro', 'nyc', 1.0, 'alice', 'kept')")
+    old.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    old.execute("PRAGMA user_version = 1")
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    assert [d.code for d in store.drains()] == ["nyc"] and store.transfers() == []
+    store.put_transfer("model", {"origin": "nyc1", "targets": ["iad1"]})
+    store.put_transfer("model", {"origin": "iad1", "targets": []})
+    assert store.transfers() == [{"origin": "iad1", "targets": []}]
+    store.close()
+    assert _header(path) == (APPLICATION_ID, SCHEMA_VERSION) and SCHEMA_VERSION >= 2

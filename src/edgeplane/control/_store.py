@@ -120,6 +120,14 @@ class Store(abc.ABC):
     def put_unit(self, record: UnitRecord) -> None:
         """Keep a unit's record (replacing the one kept)."""
 
+    @abc.abstractmethod
+    def transfers(self) -> list[dict[str, Any]]:
+        """The fabric's transfers, as their records (FabricBook reads them)."""
+
+    @abc.abstractmethod
+    def put_transfer(self, name: str, record: dict[str, Any]) -> None:
+        """Keep a transfer's record under its object's name (replacing the one kept)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -172,7 +180,10 @@ APPLICATION_ID = 0x45504C4E  # "EPLN"
 # Migrations: the statements that bring a store of schema N to N + 1, for N = 1, 2, ... in order (a store is
 # migrated in one transaction when it is opened). A change of schema appends a step here and changes _TABLES,
 # which is what a new store is made with; SCHEMA_VERSION follows.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = ()
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1 -> 2: the fabric's transfers (issue 16).
+    ("CREATE TABLE fabric (name TEXT PRIMARY KEY, record TEXT NOT NULL)",),
+)
 SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 
 _TABLES = {
@@ -188,6 +199,7 @@ _TABLES = {
     "bgp_actions": "CREATE TABLE bgp_actions (id INTEGER PRIMARY KEY AUTOINCREMENT, pop TEXT NOT NULL,"
     " transit_asn INTEGER NOT NULL, action TEXT NOT NULL, UNIQUE (pop, transit_asn))",
     "units": "CREATE TABLE units (code TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    "fabric": "CREATE TABLE fabric (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
 }
 # Every store the first release wrote has these; later tables were added to old stores on open.
 _FIRST_TABLES = {"drains", "audit"}
@@ -225,7 +237,7 @@ class SQLiteStore(Store):
         """Read every record the control plane builds its state from once, at open: a record it cannot read
         (an edited or half-written row) refuses the store, naming it, instead of failing the start later."""
         try:
-            self.drains(), self.api_keys(), self.placement(), self.bgp_actions(), self.units()
+            self.drains(), self.api_keys(), self.placement(), self.bgp_actions(), self.units(), self.transfers()
         except (StoreError, ValueError, KeyError, TypeError) as error:
             self._db.close()
             raise StoreRefused(path, f"holds a record that cannot be read ({error})") from None
@@ -269,6 +281,15 @@ class SQLiteStore(Store):
         self._execute(
             "INSERT INTO units (code, record) VALUES (?, ?) ON CONFLICT (code) DO UPDATE SET record = excluded.record",
             (record.code, orjson.dumps(record.to_json()).decode()),
+        )
+
+    def transfers(self) -> list[dict[str, Any]]:
+        return [dict(orjson.loads(row[0])) for row in self._execute("SELECT record FROM fabric ORDER BY name")]
+
+    def put_transfer(self, name: str, record: dict[str, Any]) -> None:
+        self._execute(
+            "INSERT INTO fabric (name, record) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+            (name, orjson.dumps(record).decode()),
         )
 
     def drains(self) -> list[Drain]:

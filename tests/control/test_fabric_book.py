@@ -1,0 +1,59 @@
+"""The control plane's fabric book without sockets: transfers kept in the store outlive the control plane, and a
+drain's receivers are cold until they report the weights complete (virtual time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeplane.control import FleetState, SQLiteStore
+from edgeplane.control._fabric import FabricBook
+from edgeplane.fabric import build_manifest
+from edgeplane.fleet import load_fleet
+from tests._time import VirtualClock
+from tests.conftest import SMALL_FLEET
+
+
+def _report(state: FleetState, pop: str, fabric: list[dict[str, object]] | None = None, pid: int = 1) -> None:
+    fleet = state.fleet
+    models = {m: {"capacity": 4} for m in fleet.models_at(pop)}
+    body = {"url": f"http://127.0.0.1:9/{pop}", "pid": pid, "backend": "emulator", "models": models}
+    state.report(pop, {**body, "fabric": fabric or []})
+
+
+def _held(manifest: object, complete: bool, bytes_held: int) -> dict[str, object]:
+    m = manifest
+    return {
+        "name": m.name, "sha256": m.sha256, "size_bytes": m.size_bytes, "bytes_held": bytes_held,  # type: ignore[attr-defined]
+        "complete": complete, "verified_sha256": m.sha256 if complete else None,  # type: ignore[attr-defined]
+    }  # fmt: skip
+
+
+def test_a_transfer_outlives_the_control_plane_and_its_weights_decide_who_is_cold(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    weights = tmp_path / "tiny.bin"
+    weights.write_bytes(b"w" * 10_000)
+    manifest = build_manifest(weights, "tiny-llama", 4096)
+    store = SQLiteStore(tmp_path / "edgeplane.db")
+    state = FleetState(load_fleet(SMALL_FLEET), store, clock=clock, wall_clock=clock)
+    for pop in ("nyc1", "iad1", "ord1", "ams1"):
+        _report(state, pop)
+    book = FabricBook(state)
+    book.create(manifest, "nyc1", ["nyc1"])
+    _report(state, "nyc1", [_held(manifest, True, manifest.size_bytes)])
+    book.start("tiny-llama", origin_complete=True)
+    assert book.weights_for("iad1") == {"tiny-llama": manifest.sha256}
+    moved = book.heard("iad1")  # placed there: a new target, planned from nyc1
+    assert moved == {"tiny-llama": {"iad1": [{"pop": "nyc1", "url": "http://127.0.0.1:9/nyc1"}]}}
+    assert "iad1 holds 0% of the weights of tiny-llama" in (book.cold("iad1", "tiny-llama") or "")
+    assert book.cold("nyc1", "tiny-llama") is None and book.cold("iad1", "tiny-chat") is None
+
+    again = FabricBook(FleetState(load_fleet(SMALL_FLEET), store, clock=clock, wall_clock=clock))
+    kept = again.transfers["tiny-llama"]
+    assert (kept.manifest, kept.origin, kept.started_at) == (manifest, "nyc1", book.transfers["tiny-llama"].started_at)
+    assert "iad1" in kept.targets and kept.plan is None
+    _report(again.state, "nyc1", [_held(manifest, True, manifest.size_bytes)])
+    _report(again.state, "iad1", [_held(manifest, False, 4096)])
+    assert again.heard("iad1")["tiny-llama"]["iad1"][0]["pop"] == "nyc1"  # planned again from what sites hold
+    assert "41%" in (again.cold("iad1", "tiny-llama") or "")  # 4,096 of 10,000 bytes
+    _report(again.state, "iad1", [_held(manifest, True, manifest.size_bytes)])
+    assert again.cold("iad1", "tiny-llama") is None
