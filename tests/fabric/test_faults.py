@@ -334,11 +334,6 @@ def test_a_relay_killed_mid_transfer_is_planned_in_again_when_it_comes_back(site
     assert _hash(_stored(sites, "iad1", sha, source.name)) == sha  # what it held before it was killed, and the rest
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FabricBook.stuck (control/_fabric.py) takes a complaint about a source's dead process as one about the "
-    "process that reports now, and excludes that one for good: ord1 is never planned again",
-)
 def test_a_relay_back_at_a_new_address_is_not_shut_out_by_a_complaint_about_its_old_process(
     sites: Fleet, tmp_path: Path
 ) -> None:
@@ -346,6 +341,7 @@ def test_a_relay_back_at_a_new_address_is_not_shut_out_by_a_complaint_about_its_
     source, sha, size = _push_to_ord1(sites, tmp_path, name)
     ord1 = sites.sites["ord1"]
     wait_for("ord1 receiving", lambda: _partly_held(ord1, sha, size, 4 * MB), 60, every=0.02)
+    old_url = sites.sites["iad1"].url
     sites.kill("iad1")
     wait_for("the control plane plans around iad1", lambda: _planned_around(sites, name, "iad1"), 30, every=0.2)
     with sites.frozen("ord1"):  # it still holds iad1's old address
@@ -354,7 +350,8 @@ def test_a_relay_back_at_a_new_address_is_not_shut_out_by_a_complaint_about_its_
         # ord1's next try of the old address is refused, and it says so. Its own complaint reaches the control
         # plane before or after its next report (which would give it the new address) by chance: about a third
         # of unfrozen runs lose that race. Said here, what ord1 says, it comes after, every time.
-        sites.control("POST", f"/api/fabric/transfers/{name}/stuck", {"pop": "ord1", "source": "iad1"})
+        complaint = {"pop": "ord1", "source": "iad1", "url": old_url, "sha256": sha}
+        sites.control("POST", f"/api/fabric/transfers/{name}/stuck", complaint)
 
     wait_for("ord1 planned through the new iad1", lambda: _planned_through(sites, name, "ord1", "iad1"), 20, 0.2)
     wait_for("ord1 complete", lambda: _complete(sites, "ord1", name, sha), 60, every=0.5)

@@ -115,6 +115,8 @@ class FabricStuck(Body):
     pop: Code
     source: Code
     error: Text = ""
+    sha256: Sha256 | None = None  # the object's, when the site holds it under another name
+    url: Url | None = None  # the source's address it failed to reach
 
 
 class LoadingWeights(Body):

@@ -3,6 +3,7 @@ around sites that break off), and what every site says it holds."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,9 @@ from edgeplane.planning import BroadcastPlan, fabric_links, plan_broadcast
 if TYPE_CHECKING:
     from edgeplane.control import _bodies as bodies
     from edgeplane.control._state import FleetState
+
+
+log = logging.getLogger("edgeplane.control")
 
 
 class TransferRefused(ValueError):
@@ -32,6 +36,7 @@ class Transfer:
     plan: BroadcastPlan | None = None
     excluded: dict[str, int | None] = field(default_factory=dict)  # sites that broke off, and their process id
     senders: dict[str, str] = field(default_factory=dict)  # per site, the site it was last told to fetch from
+    told: dict[str, tuple[str, int | None]] = field(default_factory=dict)  # that sender's address and process
     replans: int = 0
 
     def __repr__(self) -> str:
@@ -53,6 +58,24 @@ class FabricBook:
     def __init__(self, state: FleetState) -> None:
         self.state = state
         self.transfers: dict[str, Transfer] = {}
+        for record in state.store.transfers():  # their plans are made again as the sites report
+            try:
+                transfer = Transfer(
+                    Manifest.model_validate(record["manifest"]), str(record["origin"]),
+                    frozenset(str(pop) for pop in record["targets"]), float(record["created_at"]),
+                    None if record.get("started_at") is None else float(record["started_at"]),
+                )  # fmt: skip
+            except (KeyError, TypeError, ValueError) as error:
+                log.warning("fabric: a transfer kept in the store cannot be read (%s); skipped", str(error)[:200])
+                continue
+            self.transfers[transfer.name] = transfer
+
+    def _keep(self, transfer: Transfer) -> None:
+        record = {
+            "manifest": transfer.manifest.model_dump(mode="json"), "origin": transfer.origin,
+            "targets": sorted(transfer.targets), "created_at": transfer.created_at, "started_at": transfer.started_at,
+        }  # fmt: skip
+        self.state.store.put_transfer(transfer.name, record)
 
     def __repr__(self) -> str:
         return f"<FabricBook [Transfers: {len(self.transfers)}]>"
@@ -76,6 +99,10 @@ class FabricBook:
         if report is None:
             return None
         return next((row for row in report.fabric if row.sha256 == sha), None)
+
+    def _pid(self, pop: str) -> int | None:
+        report = self.state.agents.get(pop)
+        return report.pid if report is not None else None
 
     def link_scale(self, pop: str) -> float:
         report = self.state.agents.get(pop)
@@ -103,6 +130,7 @@ class FabricBook:
         if origin not in alive:
             raise TransferRefused(f"the site agent of {origin} does not report: it cannot be the origin")
         transfer = Transfer(manifest, origin, wanted, self.state.wall_clock())
+        self._keep(transfer)
         self.transfers[manifest.name] = transfer
         return transfer
 
@@ -124,19 +152,37 @@ class FabricBook:
         if not origin_complete:
             raise TransferRefused(f"the origin {transfer.origin} does not hold {name} complete yet")
         transfer.started_at = self.state.wall_clock()
+        self._keep(transfer)
         return self.replan(transfer)
 
     def stuck(self, name: str, body: bodies.FabricStuck) -> dict[str, list[dict[str, str]]]:
         """A site cannot fetch from the source it was given: plan again without that source (a site that says its
         source broke off is believed: the source's own reports may lag a kill by seconds). Until it restarts:
-        a site that reports again under a new process id is back in the plan."""
-        transfer = self.get(name)
-        if transfer.senders.get(body.pop) != body.source:
-            return {}  # said of an older plan
-        report = self.state.agents.get(body.source)
-        transfer.excluded[body.source] = report.pid if report is not None else None
+        a site that reports again under a new process id is back in the plan. A complaint of an older plan, or
+        about an address the source no longer has (it came back elsewhere), tells the site its source again."""
+        transfer = self.by_sha(name, body.sha256)
+        sender = transfer.senders.get(body.pop)
+        url = self.url(sender) if sender is not None else None
+        if sender is None or url is None:
+            return {}
+        stale = body.url is not None and body.url.rstrip("/") != url.rstrip("/")  # it came back elsewhere
+        if sender != body.source or stale or (url, self._pid(sender)) != transfer.told.get(body.pop):
+            transfer.told[body.pop] = (url, self._pid(sender))  # a new process since: try it
+            return {body.pop: [{"pop": sender, "url": url}]}
+        transfer.excluded[body.source] = self._pid(body.source)
         transfer.replans += 1
         return self.replan(transfer)
+
+    def by_sha(self, name: str, sha: str | None) -> Transfer:
+        """The transfer a site means: by name, or (a site keeps the name it first heard for the same bytes) by the
+        sha256 it gives."""
+        transfer = self.transfers.get(name)
+        if transfer is not None and (sha is None or transfer.sha256 == sha):
+            return transfer
+        same = [t for t in self.active() if t.sha256 == sha]
+        if not same:
+            raise UnknownTarget(f"no object named {name!r} was pushed")
+        return same[-1]
 
     def weights_for(self, pop: str) -> dict[str, str]:
         """Per model placed at ``pop`` whose weights were pushed over the fabric (an object named as the model):
@@ -165,6 +211,7 @@ class FabricBook:
             if pop in transfer.targets:
                 continue
             transfer.targets = transfer.targets | {pop}
+            self._keep(transfer)
             if transfer.started_at is not None:
                 transfer.replans += 1
                 moved[transfer.name] = self.replan(transfer)
@@ -176,6 +223,8 @@ class FabricBook:
         report = self.state.agents.get(pop)
         moved = self.follow_placement(pop)
         for transfer in self.active():
+            if transfer.plan is None:  # kept in the store by an earlier control plane: planned from what sites hold
+                moved[transfer.name] = self.replan(transfer)
             if transfer.name in moved:
                 continue
             if transfer.plan is None:
@@ -215,9 +264,9 @@ class FabricBook:
         moved: dict[str, list[dict[str, str]]] = {}
         for pop, parent in transfer.plan.parents.items():
             url = self.url(parent)
-            if url is None or transfer.senders.get(pop) == parent:
+            if url is None or (transfer.senders.get(pop), transfer.told.get(pop)) == (parent, (url, self._pid(parent))):
                 continue
-            transfer.senders[pop] = parent
+            transfer.senders[pop], transfer.told[pop] = parent, (url, self._pid(parent))
             moved[pop] = [{"pop": parent, "url": url}]
         return moved
 
@@ -291,19 +340,20 @@ class FabricBook:
 
     def objects(self, name: str | None = None) -> list[dict[str, Any]]:
         """Per object and site: what is held (`fabric status`), from the sites' own reports."""
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[tuple[str, str], dict[str, Any]] = {}
         models = self.state.fleet.model_by_name
         for transfer in self.transfers.values():
-            found[transfer.sha256] = {
+            found[transfer.name, transfer.sha256] = {
                 "name": transfer.name, "sha256": transfer.sha256, "size_bytes": transfer.manifest.size_bytes,
                 "weights_of": transfer.name if transfer.name in models else None,
             }  # fmt: skip
         for report in self.state.agents.reports.values():
             for one in report.fabric:
-                known = {"name": one.name, "sha256": one.sha256, "size_bytes": one.size_bytes, "weights_of": None}
-                found.setdefault(one.sha256, known)
+                if not any(sha == one.sha256 for _, sha in found):  # bytes no transfer names: the site's name
+                    known = {"name": one.name, "sha256": one.sha256, "size_bytes": one.size_bytes, "weights_of": None}
+                    found.setdefault((one.name, one.sha256), known)
         rows = []
-        for sha, row in sorted(found.items(), key=lambda item: (item[1]["name"], item[0])):
+        for (_, sha), row in sorted(found.items()):
             if name is not None and row["name"] != name:
                 continue
             sites: list[dict[str, Any]] = []

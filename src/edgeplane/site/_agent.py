@@ -562,10 +562,13 @@ class SiteAgent:
         held = self.fabric.store.get(sha)
         if held is None:
             return
+        fetch = self.fabric.fetches.get(sha)
+        where = next((s.url for s in fetch.sources if s.pop == source), None) if fetch is not None else None
         url = f"{self.control_url}/api/fabric/transfers/{quote(held.manifest.name, safe='')}/stuck"
         try:
             await self._client.request_json(
-                "POST", url, {"pop": self.pop, "source": source, "error": reason[:1000]}, timeout_seconds=5.0,
+                "POST", url, {"pop": self.pop, "source": source, "error": reason[:1000], "sha256": sha, "url": where},
+                timeout_seconds=5.0,
                 headers=self._auth_headers,
             )  # fmt: skip
         except BackendError as error:

@@ -20,6 +20,7 @@ from edgeplane.web import RELAYED_HEADER, ApiError, Body, Code, admin, json_erro
 
 log = logging.getLogger("edgeplane.control")
 
+TELL_SECONDS = 2.0  # a site that does not take its new source this fast hears it with its next report
 OBJECT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$"
 
 
@@ -93,10 +94,11 @@ class FabricApi(Resource):
     async def stuck(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         body = parse(bodies.FabricStuck, await read_body(request))
+        transfer = self.book.by_sha(name, body.sha256)
         moved = self.book.stuck(name, body)
         if moved:
-            log.warning("fabric: %s re-planned around %s (%s)", name, body.source, body.error or "broke off")
-        await self.tell(self.book.get(name), moved)
+            log.warning("fabric: %s: %s cannot fetch from %s (%s)", name, body.pop, body.source, body.error or "-")
+        await self.tell(transfer, moved)
         return json_response({"moved": sorted(moved)})
 
     async def _holds_complete(self, pop: str, sha: str) -> bool:
@@ -131,7 +133,7 @@ class FabricApi(Resource):
             payload = {"manifest": manifest, "sources": sources}
             try:
                 status, answer = await self.plane.client.request_json(
-                    "POST", f"{url}/api/fabric/objects", payload, headers=headers
+                    "POST", f"{url}/api/fabric/objects", payload, headers=headers, timeout_seconds=TELL_SECONDS
                 )
             except BackendError as error:
                 log.warning("fabric: cannot reach %s to start %s: %s", pop, transfer.name, error)
