@@ -42,6 +42,7 @@ WINDOW = 4  # chunk requests in flight to one source: the link never idles betwe
 MAX_CHUNK_WAIT_SECONDS = 30.0  # how long a source holds a request for a chunk it is still receiving
 CHUNK_WAIT_SECONDS = 10.0
 RETRY_SECONDS = 1.0
+BODY_SECONDS = 30.0  # the most a chunk's upload may take
 SHA256_HEX = r"^[0-9a-f]{64}$"
 
 
@@ -357,6 +358,8 @@ class FabricNode:
                 raise SourceFailed(f"{error}") from None
             if status == 404 and fetch.generation == generation:  # not there yet: the source is still receiving
                 queue.appendleft(index)
+                if b"chunk_not_held" not in data:  # nor the object: the source hears of it in a moment
+                    await asyncio.sleep(RETRY_SECONDS / 5)
                 continue
             if status != 200:
                 queue.appendleft(index)
@@ -403,7 +406,9 @@ class FabricNode:
         held = self.store.get(sha)
         if held is None:
             return error_response(404, f"No object {sha[:64]!r} here.", type="not_found_error", code="no_object")
-        if not (raw_index.isascii() and raw_index.isdigit()) or int(raw_index) >= held.manifest.chunk_count:
+        if not (raw_index.isascii() and raw_index.isdigit() and len(raw_index) <= 12) or (
+            int(raw_index) >= held.manifest.chunk_count
+        ):
             return error_response(
                 404, f"No chunk {raw_index[:20]!r} in {held.manifest.name} ({held.manifest.chunk_count} chunks).",
                 type="not_found_error", code="no_chunk",
@@ -449,23 +454,30 @@ class FabricNode:
         held = self.store.get(sha)
         assert held is not None
         _, length = held.manifest.chunk_range(index)
-        data = await request.content.read(length + 1)
-        while len(data) <= length and not request.content.at_eof():
-            more = await request.content.read(length + 1 - len(data))
-            if not more:
-                break
-            data += more
+        data = b""
+        try:
+            async with asyncio.timeout(BODY_SECONDS):  # a body that stops arriving does not hold the connection
+                while len(data) <= length and not request.content.at_eof():
+                    more = await request.content.read(length + 1 - len(data))
+                    if not more:
+                        break
+                    data += more
+        except TimeoutError:
+            return json_error(408, f"The chunk's body did not arrive within {BODY_SECONDS:g} s.", code="timeout")
         try:
             done = await asyncio.to_thread(self.store.put_chunk, sha, index, data)
-        except ChunkRejected as error:
+        except (ChunkRejected, ManifestError) as error:  # bytes that do not hash right; a manifest that lies
             return json_error(422, str(error), code="chunk_rejected")
         except StoreFull as error:
             return error_response(507, str(error), type="server_error", code="store_full")
+        except FabricError as error:  # removed meanwhile
+            return error_response(404, str(error), type="not_found_error", code="no_object")
         self._arrival(sha)
         fetch = self.fetches.get(sha)
         if done and fetch is not None:
             fetch.state, fetch.completed_at = FetchState.COMPLETE, time.time()
-        return json_response({"complete": done, "chunks_held": len(held.held)})
+        now = self.store.get(sha)
+        return json_response({"complete": done, "chunks_held": len(now.held) if now is not None else 0})
 
     async def _list(self, request: web.Request) -> web.Response:
         return json_response({"pop": self.pop, "objects": self.report()})
