@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from edgeplane.fabric import Manifest
 
 UPLOADS_IN_FLIGHT = 4
+MAX_CHUNKS = 12_000  # a manifest of more does not fit the control plane's 1 MiB body limit
+MAX_CHUNK_BYTES = 64 * 1024 * 1024
 POLL_SECONDS = 0.2
 
 
@@ -45,8 +47,9 @@ def _bar(console: Console) -> Progress:
 @click.option("--from", "origin", metavar="POP", help="The site it starts from (default: the plan's best).")
 @click.option("--to", "to", default="all", show_default=True, metavar="all|POP,...", help="The sites to hold it.")
 @click.option(
-    "--chunk-bytes", type=click.IntRange(4096, 64 * 1024 * 1024), default=4 * 1024 * 1024, show_default=True,
-    help="Size of the chunks it is cut into (smaller: the pipeline fills sooner; more requests).",
+    "--chunk-bytes", type=click.IntRange(4096, MAX_CHUNK_BYTES),
+    help="Size of the chunks it is cut into (smaller: the pipeline fills sooner; more requests). Default: 4 MiB,"
+    f" or more for objects of more than {MAX_CHUNKS:,} chunks of it.",
 )  # fmt: skip
 @click.option("--no-wait", is_flag=True, help="Start the transfer and return.")
 @click.option("--timeout", default=3600.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
@@ -58,7 +61,7 @@ def push(
     name: str,
     origin: str | None,
     to: str,
-    chunk_bytes: int,
+    chunk_bytes: int | None,
     no_wait: bool,
     timeout: float,
     as_json: bool,
@@ -71,6 +74,16 @@ def push(
     if targets == []:
         raise click.BadParameter("name at least one PoP, or all", param_hint="--to")
     size = _size(path)
+    if chunk_bytes is None:  # 4 MiB, doubled until the manifest fits
+        chunk_bytes = 4 * 1024 * 1024
+        while -(-size // chunk_bytes) > MAX_CHUNKS and chunk_bytes < MAX_CHUNK_BYTES:
+            chunk_bytes *= 2
+    if -(-size // chunk_bytes) > MAX_CHUNKS:
+        least = -(-size // MAX_CHUNKS)
+        raise click.BadParameter(
+            f"{path} is {size:,} bytes: {-(-size // chunk_bytes):,} chunks of {chunk_bytes:,}, more than the"
+            f" {MAX_CHUNKS:,} a push carries; use --chunk-bytes {least:,} or more", param_hint="--chunk-bytes",
+        )  # fmt: skip
     try:
         with _bar(console) as bar:
             task = bar.add_task(f"hashing {path.name}", total=size)
