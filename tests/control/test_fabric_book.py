@@ -57,3 +57,19 @@ def test_a_transfer_outlives_the_control_plane_and_its_weights_decide_who_is_col
     assert "41%" in (again.cold("iad1", "tiny-llama") or "")  # 4,096 of 10,000 bytes
     _report(again.state, "iad1", [_held(manifest, True, manifest.size_bytes)])
     assert again.cold("iad1", "tiny-llama") is None
+
+
+def test_a_removed_transfer_is_forgotten_here_and_in_the_store(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    weights = tmp_path / "tiny.bin"
+    weights.write_bytes(b"w" * 5000)
+    manifest = build_manifest(weights, "tiny-llama", 4096)
+    store = SQLiteStore(tmp_path / "edgeplane.db")
+    state = FleetState(load_fleet(SMALL_FLEET), store, clock=clock, wall_clock=clock)
+    _report(state, "nyc1", [_held(manifest, True, manifest.size_bytes)])
+    book = FabricBook(state)
+    book.create(manifest, "nyc1", ["nyc1", "iad1"])
+    book.create(manifest.model_copy(update={"name": "copy"}), "nyc1", ["nyc1"])
+    assert book.remove("tiny-llama")[1] == []  # the same bytes stay, named copy
+    assert book.remove("copy")[1] == ["nyc1"]
+    assert book.transfers == {} and store.transfers() == [] and book.weights_for("nyc1") == {}

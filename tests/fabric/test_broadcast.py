@@ -105,3 +105,28 @@ def test_a_relay_killed_mid_transfer_is_planned_around(fabric_fleet: RunningFlee
     wait_for("every other site complete", others_complete, timeout_seconds=120)
     for pop in behind:
         assert _on_disk(fabric_fleet, pop, sha, "checkpoint.bin") == sha
+
+
+def test_an_object_removed_is_gone_from_every_site_and_can_be_pushed_again_cut_otherwise(
+    fabric_fleet: RunningFleet, tmp_path: Path
+) -> None:
+    source = tmp_path / "small.bin"
+    sha = _object(source, 4 * (1 << 20))
+    push = ["fabric", "push", str(source), "--name", "small", "--from", "nyc1", "--to", "iad1,lon1", "--json"]
+    fabric_fleet.cli(*push, "--chunk-bytes", str(1 << 20))
+    refused = fabric_fleet.cli(*push, "--chunk-bytes", str(1 << 19), check=False)  # other chunks, same bytes
+    assert refused.returncode == 1 and "remove it first" in refused.stderr
+
+    removed = json.loads(fabric_fleet.cli("fabric", "rm", "small", "--json").stdout)
+    assert {"iad1", "lon1", "nyc1"} <= set(removed["removed_from"]) and removed["failed"] == {}  # and relays
+    data = Path(fabric_fleet.extra_env["DATA_DIR"]) / "sites"
+    assert not [pop for pop in POPS if (data / pop / "fabric" / "objects" / sha).exists()]
+
+    def gone() -> bool:  # as the sites' next reports say
+        status = fabric_fleet.cli("fabric", "status", "small", check=False)
+        return status.returncode == 1 and "no site holds an object named 'small'" in status.stderr
+
+    wait_for("small gone from fabric status", gone, timeout_seconds=30)
+
+    again = json.loads(fabric_fleet.cli(*push, "--chunk-bytes", str(1 << 19)).stdout)
+    assert all(site["sha256"] == sha for site in again["sites"])

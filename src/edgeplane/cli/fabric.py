@@ -242,3 +242,20 @@ def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
                 verified += " (differs)"
             table.add_row(site["pop"], f"{share:.0%}", "yes" if site["complete"] else site["state"], verified[:24])
         console.print(table)
+
+
+@fabric.command("rm")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def remove(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Forget object NAME and delete it from every site that holds it (a model's weights: its sites load it as
+    before, without waiting for them)."""
+    answer = _api(ctx, "DELETE", f"/api/fabric/transfers/{quote(name, safe='')}", doing=f"cannot remove {name}")
+    if as_json:
+        _print_json(answer)
+    else:
+        sites = ", ".join(answer["removed_from"]) or "no site"
+        _console(ctx).print(f"{name} ({answer['sha256'][:16]}) removed from {sites}", highlight=False)
+    if answer["failed"]:
+        _fail(ctx, "still held at " + ", ".join(f"{pop} ({why})" for pop, why in sorted(answer["failed"].items())))

@@ -145,6 +145,17 @@ class FabricBook:
             raise TransferRefused("no site agent reports: there is no site to push from")
         return best[1]
 
+    def remove(self, name: str) -> tuple[Transfer, list[str]]:
+        """Forget a transfer; the sites that report holding its bytes under no other transfer's name (they are
+        to delete them)."""
+        transfer = self.get(name)
+        del self.transfers[name]
+        self.state.store.remove_transfer(name)
+        if any(t.sha256 == transfer.sha256 for t in self.transfers.values()):
+            return transfer, []  # the same bytes under another name stay
+        holders = [pop for pop in sorted(self.state.agents.reports) if self.held(pop, transfer.sha256) is not None]
+        return transfer, holders
+
     def start(self, name: str, origin_complete: bool) -> dict[str, list[dict[str, str]]]:
         """Begin the broadcast once the origin holds the object (as it says now: its reports may lag); what each
         site is to fetch from."""

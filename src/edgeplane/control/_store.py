@@ -128,6 +128,10 @@ class Store(abc.ABC):
     def put_transfer(self, name: str, record: dict[str, Any]) -> None:
         """Keep a transfer's record under its object's name (replacing the one kept)."""
 
+    @abc.abstractmethod
+    def remove_transfer(self, name: str) -> bool:
+        """Forget a transfer; False if there was none."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -291,6 +295,9 @@ class SQLiteStore(Store):
             "INSERT INTO fabric (name, record) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET record = excluded.record",
             (name, orjson.dumps(record).decode()),
         )
+
+    def remove_transfer(self, name: str) -> bool:
+        return self._execute("DELETE FROM fabric WHERE name = ?", (name,)).rowcount > 0
 
     def drains(self) -> list[Drain]:
         rows = self._execute("SELECT kind, code, since, by, reason FROM drains ORDER BY since, kind, code")

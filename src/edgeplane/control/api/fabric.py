@@ -40,6 +40,7 @@ class FabricApi(Resource):
             web.get("/api/fabric/transfers/{name}", self.progress),
             web.post("/api/fabric/transfers/{name}/start", self.start),
             web.post("/api/fabric/transfers/{name}/stuck", self.stuck),
+            web.delete("/api/fabric/transfers/{name}", self.remove),
         ]
 
     @property
@@ -100,6 +101,29 @@ class FabricApi(Resource):
             log.warning("fabric: %s: %s cannot fetch from %s (%s)", name, body.pop, body.source, body.error or "-")
         await self.tell(transfer, moved)
         return json_response({"moved": sorted(moved)})
+
+    @admin
+    async def remove(self, request: web.Request) -> web.Response:
+        """Forget an object and have every site that holds it delete it (sites that do not answer keep it)."""
+        transfer, holders = self.book.remove(request.match_info["name"])
+        removed, failed = [], {}
+        for pop in holders:
+            url = self.book.url(pop)
+            try:
+                status, answer = await self.plane.client.request_json(
+                    "DELETE", f"{url}/api/fabric/objects/{transfer.sha256}", headers=self._headers(),
+                    timeout_seconds=TELL_SECONDS,
+                )  # fmt: skip
+            except BackendError as error:
+                failed[pop] = str(error)
+                continue
+            if status in (200, 404):
+                removed.append(pop)
+            else:
+                failed[pop] = f"HTTP {status}: {answer}"
+        log.warning("fabric: %s removed from %s", transfer.name, ", ".join(removed) or "no site")
+        return json_response({"name": transfer.name, "sha256": transfer.sha256, "removed_from": removed,
+                              "failed": failed})  # fmt: skip
 
     async def _holds_complete(self, pop: str, sha: str) -> bool:
         """Whether the site's agent holds the object complete, asked now."""
