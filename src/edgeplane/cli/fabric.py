@@ -194,9 +194,11 @@ def _wait(ctx: click.Context, console: Console, name: str, size: int, timeout: f
 
 
 def _push_json(result: dict[str, Any]) -> dict[str, Any]:
-    keys = ("name", "sha256", "size_bytes", "seconds", "lower_bound_seconds", "origin_egress_bytes", "origin")
+    keys = ("name", "sha256", "size_bytes", "seconds", "verified_seconds", "lower_bound_seconds",
+            "origin_egress_bytes", "origin")  # fmt: skip
     sites = [
-        {k: site[k] for k in ("pop", "seconds", "from", "complete", "sha256", "error")} for site in result["sites"]
+        {k: site[k] for k in ("pop", "seconds", "verified_seconds", "from", "complete", "sha256", "error")}
+        for site in result["sites"]
     ]
     return {**{k: result[k] for k in keys}, "replans": result["replans"], "sites": sites}
 

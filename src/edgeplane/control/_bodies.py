@@ -103,7 +103,8 @@ class FabricHeld(Body):
     egress_bytes: Bytes = 0  # what this site sent of it to others
     state: Literal["waiting", "fetching", "complete", "failed"] = "waiting"
     source: Code | None = None
-    completed_at: UnixSeconds | None = None
+    completed_at: UnixSeconds | None = None  # its last chunk held, each verified as it arrived
+    verified_at: UnixSeconds | None = None  # then read back whole from disk and hashed right
     error: Text | None = None
 
 

@@ -309,14 +309,16 @@ class FabricBook:
         sites, times = [], []
         for pop in sorted(transfer.targets | {transfer.origin}):
             held = self.held(pop, transfer.sha256)
-            seconds = None
+            seconds = verified = None
             if pop == transfer.origin and held is not None and held.complete:
-                seconds = 0.0
+                seconds = verified = 0.0
             elif held is not None and held.complete and transfer.started_at is not None:
                 done_at = held.completed_at if held.completed_at is not None else transfer.started_at
                 seconds = max(0.0, done_at - transfer.started_at)
-            if seconds is not None and pop in transfer.targets:
-                times.append(seconds)
+                checked_at = held.verified_at if held.verified_at is not None else done_at
+                verified = max(0.0, checked_at - transfer.started_at)
+            if seconds is not None and verified is not None and pop in transfer.targets:
+                times.append((seconds, verified))
             error = held.error if held is not None else None
             if error is None and pop not in alive and not (held and held.complete):
                 error = "the site agent does not report"
@@ -324,6 +326,7 @@ class FabricBook:
                 {
                     "pop": pop,
                     "seconds": seconds,
+                    "verified_seconds": verified,
                     "from": transfer.senders.get(pop),
                     "complete": bool(held and held.complete),
                     "bytes_held": held.bytes_held if held is not None else 0,
@@ -341,7 +344,8 @@ class FabricBook:
             "size_bytes": transfer.manifest.size_bytes,
             "origin": transfer.origin,
             "state": "done" if done else ("started" if transfer.started_at else "seeding"),
-            "seconds": max(times) if done and times else None,
+            "seconds": max(t for t, _ in times) if done and times else None,  # every chunk held at every target
+            "verified_seconds": max(v for _, v in times) if done and times else None,  # and each read back whole
             "lower_bound_seconds": plan.lower_bound_seconds if plan is not None else None,
             "origin_egress_bytes": origin.egress_bytes if origin is not None else 0,
             "replans": transfer.replans,

@@ -90,7 +90,9 @@ class Fetch:
     state: FetchState = FetchState.WAITING
     error: str | None = None
     source: str | None = None  # the PoP it receives from now (or last did)
-    completed_at: float | None = None  # unix seconds
+    completed_at: float | None = None  # unix seconds: its last chunk held (each chunk verified as it arrived)
+    verified_at: float | None = None  # unix seconds: then read back whole from disk and hashed right
+    last_held_at: float | None = None
     failed: set[str] = field(default_factory=set)  # sources that broke off; tried again once re-assigned
     generation: int = 0  # bumped by every new assignment: workers of an older one stop
     manifest: Manifest | None = None  # kept to report an object the store refused (a full disk)
@@ -199,6 +201,7 @@ class FabricNode:
                     "state": fetch.state.value if fetch else ("complete" if held.complete else "waiting"),
                     "source": fetch.source if fetch else None,
                     "completed_at": fetch.completed_at if fetch else None,
+                    "verified_at": fetch.verified_at if fetch else None,
                     "error": fetch.error if fetch else None,
                 }
             )
@@ -220,17 +223,15 @@ class FabricNode:
         """Hold ``manifest``'s object, fetching what is missing from ``sources`` in order. StoreFull when it does
         not fit here."""
         sha = manifest.sha256
-        fetch = self.fetches.get(sha)
         try:
             held = await asyncio.to_thread(self.store.add, manifest)
         except StoreFull as error:
-            if fetch is None:
-                fetch = self.fetches[sha] = Fetch(sha)
+            fetch = self.fetches.setdefault(sha, Fetch(sha))
             fetch.state, fetch.error, fetch.manifest = FetchState.FAILED, str(error), manifest
             log.error("site %s: cannot hold %s: %s", self.pop, manifest.name, error)
             raise
-        if fetch is None:
-            fetch = self.fetches[sha] = Fetch(sha)
+        # Looked up after the store's thread: a push and a report's answer may assign it at once, one fetch only.
+        fetch = self.fetches.setdefault(sha, Fetch(sha))
         if list(sources) != fetch.sources:
             fetch.sources, fetch.failed = list(sources), set()
             fetch.generation += 1
@@ -343,6 +344,12 @@ class FabricNode:
         held = self.store.get(sha)
         assert held is not None
         rejected = 0
+        loop = asyncio.get_running_loop()
+
+        def held_now() -> None:  # from the store's thread, before the whole object is read back: passed on at once
+            fetch.last_held_at = time.time()
+            loop.call_soon_threadsafe(self._arrival, sha)
+
         while queue and fetch.generation == generation:
             index = queue.popleft()
             _, length = held.manifest.chunk_range(index)
@@ -365,7 +372,7 @@ class FabricNode:
                 queue.appendleft(index)
                 raise SourceFailed(f"HTTP {status} for chunk {index}")
             try:
-                done = await asyncio.to_thread(self.store.put_chunk, sha, index, data)
+                done = await asyncio.to_thread(self.store.put_chunk, sha, index, data, on_held=held_now)
             except ChunkRejected as error:
                 rejected += 1
                 queue.appendleft(index)
@@ -374,7 +381,8 @@ class FabricNode:
                 continue
             self._arrival(sha)
             if done:
-                fetch.state, fetch.completed_at = FetchState.COMPLETE, time.time()
+                fetch.state, fetch.verified_at = FetchState.COMPLETE, time.time()
+                fetch.completed_at = fetch.last_held_at or fetch.verified_at
                 log.info("site %s: %s complete and verified", self.pop, held.manifest.name)
 
     def _arrival(self, sha: str) -> None:
@@ -476,6 +484,7 @@ class FabricNode:
         fetch = self.fetches.get(sha)
         if done and fetch is not None:
             fetch.state, fetch.completed_at = FetchState.COMPLETE, time.time()
+            fetch.verified_at = fetch.completed_at
         now = self.store.get(sha)
         return json_response({"complete": done, "chunks_held": len(now.held) if now is not None else 0})
 

@@ -25,7 +25,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -394,10 +394,13 @@ class ObjectStore:
 
     # -- chunks ----------------------------------------------------------------------------------------------
 
-    def put_chunk(self, sha: str, index: int, data: bytes | bytearray | memoryview) -> bool:
+    def put_chunk(
+        self, sha: str, index: int, data: bytes | bytearray | memoryview, *, on_held: Callable[[], None] | None = None
+    ) -> bool:
         """Write chunk ``index`` of object ``sha``; True when it completed the object (which was then read back
         from disk and hashed right). ChunkRejected for bytes that are not the chunk (nothing is written), or for
-        a completed object whose bytes on disk hash wrong (the chunks that do are missing again)."""
+        a completed object whose bytes on disk hash wrong (the chunks that do are missing again). ``on_held`` is
+        called once the chunk can be read, before the whole object is read back: a site passes it on meanwhile."""
         obj = self._object(sha)
         manifest = obj.manifest
         if not 0 <= index < manifest.chunk_count:
@@ -419,10 +422,10 @@ class ObjectStore:
             if index in obj.held:
                 return False
             obj.held.add(index)
-            # Only the thread that adds the last chunk gets here with every chunk held.
-            if len(obj.held) < manifest.chunk_count:
-                return False
-        return self._finish(obj)
+            last = len(obj.held) == manifest.chunk_count  # only the thread that adds the last chunk sees it
+        if on_held is not None:
+            on_held()
+        return self._finish(obj) if last else False
 
     def _write(self, obj: _Object, index: int, offset: int, view: memoryview) -> None:
         position = 0
