@@ -299,10 +299,14 @@ class FabricNode:
                 fetch.state = FetchState.COMPLETE
                 return
             source = fetch.next_source()
-            if source is None:
+            if source is None:  # none given yet, or every one broke off: until a new plan, or try them again
                 fetch.state = FetchState.WAITING
                 fetch.changed.clear()
-                await fetch.changed.wait()
+                try:
+                    async with asyncio.timeout(RETRY_SECONDS):
+                        await fetch.changed.wait()
+                except TimeoutError:
+                    fetch.failed.clear()
                 continue
             fetch.state, fetch.source, generation = FetchState.FETCHING, source.pop, fetch.generation
             queue = deque(held.missing())
