@@ -323,6 +323,8 @@ class FabricNode:
                             await fetch.changed.wait()
                     except TimeoutError:
                         fetch.failed.clear()
+            elif broke is not None and self.store.get(sha) is None:  # removed meanwhile: nothing to say
+                return
             elif broke is not None:  # the store cannot take it (a full disk): said, and not tried again
                 fetch.state, fetch.error = FetchState.FAILED, reason
                 log.error("site %s: cannot hold %s: %s", self.pop, held.manifest.name, reason)

@@ -140,12 +140,11 @@ class ModelLoader:
     async def load(self, model: str, replicas: int, wanted: Callable[[], bool] = lambda: True) -> Backend | None:
         """The model's backend, loaded; None if it stopped being ``wanted`` while its weights were on the way."""
         options = self.options
-        sha = self.weights.get(model)
-        if sha is not None and self.fabric is not None:
-            path = await self._weights(model, sha, wanted)
-            if path is None:
+        if model in self.weights and self.fabric is not None:
+            ready, path = await self._weights(model, wanted)
+            if not ready:
                 return None
-            if options.backend == "llamacpp":
+            if path is not None and options.backend == "llamacpp":
                 options = dataclasses.replace(options, gguf_path=path)
         backend = build_backend(self.fleet, self.pop, model, replicas, options, self.registry)
         backend.units_out = self.units_out
@@ -153,25 +152,30 @@ class ModelLoader:
         await backend.start()
         return backend
 
-    async def _weights(self, model: str, sha: str, wanted: Callable[[], bool]) -> Path | None:
-        """Until the site holds the object complete and hashed right from its disk: its path."""
+    async def _weights(self, model: str, wanted: Callable[[], bool]) -> tuple[bool, Path | None]:
+        """Until the site holds the model's weights complete and hashed right from its disk: (True, their path);
+        (True, None) once the model has no weights on the fabric any more (removed: it loads as before); (False,
+        None) if the model stopped being wanted here. Weights pushed again meanwhile are the ones waited for."""
         assert self.fabric is not None
         store = self.fabric.store
         try:
-            while wanted() and self.weights.get(model) == sha:
+            while wanted():
+                sha = self.weights.get(model)
+                if sha is None:
+                    return True, None
                 held = store.get(sha)
                 if held is not None and held.complete:
                     verified = held.verified_sha256 or await asyncio.to_thread(store.verify, sha)
                     if verified == sha:
                         log.info("site %s: weights of %s verified (%s)", self.pop, model, sha[:12])
-                        return store.data_path(sha)
+                        return True, store.data_path(sha)
                 size = held.manifest.size_bytes if held is not None else None
                 self.waiting = {"model": model, "sha256": sha, "bytes_held": held.bytes_held if held else 0,
                                 "size_bytes": size}  # fmt: skip
                 await asyncio.sleep(WEIGHTS_POLL_SECONDS)
         finally:
             self.waiting = None
-        return None
+        return False, None
 
 
 class SiteAgent:
