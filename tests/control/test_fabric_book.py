@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from edgeplane.control import FleetState, SQLiteStore
 from edgeplane.control._fabric import FabricBook
 from edgeplane.fabric import build_manifest
@@ -73,3 +75,29 @@ def test_a_removed_transfer_is_forgotten_here_and_in_the_store(tmp_path: Path) -
     assert book.remove("tiny-llama")[1] == []  # the same bytes stay, named copy
     assert book.remove("copy")[1] == ["nyc1"]
     assert book.transfers == {} and store.transfers() == [] and book.weights_for("nyc1") == {}
+
+
+def test_a_drain_whose_only_receiver_still_waits_for_the_weights_is_refused(tmp_path: Path) -> None:
+    """tiny-chat moves from ams1 to iad1, whose weights are on their way: draining nyc1 would leave tiny-chat with
+    no site serving it, and the site that is to serve it is cold."""
+    from edgeplane.control import DrainRefused
+
+    clock = VirtualClock()
+    weights = tmp_path / "tiny.bin"
+    weights.write_bytes(b"w" * 10_000)
+    manifest = build_manifest(weights, "tiny-chat", 4096)
+    state = FleetState(load_fleet(SMALL_FLEET), SQLiteStore(":memory:"), clock=clock, wall_clock=clock)
+    book = FabricBook(state)
+    state.drains.cold = book.cold
+    entries = [("tiny-llama", "nyc1", 1), ("tiny-llama", "iad1", 1), ("tiny-chat", "nyc1", 1), ("tiny-chat", "iad1", 1)]
+    state.apply_placement(entries, by="test", force=True)
+    for pop in ("nyc1", "iad1", "ord1", "ams1"):
+        served = {"nyc1": ["tiny-llama", "tiny-chat"], "iad1": ["tiny-llama"]}.get(pop, [])  # iad1 waits
+        body = {"url": f"http://127.0.0.1:9/{pop}", "pid": 1, "backend": "emulator"}
+        state.report(pop, {**body, "models": {m: {"capacity": 4} for m in served}})
+    state.refresh()
+    book.create(manifest, "nyc1", ["nyc1"])
+    with pytest.raises(DrainRefused) as refused:
+        state.drains.drain("pop", "nyc1", by="test")
+    assert any("tiny-chat of nyc1 would have no site serving it: iad1 holds 0%" in r for r in refused.value.reasons)
+    assert state.drains.drain("pop", "nyc1", by="test", force=True)

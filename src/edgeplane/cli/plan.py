@@ -249,7 +249,7 @@ def plan_scenarios(
     if fast:
         from edgeplane.planning import fast_scenarios
 
-        rows = [s.to_json() for s in fast_scenarios(fleet, demand, pairs=pairs)]
+        rows = [{**s.to_json(), "cold": None} for s in fast_scenarios(fleet, demand, pairs=pairs)]  # no site loads
         published(rows)
         if as_json:
             _print_json({"scenarios": rows})

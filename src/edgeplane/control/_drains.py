@@ -123,6 +123,17 @@ class DrainBook:
             for model, receiver in sorted(models.items())
             if (reason := self.cold(receiver, model)) is not None
         ]
+        # A model no serving site would take: the sites placed for it that still wait for its weights are the
+        # receivers, and they are cold.
+        for pop in sorted(pops):
+            view = sites.get(pop)
+            for model in sorted(view.models if view is not None else ()):
+                if model in check.receivers.get(pop, {}):
+                    continue
+                placed = [other for other in sorted(fleet.pop_by_code) if other not in pops]
+                for other in (o for o in placed if model in fleet.models_at(o)):
+                    if (reason := self.cold(other, model)) is not None:
+                        cold.append(f"{model} of {pop} would have no site serving it: {reason}")
         if cold:
             advice = ["wait until the receivers hold the weights (edgeplane fabric status)", "or use --force"]
             raise DrainRefused(cold, advice, check)
