@@ -42,6 +42,7 @@ WINDOW = 4  # chunk requests in flight to one source: the link never idles betwe
 MAX_CHUNK_WAIT_SECONDS = 30.0  # how long a source holds a request for a chunk it is still receiving
 CHUNK_WAIT_SECONDS = 10.0
 RETRY_SECONDS = 1.0
+SEND_GRACE_SECONDS = 5.0
 BODY_SECONDS = 30.0  # the most a chunk's upload may take
 SHA256_HEX = r"^[0-9a-f]{64}$"
 
@@ -140,7 +141,10 @@ class Shaper:
             self._locks[peer] = asyncio.Lock()
         bucket, lock = self._buckets[peer], self._locks[peer]
         view = memoryview(data)
-        async with lock:
+        # A peer that stops reading (a killed process whose connection is not yet reset) must not hold the link:
+        # a chunk gets a few times its time on the link, then the next request goes.
+        allowed = 4 * len(view) / rate + SEND_GRACE_SECONDS
+        async with lock, asyncio.timeout(allowed):
             await asyncio.sleep(self.rtt_seconds(peer))
             for offset in range(0, len(view), SLICE_BYTES):
                 piece = view[offset : offset + SLICE_BYTES]
