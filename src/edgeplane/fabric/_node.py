@@ -419,15 +419,16 @@ class FabricNode:
                 return False
 
     # -- HTTP ------------------------------------------------------------------------------
-    def _target(self, request: web.Request) -> tuple[str, int] | web.Response:
+    def _target(self, request: web.Request) -> tuple[str, int]:
+        """The object and chunk a request names: a 404 (ApiError) for one this site does not have."""
         sha, raw_index = request.match_info["sha"], request.match_info["index"]
         held = self.store.get(sha)
         if held is None:
-            return error_response(404, f"No object {sha[:64]!r} here.", type="not_found_error", code="no_object")
+            raise ApiError(404, f"No object {sha[:64]!r} here.", type="not_found_error", code="no_object")
         if not (raw_index.isascii() and raw_index.isdigit() and len(raw_index) <= 12) or (
             int(raw_index) >= held.manifest.chunk_count
         ):
-            return error_response(
+            raise ApiError(
                 404, f"No chunk {raw_index[:20]!r} in {held.manifest.name} ({held.manifest.chunk_count} chunks).",
                 type="not_found_error", code="no_chunk",
             )  # fmt: skip
@@ -435,10 +436,7 @@ class FabricNode:
 
     @admin
     async def _get_chunk(self, request: web.Request) -> web.StreamResponse:
-        target = self._target(request)
-        if isinstance(target, web.Response):
-            return target
-        sha, index = target
+        sha, index = self._target(request)
         peer = request.headers.get(FABRIC_POP_HEADER)
         if peer is not None and peer not in self.pops:
             raise ApiError(
@@ -465,10 +463,7 @@ class FabricNode:
 
     @admin
     async def _put_chunk(self, request: web.Request) -> web.Response:
-        target = self._target(request)
-        if isinstance(target, web.Response):
-            return target
-        sha, index = target
+        sha, index = self._target(request)
         held = self.store.get(sha)
         assert held is not None
         _, length = held.manifest.chunk_range(index)

@@ -172,9 +172,9 @@ def _adjacency(links: Sequence[FabricLink], out: frozenset[str]) -> Adjacency:
     return adjacency
 
 
-def _widest(adjacency: Adjacency, roots: Mapping[str, float], floor: float = 0.0) -> dict[str, Label]:
+def _widest(adjacency: Adjacency, roots: Mapping[str, float]) -> dict[str, Label]:
     """Per site: the widest bottleneck from any root, then the fewest hops, then the least RTT (Dijkstra on that
-    order), using only links of at least ``floor`` bytes per second."""
+    order)."""
     labels: dict[str, Label] = {root: (width, 0, 0.0, None) for root, width in roots.items()}
     heap = [(-width, 0, 0.0, root) for root, width in sorted(roots.items())]
     heapq.heapify(heap)
@@ -185,7 +185,7 @@ def _widest(adjacency: Adjacency, roots: Mapping[str, float], floor: float = 0.0
             continue
         done.add(pop)
         for neighbour, (rate, link_rtt) in sorted(adjacency.get(pop, {}).items()):
-            if neighbour in done or rate < floor:
+            if neighbour in done:
                 continue
             label = (min(-negative, rate), hops + 1, rtt + link_rtt, pop)
             known = labels.get(neighbour)
