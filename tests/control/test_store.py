@@ -11,7 +11,7 @@ import pytest
 
 from edgeplane._errors import ConfigError
 from edgeplane.control import AuditRecord, Drain, SQLiteStore, Store
-from edgeplane.control._store import _TABLES, APPLICATION_ID, SCHEMA_VERSION
+from edgeplane.control._store import _TABLES, APPLICATION_ID, SCHEMA_VERSION, StoredReport
 from edgeplane.units import UnitRecord, UnitState, move
 
 
@@ -220,7 +220,7 @@ def test_a_store_of_schema_1_gains_the_fabric_table_and_keeps_what_it_held(tmp_p
     path = tmp_path / "edgeplane.db"
     old = sqlite3.connect(path)
     for name, sql in _TABLES.items():
-        if name != "fabric":  # schema 1: before the fabric's transfers were kept
+        if name not in ("fabric", "reports"):  # schema 1: before the fabric's transfers were kept
             old.execute(sql)
     old.execute("INSERT INTO drains VALUES ('metro', 'nyc', 1.0, 'alice', 'kept')")
     old.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -234,3 +234,46 @@ def test_a_store_of_schema_1_gains_the_fabric_table_and_keeps_what_it_held(tmp_p
     assert store.transfers() == [{"origin": "iad1", "targets": []}]
     store.close()
     assert _header(path) == (APPLICATION_ID, SCHEMA_VERSION) and SCHEMA_VERSION >= 2
+
+
+def test_a_report_is_kept_whole_per_name_and_replaced(store: Store) -> None:
+    assert store.report("peering-candidates") is None
+    first = {"metros": [{"code": "nyc", "candidates": [{"asn": 64510, "name": "<b>x</b>"}]}], "bin_seconds": 300}
+    store.put_report("peering-candidates", StoredReport(10.5, first))
+    store.put_report("other", StoredReport(11.0, {"n": 1}))
+    assert store.report("peering-candidates") == StoredReport(10.5, first)
+    store.put_report("peering-candidates", StoredReport(12.0, {"metros": []}))
+    assert store.report("peering-candidates") == StoredReport(12.0, {"metros": []})
+    assert store.report("other") == StoredReport(11.0, {"n": 1})
+
+
+def test_a_store_of_schema_2_gains_the_reports_table_and_keeps_what_it_held(tmp_path: Path) -> None:
+    path = tmp_path / "edgeplane.db"
+    old = sqlite3.connect(path)
+    for name, sql in _TABLES.items():
+        if name != "reports":  # schema 2: before reports were kept
+            old.execute(sql)
+    old.execute("INSERT INTO fabric VALUES ('model', '{\"origin\": \"nyc1\"}')")
+    old.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    old.execute("PRAGMA user_version = 2")
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    assert store.transfers() == [{"origin": "nyc1"}] and store.report("peering-candidates") is None
+    store.put_report("peering-candidates", StoredReport(1.0, {"metros": []}))
+    store.close()
+    assert _header(path) == (APPLICATION_ID, SCHEMA_VERSION) and SCHEMA_VERSION >= 3
+    again = SQLiteStore(path)
+    assert again.report("peering-candidates") == StoredReport(1.0, {"metros": []})
+    again.close()
+
+
+def test_a_report_that_cannot_be_read_refuses_the_store_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "edgeplane.db"
+    SQLiteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO reports VALUES ('peering-candidates', 1.0, '[1, 2]')")
+    db.commit()
+    db.close()
+    with pytest.raises(ConfigError, match=f"the store {path} holds a record that cannot be read"):
+        SQLiteStore(path)

@@ -1,4 +1,5 @@
-"""Where the control plane keeps what must survive a restart: drains and the audit log."""
+"""Where the control plane keeps what must survive a restart: drains, the audit log, keys, placement, BGP actions,
+units, the fabric's transfers and the reports published to it."""
 
 from __future__ import annotations
 
@@ -57,6 +58,14 @@ class AuditRecord:
             "outcome": self.outcome,
             "detail": self.detail,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReport:
+    """A report published to the control plane (a JSON object), as it was kept, and when it was received."""
+
+    received_at: float  # unix seconds
+    record: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +141,14 @@ class Store(abc.ABC):
     def remove_transfer(self, name: str) -> bool:
         """Forget a transfer; False if there was none."""
 
+    @abc.abstractmethod
+    def report(self, name: str) -> StoredReport | None:
+        """The latest report published under ``name`` (such as "peering-candidates"), or None."""
+
+    @abc.abstractmethod
+    def put_report(self, name: str, report: StoredReport) -> None:
+        """Keep a report under its name (replacing the one kept)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -187,6 +204,8 @@ APPLICATION_ID = 0x45504C4E  # "EPLN"
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1 -> 2: the fabric's transfers (issue 16).
     ("CREATE TABLE fabric (name TEXT PRIMARY KEY, record TEXT NOT NULL)",),
+    # 2 -> 3: reports published to the control plane, the latest of each name (peering candidates).
+    ("CREATE TABLE reports (name TEXT PRIMARY KEY, received_at REAL NOT NULL, record TEXT NOT NULL)",),
 )
 SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 
@@ -204,6 +223,7 @@ _TABLES = {
     " transit_asn INTEGER NOT NULL, action TEXT NOT NULL, UNIQUE (pop, transit_asn))",
     "units": "CREATE TABLE units (code TEXT PRIMARY KEY, record TEXT NOT NULL)",
     "fabric": "CREATE TABLE fabric (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    "reports": "CREATE TABLE reports (name TEXT PRIMARY KEY, received_at REAL NOT NULL, record TEXT NOT NULL)",
 }
 # Every store the first release wrote has these; later tables were added to old stores on open.
 _FIRST_TABLES = {"drains", "audit"}
@@ -242,6 +262,8 @@ class SQLiteStore(Store):
         (an edited or half-written row) refuses the store, naming it, instead of failing the start later."""
         try:
             self.drains(), self.api_keys(), self.placement(), self.bgp_actions(), self.units(), self.transfers()
+            for (name,) in self._execute("SELECT name FROM reports").fetchall():
+                self.report(name)
         except (StoreError, ValueError, KeyError, TypeError) as error:
             self._db.close()
             raise StoreRefused(path, f"holds a record that cannot be read ({error})") from None
@@ -298,6 +320,22 @@ class SQLiteStore(Store):
 
     def remove_transfer(self, name: str) -> bool:
         return self._execute("DELETE FROM fabric WHERE name = ?", (name,)).rowcount > 0
+
+    def report(self, name: str) -> StoredReport | None:
+        row = self._execute("SELECT received_at, record FROM reports WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        record = orjson.loads(row[1])
+        if not isinstance(record, dict):
+            raise ValueError(f"the report {name!r} is not a JSON object")
+        return StoredReport(float(row[0]), record)
+
+    def put_report(self, name: str, report: StoredReport) -> None:
+        self._execute(
+            "INSERT INTO reports (name, received_at, record) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET received_at = excluded.received_at, record = excluded.record",
+            (name, report.received_at, orjson.dumps(report.record).decode()),
+        )
 
     def drains(self) -> list[Drain]:
         rows = self._execute("SELECT kind, code, since, by, reason FROM drains ORDER BY since, kind, code")

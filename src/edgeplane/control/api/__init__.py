@@ -11,6 +11,7 @@ from edgeplane.control.api.fabric import FabricApi
 from edgeplane.control.api.faults import FaultsApi
 from edgeplane.control.api.fleet import FleetApi
 from edgeplane.control.api.keys import KeysApi
+from edgeplane.control.api.peering import PeeringApi
 from edgeplane.control.api.placement import PlacementApi
 from edgeplane.control.api.scenarios import ScenariosApi
 from edgeplane.control.api.traffic import TrafficApi
@@ -30,6 +31,7 @@ RESOURCES: tuple[type[Resource], ...] = (
     UnitsApi,
     ScenariosApi,
     FabricApi,
+    PeeringApi,
 )
 
 __all__ = ["MAX_WAIT_SECONDS", "RESOURCES", "Resource"]
