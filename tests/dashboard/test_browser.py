@@ -1,7 +1,8 @@
 """The dashboard in headless Chromium (Debian's `chromium`, driven by Playwright with its executable path) on
 the default fleet as `edgeplane up` runs it: nothing is fetched from beyond the machine, every metro is on the
 map and in the table, a drain made elsewhere shows within 2 s, the page's own buttons drain and undrain, the
-planner's published scenarios show, and a screenshot is kept in test-artifacts/."""
+planner's published scenarios show, and a screenshot is kept in test-artifacts/; the peering panel shows a
+published report, its names as text."""
 
 from __future__ import annotations
 
@@ -21,12 +22,16 @@ from edgeplane.fleet import load_default_fleet
 from edgeplane.local import get_json
 from tests._time import wait_for
 from tests.conftest import ROOT, RunningFleet, free_port, terminate
+from tests.control.test_peering_api import TOKEN as PEERING_TOKEN
+from tests.control.test_peering_api import put as put_report
+from tests.test_reports_peering import sample_report
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 REFLECT_MS = 2000  # the issue's bound for a drain to show on the page
+PEERING_SHOWN_MS = 30_000  # a bound for a stuck page: the panel reads the report every 5 s
 
 
 def require_chromium() -> str:
@@ -159,6 +164,77 @@ def test_with_an_admin_token_the_buttons_wait_for_it_and_a_wrong_one_changes_not
                 undrain.click()
                 page.wait_for_selector("#drains li[data-drain='pop fra1']", state="detached", timeout=REFLECT_MS)
                 assert drains(control_url) == []
+            finally:
+                browser.close()
+    finally:
+        assert terminate(process, 10)
+    assert problems == []
+
+
+def test_the_peering_panel_shows_the_published_report_with_names_as_text(tmp_path: Path) -> None:
+    """Before any report: the panel says how to publish one. A report PUT through the API (with the admin token,
+    as `peering candidates --publish` sends it) shows with its time, each metro's top candidates, and a hostile
+    network name as the text it is: no element made of it, nothing run."""
+    chromium = require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    control_url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgeplane", "control", "run", "--port", str(port), "--data-dir", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "EDGEPLANE_ADMIN_TOKEN": PEERING_TOKEN},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    hostile = (
+        "<img src=/x onerror=\"document.body.dataset.pwned='yes'\"><script>document.body.dataset.pwned='yes'</script>"
+    )
+    report = sample_report(hostile)
+    report["metros"][0]["candidates"].extend(
+        {**report["metros"][0]["candidates"][1], "asn": 64600 + n, "name": f"more-{n}"} for n in range(6)
+    )  # 8 candidates in New York: the panel shows the top 5
+    problems: list[str] = []
+    try:
+        wait_healthy(control_url, process)
+        with sync_playwright() as playwright:
+            browser = launch(playwright, chromium)
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 1100})
+                page.on("pageerror", lambda error: problems.append(str(error)))
+                page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+                page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+                page.goto(control_url + "/")
+                page.wait_for_selector(
+                    "#peering tbody tr:has-text('no peering report published yet (edgeplane peering candidates"
+                    " --publish)')"
+                )
+
+                status, answer = put_report(control_url, report, token=PEERING_TOKEN)
+                assert status == 200, answer
+                page.wait_for_selector("#peering tr[data-asn='64510']", timeout=PEERING_SHOWN_MS)
+                assert page.locator("#peering tr[data-metro='nyc'][data-asn]").count() == 5
+                assert page.locator("#peering tr[data-metro='lon'][data-asn]").count() == 1
+                assert "no candidates" in page.inner_text("#peering tr[data-metro='ams']:not(.pop)")
+                first = page.locator("#peering tr[data-asn='64510'] td")
+                assert first.all_inner_texts() == [
+                    "AS64510",
+                    hostile,
+                    "1.2",
+                    "AS64497 transit-a",
+                    "0.60",
+                    "ix: NYIIX & <friends>",
+                ]
+                assert page.locator("#peering tr[data-asn='64511'] td").nth(4).inner_text() == "unknown price"
+                assert page.locator("#peering img, #peering script").count() == 0
+                assert page.get_attribute("body", "data-pwned") is None
+                assert "as of " in page.inner_text("#peering-meta") and "rib.mrt <dump>" in page.inner_text(
+                    "#peering-meta"
+                )
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.locator("#peering-panel").screenshot(path=str(ARTIFACTS / "dashboard-peering.png"))
             finally:
                 browser.close()
     finally:

@@ -276,6 +276,70 @@ async function drawAudit(state) {
   }
 }
 
+// -- the peering report, as `edgeplane peering candidates --publish` left it --------------------
+// Read from /api/peering/candidates (not the event stream: it changes once in a while and can be large), at most
+// every PEERING_EVERY_MS, redrawn only when a new report came.
+const PEERING_TOP = 5;
+const PEERING_EVERY_MS = 5000;
+let peeringAsked = 0;
+let peeringShown;
+
+async function refreshPeering() {
+  if (Date.now() - peeringAsked < PEERING_EVERY_MS) return;
+  peeringAsked = Date.now();
+  try {
+    const response = await fetch("/api/peering/candidates");
+    if (response.ok) drawPeering(await response.json());
+  } catch (error) {
+    // the next state event asks again
+  }
+}
+
+function mbps(x) {
+  if (typeof x !== "number") return "";
+  return x.toFixed(x >= 100 ? 0 : x >= 1 ? 1 : 3);
+}
+
+function drawPeering(answer) {
+  if (answer.received_at === peeringShown) return;
+  peeringShown = answer.received_at;
+  const meta = document.getElementById("peering-meta");
+  const tbody = document.querySelector("#peering tbody");
+  const report = answer.report;
+  if (!report) {
+    meta.textContent = "";
+    replaceRows(tbody, [el("tr", { class: "empty" }, el("td", { colspan: 6 },
+      "no peering report published yet (edgeplane peering candidates --publish)"))]);
+    return;
+  }
+  meta.textContent = `as of ${new Date(answer.received_at * 1000).toLocaleString()} · routes from `
+    + `${report.routes.source} · top ${PEERING_TOP} per metro by p95 over ${report.bin_seconds / 60}-minute bins`;
+  const rows = [];
+  for (const metro of report.metros) {
+    const transits = new Map(metro.transits.map((t) => [t.asn, t.name]));
+    const shown = metro.candidates.slice(0, PEERING_TOP);
+    rows.push(el("tr", { class: "pop", "data-metro": metro.code },
+      el("td", { colspan: 6 }, `${metro.name} (${metro.code})`,
+        metro.candidates.length > shown.length ? ` · ${shown.length} of ${metro.candidates.length}` : "")));
+    if (!shown.length) {
+      rows.push(el("tr", { "data-metro": metro.code },
+        el("td", { colspan: 6, class: "note" }, "no candidates: no traffic through its transits in the window")));
+    }
+    for (const row of shown) {
+      const via = row.via_transits.map((asn) => (transits.get(asn) ? `AS${asn} ${transits.get(asn)}` : `AS${asn}`));
+      rows.push(el("tr", { "data-metro": metro.code, "data-asn": row.asn },
+        el("td", {}, `AS${row.asn}`),
+        el("td", { class: "wrap name" }, row.name || ""),
+        el("td", { title: `in ${mbps(row.p95_in_mbps)} · out ${mbps(row.p95_out_mbps)} · ${percent(row.share)} of `
+          + "the metro's transit traffic" }, mbps(row.p95_mbps)),
+        el("td", { class: "wrap" }, via.join(", ")),
+        el("td", {}, typeof row.saving_per_month === "number" ? row.saving_per_month.toFixed(2) : "unknown price"),
+        el("td", { class: "wrap" }, row.meet.map((m) => `${m.kind}: ${m.name}`).join(", ") || "nowhere known")));
+    }
+  }
+  replaceRows(tbody, rows);
+}
+
 function render(state) {
   latest = state;
   document.getElementById("snapshot").textContent =
@@ -286,6 +350,7 @@ function render(state) {
   drawDrains(state);
   drawScenarios(state);
   drawAudit(state);
+  refreshPeering();
   document.body.setAttribute("data-snapshot", state.snapshot_version);
 }
 
