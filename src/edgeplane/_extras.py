@@ -16,6 +16,7 @@ EXTRAS = {
     "bgp": ("exabgp",),  # the BGP speaker (`bgp run`)
     "plan": ("highspy", "matplotlib"),  # placement, scenarios, growth and their HTML reports
     "lab": ("pyroute2",),  # the network-namespace lab (`lab up`): netlink
+    "flows": ("duckdb", "mrtparse", "pyarrow"),  # the flow collector, its store and the peering analysis
 }
 
 

@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyAddress,
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
@@ -125,6 +126,8 @@ class Transit(_Strict):
     # The transit's own communities for "prepend 1, 2, 3 times toward your peers": where given, our
     # prepend actions toward this transit are sent as these instead of prepending ourselves.
     prepend_communities: list[CommunityText] = Field(default_factory=list, max_length=3)
+    # What the transit bills per Mbps of the 95th percentile per month, for the savings a peering would bring.
+    price_per_mbps: NonNegativeFloat | None = None
 
 
 class Pop(_Strict):
@@ -134,6 +137,8 @@ class Pop(_Strict):
     metro: Code
     units: list[Unit] = Field(min_length=1)
     transits: list[Transit] = Field(default_factory=list)
+    # The routers at this PoP that export NetFlow/IPFIX, by source address: the collector tags their flows.
+    flow_exporters: list[IPvAnyAddress] = Field(default_factory=list)
 
     def gpus_by_type(self) -> dict[str, int]:
         counts: dict[str, int] = {}
