@@ -1,0 +1,290 @@
+"""The flow collector: NetFlow v5/v9 and IPFIX datagrams in over UDP, decoded in batches, tagged with the PoP
+and metro of their exporter and written to the flow store about once a second; counters on /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector as MetricsSource
+
+from edgeplane.fleet import Fleet
+from edgeplane.peering._decode import Decoder, FlowColumns
+from edgeplane.peering._store import FlowStore, OurPrefixes, StoreError, Tag
+from edgeplane.web import json_response, serve
+
+log = logging.getLogger("edgeplane.flows")
+
+STATE_FILE = "collector.json"
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorOptions:
+    flush_seconds: float = 1.0
+    retention_hours: float = 48.0  # raw flows; older ones are folded into 5-minute aggregates
+    aggregate_days: float = 400.0  # aggregates; older ones are dropped
+    max_pending_records: int = 5_000_000  # held in memory while the store is busy; beyond, the oldest go
+    expire_every_seconds: float = 300.0
+
+
+def our_prefixes(fleet: Fleet) -> OurPrefixes:
+    """The fleet's own address space: aggregates of every scope and each metro's service prefixes."""
+    prefixes = list(fleet.aggregates)
+    for continent in fleet.continents:
+        prefixes += continent.aggregates
+    for region in fleet.regions:
+        prefixes += region.aggregates
+    for metro in fleet.metros:
+        prefixes += metro.service_prefixes
+    return OurPrefixes.of(prefixes)
+
+
+class FlowCollector:
+    """One collector: a UDP endpoint, a decoder, a store and the counters of all three."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        data_dir: Path,
+        *,
+        pop: str | None = None,
+        options: CollectorOptions | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.fleet, self.data_dir, self.pop = fleet, data_dir, pop
+        self.options = options or CollectorOptions()
+        self.clock = clock
+        self.decoder = Decoder()
+        self.store = FlowStore(data_dir, wait_seconds=0.0)
+        self.ours = our_prefixes(fleet)
+        self.exporter_pop = {str(address): p.code for p in fleet.pops for address in p.flow_exporters}
+        self.pending: list[FlowColumns] = []
+        self.stored = 0
+        self.store_dropped = 0
+        self.untagged = 0
+        self.flushes = 0
+        self.store_errors = 0
+        self._last_expire = 0.0
+        self._transport: asyncio.DatagramTransport | None = None
+        self.udp_address = ""
+        self.registry = CollectorRegistry()
+        self.registry.register(_Metrics(self))
+
+    def __repr__(self) -> str:
+        return (
+            f"<FlowCollector udp {self.udp_address or '-'} | records {self.decoder.records}, stored {self.stored},"
+            f" pending {sum(len(p) for p in self.pending)} | dropped {sum(self.dropped().values())}>"
+        )
+
+    def dropped(self, *, zeros: bool = False) -> dict[str, int]:
+        """What was discarded, by reason (with ``zeros``: every reason, for metrics that must not vanish)."""
+        counts = dict(self.decoder.dropped)
+        counts["store_busy"] = self.store_dropped
+        return {reason: n for reason, n in counts.items() if n or zeros}
+
+    def tag(self, exporter: str) -> Tag:
+        code = self.pop or self.exporter_pop.get(exporter)
+        if code is None:
+            return Tag(None, None)
+        return Tag(code, self.fleet.pop_by_code[code].metro)
+
+    def counters(self) -> dict[str, int]:
+        counts = {
+            "records": self.decoder.records,
+            "datagrams": self.decoder.datagrams,
+            "stored": self.stored,
+            "untagged": self.untagged,
+        }
+        counts.update({f"dropped:{reason}": n for reason, n in self.dropped().items()})
+        return counts
+
+    def stats(self) -> dict[str, Any]:
+        """What `flows stats --json` says of a running collector."""
+        return {
+            "records": self.decoder.records,
+            "exporters": len(self.decoder.exporters),
+            "dropped": dict(sorted(self.dropped().items())),
+            "datagrams": self.decoder.datagrams,
+            "stored": self.stored,
+            "pending": sum(len(p) for p in self.pending),
+            "templates": self.decoder.templates(),
+            "untagged": self.untagged,
+        }
+
+    # Receiving
+
+    def received(self, datagram: bytes, address: tuple[Any, ...]) -> None:
+        self.decoder.decode(datagram, str(address[0]), int(self.clock() * 1000))
+
+    async def listen(self, host: str, port: int) -> str:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Receiver(self), local_addr=(host, port))
+        self._transport = transport
+        with contextlib.suppress(OSError):  # a deeper queue rides out the moments the loop is busy writing
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        bound = transport.get_extra_info("sockname")
+        self.udp_address = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
+        return self.udp_address
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    # Writing
+
+    def _take(self) -> None:
+        batch = self.decoder.take()
+        if len(batch):
+            self.pending.append(batch)
+        held = sum(len(p) for p in self.pending)
+        while held > self.options.max_pending_records and len(self.pending) > 1:
+            lost = self.pending.pop(0)
+            held -= len(lost)
+            self.store_dropped += len(lost)
+
+    def _write(
+        self, batch: FlowColumns, exporters: list[str], counters: Mapping[str, int], expire: bool
+    ) -> int:  # runs in a worker thread: it touches the store and what it is given, never the decoder
+        tags = {e: self.tag(e) for e in exporters}
+        with self.store.open() as connection:
+            connection.execute("BEGIN TRANSACTION")
+            written = self.store.append(connection, batch, exporters, tags, self.ours)
+            self.store.save_counters(connection, counters)
+            connection.execute("COMMIT")
+            if expire:
+                now_ms = int(self.clock() * 1000)
+                compacted = self.store.load_counters(connection).get("compacted_bin", 0)
+                compacted = self.store.expire(
+                    connection,
+                    raw_before_ms=now_ms - int(self.options.retention_hours * 3_600_000),
+                    aggregates_before_ms=now_ms - int(self.options.aggregate_days * 86_400_000),
+                    compact_from_bin=compacted,
+                )
+                self.store.save_counters(connection, {"compacted_bin": compacted})
+        return written
+
+    async def flush(self) -> None:
+        """Write what was received since the last flush (and what a busy store held back)."""
+        self._take()
+        batch = FlowColumns.concat(self.pending) if self.pending else FlowColumns.empty()
+        untagged = sum(1 for e in self.decoder.exporters if self.tag(e).pop is None)
+        expire = self.clock() - self._last_expire >= self.options.expire_every_seconds
+        counters = self.counters()
+        try:
+            written = await asyncio.to_thread(self._write, batch, list(self.decoder.exporters), counters, expire)
+        except StoreError as error:  # busy (a reader holds it) or broken: keep the batch for the next flush
+            self.store_errors += 1
+            log.info("flow store not written this time: %s", error)
+            self.pending = [batch] if len(batch) else []
+            return
+        self.pending = []
+        self.stored += written
+        self.untagged = untagged
+        self.flushes += 1
+        if expire:
+            self._last_expire = self.clock()
+
+    async def run_flushes(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.flush_seconds)
+            await self.flush()
+
+    # HTTP: metrics and stats
+
+    def app(self) -> web.Application:
+        app = web.Application()
+
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def stats(_: web.Request) -> web.Response:
+            return json_response(self.stats())
+
+        async def health(_: web.Request) -> web.Response:
+            return json_response({"ok": True, "udp": self.udp_address})
+
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/api/flows/stats", stats)
+        app.router.add_get("/healthz", health)
+        return app
+
+    async def run(
+        self,
+        udp_host: str,
+        udp_port: int,
+        http_host: str,
+        http_port: int,
+        *,
+        on_ready: Callable[[str, str], None] | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        udp = await self.listen(udp_host, udp_port)
+        state = self.data_dir / STATE_FILE
+
+        def ready(url: str) -> None:
+            state.parent.mkdir(parents=True, exist_ok=True)
+            partial = state.with_suffix(".tmp")  # whole or absent: a reader never sees half of it
+            partial.write_bytes(orjson.dumps({"pid": os.getpid(), "udp": udp, "http": url}))
+            partial.replace(state)
+            if on_ready is not None:
+                on_ready(udp, url)
+
+        try:
+            await serve(
+                self.app(), http_host, http_port, on_ready=ready, background=lambda _: [self.run_flushes], stop=stop
+            )
+        finally:
+            self.close()
+            await self.flush()  # what arrived before the stop is stored, not lost
+            with contextlib.suppress(OSError):
+                state.unlink()
+
+
+class _Receiver(asyncio.DatagramProtocol):
+    def __init__(self, collector: FlowCollector) -> None:
+        self.collector = collector
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.collector.received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:  # an ICMP error for a datagram we never sent: nothing to do
+        log.debug("udp error: %s", exc)
+
+
+class _Metrics(MetricsSource):
+    def __init__(self, collector: FlowCollector) -> None:
+        self.collector = collector
+
+    def collect(self) -> Iterator[Any]:
+        c = self.collector
+        yield CounterMetricFamily("edgeplane_flow_datagrams", "Datagrams received.", value=c.decoder.datagrams)
+        yield CounterMetricFamily("edgeplane_flow_records", "Flow records decoded.", value=c.decoder.records)
+        yield CounterMetricFamily("edgeplane_flow_stored_records", "Flow records written to the store.", value=c.stored)
+        dropped = CounterMetricFamily(
+            "edgeplane_flow_dropped", "Datagrams, sets or records discarded, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(c.dropped(zeros=True).items()):
+            dropped.add_metric([reason], count)
+        yield dropped
+        yield GaugeMetricFamily("edgeplane_flow_templates", "Data templates known.", value=c.decoder.templates())
+        yield GaugeMetricFamily("edgeplane_flow_exporters", "Exporters heard from.", value=len(c.decoder.exporters))
+        yield GaugeMetricFamily(
+            "edgeplane_flow_pending_records", "Records waiting for the store.", value=sum(len(p) for p in c.pending)
+        )
+        yield CounterMetricFamily(
+            "edgeplane_flow_store_errors", "Flushes the store refused (busy or broken).", value=c.store_errors
+        )

@@ -1,0 +1,535 @@
+"""The flow store: raw flows and their 5-minute aggregates in a DuckDB file in the data directory, its
+counters, retention, Parquet export, and the traffic queries the peering analysis reads.
+
+DuckDB lets one process write a database file or several read it, not both at once. The collector therefore
+opens the file only to write a batch (about once a second) and closes it again; a reader (`flows stats`,
+`flows export`, `peering candidates`) opens it read-only between those writes. Either side waits for the
+other a while (``wait_seconds``) before it gives up, and the collector keeps its batch in memory meanwhile."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeplane._errors import ConfigError
+from edgeplane._extras import require
+from edgeplane.peering._candidates import MetroTraffic, RoutingView, Traffic, rank
+
+if TYPE_CHECKING:
+    from edgeplane.peering._decode import FlowColumns
+
+DATABASE = "flows.duckdb"
+BIN_MS = 300_000  # transit is billed on 5-minute samples
+OUT, IN = 0, 1  # a flow's direction: from our addresses to a remote one, or from a remote one to ours
+V4_MAPPED = 0xFFFF00000000  # ::ffff:0:0/96, where IPv4 addresses live in the 128-bit space
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS flows (
+    end_ms BIGINT NOT NULL, start_ms BIGINT NOT NULL,
+    pop VARCHAR, metro VARCHAR, exporter VARCHAR NOT NULL,
+    direction UTINYINT NOT NULL, src UHUGEINT NOT NULL, dst UHUGEINT NOT NULL,
+    bytes UBIGINT NOT NULL, packets UBIGINT NOT NULL,
+    protocol UTINYINT NOT NULL, src_port USMALLINT NOT NULL, dst_port USMALLINT NOT NULL, sampling UINTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pops (
+    pop_key USMALLINT PRIMARY KEY, pop VARCHAR NOT NULL UNIQUE, metro VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS traffic_5m (
+    bin INTEGER NOT NULL, pop_key USMALLINT NOT NULL, direction UTINYINT NOT NULL, remote UHUGEINT NOT NULL,
+    bytes UBIGINT NOT NULL, packets UBIGINT NOT NULL, flows UBIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name VARCHAR PRIMARY KEY, value UBIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS exporters (
+    address VARCHAR PRIMARY KEY, pop VARCHAR, metro VARCHAR, records UBIGINT NOT NULL,
+    first_seen_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL
+);
+"""
+
+# The remote end of a flow: what its traffic is counted against.
+REMOTE = "CASE WHEN direction = 1 THEN src ELSE dst END"
+
+
+class StoreError(ConfigError):
+    """The flow store cannot be opened or read."""
+
+
+class StoreBusy(StoreError):
+    """Another process holds the flow store for longer than we would wait."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """Where an exporter's flows come from."""
+
+    pop: str | None
+    metro: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OurPrefixes:
+    """Our own address space (service prefixes and aggregates): a flow from it goes out, one to it comes in."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, prefixes: Sequence[str]) -> OurPrefixes:
+        ranges = []
+        for text in prefixes:
+            network = ipaddress.ip_network(text, strict=False)
+            if network.version == 4:
+                low = V4_MAPPED | int(network.network_address)
+                ranges.append((low, low + network.num_addresses - 1))
+            else:
+                low = int(network.network_address)
+                ranges.append((low, low + network.num_addresses - 1))
+        return cls(tuple(ranges))
+
+    def contains(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+        inside = np.zeros(len(hi), dtype=np.bool_)
+        for low, high in self.ranges:
+            low_hi, low_lo = np.uint64(low >> 64), np.uint64(low & 0xFFFFFFFFFFFFFFFF)
+            high_hi, high_lo = np.uint64(high >> 64), np.uint64(high & 0xFFFFFFFFFFFFFFFF)
+            above = (hi > low_hi) | ((hi == low_hi) & (lo >= low_lo))
+            below = (hi < high_hi) | ((hi == high_hi) & (lo <= high_lo))
+            inside |= above & below
+        return inside
+
+
+def address_text(number: int) -> str:
+    """A 128-bit address as text; IPv4-mapped ones as plain IPv4."""
+    if number >> 32 == V4_MAPPED >> 32:
+        return str(ipaddress.IPv4Address(number & 0xFFFFFFFF))
+    return str(ipaddress.IPv6Address(number))
+
+
+def address_number(text: str) -> int:
+    address = ipaddress.ip_address(text)
+    return V4_MAPPED | int(address) if address.version == 4 else int(address)
+
+
+class FlowStore:
+    """The flow database of one data directory."""
+
+    def __init__(self, data_dir: Path, *, wait_seconds: float = 30.0) -> None:
+        self.path = data_dir / DATABASE
+        self.wait_seconds = wait_seconds
+        self._duckdb = require("duckdb", "flows", "the flow store")
+
+    def __repr__(self) -> str:
+        return f"<FlowStore {self.path}>"
+
+    @contextlib.contextmanager
+    def open(self, *, read_only: bool = False, wait: bool = True) -> Iterator[Any]:
+        """A connection, waiting while another process holds the file (StoreBusy after ``wait_seconds``)."""
+        if read_only and not self.path.exists():
+            raise StoreError(f"{self.path}: no flow store here yet; start `edgeplane flows collect` first")
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + (self.wait_seconds if wait else 0.0)
+        while True:
+            try:
+                connection = self._duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except self._duckdb.IOException as error:
+                if "lock" not in str(error).lower():
+                    raise StoreError(f"{self.path}: cannot open the flow store ({error})") from None
+                if time.monotonic() >= deadline:
+                    raise StoreBusy(f"{self.path}: the flow store is busy (another process holds it)") from None
+                time.sleep(0.05)
+            except self._duckdb.Error as error:
+                raise StoreError(f"{self.path}: cannot open the flow store ({error})") from None
+        try:
+            if not read_only:
+                connection.execute(SCHEMA)
+            yield connection
+        except self._duckdb.Error as error:  # a full disk, an unwritable export directory, a damaged file
+            raise StoreError(f"{self.path}: {error}") from None
+        finally:
+            connection.close()
+
+    # Writing (the collector)
+
+    def append(
+        self,
+        connection: Any,
+        columns: FlowColumns,
+        exporters: Sequence[str],
+        tags: Mapping[str, Tag],
+        ours: OurPrefixes,
+    ) -> int:
+        """Store ``columns``, each tagged with its exporter's PoP and metro and given its direction."""
+        if len(columns) == 0:
+            return 0
+        pa = require("pyarrow", "flows", "the flow store")
+        exporter_names = np.array(list(exporters), dtype=object)
+        pops = np.array([tags.get(e, Tag(None, None)).pop for e in exporters], dtype=object)
+        metros = np.array([tags.get(e, Tag(None, None)).metro for e in exporters], dtype=object)
+        index = columns.exporter.astype(np.int64)
+        src_ours = ours.contains(columns.src_hi, columns.src_lo)
+        dst_ours = ours.contains(columns.dst_hi, columns.dst_lo)
+        # Toward one of ours and not from one of ours: inbound; everything else (neither side ours included) is
+        # counted by its destination, as nfdump's per-destination views do.
+        direction = np.where(dst_ours & ~src_ours, IN, OUT).astype(np.uint8)
+        table = pa.table(
+            {
+                "end_ms": columns.end_ms,
+                "start_ms": columns.start_ms,
+                "pop": pa.DictionaryArray.from_arrays(index, pa.array(pops, type=pa.string())),
+                "metro": pa.DictionaryArray.from_arrays(index, pa.array(metros, type=pa.string())),
+                "exporter": pa.DictionaryArray.from_arrays(index, pa.array(exporter_names, type=pa.string())),
+                "direction": direction,
+                "src_hi": columns.src_hi,
+                "src_lo": columns.src_lo,
+                "dst_hi": columns.dst_hi,
+                "dst_lo": columns.dst_lo,
+                "bytes": columns.bytes,
+                "packets": columns.packets,
+                "protocol": columns.protocol,
+                "src_port": columns.src_port,
+                "dst_port": columns.dst_port,
+                "sampling": columns.sampling,
+            }
+        )
+        connection.register("incoming", table)
+        try:
+            connection.execute(
+                """INSERT INTO pops
+                SELECT (SELECT coalesce(max(pop_key), 0) FROM pops) + row_number() OVER (ORDER BY pop), pop, metro
+                FROM (SELECT DISTINCT pop::VARCHAR AS pop, metro::VARCHAR AS metro FROM incoming WHERE pop IS NOT NULL)
+                WHERE pop NOT IN (SELECT pop FROM pops)"""
+            )
+            connection.execute(
+                """INSERT INTO flows SELECT end_ms, start_ms, pop::VARCHAR, metro::VARCHAR, exporter::VARCHAR,
+                direction, (src_hi::UHUGEINT << 64) | src_lo::UHUGEINT, (dst_hi::UHUGEINT << 64) | dst_lo::UHUGEINT,
+                bytes, packets, protocol, src_port, dst_port, sampling FROM incoming"""
+            )
+            # What the analysis reads: per 5-minute bin, PoP, direction and remote address, summed as it arrives
+            # (and again when compacted), so that a query over months of flows reads far fewer rows.
+            connection.execute(
+                f"""INSERT INTO traffic_5m
+                SELECT i.end_ms // {BIN_MS}, p.pop_key, i.direction,
+                    CASE WHEN i.direction = 1 THEN (i.src_hi::UHUGEINT << 64) | i.src_lo::UHUGEINT
+                         ELSE (i.dst_hi::UHUGEINT << 64) | i.dst_lo::UHUGEINT END,
+                    sum(i.bytes), sum(i.packets), count(*)
+                FROM incoming i JOIN pops p ON p.pop = i.pop::VARCHAR GROUP BY ALL"""
+            )
+            now_ms = int(time.time() * 1000)
+            connection.execute(
+                """INSERT INTO exporters
+                SELECT exporter::VARCHAR, any_value(pop)::VARCHAR, any_value(metro)::VARCHAR, count(*), $now, $now
+                FROM incoming GROUP BY exporter
+                ON CONFLICT (address) DO UPDATE SET records = exporters.records + excluded.records,
+                    last_seen_ms = excluded.last_seen_ms, pop = excluded.pop, metro = excluded.metro""",
+                {"now": now_ms},
+            )
+        finally:
+            connection.unregister("incoming")
+        return len(columns)
+
+    @staticmethod
+    def save_counters(connection: Any, counters: Mapping[str, int]) -> None:
+        """Replace the collector's counters (records, datagrams, dropped:REASON) with their current values."""
+        rows = [(name, int(value)) for name, value in counters.items()]
+        if rows:
+            connection.executemany(
+                "INSERT INTO counters VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", rows
+            )
+
+    @staticmethod
+    def load_counters(connection: Any) -> dict[str, int]:
+        return {name: int(value) for name, value in connection.execute("SELECT name, value FROM counters").fetchall()}
+
+    @staticmethod
+    def expire(connection: Any, *, raw_before_ms: int, aggregates_before_ms: int, compact_from_bin: int) -> int:
+        """Drop raw flows that ended before ``raw_before_ms`` (their traffic lives on in the 5-minute table) and
+        5-minute rows older than ``aggregates_before_ms``; sum the rows each flush added for one key in the bins
+        from ``compact_from_bin`` to the last closed one. Returns the first bin not compacted yet."""
+        connection.execute("DELETE FROM flows WHERE end_ms < $before", {"before": raw_before_ms})
+        connection.execute(f"DELETE FROM traffic_5m WHERE bin < $before // {BIN_MS}", {"before": aggregates_before_ms})
+        open_bin = int(time.time() * 1000) // BIN_MS - 1  # late flows may still come for the last bin or two
+        if open_bin > compact_from_bin:
+            connection.execute("BEGIN TRANSACTION")
+            try:
+                window = {"first": compact_from_bin, "last": open_bin}
+                connection.execute(
+                    """CREATE OR REPLACE TEMP TABLE compacted AS
+                    SELECT bin, pop_key, direction, remote, sum(bytes), sum(packets), sum(flows) FROM traffic_5m
+                    WHERE bin >= $first AND bin < $last GROUP BY ALL""",
+                    window,
+                )
+                connection.execute("DELETE FROM traffic_5m WHERE bin >= $first AND bin < $last", window)
+                connection.execute("INSERT INTO traffic_5m SELECT * FROM compacted")
+                connection.execute("DROP TABLE compacted")
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            compact_from_bin = open_bin
+        return compact_from_bin
+
+    # Reading
+
+    def stats(self) -> dict[str, Any]:
+        with self.open(read_only=True) as connection:
+            counters = self.load_counters(connection)
+            raw = connection.execute("SELECT count(*), min(end_ms), max(end_ms) FROM flows").fetchone()
+            folded = connection.execute("SELECT sum(flows), min(bin), max(bin) FROM traffic_5m").fetchone()
+            exporters = connection.execute(
+                "SELECT address, pop, metro, records, first_seen_ms, last_seen_ms FROM exporters ORDER BY address"
+            ).fetchall()
+        dropped = {name.removeprefix("dropped:"): v for name, v in counters.items() if name.startswith("dropped:")}
+        return {
+            "records": counters.get("records", int(folded[0] or 0)),
+            "exporters": len(exporters),
+            "dropped": dict(sorted(dropped.items())),
+            "datagrams": counters.get("datagrams", 0),
+            "stored": {"raw": int(raw[0]), "in_5m_bins": int(folded[0] or 0)},
+            "first_ms": _least(raw[1], None if folded[1] is None else int(folded[1]) * BIN_MS),
+            "last_ms": _most(raw[2], None if folded[2] is None else int(folded[2]) * BIN_MS + BIN_MS - 1),
+            "by_exporter": [
+                {
+                    "address": address,
+                    "pop": pop,
+                    "metro": metro,
+                    "records": int(records),
+                    "first_seen_ms": int(first),
+                    "last_seen_ms": int(last),
+                }
+                for address, pop, metro, records, first, last in exporters
+            ],
+        }
+
+    def export(self, destination: Path, *, since_ms: int | None = None, until_ms: int | None = None) -> dict[str, Any]:
+        """Raw flows as Parquet under ``flows/``, partitioned by metro, date and hour (``metro=M/date=D/hour=H/``),
+        addresses as text; the traffic per 5-minute bin and remote address under ``traffic_5m/`` (by metro and
+        date). What Trino, Spark or ClickHouse read."""
+        where, params = _window("end_ms", since_ms, until_ms)
+        destination.mkdir(parents=True, exist_ok=True)
+        with self.open(read_only=True) as connection:
+            connection.execute(
+                """CREATE TEMP MACRO addr(a) AS CASE WHEN a >> 32 = 281470681743360 >> 32
+                   THEN concat_ws('.', (a >> 24) & 255, (a >> 16) & 255, (a >> 8) & 255, a & 255)
+                   ELSE lower(printf('%x', a)) END"""
+            )
+            counts = connection.execute(f"SELECT count(*) FROM flows {where}", params).fetchone()
+            connection.execute(
+                f"""COPY (
+                    SELECT make_timestamp(end_ms * 1000) AS end_time, make_timestamp(start_ms * 1000) AS start_time,
+                        coalesce(pop, '') AS pop, coalesce(metro, '') AS metro, exporter,
+                        CASE direction WHEN 1 THEN 'in' ELSE 'out' END AS direction,
+                        addr(src) AS src, addr(dst) AS dst, bytes, packets, protocol, src_port, dst_port, sampling,
+                        strftime(make_timestamp(end_ms * 1000), '%Y-%m-%d') AS date,
+                        hour(make_timestamp(end_ms * 1000)) AS hour
+                    FROM flows {where}
+                ) TO '{_quoted(destination / "flows")}'
+                (FORMAT parquet, PARTITION_BY (metro, date, hour), OVERWRITE_OR_IGNORE,
+                 FILENAME_PATTERN 'flows_{{uuid}}')""",
+                params,
+            )
+            where_5m, params_5m = _window(f"t.bin::BIGINT * {BIN_MS}", since_ms, until_ms)
+            folded = connection.execute(f"SELECT count(*) FROM traffic_5m t {where_5m}", params_5m).fetchone()
+            connection.execute(
+                f"""COPY (
+                    SELECT make_timestamp(t.bin::BIGINT * {BIN_MS} * 1000) AS bin_start, p.pop, p.metro,
+                        CASE t.direction WHEN 1 THEN 'in' ELSE 'out' END AS direction,
+                        addr(t.remote) AS remote, t.bytes, t.packets, t.flows,
+                        strftime(make_timestamp(t.bin::BIGINT * {BIN_MS} * 1000), '%Y-%m-%d') AS date
+                    FROM traffic_5m t JOIN pops p USING (pop_key) {where_5m}
+                ) TO '{_quoted(destination / "traffic_5m")}'
+                (FORMAT parquet, PARTITION_BY (metro, date), OVERWRITE_OR_IGNORE,
+                 FILENAME_PATTERN 'traffic_{{uuid}}')""",
+                params_5m,
+            )
+        files = sorted(str(p.relative_to(destination)) for p in destination.rglob("*.parquet"))
+        return {"path": str(destination), "flows": int(counts[0]), "traffic_5m": int(folded[0]), "files": files}
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _window(column: str, since_ms: int | None, until_ms: int | None) -> tuple[str, dict[str, int]]:
+    clauses, params = [], {}
+    if since_ms is not None:
+        clauses.append(f"{column} >= $since")
+        params["since"] = since_ms
+    if until_ms is not None:
+        clauses.append(f"{column} < $until")
+        params["until"] = until_ms
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _least(a: int | None, b: int | None) -> int | None:
+    values = [int(v) for v in (a, b) if v is not None]
+    return min(values) if values else None
+
+
+def _most(a: int | None, b: int | None) -> int | None:
+    values = [int(v) for v in (a, b) if v is not None]
+    return max(values) if values else None
+
+
+def _uint128_columns(values: Sequence[int]) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    hi = np.fromiter((v >> 64 for v in values), dtype=np.uint64, count=len(values))
+    lo = np.fromiter((v & 0xFFFFFFFFFFFFFFFF for v in values), dtype=np.uint64, count=len(values))
+    return hi, lo
+
+
+def summarise(
+    connection: Any,
+    view: RoutingView,
+    *,
+    metros: Sequence[str] | None,
+    top: int,
+    exclude: Mapping[str, set[int]],
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+) -> list[MetroTraffic]:
+    """Per metro: traffic per bin of each PoP's transits and of the networks behind them, the latter ranked and,
+    for the ``top`` of each metro (less the ASNs in ``exclude[metro]``), split per PoP and transit.
+
+    Each remote address takes the route its PoP uses today (a range join on ``view``). Read from the 5-minute
+    table, which holds the traffic of every flow stored, raw or expired."""
+    pa = require("pyarrow", "flows", "the flow store")
+    lo_hi, lo_lo = _uint128_columns([r[1] for r in view.ranges])
+    hi_hi, hi_lo = _uint128_columns([r[2] for r in view.ranges])
+    ranges = pa.table(
+        {
+            "t": np.array([r[0] for r in view.ranges], dtype=np.int32),
+            "lo_hi": lo_hi,
+            "lo_lo": lo_lo,
+            "hi_hi": hi_hi,
+            "hi_lo": hi_lo,
+            "route": np.array([r[3] for r in view.ranges], dtype=np.int32),
+        }
+    )
+    asns = view.route_asns()
+    route_asn = pa.table(
+        {"route": np.array([r for r, _ in asns], dtype=np.int32), "asn": np.array([a for _, a in asns], np.int64)}
+    )
+    route_transit = pa.table(
+        {
+            "route": np.arange(len(view.routes), dtype=np.int32),
+            "transit": np.array([t for t, _ in view.routes], dtype=np.int64),
+        }
+    )
+    pop_table = pa.table(
+        {"pop": list(view.table_of_pop), "t": np.array(list(view.table_of_pop.values()), dtype=np.int32)}
+    )
+    for name, table in (
+        ("v_ranges", ranges),
+        ("v_route_asn", route_asn),
+        ("v_route_transit", route_transit),
+        ("v_pop_table", pop_table),
+    ):
+        connection.register(name, table)
+    where, window = _window(f"t.bin::BIGINT * {BIN_MS}", since_ms, until_ms)
+    params: dict[str, Any] = dict(window)
+    chosen = "" if metros is None else "AND p.metro IN (SELECT unnest($metros))"
+    if metros is not None:
+        params["metros"] = list(metros)
+    connection.execute(
+        """CREATE OR REPLACE TEMP TABLE ranges AS SELECT t, (lo_hi::UHUGEINT << 64) | lo_lo::UHUGEINT AS lo,
+           (hi_hi::UHUGEINT << 64) | hi_lo::UHUGEINT AS hi, route FROM v_ranges"""
+    )
+    connection.execute(
+        """CREATE OR REPLACE TEMP TABLE keys AS
+        SELECT p.pop_key, p.pop, p.metro, coalesce(v.t, -1) AS t FROM pops p LEFT JOIN v_pop_table v USING (pop)"""
+    )
+    # Each remote address once, with the route its PoPs' table gives it (a range join over few rows), then the
+    # traffic per PoP, direction, bin and route (a hash join and an aggregate on integers: the costly part).
+    connection.execute(
+        f"""CREATE OR REPLACE TEMP TABLE remotes AS
+        WITH seen AS (
+            SELECT DISTINCT k.t, t.remote FROM traffic_5m t JOIN keys k USING (pop_key)
+            {where or "WHERE true"} {chosen.replace("p.metro", "k.metro")}
+        )
+        SELECT s.t, s.remote, CASE WHEN s.remote <= r.hi THEN r.route END AS route
+        FROM seen s ASOF LEFT JOIN ranges r ON s.t = r.t AND s.remote >= r.lo""",
+        params,
+    )
+    connection.execute(
+        f"""CREATE OR REPLACE TEMP TABLE traffic AS
+        SELECT k.metro, k.pop, g.* EXCLUDE (pop_key) FROM (
+            SELECT t.pop_key, t.direction, t.bin, r.route, sum(t.bytes)::DOUBLE AS bytes,
+                   sum(t.packets)::DOUBLE AS packets
+            FROM traffic_5m t JOIN keys k USING (pop_key) JOIN remotes r ON r.t = k.t AND r.remote = t.remote
+            {where or "WHERE true"} {chosen.replace("p.metro", "k.metro")}
+            GROUP BY ALL
+        ) g JOIN keys k USING (pop_key)""",
+        params,
+    )
+    span = connection.execute("SELECT min(bin), max(bin) FROM traffic").fetchone()
+    if span is None or span[0] is None:
+        return []
+    first = int(span[0]) if since_ms is None else since_ms // BIN_MS
+    last = int(span[1]) if until_ms is None else (until_ms - 1) // BIN_MS
+    bins = last - first + 1
+    deep = bins - math.ceil(0.95 * bins) + 1  # the rank, from the top, of the 95th percentile bin
+    found: dict[str, MetroTraffic] = {}
+
+    def metro(code: str) -> MetroTraffic:
+        if code not in found:
+            found[code] = MetroTraffic(code, bins, {}, {})
+        return found[code]
+
+    def series(into: dict[Any, Traffic], key: Any) -> Traffic:
+        if key not in into:
+            into[key] = Traffic(np.zeros(bins), np.zeros(bins))
+        return into[key]
+
+    for code, pop, transit, bin_, direction, volume, packets in connection.execute(
+        """SELECT metro, pop, transit, bin, direction, sum(bytes), sum(packets)
+        FROM traffic JOIN v_route_transit USING (route) GROUP BY ALL"""
+    ).fetchall():
+        traffic = series(metro(code).transits, (pop, int(transit)))
+        (traffic.inbound if direction == IN else traffic.outbound)[int(bin_) - first] += volume
+        traffic.bytes += int(volume)
+        traffic.packets += int(packets)
+    for code, volume in connection.execute(
+        "SELECT metro, sum(bytes) FROM traffic WHERE route IS NULL GROUP BY ALL"
+    ).fetchall():
+        metro(code).unrouted_bytes = int(volume)
+    for code, asn, volume, packets, p95_in, p95_out in connection.execute(
+        """WITH per_bin AS (
+            SELECT metro, asn, direction, bin, sum(bytes) AS bytes, sum(packets) AS packets
+            FROM traffic JOIN v_route_asn USING (route) GROUP BY ALL
+        ), ranked AS (
+            SELECT *, row_number() OVER (PARTITION BY metro, asn, direction ORDER BY bytes DESC) AS place
+            FROM per_bin WHERE bytes > 0
+        )
+        SELECT metro, asn, sum(bytes), sum(packets),
+               coalesce(max(CASE WHEN place = $deep AND direction = 1 THEN bytes END), 0),
+               coalesce(max(CASE WHEN place = $deep AND direction = 0 THEN bytes END), 0)
+        FROM ranked GROUP BY ALL""",
+        {"deep": deep},
+    ).fetchall():
+        metro(code).networks[int(asn)] = (int(volume), int(packets), float(p95_in), float(p95_out))
+    wanted = [(code, asn) for code, m in found.items() for asn in rank(m.networks, exclude.get(code, set()), top)]
+    if wanted:
+        connection.register(
+            "v_top",
+            pa.table({"metro": [c for c, _ in wanted], "asn": np.array([a for _, a in wanted], dtype=np.int64)}),
+        )
+        for code, asn, pop, transit, bin_, direction, volume, packets in connection.execute(
+            """SELECT metro, asn, pop, transit, bin, direction, sum(bytes), sum(packets)
+            FROM traffic JOIN v_route_asn USING (route) JOIN v_route_transit USING (route)
+            JOIN v_top USING (metro, asn) GROUP BY ALL"""
+        ).fetchall():
+            traffic = series(found[code].behind.setdefault(int(asn), {}), (pop, int(transit)))
+            (traffic.inbound if direction == IN else traffic.outbound)[int(bin_) - first] += volume
+            traffic.bytes += int(volume)
+            traffic.packets += int(packets)
+        connection.unregister("v_top")
+    for name in ("v_ranges", "v_route_asn", "v_route_transit", "v_pop_table"):
+        connection.unregister(name)
+    return [found[code] for code in sorted(found)]
