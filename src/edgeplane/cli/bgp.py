@@ -359,9 +359,18 @@ def _explain_ingress(
 
 @bgp.command("balance")
 @click.option(
-    "--traffic", "traffic_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    "--traffic", "traffic_path", type=click.Path(path_type=Path, dir_okay=False),
     help="CSV with the header pop,transit_asn,gbps: inbound traffic per PoP and transit.",
 )  # fmt: skip
+@click.option(
+    "--flows", "from_flows", is_flag=True,
+    help="Read the inbound traffic from the flow store instead (95th percentile per PoP and transit, as billed).",
+)  # fmt: skip
+@click.option(
+    "--rib", "rib_path", type=click.Path(path_type=Path, dir_okay=False),
+    help="With --flows: routes from a file (MRT or a birdc dump) instead of the speakers' received routes.",
+)  # fmt: skip
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), help="With --flows: where they are.")
 @fleet_option
 @click.option("--shift-per-prepend", default=0.3, show_default=True, type=click.FloatRange(0.01, 1.0))
 @click.option("--apply", "apply_", is_flag=True, help="Send the suggestions to the control plane as actions.")
@@ -369,7 +378,10 @@ def _explain_ingress(
 @click.pass_context
 def bgp_balance(
     ctx: click.Context,
-    traffic_path: Path,
+    traffic_path: Path | None,
+    from_flows: bool,
+    rib_path: Path | None,
+    data_dir: Path | None,
     fleet_path: Path | None,
     shift_per_prepend: float,
     apply_: bool,
@@ -379,9 +391,20 @@ def bgp_balance(
     transits, with the predicted effect."""
     from edgeplane.bgp import read_traffic, suggest
 
+    if (traffic_path is None) == (not from_flows):
+        raise click.UsageError("give --traffic CSV or --flows (the flow store), one of them")
+    if not from_flows and (rib_path is not None or data_dir is not None):
+        raise click.UsageError("--rib and --data-dir go with --flows")
     fleet = _load(ctx, fleet_path)
     try:
-        traffic = read_traffic(traffic_path, fleet)
+        if traffic_path is not None:
+            traffic = read_traffic(traffic_path, fleet)
+        else:
+            from edgeplane.peering import FlowStore, inbound_gbps, rib_routes, speaker_routes
+
+            where = data_dir or default_data_dir()
+            routes = rib_routes(fleet, rib_path) if rib_path is not None else speaker_routes(fleet, where)
+            traffic = inbound_gbps(fleet, FlowStore(where), routes)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     suggestions = [suggest(fleet, pop, per, shift_per_prepend=shift_per_prepend) for pop, per in traffic.items()]
