@@ -1,0 +1,213 @@
+"""`peering candidates --json` over flows a real collector stored and a routing table in an MRT file: the ranking,
+transits, 95th percentiles, shares and savings equal what this test computes on its own, per metro; a
+PeeringDB fixture says where each candidate can be met."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests._time import wait_for
+from tests.conftest import SMALL_FLEET
+from tests.peering._exporter import Flow, datagrams, send
+from tests.peering._mrt import write_mrt
+from tests.peering._process import collector, edgeplane
+
+PEERINGDB = Path(__file__).resolve().parents[1] / "data" / "peeringdb-small.json"
+EXPORTERS = {"nyc1": "127.0.0.11", "iad1": "127.0.0.12", "ord1": "127.0.0.13", "ams1": "127.0.0.14"}
+PRICES = {64497: 0.5, 64498: 0.4, 64499: 0.3, 64500: 0.6}
+OURS = {"nyc": "198.19.0.10", "iad": "198.19.1.10", "ord": "198.19.16.10", "ams": "198.19.128.10"}
+METRO_OF = {"nyc1": "nyc", "iad1": "iad", "ord1": "ord", "ams1": "ams"}
+TRANSITS = {"nyc1": {64497, 64498}, "iad1": {64497, 64498}, "ord1": {64497, 64498}, "ams1": {64499, 64500}}
+
+# (prefix, transit, AS path, MED): what the transits send us.
+ROUTES = [
+    ("203.0.113.0/24", 64497, [64497, 64510], None),
+    ("203.0.113.0/24", 64498, [64498, 64511, 64510], None),
+    ("198.51.100.0/24", 64497, [64497, 64512, 64513], None),
+    ("198.51.100.0/24", 64498, [64498, 64513], None),
+    ("192.0.2.0/24", 64497, [64497, 64514], 50),
+    ("192.0.2.0/24", 64498, [64498, 64514], 10),
+    ("192.0.2.128/25", 64497, [64497, 64515, 64516], None),
+    ("203.0.113.0/24", 64499, [64499, 64510], None),
+    ("203.0.113.0/24", 64500, [64500, 64510], 5),
+    ("198.51.100.0/24", 64500, [64500, 64517, 64513], None),
+    ("2001:db8:1234::/48", 64499, [64499, 64518], None),
+    ("2001:db8:1234::/48", 64500, [64500, 64519, 64518], None),
+]
+REMOTES = ["203.0.113.7", "198.51.100.20", "192.0.2.5", "192.0.2.200", "2001:db8:1234::9"]
+
+
+def _fleet(tmp_path: Path) -> Path:
+    yaml = YAML()
+    data = yaml.load(SMALL_FLEET.read_text())
+    for pop in data["pops"]:
+        pop["flow_exporters"] = [EXPORTERS[pop["code"]]]
+        for transit in pop["transits"]:
+            transit["price_per_mbps"] = PRICES[transit["asn"]]
+    path = tmp_path / "fleet.yaml"
+    with path.open("w") as out:
+        yaml.dump(data, out)
+    return path
+
+
+def _best(pop: str, address: str) -> tuple[int, list[int]] | None:
+    """The route the PoP uses toward ``address``: the longest prefix its transits sent, then the shortest path,
+    then the lowest MED (missing counts as 0)."""
+    target = ipaddress.ip_address(address)
+    found = [r for r in ROUTES if r[1] in TRANSITS[pop] and target in ipaddress.ip_network(r[0])]
+    if not found:
+        return None
+    longest = max(ipaddress.ip_network(r[0]).prefixlen for r in found)
+    found = [r for r in found if ipaddress.ip_network(r[0]).prefixlen == longest]
+    _, transit, path, _ = min(found, key=lambda r: (len(r[2]), r[3] or 0))
+    return transit, path
+
+
+def _p95(per_bin: dict[int, float], bins: int) -> float:
+    values = sorted([per_bin.get(b, 0.0) for b in range(bins)])
+    return values[math.ceil(0.95 * bins) - 1]
+
+
+def _mbps(volume: float) -> float:
+    return volume * 8 / 300 / 1e6
+
+
+def _expected(flows: list[tuple[str, Flow, str]], first_bin: int, bins: int, top: int) -> dict[str, Any]:
+    """Per metro: the candidates in order, each with its figures, computed without the product's code."""
+    networks: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    transit_bins: dict[tuple[str, int], dict[str, dict[int, float]]] = defaultdict(lambda: {"in": {}, "out": {}})
+    metro_bytes: dict[str, int] = defaultdict(int)
+    for pop, flow, direction in flows:
+        metro = METRO_OF[pop]
+        remote = flow.dst if direction == "out" else flow.src
+        route = _best(pop, remote)
+        if route is None:
+            continue
+        transit, path = route
+        b = flow.end_ms // 300_000 - first_bin
+        metro_bytes[metro] += flow.bytes
+        per_transit = transit_bins[(pop, transit)][direction]
+        per_transit[b] = per_transit.get(b, 0) + flow.bytes
+        for asn in dict.fromkeys(path[1:]):
+            entry = networks[metro].setdefault(
+                asn, {"bytes": 0, "packets": 0, "in": {}, "out": {}, "via": defaultdict(int), "parts": {}}
+            )
+            entry["bytes"] += flow.bytes
+            entry["packets"] += flow.packets
+            entry[direction][b] = entry[direction].get(b, 0) + flow.bytes
+            entry["via"][transit] += flow.bytes
+            part = entry["parts"].setdefault((pop, transit), {"in": {}, "out": {}})
+            part[direction][b] = part[direction].get(b, 0) + flow.bytes
+    answer: dict[str, Any] = {}
+    for metro, found in networks.items():
+        excluded = {t for pop, m in METRO_OF.items() if m == metro for t in TRANSITS[pop]} | {64496}
+        rows = []
+        for asn, e in found.items():
+            if asn in excluded:
+                continue
+            p_in, p_out = _p95(e["in"], bins), _p95(e["out"], bins)
+            saving = 0.0
+            for (pop, transit), part in e["parts"].items():
+                whole = transit_bins[(pop, transit)]
+                before = max(_p95(whole["in"], bins), _p95(whole["out"], bins))
+                rest = {d: {b: whole[d].get(b, 0) - part[d].get(b, 0) for b in whole[d]} for d in ("in", "out")}
+                after = max(_p95(rest["in"], bins), _p95(rest["out"], bins))
+                saving += PRICES[transit] * (_mbps(before) - _mbps(after))
+            rows.append(
+                {
+                    "asn": asn,
+                    "p95_mbps": _mbps(max(p_in, p_out)),
+                    "bytes": e["bytes"],
+                    "packets": e["packets"],
+                    "via_transits": sorted(e["via"], key=lambda t: (-e["via"][t], t)),
+                    "share": e["bytes"] / metro_bytes[metro],
+                    "saving_per_month": saving,
+                }
+            )
+        rows.sort(key=lambda r: (-r["p95_mbps"], -r["bytes"], r["asn"]))
+        answer[metro] = rows[:top]
+    return answer
+
+
+def _traffic(now_ms: int, seed: int) -> tuple[list[tuple[str, Flow, str]], int, int]:
+    """Two hours of flows in 5-minute bins at every PoP, out and in, with bursts and quiet bins."""
+    rng = random.Random(seed)
+    last_bin = now_ms // 300_000 - 1
+    first_bin = last_bin - 23
+    flows = []
+    for pop in EXPORTERS:
+        ours = OURS[METRO_OF[pop]]
+        for b in range(first_bin, last_bin + 1):
+            for remote in REMOTES:
+                if ":" in remote:
+                    mine = "2001:db8:8000::10" if METRO_OF[pop] != "ams" else "2001:db8:c000::10"
+                else:
+                    mine = ours
+                if rng.random() < 0.3:
+                    continue  # a quiet bin for this remote
+                volume = rng.choice([rng.randint(1_000, 50_000), rng.randint(100_000, 3_000_000)])
+                direction = rng.choice(["out", "out", "in"])
+                src, dst = (mine, remote) if direction == "out" else (remote, mine)
+                end_ms = b * 300_000 + rng.randint(20_000, 280_000)
+                flows.append((pop, Flow(src, dst, end_ms, volume, max(1, volume // 1200)), direction))
+    return flows, first_bin, last_bin - first_bin + 1
+
+
+@pytest.mark.timeout(300)
+def test_candidates_rank_as_computed_from_the_flows_and_the_mrt_table(tmp_path: Path) -> None:
+    fleet = _fleet(tmp_path)
+    rib = tmp_path / "rib.mrt"
+    write_mrt(rib, [(prefix, transit, path, med) for prefix, transit, path, med in ROUTES])
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    now_ms = int(time.time() * 1000)
+    flows, first_bin, bins = _traffic(now_ms, seed=17)
+    with collector(data_dir, fleet=fleet) as running:
+        for pop, exporter in EXPORTERS.items():
+            mine = [f for p, f, _ in flows if p == pop]
+            send(datagrams(mine, export_ms=now_ms), running.udp, source=exporter)
+        wait_for("every flow stored", lambda: running.live_stats()["stored"] == len(flows), 60, 0.2)
+        running.stop()
+    done = edgeplane(
+        "peering", "candidates", "--json", "--rib", str(rib), "--fleet", str(fleet), "--data-dir", str(data_dir),
+        "--peeringdb", str(PEERINGDB), "--top", "10",
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    expected = _expected(flows, first_bin, bins, top=10)
+    assert [m["code"] for m in report["metros"]] == sorted(expected)
+    for metro in report["metros"]:
+        want = expected[metro["code"]]
+        assert metro["bins"] == bins
+        got = metro["candidates"]
+        assert [c["asn"] for c in got] == [w["asn"] for w in want], metro["code"]
+        for c, w in zip(got, want, strict=True):
+            assert c["bytes"] == w["bytes"] and c["packets"] == w["packets"]
+            assert c["via_transits"] == w["via_transits"]
+            assert c["p95_mbps"] == pytest.approx(w["p95_mbps"], abs=1e-6)
+            assert c["share"] == pytest.approx(w["share"], abs=1e-6)
+            assert c["saving_per_month"] == pytest.approx(w["saving_per_month"], abs=0.011)
+    # The PeeringDB fixture (tests/data/peeringdb-small.json): where both we (AS64496) and they are present in the
+    # metro, by exchange or facility (Secaucus counts as New York: it lies within 50 km), with their policy.
+    by_metro = {m["code"]: {c["asn"]: c for c in m["candidates"]} for m in report["metros"]}
+    meets = {
+        ("nyc", 64510): ("Example Content Delivery", "Open", [("ix", "NYIIX New York"), ("facility", "Equinix NY2"),
+                                                              ("facility", "Equinix NY9")]),
+        ("ams", 64510): ("Example Content Delivery", "Open", [("ix", "AMS-IX")]),
+        ("iad", 64513): ("No Peering Enterprise", "No", []),  # its Ashburn port is marked deleted
+        ("nyc", 64514): ("Amsterdam Hosting", "Open", []),
+        ("ams", 64517): ("Chicago Access", "Open", []),
+    }  # fmt: skip
+    for (metro, asn), (name, policy, where) in meets.items():
+        found = by_metro[metro][asn]
+        assert (found["name"], found["policy"]) == (name, policy)
+        assert [(m["kind"], m["name"]) for m in found["meet"]] == where, (metro, asn)

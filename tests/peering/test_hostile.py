@@ -1,0 +1,101 @@
+"""A collector under hostile input: malformed datagrams, unknown templates, templates that change under their
+id and a flood of junk from one exporter. Each is counted on /metrics and in `flows stats`; the process lives,
+and the flows of an honest exporter are stored exactly."""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+import time
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests._time import wait_for
+from tests.conftest import SMALL_FLEET
+from tests.peering._exporter import Flow, datagrams, send
+from tests.peering._process import collector, edgeplane
+
+HONEST, HOSTILE = "127.0.0.21", "127.0.0.66"
+
+
+def _fleet(tmp_path: Path) -> Path:
+    yaml = YAML()
+    data = yaml.load(SMALL_FLEET.read_text())
+    data["pops"][0]["flow_exporters"] = [HONEST]
+    path = tmp_path / "fleet.yaml"
+    with path.open("w") as out:
+        yaml.dump(data, out)
+    return path
+
+
+def _junk(rng: random.Random, now: int) -> list[bytes]:
+    v9 = struct.pack("!HHIIII", 9, 1, 1000, now, 1, 7)
+    ipfix_template = struct.pack("!HH", 2, 12) + struct.pack("!HHHH", 300, 1, 8, 4)
+    changed = struct.pack("!HH", 2, 16) + struct.pack("!HHHHHH", 300, 2, 12, 4, 1, 4)
+    packets = [
+        b"",
+        b"\x00",
+        b"\x00\x09\x00",  # shorter than any header
+        struct.pack("!H", 7) + bytes(30),  # a version nobody speaks
+        struct.pack("!HHIIIIBBH", 5, 30, 0, now, 0, 0, 0, 0, 0) + bytes(48),  # v5 promising 30 records, carrying 1
+        v9 + struct.pack("!HH", 4242, 20) + bytes(16),  # data for a template never sent
+        v9 + struct.pack("!HH", 0, 2),  # a set shorter than its own header
+        v9 + struct.pack("!HH", 0, 12) + struct.pack("!HHHH", 400, 9, 8, 4),  # a template overrunning its set
+        struct.pack("!HHIII", 10, 9999, now, 1, 7) + bytes(20),  # IPFIX length larger than the datagram
+    ]
+    ipfix = struct.pack("!HHIII", 10, 16 + len(ipfix_template) + 8, now, 1, 7) + ipfix_template
+    packets.append(ipfix + struct.pack("!HH", 300, 8) + bytes(4))  # a record of the first layout
+    packets.append(struct.pack("!HHIII", 10, 16 + len(changed), now, 2, 7) + changed)  # the layout changes
+    packets += [rng.randbytes(rng.randint(0, 1500)) for _ in range(5000)]  # the flood
+    mutated = datagrams([Flow("198.19.0.10", "203.0.113.5", now * 1000, 100, 1)], export_ms=now * 1000)[0]
+    for _ in range(2000):
+        data = bytearray(mutated)
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        packets.append(bytes(data[: rng.randint(0, len(data))]))
+    return packets
+
+
+@pytest.mark.timeout(300)
+def test_hostile_datagrams_are_counted_and_honest_flows_stored(tmp_path: Path) -> None:
+    fleet = _fleet(tmp_path)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    now_ms = int(time.time() * 1000)
+    honest = [
+        Flow("198.19.0.10", f"203.0.113.{i % 200 + 1}", now_ms - 60_000 - i, 1000 + i, 1 + i % 7) for i in range(600)
+    ]
+    rng = random.Random(5)
+    junk = _junk(rng, now_ms // 1000)
+    good = datagrams(honest, export_ms=now_ms)
+    with collector(data_dir, fleet=fleet) as running:
+        # Interleaved, so that the junk arrives while honest templates and data are in flight.
+        for index, packet in enumerate(good):
+            send([packet], running.udp, source=HONEST)
+            send(junk[index * 400 : (index + 1) * 400], running.udp, source=HOSTILE)
+        send(junk[len(good) * 400 :], running.udp, source=HOSTILE)
+        wait_for("the honest flows stored", lambda: running.live_stats()["stored"] >= len(honest), 60, 0.2)
+        metrics = running.get("/metrics")
+        assert running.process.poll() is None
+        stats = running.live_stats()
+        running.stop()
+    for reason in ("short", "version", "length", "unknown_template", "malformed_set", "malformed_template"):
+        assert stats["dropped"].get(reason, 0) > 0, (reason, stats["dropped"])
+        assert f'edgeplane_flow_dropped_total{{reason="{reason}"}}' in metrics
+    stored = json.loads(edgeplane("flows", "stats", "--json", "--data-dir", str(data_dir)).stdout)
+    assert stored["dropped"] == stats["dropped"]
+    honest_row = next(e for e in stored["by_exporter"] if e["address"] == HONEST)
+    assert honest_row["records"] == len(honest) and honest_row["pop"] == "nyc1"
+    # Every honest flow is there with its own bytes: the junk neither lost nor corrupted any.
+    export = tmp_path / "export"
+    edgeplane("flows", "export", "--to", str(export), "--data-dir", str(data_dir))
+    import duckdb
+
+    rows = duckdb.sql(
+        f"SELECT dst, bytes, packets FROM read_parquet('{export}/flows/**/*.parquet', hive_partitioning = true)"
+        " WHERE exporter = '127.0.0.21'"
+    ).fetchall()
+    assert sorted(rows) == sorted((f.dst, f.bytes, f.packets) for f in honest)
