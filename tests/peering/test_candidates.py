@@ -196,6 +196,15 @@ def test_candidates_rank_as_computed_from_the_flows_and_the_mrt_table(tmp_path: 
             assert c["p95_mbps"] == pytest.approx(w["p95_mbps"], abs=1e-6)
             assert c["share"] == pytest.approx(w["share"], abs=1e-6)
             assert c["saving_per_month"] == pytest.approx(w["saving_per_month"], abs=0.011)
+    # Fewer asked for: the same head of the ranking (the store looks at networks by bytes and stops when no one
+    # left can reach the top: that must never cut a network that belongs there).
+    for top in (1, 2, 3):
+        short = edgeplane(
+            "peering", "candidates", "--json", "--rib", str(rib), "--fleet", str(fleet), "--data-dir", str(data_dir),
+            "--top", str(top),
+        )  # fmt: skip
+        for metro in json.loads(short.stdout)["metros"]:
+            assert [c["asn"] for c in metro["candidates"]] == [w["asn"] for w in expected[metro["code"]][:top]]
     # The PeeringDB fixture (tests/data/peeringdb-small.json): where both we (AS64496) and they are present in the
     # metro, by exchange or facility (Secaucus counts as New York: it lies within 50 km), with their policy.
     by_metro = {m["code"]: {c["asn"]: c for c in m["candidates"]} for m in report["metros"]}

@@ -445,36 +445,33 @@ def summarise(
         """CREATE OR REPLACE TEMP TABLE keys AS
         SELECT p.pop_key, p.pop, p.metro, coalesce(v.t, -1) AS t FROM pops p LEFT JOIN v_pop_table v USING (pop)"""
     )
-    # Each remote address once, with the route its PoPs' table gives it (a range join over few rows), then the
-    # traffic per PoP, direction, bin and route (a hash join and an aggregate on integers: the costly part).
+    scope = f"{where or 'WHERE true'} {chosen.replace('p.metro', 'k.metro')}"
+    # 1. One pass over the 5-minute table: the traffic per PoP and remote address. Every remote address then
+    #    takes its route (a range join over the few distinct addresses, not the many rows).
     connection.execute(
-        f"""CREATE OR REPLACE TEMP TABLE remotes AS
-        WITH seen AS (
-            SELECT DISTINCT k.t, t.remote FROM traffic_5m t JOIN keys k USING (pop_key)
-            {where or "WHERE true"} {chosen.replace("p.metro", "k.metro")}
-        )
-        SELECT s.t, s.remote, CASE WHEN s.remote <= r.hi THEN r.route END AS route
-        FROM seen s ASOF LEFT JOIN ranges r ON s.t = r.t AND s.remote >= r.lo""",
+        f"""CREATE OR REPLACE TEMP TABLE per_remote AS
+        SELECT t.pop_key, t.remote, sum(t.bytes)::DOUBLE AS bytes, sum(t.packets)::DOUBLE AS packets,
+               min(t.bin) AS first, max(t.bin) AS last
+        FROM traffic_5m t JOIN keys k USING (pop_key) {scope} GROUP BY ALL""",
         params,
     )
-    connection.execute(
-        f"""CREATE OR REPLACE TEMP TABLE traffic AS
-        SELECT k.metro, k.pop, g.* EXCLUDE (pop_key) FROM (
-            SELECT t.pop_key, t.direction, t.bin, r.route, sum(t.bytes)::DOUBLE AS bytes,
-                   sum(t.packets)::DOUBLE AS packets
-            FROM traffic_5m t JOIN keys k USING (pop_key) JOIN remotes r ON r.t = k.t AND r.remote = t.remote
-            {where or "WHERE true"} {chosen.replace("p.metro", "k.metro")}
-            GROUP BY ALL
-        ) g JOIN keys k USING (pop_key)""",
-        params,
-    )
-    span = connection.execute("SELECT min(bin), max(bin) FROM traffic").fetchone()
+    span = connection.execute("SELECT min(first), max(last) FROM per_remote").fetchone()
     if span is None or span[0] is None:
+        _unregister(connection)
         return []
+    connection.execute(
+        """CREATE OR REPLACE TEMP TABLE remotes AS
+        WITH seen AS (SELECT DISTINCT k.t, p.remote FROM per_remote p JOIN keys k USING (pop_key))
+        SELECT s.t, s.remote, CASE WHEN s.remote <= r.hi THEN r.route END AS route
+        FROM seen s ASOF LEFT JOIN ranges r ON s.t = r.t AND s.remote >= r.lo"""
+    )
+    connection.execute(
+        """CREATE OR REPLACE TEMP TABLE routed AS
+        SELECT r.t, r.remote, r.route, x.transit FROM remotes r JOIN v_route_transit x USING (route)"""
+    )
     first = int(span[0]) if since_ms is None else since_ms // BIN_MS
     last = int(span[1]) if until_ms is None else (until_ms - 1) // BIN_MS
     bins = last - first + 1
-    deep = bins - math.ceil(0.95 * bins) + 1  # the rank, from the top, of the 95th percentile bin
     found: dict[str, MetroTraffic] = {}
 
     def metro(code: str) -> MetroTraffic:
@@ -482,54 +479,129 @@ def summarise(
             found[code] = MetroTraffic(code, bins, {}, {})
         return found[code]
 
-    def series(into: dict[Any, Traffic], key: Any) -> Traffic:
+    def add(
+        into: dict[Any, Traffic], key: Any, direction: int, at: list[int], volumes: list[float], packets: float
+    ) -> None:
+        """One series (the bins with traffic and their bytes) into ``into[key]``."""
         if key not in into:
             into[key] = Traffic(np.zeros(bins), np.zeros(bins))
-        return into[key]
-
-    for code, pop, transit, bin_, direction, volume, packets in connection.execute(
-        """SELECT metro, pop, transit, bin, direction, sum(bytes), sum(packets)
-        FROM traffic JOIN v_route_transit USING (route) GROUP BY ALL"""
-    ).fetchall():
-        traffic = series(metro(code).transits, (pop, int(transit)))
-        (traffic.inbound if direction == IN else traffic.outbound)[int(bin_) - first] += volume
-        traffic.bytes += int(volume)
+        traffic = into[key]
+        values = np.asarray(volumes, dtype=np.float64)
+        (traffic.inbound if direction == IN else traffic.outbound)[np.asarray(at, dtype=np.int64) - first] += values
+        traffic.bytes += int(values.sum())
         traffic.packets += int(packets)
+
+    # 2. Totals per metro and network from the per-address table: what ranks who is looked at first.
+    totals: dict[str, dict[int, tuple[int, int]]] = {}
+    for code, asn, volume, packets in connection.execute(
+        """SELECT k.metro, a.asn, sum(p.bytes), sum(p.packets)
+        FROM per_remote p JOIN keys k USING (pop_key) JOIN routed r ON r.t = k.t AND r.remote = p.remote
+        JOIN v_route_asn a USING (route) GROUP BY ALL"""
+    ).fetchall():
+        totals.setdefault(code, {})[int(asn)] = (int(volume), int(packets))
     for code, volume in connection.execute(
-        "SELECT metro, sum(bytes) FROM traffic WHERE route IS NULL GROUP BY ALL"
+        """SELECT k.metro, sum(p.bytes) FROM per_remote p JOIN keys k USING (pop_key)
+        JOIN remotes r ON r.t = k.t AND r.remote = p.remote WHERE r.route IS NULL GROUP BY ALL"""
     ).fetchall():
         metro(code).unrouted_bytes = int(volume)
-    for code, asn, volume, packets, p95_in, p95_out in connection.execute(
-        """WITH per_bin AS (
-            SELECT metro, asn, direction, bin, sum(bytes) AS bytes, sum(packets) AS packets
-            FROM traffic JOIN v_route_asn USING (route) GROUP BY ALL
-        ), ranked AS (
-            SELECT *, row_number() OVER (PARTITION BY metro, asn, direction ORDER BY bytes DESC) AS place
-            FROM per_bin WHERE bytes > 0
-        )
-        SELECT metro, asn, sum(bytes), sum(packets),
-               coalesce(max(CASE WHEN place = $deep AND direction = 1 THEN bytes END), 0),
-               coalesce(max(CASE WHEN place = $deep AND direction = 0 THEN bytes END), 0)
-        FROM ranked GROUP BY ALL""",
-        {"deep": deep},
+    # 3. A second pass: each PoP's transits per bin.
+    for code, pop, transit, direction, at, volumes, packets in connection.execute(
+        f"""SELECT metro, pop, transit, direction, list(bin), list(bytes), sum(packets) FROM (
+            SELECT k.metro, k.pop, r.transit, t.direction, t.bin, sum(t.bytes)::DOUBLE AS bytes,
+                   sum(t.packets)::DOUBLE AS packets
+            FROM traffic_5m t JOIN keys k USING (pop_key) JOIN routed r ON r.t = k.t AND r.remote = t.remote
+            {scope} GROUP BY ALL
+        ) GROUP BY ALL""",
+        params,
     ).fetchall():
-        metro(code).networks[int(asn)] = (int(volume), int(packets), float(p95_in), float(p95_out))
-    wanted = [(code, asn) for code, m in found.items() for asn in rank(m.networks, exclude.get(code, set()), top)]
+        add(metro(code).transits, (pop, int(transit)), int(direction), at, volumes, packets)
+    # 4. The 95th percentiles, for the networks with the most bytes first, a batch per pass, until no network
+    #    left could rank among the top: a 95th percentile of v means at least `deep` bins of v or more, so a
+    #    network whose bytes in one direction are under deep * v cannot reach v.
+    deep = bins - math.ceil(0.95 * bins) + 1
+    order: dict[str, list[int]] = {}
+    for code, per in totals.items():
+        shut_out = exclude.get(code, set())
+        volume = {a: v[0] for a, v in per.items() if a not in shut_out}
+        order[code] = sorted(volume, key=lambda a: (-volume[a], a))
+    done = dict.fromkeys(order, 0)
+    batch_size = 3 * top + 10
+    while top > 0:
+        batch = {code: names[done[code] : done[code] + batch_size] for code, names in order.items()}
+        batch_size *= 2  # few passes even where traffic is spread thin over many networks
+        batch = {code: names for code, names in batch.items() if names}
+        if not batch:
+            break
+        connection.register(
+            "v_batch",
+            pa.table(
+                {
+                    "metro": [code for code, names in batch.items() for _ in names],
+                    "asn": np.array([a for names in batch.values() for a in names], dtype=np.int64),
+                }
+            ),
+        )
+        for code, asn, p95_in, p95_out in connection.execute(
+            f"""WITH wanted AS (
+                SELECT DISTINCT a.route, a.asn, b.metro FROM v_route_asn a JOIN v_batch b USING (asn)
+            ), per_bin AS (
+                SELECT k.metro, w.asn, t.direction, t.bin, sum(t.bytes)::DOUBLE AS bytes
+                FROM traffic_5m t JOIN keys k USING (pop_key) JOIN routed r ON r.t = k.t AND r.remote = t.remote
+                JOIN wanted w ON w.route = r.route AND w.metro = k.metro
+                {scope} GROUP BY ALL
+            ), ranked AS (
+                SELECT *, row_number() OVER (PARTITION BY metro, asn, direction ORDER BY bytes DESC) AS place
+                FROM per_bin WHERE bytes > 0
+            )
+            SELECT metro, asn, coalesce(max(bytes) FILTER (place = $deep AND direction = 1), 0),
+                   coalesce(max(bytes) FILTER (place = $deep AND direction = 0), 0)
+            FROM ranked GROUP BY ALL""",
+            {**params, "deep": deep},
+        ).fetchall():
+            volume, packets = totals[code][int(asn)]
+            metro(code).networks[int(asn)] = (volume, packets, float(p95_in), float(p95_out))
+        connection.unregister("v_batch")
+        for code, names in batch.items():
+            here = metro(code)
+            for asn in names:  # a network whose traffic all fell outside the window's bins
+                here.networks.setdefault(asn, (*totals[code][asn], 0.0, 0.0))
+            done[code] += len(names)
+        for code in list(order):
+            ranked = rank(found[code].networks, set(), top) if code in found else []
+            if len(ranked) < top or done[code] >= len(order[code]):
+                if done[code] >= len(order[code]):
+                    order.pop(code)
+                continue
+            floor = max(found[code].networks[ranked[-1]][2:])
+            if totals[code][order[code][done[code]]][0] < deep * floor:
+                order.pop(code)  # nobody left can reach the top
+    # 5. For the top of each metro only: its traffic per PoP and transit, per bin (for savings and balance).
+    wanted = [(code, asn) for code, traffic in found.items() for asn in rank(traffic.networks, set(), top)]
     if wanted:
         connection.register(
             "v_top",
             pa.table({"metro": [c for c, _ in wanted], "asn": np.array([a for _, a in wanted], dtype=np.int64)}),
         )
-        for code, asn, pop, transit, bin_, direction, volume, packets in connection.execute(
-            """SELECT metro, asn, pop, transit, bin, direction, sum(bytes), sum(packets)
-            FROM traffic JOIN v_route_asn USING (route) JOIN v_route_transit USING (route)
-            JOIN v_top USING (metro, asn) GROUP BY ALL"""
+        for code, asn, pop, transit, direction, at, volumes, packets in connection.execute(
+            f"""WITH wanted AS (
+                SELECT DISTINCT a.route, a.asn, b.metro FROM v_route_asn a JOIN v_top b USING (asn)
+            )
+            SELECT metro, asn, pop, transit, direction, list(bin), list(bytes), sum(packets) FROM (
+                SELECT k.metro, w.asn, k.pop, r.transit, t.direction, t.bin, sum(t.bytes)::DOUBLE AS bytes,
+                       sum(t.packets)::DOUBLE AS packets
+                FROM traffic_5m t JOIN keys k USING (pop_key) JOIN routed r ON r.t = k.t AND r.remote = t.remote
+                JOIN wanted w ON w.route = r.route AND w.metro = k.metro
+                {scope} GROUP BY ALL
+            ) GROUP BY ALL""",
+            params,
         ).fetchall():
-            traffic = series(found[code].behind.setdefault(int(asn), {}), (pop, int(transit)))
-            (traffic.inbound if direction == IN else traffic.outbound)[int(bin_) - first] += volume
-            traffic.bytes += int(volume)
-            traffic.packets += int(packets)
+            parts = found[code].behind.setdefault(int(asn), {})
+            add(parts, (pop, int(transit)), int(direction), at, volumes, packets)
         connection.unregister("v_top")
+    _unregister(connection)
+    return [found[code] for code in sorted(found)]
+
+
+def _unregister(connection: Any) -> None:
     for name in ("v_ranges", "v_route_asn", "v_route_transit", "v_pop_table"):
         connection.unregister(name)
-    return [found[code] for code in sorted(found)]
