@@ -38,10 +38,13 @@ class Collector:
             self.process.wait(timeout=60)
 
 
-def edgeplane(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def edgeplane(
+    *args: str, check: bool = True, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "edgeplane", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
+        [sys.executable, "-m", "edgeplane", *args],
+        capture_output=True, text=True, timeout=timeout, check=False, env={**os.environ, **(env or {})},
+    )  # fmt: skip
     if check and done.returncode != 0:
         raise AssertionError(f"edgeplane {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done

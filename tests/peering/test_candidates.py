@@ -10,6 +10,7 @@ import math
 import random
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -163,8 +164,21 @@ def _traffic(now_ms: int, seed: int) -> tuple[list[tuple[str, Flow, str]], int, 
     return flows, first_bin, last_bin - first_bin + 1
 
 
-@pytest.mark.timeout(300)
-def test_candidates_rank_as_computed_from_the_flows_and_the_mrt_table(tmp_path: Path) -> None:
+@dataclass
+class Stored:
+    """A data directory a real collector filled with the test's flows, and what the test knows of them."""
+
+    fleet: Path
+    rib: Path
+    data_dir: Path
+    flows: list[tuple[str, Flow, str]]
+    first_bin: int
+    bins: int
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> Stored:
+    tmp_path = tmp_path_factory.mktemp("candidates")
     fleet = _fleet(tmp_path)
     rib = tmp_path / "rib.mrt"
     write_mrt(rib, [(prefix, transit, path, med) for prefix, transit, path, med in ROUTES])
@@ -178,6 +192,21 @@ def test_candidates_rank_as_computed_from_the_flows_and_the_mrt_table(tmp_path: 
             send(datagrams(mine, export_ms=now_ms), running.udp, source=exporter)
         wait_for("every flow stored", lambda: running.live_stats()["stored"] == len(flows), 60, 0.2)
         running.stop()
+    return Stored(fleet, rib, data_dir, flows, first_bin, bins)
+
+
+def _candidates(stored: Stored, *args: str) -> dict[str, Any]:
+    done = edgeplane(
+        "peering", "candidates", "--json", "--rib", str(stored.rib), "--fleet", str(stored.fleet),
+        "--data-dir", str(stored.data_dir), *args,
+    )  # fmt: skip
+    return dict(json.loads(done.stdout))
+
+
+@pytest.mark.timeout(300)
+def test_candidates_rank_as_computed_from_the_flows_and_the_mrt_table(stored: Stored) -> None:
+    flows, first_bin, bins = stored.flows, stored.first_bin, stored.bins
+    fleet, rib, data_dir = stored.fleet, stored.rib, stored.data_dir
     done = edgeplane(
         "peering", "candidates", "--json", "--rib", str(rib), "--fleet", str(fleet), "--data-dir", str(data_dir),
         "--peeringdb", str(PEERINGDB), "--top", "10",
@@ -220,3 +249,94 @@ def test_candidates_rank_as_computed_from_the_flows_and_the_mrt_table(tmp_path: 
         found = by_metro[metro][asn]
         assert (found["name"], found["policy"]) == (name, policy)
         assert [(m["kind"], m["name"]) for m in found["meet"]] == where, (metro, asn)
+
+
+def _inbound_gbps(stored: Stored) -> dict[str, dict[int, float]]:
+    """The 95th percentile of each PoP's inbound traffic per transit, in Gbps, computed here."""
+    per: dict[tuple[str, int], dict[int, float]] = defaultdict(dict)
+    for pop, flow, direction in stored.flows:
+        route = _best(pop, flow.src if direction == "in" else flow.dst)
+        if route is None:
+            continue
+        series = per[(pop, route[0])]
+        if direction == "in":
+            b = flow.end_ms // 300_000 - stored.first_bin
+            series[b] = series.get(b, 0) + flow.bytes
+    answer: dict[str, dict[int, float]] = defaultdict(dict)
+    for (pop, transit), series in per.items():
+        answer[pop][transit] = _p95(series, stored.bins) * 8 / 300 / 1e9
+    return answer
+
+
+def test_bgp_balance_reads_the_inbound_95th_percentiles_from_the_flows(stored: Stored) -> None:
+    done = edgeplane(
+        "bgp", "balance", "--flows", "--json", "--rib", str(stored.rib), "--fleet", str(stored.fleet),
+        "--data-dir", str(stored.data_dir),
+    )  # fmt: skip
+    suggestions = {s["pop"]: s for s in json.loads(done.stdout)["suggestions"]}
+    expected = _inbound_gbps(stored)
+    assert set(suggestions) == set(expected)
+    for pop, per in expected.items():
+        got = suggestions[pop]["gbps_before"]
+        for transit, gbps in per.items():
+            assert got[str(transit)] == pytest.approx(gbps, abs=1e-4)
+    refused = edgeplane("bgp", "balance", "--flows", "--traffic", str(stored.rib), check=False)
+    assert refused.returncode == 2 and "one of them" in refused.stderr
+
+
+def test_the_html_report_and_the_published_report_say_what_json_says(stored: Stored, tmp_path: Path) -> None:
+    from tests.control.test_peering_api import TOKEN, Control, latest
+
+    report = _candidates(stored, "--top", "5")
+    page = tmp_path / "peering.html"
+    data_dir = tmp_path / "control"
+    data_dir.mkdir()
+    control = Control(data_dir)
+    try:
+        done = edgeplane(
+            "--control", control.url, "peering", "candidates", "--rib", str(stored.rib), "--fleet", str(stored.fleet),
+            "--data-dir", str(stored.data_dir), "--top", "5", "--html", str(page), "--publish",
+            env={"EDGEPLANE_ADMIN_TOKEN": TOKEN},
+        )  # fmt: skip
+        assert "published" in done.stdout
+        published = latest(control.url)["report"]
+    finally:
+        control.stop()
+    for metro in report["metros"]:
+        shown = next(m for m in published["metros"] if m["code"] == metro["code"])
+        assert [c["asn"] for c in shown["candidates"]] == [c["asn"] for c in metro["candidates"]]
+    text = page.read_text()
+    assert text.count("<svg") == sum(1 for m in report["metros"] if m["candidates"])
+    for metro in report["metros"]:
+        for candidate in metro["candidates"]:
+            assert f"AS{candidate['asn']}" in text
+
+
+def test_expiry_keeps_the_answer_and_a_restart_keeps_the_counts(stored: Stored, tmp_path: Path) -> None:
+    """Raw flows past their retention go, the 5-minute table is compacted, and the candidates stay the same; a
+    collector started again on the directory counts on from what it had stored."""
+    import shutil
+
+    from edgeplane.peering import FlowStore
+
+    copy = tmp_path / "data"
+    shutil.copytree(stored.data_dir, copy)
+    before = _candidates(Stored(stored.fleet, stored.rib, copy, [], 0, 0), "--top", "10")
+    store = FlowStore(copy)
+    with store.open() as connection:
+        rows = connection.execute("SELECT count(*) FROM traffic_5m").fetchone()[0]
+        store.expire(connection, raw_before_ms=2**62, aggregates_before_ms=0, compact_from_bin=0)
+        assert connection.execute("SELECT count(*) FROM flows").fetchone()[0] == 0
+        assert connection.execute("SELECT count(*) FROM traffic_5m").fetchone()[0] <= rows
+    after = _candidates(Stored(stored.fleet, stored.rib, copy, [], 0, 0), "--top", "10")
+    assert after["metros"] == before["metros"]
+    stats = json.loads(edgeplane("flows", "stats", "--json", "--data-dir", str(copy)).stdout)
+    assert stats["records"] == len(stored.flows) and stats["stored"]["raw"] == 0
+    now_ms = int(time.time() * 1000)
+    with collector(copy, fleet=stored.fleet) as running:
+        send(datagrams([Flow("198.19.0.10", "203.0.113.9", now_ms - 1000, 10, 1)], export_ms=now_ms), running.udp)
+        wait_for("the new flow stored", lambda: running.live_stats()["stored_this_run"] == 1, 60, 0.2)
+        assert running.live_stats()["records"] == len(stored.flows) + 1
+        running.stop()
+    stats = json.loads(edgeplane("flows", "stats", "--json", "--data-dir", str(copy)).stdout)
+    assert stats["records"] == len(stored.flows) + 1

@@ -77,6 +77,7 @@ class FlowCollector:
         self.flushes = 0
         self.store_errors = 0
         self._last_expire = 0.0
+        self.before: dict[str, int] = {}  # the counters of this data directory's earlier runs
         self._transport: asyncio.DatagramTransport | None = None
         self.udp_address = ""
         self.registry = CollectorRegistry()
@@ -101,23 +102,30 @@ class FlowCollector:
         return Tag(code, self.fleet.pop_by_code[code].metro)
 
     def counters(self) -> dict[str, int]:
+        """Since the data directory's first run: this run's counts on top of what earlier runs stored."""
         counts = {
             "records": self.decoder.records,
             "datagrams": self.decoder.datagrams,
             "stored": self.stored,
-            "untagged": self.untagged,
         }
         counts.update({f"dropped:{reason}": n for reason, n in self.dropped().items()})
+        for name, value in self.before.items():
+            if name == "records" or name == "datagrams" or name == "stored" or name.startswith("dropped:"):
+                counts[name] = counts.get(name, 0) + value
+        counts["untagged"] = self.untagged
         return counts
 
     def stats(self) -> dict[str, Any]:
-        """What `flows stats --json` says of a running collector."""
+        """What `flows stats --json` says of a running collector (counts since the data directory's first run)."""
+        counts = self.counters()
+        dropped = {name.removeprefix("dropped:"): n for name, n in counts.items() if name.startswith("dropped:") and n}
         return {
-            "records": self.decoder.records,
+            "records": counts["records"],
             "exporters": len(self.decoder.exporters),
-            "dropped": dict(sorted(self.dropped().items())),
-            "datagrams": self.decoder.datagrams,
-            "stored": self.stored,
+            "dropped": dict(sorted(dropped.items())),
+            "datagrams": counts["datagrams"],
+            "stored": counts["stored"],
+            "stored_this_run": self.stored,
             "pending": sum(len(p) for p in self.pending),
             "templates": self.decoder.templates(),
             "untagged": self.untagged,
@@ -145,6 +153,11 @@ class FlowCollector:
             self._transport = None
 
     # Writing
+
+    def _load_counters(self) -> dict[str, int]:
+        opener = FlowStore(self.data_dir, wait_seconds=30.0)
+        with opener.open() as connection:
+            return {k: v for k, v in opener.load_counters(connection).items() if k != "compacted_bin"}
 
     def _take(self) -> None:
         batch = self.decoder.take()
@@ -232,6 +245,7 @@ class FlowCollector:
         on_ready: Callable[[str, str], None] | None = None,
         stop: asyncio.Event | None = None,
     ) -> None:
+        self.before = await asyncio.to_thread(self._load_counters)  # and a store we cannot open stops us here
         udp = await self.listen(udp_host, udp_port)
         state = self.data_dir / STATE_FILE
 
