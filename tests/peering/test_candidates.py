@@ -340,3 +340,31 @@ def test_expiry_keeps_the_answer_and_a_restart_keeps_the_counts(stored: Stored, 
         running.stop()
     stats = json.loads(edgeplane("flows", "stats", "--json", "--data-dir", str(copy)).stdout)
     assert stats["records"] == len(stored.flows) + 1
+
+
+def test_without_a_rib_the_speakers_received_routes_are_used(stored: Stored, tmp_path: Path) -> None:
+    """What each PoP's speaker wrote (`bgp run`: DATA_DIR/bgp-POP/rib-in.json) gives the same answer as the MRT
+    file holding the same routes; with neither, a clear error says what to give."""
+    import shutil
+
+    from edgeplane.bgp import Route
+
+    copy = tmp_path / "data"
+    shutil.copytree(stored.data_dir, copy)
+    for pop, transits in TRANSITS.items():
+        routes = [
+            Route(prefix=p, peer=f"192.0.2.{t - 64400}", peer_asn=t, next_hop=f"192.0.2.{t - 64400}",
+                  as_path=tuple(path), med=med).to_json()
+            for p, t, path, med in ROUTES if t in transits
+        ]  # fmt: skip
+        (copy / f"bgp-{pop}").mkdir()
+        (copy / f"bgp-{pop}" / "rib-in.json").write_text(json.dumps({"pop": pop, "routes": routes}))
+    live = edgeplane("peering", "candidates", "--json", "--fleet", str(stored.fleet), "--data-dir", str(copy))
+    from_file = _candidates(stored)
+    assert [m["candidates"] for m in json.loads(live.stdout)["metros"]] == [
+        m["candidates"] for m in from_file["metros"]
+    ]
+    empty = tmp_path / "empty"
+    shutil.copytree(stored.data_dir, empty)
+    refused = edgeplane("peering", "candidates", "--fleet", str(stored.fleet), "--data-dir", str(empty), check=False)
+    assert refused.returncode == 1 and "--rib FILE" in refused.stderr and "Traceback" not in refused.stderr
