@@ -9,10 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from edgeplane._errors import ConfigError
-from edgeplane.bgp import Route, load_routes
+from edgeplane.bgp import Route
 from edgeplane.fleet import Fleet
 from edgeplane.peering._candidates import BIN_SECONDS, Directory, NoDirectory, candidates, p95, routing_view
+from edgeplane.peering._rib import RibError, read_rib, routes_from_speaker
+from edgeplane.peering._rib import Route as RibRoute
 from edgeplane.peering._store import FlowStore, summarise
 
 DEFAULT_TOP = 20
@@ -26,12 +30,9 @@ class Routes:
     source: str
 
 
-def rib_routes(fleet: Fleet, path: Path) -> Routes:
-    """One table for every PoP from a file (MRT TABLE_DUMP_V2 or `birdc show route all`); each PoP keeps the
-    routes its own transits sent."""
-    from edgeplane.peering._rib import read_rib
-
-    table = [
+def _for_decision(routes: Sequence[RibRoute]) -> list[Route]:
+    """Routes as the decision process takes them (the same one `bgp explain` runs)."""
+    return [
         Route(
             prefix=r.prefix,
             peer=r.next_hop or "",
@@ -41,8 +42,14 @@ def rib_routes(fleet: Fleet, path: Path) -> Routes:
             med=r.med,
             local_pref=r.local_pref,
         )
-        for r in read_rib(path)
+        for r in routes
     ]
+
+
+def rib_routes(fleet: Fleet, path: Path) -> Routes:
+    """One table for every PoP from a file (MRT TABLE_DUMP_V2 or `birdc show route all`); each PoP keeps the
+    routes its own transits sent."""
+    table = _for_decision(read_rib(path))
     return Routes({pop.code: table for pop in fleet.pops}, str(path))
 
 
@@ -51,8 +58,15 @@ def speaker_routes(fleet: Fleet, data_dir: Path) -> Routes:
     found: dict[str, Sequence[Route]] = {}
     for pop in fleet.pops:
         path = data_dir / f"bgp-{pop.code}" / "rib-in.json"
-        if path.exists():
-            found[pop.code] = load_routes(path)
+        try:
+            body = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise RibError(f"{path}: cannot read the received routes ({error.strerror})") from None
+        except orjson.JSONDecodeError as error:
+            raise RibError(f"{path}: not JSON ({error})") from None
+        found[pop.code] = _for_decision(routes_from_speaker(body, source=str(path)))
     if not found:
         raise ConfigError(
             f"no received routes under {data_dir} (bgp-POP/rib-in.json): give --rib FILE (MRT or a birdc dump),"
