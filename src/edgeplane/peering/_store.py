@@ -104,6 +104,16 @@ class OurPrefixes:
         return inside
 
 
+def remote_network(
+    hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """The /24 of each IPv4 address (IPv4-mapped in 128 bits), the /48 of each IPv6 one."""
+    v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+    net_hi = np.where(v4, hi, hi & np.uint64(0xFFFFFFFFFFFF0000))
+    net_lo = np.where(v4, lo & np.uint64(0xFFFFFFFFFFFFFF00), np.uint64(0))
+    return net_hi.astype(np.uint64), net_lo.astype(np.uint64)
+
+
 def address_text(number: int) -> str:
     """A 128-bit address as text; IPv4-mapped ones as plain IPv4."""
     if number >> 32 == V4_MAPPED >> 32:
@@ -179,6 +189,10 @@ class FlowStore:
         # Toward one of ours and not from one of ours: inbound; everything else (neither side ours included) is
         # counted by its destination, as nfdump's per-destination views do.
         direction = np.where(dst_ours & ~src_ours, IN, OUT).astype(np.uint8)
+        net_hi, net_lo = remote_network(
+            np.where(direction == IN, columns.src_hi, columns.dst_hi),
+            np.where(direction == IN, columns.src_lo, columns.dst_lo),
+        )
         table = pa.table(
             {
                 "end_ms": columns.end_ms,
@@ -197,6 +211,8 @@ class FlowStore:
                 "src_port": columns.src_port,
                 "dst_port": columns.dst_port,
                 "sampling": columns.sampling,
+                "net_hi": net_hi,
+                "net_lo": net_lo,
             }
         )
         connection.register("incoming", table)
@@ -212,14 +228,13 @@ class FlowStore:
                 direction, (src_hi::UHUGEINT << 64) | src_lo::UHUGEINT, (dst_hi::UHUGEINT << 64) | dst_lo::UHUGEINT,
                 bytes, packets, protocol, src_port, dst_port, sampling FROM incoming"""
             )
-            # What the analysis reads: per 5-minute bin, PoP, direction and remote address, summed as it arrives
+            # What the analysis reads: per 5-minute bin, PoP, direction and remote network (the /24 of an IPv4
+            # address, the /48 of an IPv6 one: the longest prefixes the internet routes), summed as it arrives
             # (and again when compacted), so that a query over months of flows reads far fewer rows.
             connection.execute(
                 f"""INSERT INTO traffic_5m
                 SELECT i.end_ms // {BIN_MS}, p.pop_key, i.direction,
-                    CASE WHEN i.direction = 1 THEN (i.src_hi::UHUGEINT << 64) | i.src_lo::UHUGEINT
-                         ELSE (i.dst_hi::UHUGEINT << 64) | i.dst_lo::UHUGEINT END,
-                    sum(i.bytes), sum(i.packets), count(*)
+                    (i.net_hi::UHUGEINT << 64) | i.net_lo::UHUGEINT, sum(i.bytes), sum(i.packets), count(*)
                 FROM incoming i JOIN pops p ON p.pop = i.pop::VARCHAR GROUP BY ALL"""
             )
             now_ms = int(time.time() * 1000)
@@ -310,8 +325,8 @@ class FlowStore:
 
     def export(self, destination: Path, *, since_ms: int | None = None, until_ms: int | None = None) -> dict[str, Any]:
         """Raw flows as Parquet under ``flows/``, partitioned by metro, date and hour (``metro=M/date=D/hour=H/``),
-        addresses as text; the traffic per 5-minute bin and remote address under ``traffic_5m/`` (by metro and
-        date). What Trino, Spark or ClickHouse read."""
+        addresses as text; the traffic per 5-minute bin and remote network (/24, /48) under ``traffic_5m/`` (by
+        metro and date). What Trino, Spark or ClickHouse read."""
         where, params = _window("end_ms", since_ms, until_ms)
         destination.mkdir(parents=True, exist_ok=True)
         with self.open(read_only=True) as connection:
@@ -341,7 +356,7 @@ class FlowStore:
                 f"""COPY (
                     SELECT make_timestamp(t.bin::BIGINT * {BIN_MS} * 1000) AS bin_start, p.pop, p.metro,
                         CASE t.direction WHEN 1 THEN 'in' ELSE 'out' END AS direction,
-                        addr(t.remote) AS remote, t.bytes, t.packets, t.flows,
+                        addr(t.remote) AS remote_network, t.bytes, t.packets, t.flows,
                         strftime(make_timestamp(t.bin::BIGINT * {BIN_MS} * 1000), '%Y-%m-%d') AS date
                     FROM traffic_5m t JOIN pops p USING (pop_key) {where_5m}
                 ) TO '{_quoted(destination / "traffic_5m")}'
@@ -397,7 +412,7 @@ def summarise(
     """Per metro: traffic per bin of each PoP's transits and of the networks behind them, the latter ranked and,
     for the ``top`` of each metro (less the ASNs in ``exclude[metro]``), split per PoP and transit.
 
-    Each remote address takes the route its PoP uses today (a range join on ``view``). Read from the 5-minute
+    Each remote network (/24, /48) takes the route its PoP uses today (a range join on ``view``). Read from the 5-minute
     table, which holds the traffic of every flow stored, raw or expired."""
     pa = require("pyarrow", "flows", "the flow store")
     lo_hi, lo_lo = _uint128_columns([r[1] for r in view.ranges])
@@ -446,7 +461,7 @@ def summarise(
         SELECT p.pop_key, p.pop, p.metro, coalesce(v.t, -1) AS t FROM pops p LEFT JOIN v_pop_table v USING (pop)"""
     )
     scope = f"{where or 'WHERE true'} {chosen.replace('p.metro', 'k.metro')}"
-    # 1. One pass over the 5-minute table: the traffic per PoP and remote address. Every remote address then
+    # 1. One pass over the 5-minute table: the traffic per PoP and remote network. Every remote network then
     #    takes its route (a range join over the few distinct addresses, not the many rows).
     connection.execute(
         f"""CREATE OR REPLACE TEMP TABLE per_remote AS
