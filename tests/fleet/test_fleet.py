@@ -156,3 +156,17 @@ def test_the_nested_json_holds_every_pop_once_with_figures_from_its_units() -> N
         assert shown["gpus"] == pop.gpus_by_type() and shown["power_kw"] == sum(u.power_kw for u in pop.units)
         assert shown["models"] == fleet.models_at(pop.code)
     assert {m["continent"] for m in data["metros"]} == {c.code for c in fleet.continents}
+
+
+def test_a_flow_exporter_belongs_to_one_pop_and_is_an_address() -> None:
+    text = default_fleet_text()
+    first = text.index("    transits:")
+    second = text.index("    transits:", first + 1)
+    doubled = (
+        text[:first] + "    flow_exporters: [192.0.2.9]\n" + text[first:second] + "    flow_exporters: [192.0.2.9]\n"
+        + text[second:]
+    )  # fmt: skip
+    with pytest.raises(FleetError, match=r"flow_exporters\[0\]: flow exporter 192.0.2.9 is also in PoP nyc1"):
+        parse_fleet(doubled, "fleet.yaml")
+    with pytest.raises(FleetError, match=r"pops\[0\]\.flow_exporters\[0\]: value is not a valid IPv4 or IPv6"):
+        parse_fleet(text[:first] + "    flow_exporters: [not-an-address]\n" + text[first:], "fleet.yaml")

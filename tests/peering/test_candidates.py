@@ -369,3 +369,39 @@ def test_without_a_rib_the_speakers_received_routes_are_used(stored: Stored, tmp
     shutil.copytree(stored.data_dir, empty)
     refused = edgeplane("peering", "candidates", "--fleet", str(stored.fleet), "--data-dir", str(empty), check=False)
     assert refused.returncode == 1 and "--rib FILE" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_an_empty_window_is_an_empty_report_and_exports_are_not_doubled(stored: Stored, tmp_path: Path) -> None:
+    for window in (
+        ("--since", "2030-01-01"),
+        ("--until", "2000-01-01"),
+        ("--since", "2026-01-02", "--until", "2026-01-01"),
+    ):
+        report = _candidates(stored, *window)
+        assert all(m["candidates"] == [] for m in report["metros"]), window
+    only = _candidates(stored, "--metro", "iad", "--since", "2030-01-01")["metros"]
+    assert only == [
+        {"code": "iad", "name": "Ashburn", "bins": 0, "transit_bytes": 0, "unrouted_bytes": 0, "transits": [],
+         "candidates": []}
+    ]  # fmt: skip
+    balance = edgeplane(
+        "bgp", "balance", "--flows", "--json", "--rib", str(stored.rib), "--fleet", str(stored.fleet),
+        "--data-dir", str(stored.data_dir),
+    )  # fmt: skip
+    assert balance.returncode == 0
+    # Export: IPv6 addresses as IPv6 text; a second export into the same place is refused unless replaced.
+    out = tmp_path / "export"
+    edgeplane("flows", "export", "--to", str(out), "--data-dir", str(stored.data_dir))
+    again = edgeplane("flows", "export", "--to", str(out), "--data-dir", str(stored.data_dir), check=False)
+    assert again.returncode == 1 and "--replace" in again.stderr
+    edgeplane("flows", "export", "--to", str(out), "--data-dir", str(stored.data_dir), "--replace")
+    import duckdb
+
+    rows = duckdb.sql(
+        f"SELECT src, dst, bytes FROM read_parquet('{out}/flows/**/*.parquet', hive_partitioning = true)"
+    ).fetchall()
+    assert len(rows) == len(stored.flows)
+    sent = sorted(
+        (str(ipaddress.ip_address(f.src)), str(ipaddress.ip_address(f.dst)), f.bytes) for _, f, _ in stored.flows
+    )
+    assert sorted((str(ipaddress.ip_address(s)), str(ipaddress.ip_address(d)), b) for s, d, b in rows) == sent

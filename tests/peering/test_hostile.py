@@ -18,13 +18,14 @@ from tests.conftest import SMALL_FLEET
 from tests.peering._exporter import Flow, datagrams, send
 from tests.peering._process import collector, edgeplane
 
-HONEST, HOSTILE = "127.0.0.21", "127.0.0.66"
+HONEST, HOSTILE, CLOCKLESS = "127.0.0.21", "127.0.0.66", "127.0.0.22"
 
 
 def _fleet(tmp_path: Path) -> Path:
     yaml = YAML()
     data = yaml.load(SMALL_FLEET.read_text())
     data["pops"][0]["flow_exporters"] = [HONEST]
+    data["pops"][1]["flow_exporters"] = [CLOCKLESS]  # a router of the fleet whose clock is years off
     path = tmp_path / "fleet.yaml"
     with path.open("w") as out:
         yaml.dump(data, out)
@@ -80,16 +81,25 @@ def test_hostile_datagrams_are_counted_and_honest_flows_stored(tmp_path: Path) -
             sent += send(junk[index * 400 : (index + 1) * 400], running.udp, source=HOSTILE)
             wait_for("the collector to read what was sent", lambda n=sent: running.live_stats()["datagrams"] >= n, 60)
         send(junk[len(good) * 400 :], running.udp, source=HOSTILE)
+        future_ms = now_ms + 10 * 365 * 86_400_000
+        late = [
+            Flow("198.19.1.10", "203.0.113.9", future_ms - 5000, 100, 1),
+            Flow("198.19.1.10", "203.0.113.9", 1, 2, 1),
+        ]
+        send(datagrams(late, export_ms=future_ms), running.udp, source=CLOCKLESS)
         wait_for("the honest flows stored", lambda: running.live_stats()["stored"] >= len(honest), 60, 0.2)
         metrics = running.get("/metrics")
         assert running.process.poll() is None
         stats = running.live_stats()
         running.stop()
+    # The flows of the router with the wrong clock are not believed (one would stretch every metro's window).
+    assert stats["dropped"].get("future_time", 0) + stats["dropped"].get("bad_time", 0) >= 1
     for reason in ("short", "version", "length", "unknown_template", "malformed_set", "malformed_template"):
         assert stats["dropped"].get(reason, 0) > 0, (reason, stats["dropped"])
         assert f'edgeplane_flow_dropped_total{{reason="{reason}"}}' in metrics
     stored = json.loads(edgeplane("flows", "stats", "--json", "--data-dir", str(data_dir)).stdout)
     assert stored["dropped"] == stats["dropped"]
+    assert stored["last_ms"] <= now_ms + 3_600_000
     honest_row = next(e for e in stored["by_exporter"] if e["address"] == HONEST)
     assert honest_row["records"] == len(honest) and honest_row["pop"] == "nyc1"
     # Every honest flow is there with its own bytes: the junk neither lost nor corrupted any.

@@ -26,6 +26,8 @@ class ControlClient:
     def call(self, method: str, path: str, payload: Any = None) -> Any:
         """The answer's JSON; unreachable, an HTTP error (with the server's OpenAI-style message) or an answer
         that is not JSON raise ControlPlaneError."""
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ControlPlaneError(f"{self.base_url!r} is not a control plane URL (http://HOST:PORT)")
         data = json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(self.base_url + path, data=data, method=method)
         if data is not None:

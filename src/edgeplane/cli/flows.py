@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,10 +76,14 @@ def flows() -> None:
 @click.option(
     "--http", "http", default=DEFAULT_HTTP, show_default=True, help="ADDR:PORT of /metrics and /api/flows/stats."
 )
-@click.option("--retention-hours", default=48.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="How long raw flows are kept; older ones live on as 5-minute aggregates.")  # fmt: skip
-@click.option("--aggregate-days", default=400.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="How long the 5-minute aggregates are kept.")  # fmt: skip
+@click.option(
+    "--retention-hours", default=48.0, show_default=True, type=click.FloatRange(min=0, max=87_600, min_open=True),
+    help="How long raw flows are kept; their traffic lives on in the 5-minute table.",
+)  # fmt: skip
+@click.option(
+    "--aggregate-days", default=400.0, show_default=True, type=click.FloatRange(min=0, max=36_500, min_open=True),
+    help="How long the 5-minute table is kept.",
+)  # fmt: skip
 @data_dir_option
 @fleet_option
 @click.pass_context
@@ -102,7 +107,10 @@ def flows_collect(
     if pop_code is not None and pop_code not in fleet.pop_by_code:
         raise click.BadParameter(f"no PoP {pop_code!r} in the fleet", param_hint="--pop")
     data_dir = data_dir or default_data_dir()
-    lock = _lock_or_exit(ctx, DirectoryLock(data_dir / "flows.lock", "flow collector", data_dir))
+    try:
+        lock = _lock_or_exit(ctx, DirectoryLock(data_dir / "flows.lock", "flow collector", data_dir))
+    except OSError as error:
+        _fail(ctx, f"{data_dir}: cannot use it as the data directory ({error.strerror or error})")
     options = CollectorOptions(retention_hours=retention_hours, aggregate_days=aggregate_days)
     collector = FlowCollector(fleet, data_dir, pop=pop_code, options=options)
 
@@ -112,7 +120,9 @@ def flows_collect(
     try:
         _run(collector.run(udp_host, udp_port, http_host, http_port, on_ready=ready))
     except OSError as error:
-        _fail(ctx, f"cannot listen on {listen} or {http}: {error.strerror or error}")
+        if error.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            _fail(ctx, f"cannot listen on {listen} or {http}: {error.strerror or error}")
+        _fail(ctx, f"the flow collector stopped: {error.strerror or error} ({error.filename or data_dir})")
     finally:
         lock.release()
 
@@ -158,17 +168,26 @@ def flows_stats(ctx: click.Context, data_dir: Path | None, as_json: bool) -> Non
 @flows.command("export")
 @click.option("--to", "destination", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Directory to write the Parquet files into (metro=/date=/hour= partitions).")  # fmt: skip
+@click.option("--replace", is_flag=True, help="Replace an earlier export in that directory (refused otherwise).")
 @with_window
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def flows_export(
-    ctx: click.Context, destination: Path, since: str | None, until: str | None, data_dir: Path | None, as_json: bool
+    ctx: click.Context,
+    destination: Path,
+    replace: bool,
+    since: str | None,
+    until: str | None,
+    data_dir: Path | None,
+    as_json: bool,
 ) -> None:
     """Write the stored flows as partitioned Parquet (raw flows under flows/, traffic per 5-minute bin and remote
     address under traffic_5m/), for ClickHouse, Trino or Spark when one machine is not enough."""
     try:
-        done = store_of(data_dir).export(destination, since_ms=when(since, "--since"), until_ms=when(until, "--until"))
+        done = store_of(data_dir).export(
+            destination, since_ms=when(since, "--since"), until_ms=when(until, "--until"), replace=replace
+        )
     except EdgeplaneError as error:
         _fail(ctx, error)
     if as_json:

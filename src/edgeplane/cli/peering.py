@@ -32,7 +32,7 @@ def peering() -> None:
     help="PeeringDB-shaped JSON (net, ix, netixlan, fac, netfac): names, policies, where to meet.",
 )  # fmt: skip
 @click.option(
-    "--price-per-mbps", type=click.FloatRange(min=0),
+    "--price-per-mbps", type=click.FloatRange(min=0, max=1e9),
     help="Transit price per Mbps (95th percentile) per month, for every transit (default: the fleet's).",
 )  # fmt: skip
 @with_window

@@ -162,6 +162,18 @@ def validate_references(fleet: Fleet) -> list[tuple[Loc, str]]:
                     )
                 else:
                     seen_units[key] = f"also in PoP {pop.code}"
+    exporters: dict[str, str] = {}
+    for pi, pop in enumerate(fleet.pops):
+        for ei, address in enumerate(pop.flow_exporters):
+            if str(address) in exporters:  # its flows would be tagged with one PoP only, the other losing them all
+                problems.append(
+                    (
+                        ("pops", pi, "flow_exporters", ei),
+                        f"flow exporter {address} is also in PoP {exporters[str(address)]}",
+                    )
+                )
+            else:
+                exporters[str(address)] = pop.code
 
     for i, region in enumerate(fleet.regions):
         known(("regions", i, "continent"), "continent", region.continent, fleet.continent_by_code)

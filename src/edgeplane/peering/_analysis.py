@@ -20,6 +20,8 @@ from edgeplane.peering._rib import Route as RibRoute
 from edgeplane.peering._store import FlowStore, summarise
 
 DEFAULT_TOP = 20
+# Numbers on AS paths that are no network one could peer with: reserved (RFC 7607), AS_TRANS (RFC 6793), last.
+NOT_NETWORKS = {0, 23456, 65535, 4294967295}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,10 @@ def report(
     started = time.perf_counter()
     directory = directory or NoDirectory()
     view = routing_view(fleet, routes.by_pop)
-    exclude = {m.code: {t.asn for p in fleet.pops_in(m.code) for t in p.transits} | {fleet.asn} for m in fleet.metros}
+    exclude = {
+        m.code: {t.asn for p in fleet.pops_in(m.code) for t in p.transits} | {fleet.asn} | NOT_NETWORKS
+        for m in fleet.metros
+    }
     with store.open(read_only=True) as connection:
         found = summarise(
             connection, view, metros=metros, top=top, exclude=exclude, since_ms=since_ms, until_ms=until_ms
@@ -101,7 +106,17 @@ def report(
     for code in metros if metros is not None else sorted(by_code):
         traffic = by_code.get(code)
         if traffic is None:
-            shown.append({"code": code, "name": fleet.metro_by_code[code].name, "bins": 0, "candidates": []})
+            shown.append(
+                {
+                    "code": code,
+                    "name": fleet.metro_by_code[code].name,
+                    "bins": 0,
+                    "transit_bytes": 0,
+                    "unrouted_bytes": 0,
+                    "transits": [],
+                    "candidates": [],
+                }
+            )
             continue
         shown.append(candidates(fleet, traffic, top=top, directory=directory, price_per_mbps=price_per_mbps))
     return {

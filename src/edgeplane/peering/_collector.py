@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -22,12 +23,21 @@ from prometheus_client.registry import Collector as MetricsSource
 
 from edgeplane.fleet import Fleet
 from edgeplane.peering._decode import Decoder, FlowColumns
-from edgeplane.peering._store import FlowStore, OurPrefixes, StoreError, Tag
+from edgeplane.peering._store import FlowStore, OurPrefixes, StoreBusy, StoreError, Tag
 from edgeplane.web import json_response, serve
 
 log = logging.getLogger("edgeplane.flows")
 
 STATE_FILE = "collector.json"
+FUTURE_SLACK_MS = 3_600_000  # exporters' clocks drift; a flow ending more than an hour from now is not believed
+MAX_STORE_FAILURES = 30  # flushes in a row the store may refuse (not busy: broken) before a batch is given up
+
+
+def exporter_address(text: str) -> str:
+    """An exporter's address as the fleet writes it: an IPv4 exporter heard on an IPv6 socket as plain IPv4."""
+    if text.startswith("::ffff:") and "." in text:
+        return text.removeprefix("::ffff:")
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +88,9 @@ class FlowCollector:
         self.flushes = 0
         self.store_errors = 0
         self._last_expire = 0.0
+        self.time_dropped = {"future_time": 0, "too_old": 0}
+        self.store_failed = 0  # records given up after the store refused them MAX_STORE_FAILURES times in a row
+        self._failures = 0
         self.before: dict[str, int] = {}  # the counters of this data directory's earlier runs
         self._transport: asyncio.DatagramTransport | None = None
         self.udp_address = ""
@@ -93,7 +106,9 @@ class FlowCollector:
     def dropped(self, *, zeros: bool = False) -> dict[str, int]:
         """What was discarded, by reason (with ``zeros``: every reason, for metrics that must not vanish)."""
         counts = dict(self.decoder.dropped)
+        counts.update(self.time_dropped)
         counts["store_busy"] = self.store_dropped
+        counts["store_failed"] = self.store_failed
         return {reason: n for reason, n in counts.items() if n or zeros}
 
     def tag(self, exporter: str) -> Tag:
@@ -135,7 +150,7 @@ class FlowCollector:
     # Receiving
 
     def received(self, datagram: bytes, address: tuple[Any, ...]) -> None:
-        self.decoder.decode(datagram, str(address[0]), int(self.clock() * 1000))
+        self.decoder.decode(datagram, exporter_address(str(address[0])), int(self.clock() * 1000))
 
     async def listen(self, host: str, port: int) -> str:
         loop = asyncio.get_running_loop()
@@ -161,7 +176,7 @@ class FlowCollector:
             return {k: v for k, v in opener.load_counters(connection).items() if k != "compacted_bin"}
 
     def _take(self) -> None:
-        batch = self.decoder.take()
+        batch = self._plausible(self.decoder.take())
         if len(batch):
             self.pending.append(batch)
         held = sum(len(p) for p in self.pending)
@@ -169,6 +184,21 @@ class FlowCollector:
             lost = self.pending.pop(0)
             held -= len(lost)
             self.store_dropped += len(lost)
+
+    def _plausible(self, batch: FlowColumns) -> FlowColumns:
+        """Flows that ended neither in the future (a router whose clock is off) nor before the aggregates' retention:
+        one such flow would stretch every metro's window of 5-minute bins (and be kept forever)."""
+        if not len(batch):
+            return batch
+        now_ms = int(self.clock() * 1000)
+        future = batch.end_ms > now_ms + FUTURE_SLACK_MS
+        past = batch.end_ms < now_ms - int(self.options.aggregate_days * 86_400_000)
+        if not (future.any() or past.any()):
+            return batch
+        self.time_dropped["future_time"] += int(future.sum())
+        self.time_dropped["too_old"] += int(past.sum())
+        keep = ~(future | past)
+        return FlowColumns(**{f.name: getattr(batch, f.name)[keep] for f in dataclasses.fields(FlowColumns)})
 
     def _write(
         self, batch: FlowColumns, exporters: list[str], counters: Mapping[str, int], expire: bool
@@ -198,13 +228,25 @@ class FlowCollector:
         untagged = sum(1 for e in self.decoder.exporters if self.tag(e).pop is None)
         expire = self.clock() - self._last_expire >= self.options.expire_every_seconds
         counters = self.counters()
+        counters["stored"] += len(batch)  # what these counters will be true of once this batch is in
         try:
             written = await asyncio.to_thread(self._write, batch, list(self.decoder.exporters), counters, expire)
-        except StoreError as error:  # busy (a reader holds it) or broken: keep the batch for the next flush
+        except StoreBusy as error:  # a reader holds it: keep the batch for the next flush
             self.store_errors += 1
-            log.info("flow store not written this time: %s", error)
+            log.info("flow store busy: %s", error)
             self.pending = [batch] if len(batch) else []
             return
+        except StoreError as error:  # broken (a full disk?): try again a while, then give the batch up, counted
+            self.store_errors += 1
+            self._failures += 1
+            log.warning("flow store not written (%d in a row): %s", self._failures, error)
+            if self._failures < MAX_STORE_FAILURES:
+                self.pending = [batch] if len(batch) else []
+            else:
+                self.store_failed += len(batch)
+                self.pending, self._failures = [], 0
+            return
+        self._failures = 0
         self.pending = []
         self.stored += written
         self.untagged = untagged

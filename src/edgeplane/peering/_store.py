@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import math
+import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 DATABASE = "flows.duckdb"
 BIN_MS = 300_000  # transit is billed on 5-minute samples
+DEFAULT_WINDOW_MS = 30 * 86_400_000  # what the analysis looks at unless told: a month, as transit is billed
 OUT, IN = 0, 1  # a flow's direction: from our addresses to a remote one, or from a remote one to ours
 V4_MAPPED = 0xFFFF00000000  # ::ffff:0:0/96, where IPv4 addresses live in the 128-bit space
 
@@ -45,7 +47,7 @@ CREATE TABLE IF NOT EXISTS pops (
 );
 CREATE TABLE IF NOT EXISTS traffic_5m (
     bin INTEGER NOT NULL, pop_key USMALLINT NOT NULL, direction UTINYINT NOT NULL, remote UHUGEINT NOT NULL,
-    bytes UBIGINT NOT NULL, packets UBIGINT NOT NULL, flows UBIGINT NOT NULL
+    bytes UHUGEINT NOT NULL, packets UHUGEINT NOT NULL, flows UBIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name VARCHAR PRIMARY KEY, value UBIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS exporters (
@@ -323,23 +325,38 @@ class FlowStore:
             ],
         }
 
-    def export(self, destination: Path, *, since_ms: int | None = None, until_ms: int | None = None) -> dict[str, Any]:
+    def export(
+        self, destination: Path, *, since_ms: int | None = None, until_ms: int | None = None, replace: bool = False
+    ) -> dict[str, Any]:
         """Raw flows as Parquet under ``flows/``, partitioned by metro, date and hour (``metro=M/date=D/hour=H/``),
         addresses as text; the traffic per 5-minute bin and remote network (/24, /48) under ``traffic_5m/`` (by
         metro and date). What Trino, Spark or ClickHouse read."""
         where, params = _window("end_ms", since_ms, until_ms)
-        destination.mkdir(parents=True, exist_ok=True)
+        for part in ("flows", "traffic_5m"):
+            if (destination / part).exists():
+                if not replace:
+                    raise StoreError(
+                        f"{destination / part}: an export is there already (its files would be read twice):"
+                        " give another directory, or --replace"
+                    )
+                shutil.rmtree(destination / part)
+        try:
+            destination.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"{destination}: cannot write the export there ({error.strerror})") from None
         with self.open(read_only=True) as connection:
             connection.execute(
                 """CREATE TEMP MACRO addr(a) AS CASE WHEN a >> 32 = 281470681743360 >> 32
                    THEN concat_ws('.', (a >> 24) & 255, (a >> 16) & 255, (a >> 8) & 255, a & 255)
-                   ELSE lower(printf('%x', a)) END"""
+                   ELSE (SELECT concat_ws(':', substr(h, 1, 4), substr(h, 5, 4), substr(h, 9, 4), substr(h, 13, 4),
+                         substr(h, 17, 4), substr(h, 21, 4), substr(h, 25, 4), substr(h, 29, 4))
+                         FROM (SELECT lpad(lower(printf('%x', a)), 32, '0') AS h)) END"""
             )
             counts = connection.execute(f"SELECT count(*) FROM flows {where}", params).fetchone()
             connection.execute(
                 f"""COPY (
                     SELECT make_timestamp(end_ms * 1000) AS end_time, make_timestamp(start_ms * 1000) AS start_time,
-                        coalesce(pop, '') AS pop, coalesce(metro, '') AS metro, exporter,
+                        coalesce(pop, 'untagged') AS pop, coalesce(metro, 'untagged') AS metro, exporter,
                         CASE direction WHEN 1 THEN 'in' ELSE 'out' END AS direction,
                         addr(src) AS src, addr(dst) AS dst, bytes, packets, protocol, src_port, dst_port, sampling,
                         strftime(make_timestamp(end_ms * 1000), '%Y-%m-%d') AS date,
@@ -356,7 +373,8 @@ class FlowStore:
                 f"""COPY (
                     SELECT make_timestamp(t.bin::BIGINT * {BIN_MS} * 1000) AS bin_start, p.pop, p.metro,
                         CASE t.direction WHEN 1 THEN 'in' ELSE 'out' END AS direction,
-                        addr(t.remote) AS remote_network, t.bytes, t.packets, t.flows,
+                        addr(t.remote) AS remote_network, least(t.bytes, 18446744073709551615)::UBIGINT AS bytes,
+                        least(t.packets, 18446744073709551615)::UBIGINT AS packets, t.flows,
                         strftime(make_timestamp(t.bin::BIGINT * {BIN_MS} * 1000), '%Y-%m-%d') AS date
                     FROM traffic_5m t JOIN pops p USING (pop_key) {where_5m}
                 ) TO '{_quoted(destination / "traffic_5m")}'
@@ -447,6 +465,11 @@ def summarise(
         ("v_pop_table", pop_table),
     ):
         connection.register(name, table)
+    asked_since = since_ms
+    if since_ms is None:  # a month of transit billing, up to the last traffic stored
+        (latest,) = connection.execute("SELECT max(bin) FROM traffic_5m").fetchall()
+        if latest[0] is not None:
+            since_ms = (int(latest[0]) + 1) * BIN_MS - DEFAULT_WINDOW_MS
     where, window = _window(f"t.bin::BIGINT * {BIN_MS}", since_ms, until_ms)
     params: dict[str, Any] = dict(window)
     chosen = "" if metros is None else "AND p.metro IN (SELECT unnest($metros))"
@@ -470,8 +493,8 @@ def summarise(
         FROM traffic_5m t JOIN keys k USING (pop_key) {scope} GROUP BY ALL""",
         params,
     )
-    span = connection.execute("SELECT min(first), max(last) FROM per_remote").fetchone()
-    if span is None or span[0] is None:
+    (span,) = connection.execute("SELECT min(first), max(last) FROM per_remote").fetchall()
+    if span[0] is None or (since_ms is not None and until_ms is not None and until_ms <= since_ms):
         _unregister(connection)
         return []
     connection.execute(
@@ -484,7 +507,7 @@ def summarise(
         """CREATE OR REPLACE TEMP TABLE routed AS
         SELECT r.t, r.remote, r.route, x.transit FROM remotes r JOIN v_route_transit x USING (route)"""
     )
-    first = int(span[0]) if since_ms is None else since_ms // BIN_MS
+    first = int(span[0]) if asked_since is None else asked_since // BIN_MS
     last = int(span[1]) if until_ms is None else (until_ms - 1) // BIN_MS
     bins = last - first + 1
     found: dict[str, MetroTraffic] = {}
