@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import bz2
+import contextlib
+import dataclasses
+import gc
 import gzip
 import io
 import ipaddress
 import re
+import socket
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -75,6 +79,17 @@ PEER_INDEX_TABLE = 1
 # TABLE_DUMP_V2 subtypes read, to (IP version, add-path): unicast only, multicast does not carry our traffic.
 RIB_SUBTYPES = {2: (4, False), 4: (6, False), 8: (4, True), 10: (6, True)}
 READ_CHUNK_BYTES = 1 << 20
+# A RIB entry's header by add-path (RFC 6396 4.3.4, RFC 8050): peer index, originated time, path identifier,
+# attribute length; the time and the path identifier are skipped.
+RIB_ENTRY = {False: struct.Struct("!H4xH"), True: struct.Struct("!H8xH")}
+U16, U32 = struct.Struct("!H"), struct.Struct("!I")
+# The ASes of one AS_PATH segment (at most 255), by count: 4-byte and 2-byte.
+AS4_SEGMENTS = [struct.Struct(f"!{count}I") for count in range(256)]
+AS2_SEGMENTS = [struct.Struct(f"!{count}H") for count in range(256)]
+FAMILIES = {4: (socket.AF_INET, 4), 6: (socket.AF_INET6, 16)}  # by IP version: address family, address bytes
+# How many decoded attribute blocks (and, apart, tails of blocks) are kept per IP version while a file is read:
+# a bound on the memory of a table whose entries share few of them.
+ATTRIBUTE_CACHE_ENTRIES = 1 << 18
 
 
 def _looks_like_mrt(head: bytes) -> bool:
@@ -91,8 +106,16 @@ def read_mrt(path: Path) -> list[Route]:
     """The routes in an MRT table dump: TABLE_DUMP_V2 (IPv4 and IPv6 unicast, with or without add-path) and the
     older TABLE_DUMP. Each route's transit is the peer's AS from the PEER_INDEX_TABLE (or the record, in
     TABLE_DUMP); routes of no peer AS (the dumping router's own) fall back to the path's first AS and are left
-    out when the path is empty. Other record types are skipped; a file with no table dump at all is refused."""
-    tables = _Tables(require("mrtparse", "flows", "reading MRT table dumps"))
+    out when the path is empty. Other record types are skipped; a file with no table dump at all is refused.
+
+    TABLE_DUMP_V2 is decoded here, about ten times as fast as mrtparse did (a full table is millions of routes);
+    mrtparse reads what is rare: TABLE_DUMP, and a RIB record with an MP_REACH_NLRI attribute written whole."""
+    with _collector_paused():
+        return _read_mrt(path)
+
+
+def _read_mrt(path: Path) -> list[Route]:
+    tables = _Tables()
     routes: list[Route] = []
     try:
         with _open(path) as stream:
@@ -110,30 +133,51 @@ def read_mrt(path: Path) -> list[Route]:
     return routes
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector held off while a table is read: as the routes pile up it walks them again
+    and again (adding half the decoding's time, more in a process holding much else), and routes hold no cycles
+    for it to find. It walks them once when it resumes; the reader's caches are gone by then."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class _Tables:
     """Reads table dump records in file order: a RIB record's peer indexes refer to the latest PEER_INDEX_TABLE
     (BIRD writes one before each table it dumps)."""
 
-    def __init__(self, mrtparse: ModuleType) -> None:
-        self.mrtparse = mrtparse
+    def __init__(self) -> None:
         self.peers: list[int] | None = None  # the AS of each peer index
         self.seen = 0  # table dump records, read or skipped
+        self.attributes = {4: _AttributeCache(4), 6: _AttributeCache(6)}
+        self._mrtparse: ModuleType | None = None
 
     def read(self, kind: int, subtype: int, record: bytes) -> list[Route]:
         if kind == TABLE_DUMP_V2:
             self.seen += 1
             if subtype == PEER_INDEX_TABLE:
-                data = _decode(self.mrtparse, record)
-                self.peers = [_asn(entry["peer_as"]) for entry in data["peer_entries"]]
+                self.peers = _peer_asns(record)
             elif subtype in RIB_SUBTYPES:
                 if self.peers is None:
                     raise _Corrupt("a RIB record before any PEER_INDEX_TABLE")
-                return _rib_v2(self.mrtparse, record, self.peers, *RIB_SUBTYPES[subtype])
+                version, add_path = RIB_SUBTYPES[subtype]
+                routes = _rib_v2(record, self.peers, add_path, self.attributes[version])
+                return _rib_v2_mrtparse(self.mrtparse(), record, self.peers, version) if routes is None else routes
         elif kind == TABLE_DUMP and subtype in (1, 2):
             self.seen += 1
-            route = _rib_v1(self.mrtparse, record, 4 if subtype == 1 else 6)
+            route = _rib_v1(self.mrtparse(), record, 4 if subtype == 1 else 6)
             return [] if route is None else [route]
         return []
+
+    def mrtparse(self) -> ModuleType:
+        if self._mrtparse is None:
+            self._mrtparse = require("mrtparse", "flows", "reading MRT table dumps")
+        return self._mrtparse
 
 
 def _open(path: Path) -> io.BufferedIOBase:
@@ -148,17 +192,27 @@ def _open(path: Path) -> io.BufferedIOBase:
 
 def _records(stream: io.BufferedIOBase) -> Iterator[tuple[int, int, int, bytes]]:
     """Each record as (byte offset, type, subtype, header and body). Framed here rather than by mrtparse's
-    reader, which raises KeyError on an unknown type and leaves the stream mid-record."""
-    offset = 0
-    while header := _read(stream, MRT_HEADER.size):
-        if len(header) < MRT_HEADER.size:
-            raise _Corrupt(f"cut short at byte {offset}, in a record's header ({len(header)} of 12 bytes)")
-        _, kind, subtype, length = MRT_HEADER.unpack(header)
-        body = _read(stream, length)
-        if len(body) < length:
-            raise _Corrupt(f"cut short in the record at byte {offset}: {len(body)} of its {length} bytes")
-        yield offset, kind, subtype, header + body
-        offset += MRT_HEADER.size + length
+    reader, which raises KeyError on an unknown type and leaves the stream mid-record; cut from a megabyte read
+    at a time, not from two reads a record (a table has millions of records)."""
+    buffer, at, offset = b"", 0, 0  # what was read, where the next record starts in it and in the file
+    while True:
+        if len(buffer) - at < MRT_HEADER.size:
+            buffer, at = buffer[at:] + _read(stream, max(MRT_HEADER.size - (len(buffer) - at), READ_CHUNK_BYTES)), 0
+            if not buffer:
+                return
+            if len(buffer) < MRT_HEADER.size:
+                raise _Corrupt(f"cut short at byte {offset}, in a record's header ({len(buffer)} of 12 bytes)")
+        _, kind, subtype, length = MRT_HEADER.unpack_from(buffer, at)
+        size = MRT_HEADER.size + length
+        if len(buffer) - at < size:
+            buffer, at = buffer[at:] + _read(stream, max(size - (len(buffer) - at), READ_CHUNK_BYTES)), 0
+            if len(buffer) < size:
+                raise _Corrupt(
+                    f"cut short in the record at byte {offset}: {len(buffer) - MRT_HEADER.size} of its {length} bytes"
+                )
+        yield offset, kind, subtype, buffer[at : at + size]
+        at += size
+        offset += size
 
 
 def _read(stream: io.BufferedIOBase, size: int) -> bytes:
@@ -173,19 +227,182 @@ def _read(stream: io.BufferedIOBase, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _decode(mrtparse: ModuleType, record: bytes) -> dict[str, Any]:
-    try:
-        entry = next(mrtparse.Reader(io.BytesIO(record)))
-    except Exception as error:  # mrtparse meets corrupt data with whatever Python raises first
-        raise _Corrupt(f"{type(error).__name__}: {error}") from None
-    if entry.err:
-        raise _Corrupt(str(entry.err_msg))
-    return dict(entry.data)
+def _peer_asns(record: bytes) -> list[int]:
+    """The AS of each peer in a PEER_INDEX_TABLE (RFC 6396 4.3.1): collector BGP ID, view name, then per peer
+    its type (bit 0: an IPv6 address, bit 1: a 4-byte AS), BGP ID, address and AS. 0 where the AS is unknown:
+    0 itself (BIRD's own routes), or AS_TRANS (a 4-byte AS that a 2-byte field could not hold)."""
+    end = len(record)
+    position = MRT_HEADER.size + 4
+    if position + 2 > end:
+        raise _Corrupt("a PEER_INDEX_TABLE cut short before its view name")
+    position += 2 + U16.unpack_from(record, position)[0]
+    if position + 2 > end:
+        raise _Corrupt("a PEER_INDEX_TABLE cut short before its peer count")
+    (count,) = U16.unpack_from(record, position)
+    position += 2
+    asns = []
+    for number in range(count):
+        if position >= end:
+            raise _Corrupt(f"a PEER_INDEX_TABLE of {count} peers cut short at peer {number}")
+        peer_type = record[position]
+        position += 1 + 4 + (16 if peer_type & 0x01 else 4)
+        as_bytes = 4 if peer_type & 0x02 else 2
+        if position + as_bytes > end:
+            raise _Corrupt(f"a PEER_INDEX_TABLE of {count} peers cut short at peer {number}")
+        asn = int.from_bytes(record[position : position + as_bytes], "big")
+        asns.append(0 if asn == AS_TRANS else asn)
+        position += as_bytes
+    return asns
 
 
-def _rib_v2(mrtparse: ModuleType, record: bytes, peers: Sequence[int], version: int, add_path: bool) -> list[Route]:
-    body = memoryview(record)[MRT_HEADER.size :]
-    _check_rib_v2(body, version, add_path)
+# Plain tuples below: a NamedTuple's constructor adds a tenth to the time of a table whose entries share few
+# attributes. An AS path as Route holds it: as_path, as_set, as_set_size.
+_Path = tuple[tuple[int, ...], bool, int]
+# What a block of path attributes says: its AS path (None without an AS_PATH), MED, LOCAL_PREF, NEXT_HOP and the
+# next hop of its MP_REACH_NLRI.
+_Fields = tuple[_Path | None, int | None, int | None, str | None, str | None]
+# What a route takes from a RIB entry's attributes: as_path, as_set, as_set_size, the first AS (the neighbour's by
+# the path, for a peer of no AS; 0 when it has none), med, local_pref, next_hop.
+_Attributes = tuple[tuple[int, ...], bool, int, int, int | None, int | None, str | None]
+
+
+class _AttributeCache:
+    """The path attributes of RIB entries of one IP version (which decides their next hop), each distinct block
+    decoded once: a transit sends the prefixes of one path with the same attributes. Most blocks are ORIGIN, an
+    AS_PATH of one AS_SEQUENCE, then what a transit sends with many paths (next hop, MED, communities): that tail
+    is decoded once per distinct tail, so a block of a new path costs little more than reading its path."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.blocks: dict[bytes, _Attributes] = {}
+        self.tails: dict[bytes, _Fields] = {}
+
+    def decode(self, block: bytes) -> _Attributes | None:
+        """What a route takes from ``block``; None where an MP_REACH_NLRI is written whole (see _read_attributes)."""
+        path: _Path | None = None
+        tail = block  # what follows the path
+        fields: _Fields | None
+        # ORIGIN (one byte, so a 4-byte attribute), then an AS_PATH of one AS_SEQUENCE (BIRD, FRR and Quagga write
+        # them so), its length in one byte or two.
+        if len(block) >= 9 and block[1] == 1 and block[2] == 1 and not block[0] & 0x10 and block[5] == 2:
+            start, length = (8, block[6] << 8 | block[7]) if block[4] & 0x10 else (7, block[6])
+            if (
+                start + 2 <= len(block)
+                and block[start] == AS_SEQUENCE
+                and 2 + 4 * block[start + 1] == length
+                and start + length <= len(block)
+            ):
+                path = AS4_SEGMENTS[block[start + 1]].unpack_from(block, start + 2), False, 0
+                tail = block[start + length :]
+        if path is None:
+            fields = _read_attributes(block, 0, len(block), self.version)
+        elif (fields := self.tails.get(tail)) is None:
+            fields = _read_attributes(tail, 0, len(tail), self.version)
+            if fields is not None:
+                if len(self.tails) >= ATTRIBUTE_CACHE_ENTRIES:
+                    self.tails.clear()
+                self.tails[tail] = fields
+        if fields is None:
+            return None
+        tail_path, med, local_pref, next_hop, mp_next_hop = fields
+        as_path, as_set, set_size = tail_path or path or ((), False, 0)  # a later AS_PATH wins, as in _route
+        hop = next_hop if self.version == 4 and next_hop else (mp_next_hop or next_hop)
+        first_as = as_path[0] if len(as_path) > set_size else 0
+        if len(self.blocks) >= ATTRIBUTE_CACHE_ENTRIES:
+            self.blocks.clear()
+        self.blocks[block] = attributes = as_path, as_set, set_size, first_as, med, local_pref, hop
+        return attributes
+
+
+# Route(...) sets each field through object.__setattr__, as a frozen dataclass's __init__ does: a third of the
+# time of reading a table dump. Its reader sets the slots itself, in field order (a field added to Route stops
+# this import; the tests hold what it makes equal to Route(...)).
+(_set_prefix, _set_as_path, _set_as_set, _set_transit_asn, _set_med, _set_local_pref, _set_next_hop,
+ _set_as_set_size) = (getattr(Route, field.name).__set__ for field in dataclasses.fields(Route))  # fmt: skip
+
+
+def _new_route(
+    prefix: str,
+    as_path: tuple[int, ...],
+    as_set: bool,
+    transit_asn: int,
+    med: int | None,
+    local_pref: int | None,
+    next_hop: str | None,
+    as_set_size: int,
+) -> Route:
+    route: Route = object.__new__(Route)
+    _set_prefix(route, prefix)
+    _set_as_path(route, as_path)
+    _set_as_set(route, as_set)
+    _set_transit_asn(route, transit_asn)
+    _set_med(route, med)
+    _set_local_pref(route, local_pref)
+    _set_next_hop(route, next_hop)
+    _set_as_set_size(route, as_set_size)
+    return route
+
+
+def _rib_v2(record: bytes, peers: Sequence[int], add_path: bool, attributes: _AttributeCache) -> list[Route] | None:
+    """The routes of a RIB_IPV4/IPV6_UNICAST(_ADDPATH) record (RFC 6396 4.3.2, RFC 8050), each length checked
+    before what it covers is read; None where an entry's MP_REACH_NLRI is written whole (AFI, SAFI, next hop,
+    NLRI, as some old dumpers did), once the whole record is checked: mrtparse reads that record, as it always has.
+    ``attributes``: those of the record's IP version decoded so far."""
+    end = len(record)
+    start = MRT_HEADER.size + 4  # after the sequence number
+    if start >= end:
+        raise _Corrupt("a RIB record shorter than its fixed fields")
+    bits = record[start]
+    position = start + 1 + (bits + 7) // 8
+    if position + 2 > end:
+        raise _Corrupt("a RIB record cut short in its prefix")
+    prefix = _prefix_text(record[start + 1 : position], bits, attributes.version)
+    (count,) = U16.unpack_from(record, position)
+    position += 2
+    entry = RIB_ENTRY[add_path]
+    header, unpack_entry, known, peer_count = entry.size, entry.unpack_from, attributes.blocks.get, len(peers)
+    routes: list[Route] = []
+    add = routes.append
+    whole_mp_reach = False
+    for _ in range(count):
+        if position + header > end:
+            raise _Corrupt("a RIB entry cut short")
+        index, length = unpack_entry(record, position)
+        position += header + length
+        if position > end:
+            raise _Corrupt(f"path attributes of {length} bytes where {end - position + length} are left")
+        block = record[position - length : position]
+        decoded = known(block) or attributes.decode(block)
+        if decoded is None:
+            whole_mp_reach = True
+            continue
+        if index >= peer_count:
+            raise _Corrupt(f"peer index {index}, but the PEER_INDEX_TABLE has {peer_count} peers")
+        as_path, as_set, set_size, first_as, med, local_pref, next_hop = decoded
+        transit = peers[index] or first_as  # a peer of no AS: the neighbour by the path
+        if transit:  # else the dumping router's own route: no transit sent it
+            add(_new_route(prefix, as_path, as_set, transit, med, local_pref, next_hop, set_size))
+    if position != end:
+        raise _Corrupt(f"{end - position} bytes after the last RIB entry")
+    return None if whole_mp_reach else routes
+
+
+def _prefix_text(packed: bytes, bits: int, version: int) -> str:
+    """A RIB record's prefix (its leading ``(bits + 7) // 8`` bytes) in the text ipaddress writes."""
+    family, size = FAMILIES[version]
+    if bits > size * 8:
+        raise _Corrupt(f"a prefix of {bits} bits in an IPv{version} table")
+    if bits & 7 and packed[-1] & (0xFF >> (bits & 7)):
+        raise _Corrupt(f"a /{bits} prefix with host bits set")
+    address = packed.ljust(size, b"\0")
+    text = socket.inet_ntop(family, address)
+    if version == 6 and "." in text:  # the C library writes ::ffff:192.0.2.0 where ipaddress has ::ffff:c000:200
+        return str(ipaddress.IPv6Network((address, bits)))
+    return f"{text}/{bits}"
+
+
+def _rib_v2_mrtparse(mrtparse: ModuleType, record: bytes, peers: Sequence[int], version: int) -> list[Route]:
+    """A RIB record that _rib_v2 has checked, read by mrtparse."""
     data = _decode(mrtparse, record)
     prefix = _prefix(data["prefix"], data["length"])
     routes = []
@@ -199,45 +416,30 @@ def _rib_v2(mrtparse: ModuleType, record: bytes, peers: Sequence[int], version: 
     return routes
 
 
+def _decode(mrtparse: ModuleType, record: bytes) -> dict[str, Any]:
+    try:
+        entry = next(mrtparse.Reader(io.BytesIO(record)))
+    except Exception as error:  # mrtparse meets corrupt data with whatever Python raises first
+        raise _Corrupt(f"{type(error).__name__}: {error}") from None
+    if entry.err:
+        raise _Corrupt(str(entry.err_msg))
+    return dict(entry.data)
+
+
 def _rib_v1(mrtparse: ModuleType, record: bytes, version: int) -> Route | None:
     address = 4 if version == 4 else 16
     body = memoryview(record)[MRT_HEADER.size :]
     start = 4 + address + 1 + 1 + 4 + address + 2  # view, sequence, prefix, length, status, time, peer IP, peer AS
     if len(body) < start + 2:
         raise _Corrupt("a TABLE_DUMP record shorter than its fixed fields")
-    (length,) = struct.unpack_from("!H", body, start)
+    (length,) = U16.unpack_from(body, start)
     if start + 2 + length != len(body):
         raise _Corrupt(f"path attributes of {length} bytes in a record with {len(body) - start - 2} left")
-    _check_attributes(body[start + 2 :], as_bytes=2, next_hop_sizes=NEXT_HOP_SIZES[version])
+    first = MRT_HEADER.size + start + 2
+    _read_attributes(record, first, first + length, version, as_bytes=2)
     data = _decode(mrtparse, record)
     # TABLE_DUMP paths hold 2-byte ASes; AS4_PATH carries the 4-byte ones they stand in for.
     return _route(_prefix(data["prefix"], data["length"]), data["path_attributes"], _asn(data["peer_as"]), version)
-
-
-def _check_rib_v2(body: memoryview, version: int, add_path: bool) -> None:
-    """Refuse a RIB record whose lengths do not add up before mrtparse reads it: it reads past a wrong length
-    into the next field rather than stop, and loops forever on an AIGP attribute whose TLV length is under 3."""
-    if len(body) < 5:
-        raise _Corrupt("a RIB record shorter than its fixed fields")
-    sizes = NEXT_HOP_SIZES[version]
-    bits = body[4]
-    position = 5 + (bits + 7) // 8
-    if position + 2 > len(body):
-        raise _Corrupt("a RIB record cut short in its prefix")
-    (count,) = struct.unpack_from("!H", body, position)
-    position += 2
-    for _ in range(count):
-        position += 2 + 4 + (4 if add_path else 0)  # peer index, originated time, path identifier
-        if position + 2 > len(body):
-            raise _Corrupt("a RIB entry cut short")
-        (length,) = struct.unpack_from("!H", body, position)
-        position += 2
-        if position + length > len(body):
-            raise _Corrupt(f"path attributes of {length} bytes where {len(body) - position} are left")
-        _check_attributes(body[position : position + length], as_bytes=4, next_hop_sizes=sizes)
-        position += length
-    if position != len(body):
-        raise _Corrupt(f"{len(body) - position} bytes after the last RIB entry")
 
 
 # Attribute types whose length mrtparse assumes, to the lengths that are sound.
@@ -247,50 +449,95 @@ NEXT_HOP_SIZES = {4: {0: {4}, 1: {4}}, 6: {0: {16, 32}, 2: {16, 32}}}
 LENGTH_MULTIPLES = {8: 4, 10: 4, 16: 8, 32: 12}  # communities, cluster list, extended and large communities
 
 
-def _check_attributes(
-    block: memoryview, *, as_bytes: int, next_hop_sizes: Mapping[int, set[int]], depth: int = 0
-) -> None:
-    position = 0
-    while position < len(block):
-        if position + 3 > len(block):
+def _read_attributes(
+    data: bytes, start: int, end: int, version: int, as_bytes: int = 4, depth: int = 0
+) -> _Fields | None:
+    """What the path attributes in ``data[start:end]`` say, as _route reads mrtparse's decoding of them (of a
+    type given twice, the last), in a table of IP ``version``; None where an MP_REACH_NLRI is written whole (AFI,
+    SAFI, next hop, NLRI), which mrtparse reads in ways of its own. What mrtparse would misread is refused here,
+    for the records it still reads: it reads past a wrong length into the next field rather than stop, and loops
+    forever on an AIGP attribute whose TLV length is under 3."""
+    path: _Path | None = None
+    med = local_pref = next_hop = mp_next_hop = None
+    whole_mp_reach = False
+    position = start
+    while position < end:
+        if position + 3 > end:
             raise _Corrupt("a path attribute cut short in its header")
-        flags, kind = block[position], block[position + 1]
-        if flags & 0x10:  # extended length
-            if position + 4 > len(block):
+        kind = data[position + 1]
+        if data[position] & 0x10:  # extended length
+            if position + 4 > end:
                 raise _Corrupt("a path attribute cut short in its header")
-            (length,) = struct.unpack_from("!H", block, position + 2)
+            length = data[position + 2] << 8 | data[position + 3]
             position += 4
         else:
-            length = block[position + 2]
+            length = data[position + 2]
             position += 3
-        value = block[position : position + length]
-        if len(value) < length:
-            raise _Corrupt(f"path attribute {kind} of {length} bytes where {len(value)} are left")
-        position += length
-        if kind in FIXED_LENGTHS and length not in FIXED_LENGTHS[kind]:
-            raise _Corrupt(f"path attribute {kind} of {length} bytes")
-        if kind in LENGTH_MULTIPLES and length % LENGTH_MULTIPLES[kind]:
-            raise _Corrupt(f"path attribute {kind} of {length} bytes")
+        stop = position + length
+        if stop > end:
+            raise _Corrupt(f"path attribute {kind} of {length} bytes where {end - position} are left")
         if kind == 2:
-            _check_segments(value, as_bytes)
-        elif kind == 17:  # AS4_PATH
-            _check_segments(value, 4)
+            path = _as_path(data, position, stop, as_bytes)
+        elif kind == 3:  # mrtparse reads an address of 4 or 16 bytes, and no next hop from other lengths
+            if length == 4:
+                next_hop = socket.inet_ntop(socket.AF_INET, data[position:stop])
+            else:
+                next_hop = socket.inet_ntop(socket.AF_INET6, data[position:stop]) if length == 16 else None
+        elif kind in FIXED_LENGTHS:
+            if length not in FIXED_LENGTHS[kind]:
+                raise _Corrupt(f"path attribute {kind} of {length} bytes")
+            if kind == 4:
+                (med,) = U32.unpack_from(data, position)
+            elif kind == 5:
+                (local_pref,) = U32.unpack_from(data, position)
+        elif kind == 14:
+            value = data[position:stop]
+            if not _sound_mp_reach(value, NEXT_HOP_SIZES[version]):
+                raise _Corrupt("a malformed MP_REACH_NLRI attribute")
+            if length == 1 + value[0]:  # RFC 6396's: the next hop alone (two of 16 bytes: the global one first)
+                family, size = FAMILIES[version]
+                mp_next_hop = socket.inet_ntop(family, value[1 : 1 + size])
+            else:
+                whole_mp_reach = True
+        elif kind in LENGTH_MULTIPLES:
+            if length % LENGTH_MULTIPLES[kind]:
+                raise _Corrupt(f"path attribute {kind} of {length} bytes")
+        elif kind == 17:  # AS4_PATH: merged into the 2-byte AS_PATH of TABLE_DUMP (by _route), unused in V2
+            _as_path(data, position, stop, 4)
         elif kind == 26:  # AIGP: TLVs of at least their own 3-byte header
-            tlv = 0
-            while tlv < len(value):
-                size = struct.unpack_from("!H", value, tlv + 1)[0] if tlv + 3 <= len(value) else 0
-                if size < 3 or tlv + size > len(value):
+            tlv = position
+            while tlv < stop:
+                size = U16.unpack_from(data, tlv + 1)[0] if tlv + 3 <= stop else 0
+                if size < 3 or tlv + size > stop:
                     raise _Corrupt("a malformed AIGP attribute")
                 tlv += size
         elif kind == 128:  # ATTR_SET: an origin AS, then attributes of its own
             if length < 4 or depth > 4:
                 raise _Corrupt("a malformed ATTR_SET attribute")
-            _check_attributes(value[4:], as_bytes=as_bytes, next_hop_sizes=next_hop_sizes, depth=depth + 1)
-        elif kind == 14 and not _sound_mp_reach(value, next_hop_sizes):
-            raise _Corrupt("a malformed MP_REACH_NLRI attribute")
+            _read_attributes(data, position + 4, stop, version, as_bytes, depth + 1)
+        position = stop
+    return None if whole_mp_reach else (path, med, local_pref, next_hop, mp_next_hop)
 
 
-def _sound_mp_reach(value: memoryview, next_hop_sizes: Mapping[int, set[int]]) -> bool:
+def _as_path(data: bytes, start: int, stop: int, as_bytes: int) -> _Path:
+    """An AS_PATH value of ``as_bytes``-byte ASes, as Route holds it."""
+    segments = AS4_SEGMENTS if as_bytes == 4 else AS2_SEGMENTS
+    if start + 2 <= stop and data[start] == AS_SEQUENCE and 2 + data[start + 1] * as_bytes == stop - start:
+        return segments[data[start + 1]].unpack_from(data, start + 2), False, 0  # one AS_SEQUENCE: most paths
+    parsed = []
+    position = start
+    while position < stop:
+        if position + 2 > stop or data[position] not in (AS_SET, AS_SEQUENCE, AS_CONFED_SEQUENCE, AS_CONFED_SET):
+            raise _Corrupt("a malformed AS_PATH segment")
+        kind, count = data[position], data[position + 1]
+        if position + 2 + count * as_bytes > stop:
+            raise _Corrupt("an AS_PATH whose segments overrun it")
+        parsed.append((kind, segments[count].unpack_from(data, position + 2)))
+        position += 2 + count * as_bytes
+    return _path(parsed)
+
+
+def _sound_mp_reach(value: bytes, next_hop_sizes: Mapping[int, set[int]]) -> bool:
     """A table dump's MP_REACH_NLRI holds only the next hop's length and address (RFC 6396 4.3.4); some dumpers
     wrote the whole attribute (AFI, SAFI, next hop, reserved, NLRI). mrtparse reads an address as long as the
     table's family has, whatever the length byte says, so only lengths that agree with it are sound."""
@@ -300,16 +547,6 @@ def _sound_mp_reach(value: memoryview, next_hop_sizes: Mapping[int, set[int]]) -
         return False
     afi, size = value[0] << 8 | value[1], value[3]
     return afi in next_hop_sizes and size in next_hop_sizes[afi] and 5 + size <= len(value)
-
-
-def _check_segments(value: memoryview, as_bytes: int) -> None:
-    position = 0
-    while position < len(value):
-        if position + 2 > len(value) or value[position] not in (1, 2, 3, 4):
-            raise _Corrupt("a malformed AS_PATH segment")
-        position += 2 + value[position + 1] * as_bytes
-    if position != len(value):
-        raise _Corrupt("an AS_PATH whose segments overrun it")
 
 
 def _prefix(address: object, length: object) -> str:
