@@ -561,7 +561,7 @@ def breakdown(fleet: Fleet, data_dir: Path, rib: Path) -> None:
     steps: list[tuple[str, float]] = []
     started = time.perf_counter()
     routes = read_routes(fleet, rib)
-    steps.append(("read the RIB (MRT, mrtparse)", time.perf_counter() - started))
+    steps.append(("read the RIB (MRT)", time.perf_counter() - started))
     started = time.perf_counter()
     view = routing_view(fleet, routes.by_pop)
     steps.append(("routing_view (best path per prefix and table)", time.perf_counter() - started))

@@ -563,7 +563,7 @@ def summarise(
         volume = {a: v[0] for a, v in per.items() if a not in shut_out}
         order[code] = sorted(volume, key=lambda a: (-volume[a], a))
     done = dict.fromkeys(order, 0)
-    batch_size = 3 * top + 10
+    batch_size = 5 * top + 20  # on real traffic the top by p95 is nearly the top by bytes: one pass, mostly
     while top > 0:
         batch = {code: names[done[code] : done[code] + batch_size] for code, names in order.items()}
         batch_size *= 2  # few passes even where traffic is spread thin over many networks
