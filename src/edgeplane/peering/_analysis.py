@@ -121,7 +121,10 @@ def report(
         shown.append(candidates(fleet, traffic, top=top, directory=directory, price_per_mbps=price_per_mbps))
     return {
         "metros": shown,
-        "routes": {"source": routes.source, "prefixes": len({r.prefix for t in routes.by_pop.values() for r in t})},
+        "routes": {
+            "source": routes.source,
+            "prefixes": len({r.prefix for t in {id(t): t for t in routes.by_pop.values()}.values() for r in t}),
+        },
         "bin_seconds": BIN_SECONDS,
         "seconds": round(time.perf_counter() - started, 3),
     }
