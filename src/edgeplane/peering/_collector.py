@@ -77,10 +77,10 @@ class FlowCollector:
         self.fleet, self.data_dir, self.pop = fleet, data_dir, pop
         self.options = options or CollectorOptions()
         self.clock = clock
-        self.decoder = Decoder()
+        self.exporter_pop = {str(address): p.code for p in fleet.pops for address in p.flow_exporters}
+        self.decoder = Decoder(reserved=self.exporter_pop)  # the fleet's exporters never lose their place to junk
         self.store = FlowStore(data_dir, wait_seconds=0.0)
         self.ours = our_prefixes(fleet)
-        self.exporter_pop = {str(address): p.code for p in fleet.pops for address in p.flow_exporters}
         self.pending: list[FlowColumns] = []
         self.stored = 0
         self.store_dropped = 0
