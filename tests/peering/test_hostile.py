@@ -112,3 +112,24 @@ def test_hostile_datagrams_are_counted_and_honest_flows_stored(tmp_path: Path) -
         " WHERE exporter = '127.0.0.21'"
     ).fetchall()
     assert sorted(rows) == sorted((f.dst, f.bytes, f.packets) for f in honest)
+
+
+def test_the_collector_answers_no_page_that_rebinds_a_name_to_it(tmp_path: Path) -> None:
+    """Its stats and metrics are on loopback, where a web page in the user's browser can reach them through a
+    name it rebinds to 127.0.0.1: a foreign Host is refused; an unknown path is a JSON 404."""
+    import urllib.error
+    import urllib.request
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with collector(data_dir, "--pop", "nyc1") as running:
+        request = urllib.request.Request(running.http + "/api/flows/stats", headers={"Host": "evil.example:80"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        with refused.value:
+            assert refused.value.code == 421
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(running.http + "/nothing", timeout=10)
+        with missing.value:
+            assert missing.value.code == 404 and b'"error"' in missing.value.read()
+        assert "records" in running.live_stats()

@@ -6,9 +6,11 @@ from edgeplane.fleet._load import (
     FleetError,
     Problem,
     default_fleet_text,
+    field_name,
     load_default_fleet,
     load_fleet,
     parse_fleet,
+    problem_message,
     validate_references,
 )
 from edgeplane.fleet._model import (
@@ -40,10 +42,12 @@ __all__ = [
     "Unit",
     "UnitTemplate",
     "default_fleet_text",
+    "field_name",
     "fleet_json",
     "great_circle_km",
     "load_default_fleet",
     "load_fleet",
     "parse_fleet",
+    "problem_message",
     "validate_references",
 ]

@@ -80,11 +80,12 @@ def parse_fleet(text: str, filename: str) -> Fleet:
         fleet = Fleet.model_validate(document)
     except pydantic.ValidationError as error:
         problems = [
-            Problem(filename, _line_of(document, e["loc"]), _field_name(e["loc"]), _message(e)) for e in error.errors()
+            Problem(filename, _line_of(document, e["loc"]), field_name(e["loc"]), problem_message(e))
+            for e in error.errors()
         ]
         raise FleetError(problems) from None
     problems = [
-        Problem(filename, _line_of(document, loc), _field_name(loc), message)
+        Problem(filename, _line_of(document, loc), field_name(loc), message)
         for loc, message in validate_references(fleet)
     ]
     if problems:
@@ -92,7 +93,8 @@ def parse_fleet(text: str, filename: str) -> Fleet:
     return fleet
 
 
-def _message(error: Any) -> str:
+def problem_message(error: Any) -> str:
+    """A pydantic error's message as our errors say it (what a file's reader prints after the field)."""
     message = str(error["msg"])
     if error["type"] == "missing":
         return "missing; this field is required"
@@ -101,7 +103,8 @@ def _message(error: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
-def _field_name(loc: Loc) -> str:
+def field_name(loc: Sequence[int | str]) -> str:
+    """A pydantic error's location as a path: ``pops[3].transits[0].asn``."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))

@@ -190,6 +190,17 @@ class Fleet(_Strict):
 
     _aggregates = field_validator("aggregates")(_check_prefixes)
 
+    def own_prefixes(self) -> list[str]:
+        """Our own address space: the aggregates of every scope and each metro's service prefixes."""
+        prefixes = list(self.aggregates)
+        for continent in self.continents:
+            prefixes += continent.aggregates
+        for region in self.regions:
+            prefixes += region.aggregates
+        for metro in self.metros:
+            prefixes += metro.service_prefixes
+        return prefixes
+
     def new_unit(self) -> UnitTemplate:
         """The unit growth plans order: the fleet file's `unit_template`, or its most common unit."""
         if self.unit_template is not None:

@@ -170,13 +170,7 @@ def _v4(prefixes: list[str]) -> list[ipaddress.IPv4Network]:
 
 def fleet_networks(fleet: Fleet) -> list[ipaddress.IPv4Network]:
     """Every IPv4 prefix the fleet's plan uses (clients, services, aggregates) and the PoPs' next hops."""
-    networks = _v4(list(fleet.aggregates))
-    for continent in fleet.continents:
-        networks += _v4(list(continent.aggregates))
-    for region in fleet.regions:
-        networks += _v4(list(region.aggregates))
-    for metro in fleet.metros:
-        networks += _v4([*metro.client_prefixes, *metro.service_prefixes])
+    networks = _v4([*fleet.own_prefixes(), *(p for metro in fleet.metros for p in metro.client_prefixes)])
     networks += [ipaddress.IPv4Network(f"{next_hops(pop.id)[0]}/32") for pop in fleet.pops]
     return networks
 

@@ -25,8 +25,6 @@ from edgeplane.peering._store import (
     StoreBusy,
     StoreError,
     Tag,
-    address_number,
-    address_text,
 )
 
 __all__ = [
@@ -54,8 +52,6 @@ __all__ = [
     "StoreError",
     "Tag",
     "Traffic",
-    "address_number",
-    "address_text",
     "candidates",
     "inbound_gbps",
     "our_prefixes",

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector as MetricsSource
 from edgeplane.fleet import Fleet
 from edgeplane.peering._decode import Decoder, FlowColumns
 from edgeplane.peering._store import FlowStore, OurPrefixes, StoreBusy, StoreError, Tag
-from edgeplane.web import json_response, serve
+from edgeplane.web import browser_guard, json_errors, json_response, serve
 
 log = logging.getLogger("edgeplane.flows")
 
@@ -51,15 +51,8 @@ class CollectorOptions:
 
 
 def our_prefixes(fleet: Fleet) -> OurPrefixes:
-    """The fleet's own address space: aggregates of every scope and each metro's service prefixes."""
-    prefixes = list(fleet.aggregates)
-    for continent in fleet.continents:
-        prefixes += continent.aggregates
-    for region in fleet.regions:
-        prefixes += region.aggregates
-    for metro in fleet.metros:
-        prefixes += metro.service_prefixes
-    return OurPrefixes.of(prefixes)
+    """The fleet's own address space: a flow from it goes out, one to it comes in."""
+    return OurPrefixes.of(fleet.own_prefixes())
 
 
 class FlowCollector:
@@ -85,7 +78,6 @@ class FlowCollector:
         self.stored = 0
         self.store_dropped = 0
         self.untagged = 0
-        self.flushes = 0
         self.store_errors = 0
         self._last_expire = 0.0
         self.time_dropped = {"future_time": 0, "too_old": 0}
@@ -250,7 +242,6 @@ class FlowCollector:
         self.pending = []
         self.stored += written
         self.untagged = untagged
-        self.flushes += 1
         if expire:
             self._last_expire = self.clock()
 
@@ -267,7 +258,8 @@ class FlowCollector:
     # HTTP: metrics and stats
 
     def app(self) -> web.Application:
-        app = web.Application()
+        # A page in the user's browser can reach loopback: names it rebinds are refused, as by every service.
+        app = web.Application(middlewares=[json_errors, browser_guard()])
 
         async def metrics(_: web.Request) -> web.Response:
             return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

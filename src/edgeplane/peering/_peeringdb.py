@@ -12,7 +12,7 @@ import pydantic
 from pydantic import ConfigDict, Field
 
 from edgeplane._errors import ConfigError
-from edgeplane.fleet import Metro, great_circle_km
+from edgeplane.fleet import Metro, field_name, great_circle_km, problem_message
 
 MEET_RADIUS_KM = 50.0  # a facility this close to a metro's centre is in it, whatever city PeeringDB gives
 OBJECTS = ("net", "ix", "netixlan", "fac", "netfac")  # required; "ixlan" is read where present
@@ -218,7 +218,7 @@ def _parse(data: Mapping[str, Any], name: str, model: type[ObjectT], source: str
         problems = error.errors(include_url=False, include_input=False)
         first = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise PeeringDbError(f"{source}: {_where((name, *first['loc']))}: {_message(first)}{more}") from None
+        raise PeeringDbError(f"{source}: {field_name((name, *first['loc']))}: {problem_message(first)}{more}") from None
 
 
 def _live(objects: list[ObjectT]) -> list[ObjectT]:
@@ -231,16 +231,3 @@ def _city(text: str) -> str:
 
 def _kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
-
-
-def _where(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _message(problem: Any) -> str:
-    if problem["type"] == "missing":
-        return "missing; this field is required"
-    return str(problem["msg"]).removeprefix("Value error, ")

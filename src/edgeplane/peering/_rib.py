@@ -24,6 +24,7 @@ from pydantic import AliasChoices, ConfigDict, Field
 
 from edgeplane._errors import ConfigError
 from edgeplane._extras import require
+from edgeplane.fleet import field_name, problem_message
 
 ASN_MAX = 2**32 - 1
 AS_TRANS = 23456  # stands in for a 4-byte AS where only 2 bytes fit (RFC 6793)
@@ -810,7 +811,7 @@ def routes_from_speaker(body: object, *, source: str = "the speaker's routes") -
         rib = _SpeakerRib.model_validate({"routes": body} if isinstance(body, list) else body)
     except pydantic.ValidationError as error:
         problem = error.errors(include_url=False, include_input=False)[0]
-        raise RibError(f"{source}: {_where(problem['loc'])}: {_message(problem)}") from None
+        raise RibError(f"{source}: {field_name(problem['loc'])}: {problem_message(problem)}") from None
     routes = []
     for index, entry in enumerate(rib.routes):
         transit = entry.transit_asn or (entry.as_path[0] if entry.as_path else 0)
@@ -820,19 +821,6 @@ def routes_from_speaker(body: object, *, source: str = "the speaker's routes") -
             Route(entry.prefix, tuple(entry.as_path), False, transit, entry.med, entry.local_pref, entry.next_hop)
         )
     return routes
-
-
-def _where(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(document)"
-
-
-def _message(problem: Any) -> str:
-    if problem["type"] == "missing":
-        return "missing; this field is required"
-    return str(problem["msg"]).removeprefix("Value error, ")
 
 
 # -- longest-prefix match as disjoint ranges --------------------------------------------------------
@@ -845,6 +833,16 @@ def address_key(address: str) -> int:
     return int(parsed) | IPV4_MAPPED if parsed.version == 4 else int(parsed)
 
 
+def prefix_span(prefix: str) -> tuple[int, int]:
+    """The first and last address of a prefix in that same space (host bits set are masked; ValueError on a
+    prefix that is not one)."""
+    network = ipaddress.ip_network(prefix, strict=False)
+    lo, bits = int(network.network_address), network.prefixlen
+    if network.version == 4:
+        lo, bits = lo | IPV4_MAPPED, bits + 96
+    return lo, lo | ((1 << (128 - bits)) - 1)
+
+
 def disjoint_ranges(prefixes: Sequence[str]) -> list[tuple[int, int, int]]:
     """Sorted, non-overlapping inclusive (lo, hi, index) ranges of one 128-bit space (IPv6 as is, IPv4
     a.b.c.d/n as ::ffff:a.b.c.d/(96+n)), such that an address in [lo, hi] has ``prefixes[index]`` as its longest
@@ -853,11 +851,7 @@ def disjoint_ranges(prefixes: Sequence[str]) -> list[tuple[int, int, int]]:
     that is not one (host bits set are masked, as a router would)."""
     spans: dict[tuple[int, int], int] = {}
     for index, text in enumerate(prefixes):
-        network = ipaddress.ip_network(text, strict=False)
-        lo, bits = int(network.network_address), network.prefixlen
-        if network.version == 4:
-            lo, bits = lo | IPV4_MAPPED, bits + 96
-        spans.setdefault((lo, lo | ((1 << (128 - bits)) - 1)), index)
+        spans.setdefault(prefix_span(text), index)
     # Prefixes nest or are disjoint: sorted by start and widest first, each one's parent is on the stack.
     ordered = sorted(spans.items(), key=lambda item: (item[0][0], -item[0][1]))
     out: list[tuple[int, int, int]] = []

@@ -9,7 +9,6 @@ other a while (``wait_seconds``) before it gives up, and the collector keeps its
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import math
 import shutil
 import time
@@ -24,6 +23,7 @@ import numpy.typing as npt
 from edgeplane._errors import ConfigError
 from edgeplane._extras import require
 from edgeplane.peering._candidates import MetroTraffic, RoutingView, Traffic, rank
+from edgeplane.peering._rib import IPV4_MAPPED, prefix_span
 
 if TYPE_CHECKING:
     from edgeplane.peering._decode import FlowColumns
@@ -32,7 +32,6 @@ DATABASE = "flows.duckdb"
 BIN_MS = 300_000  # transit is billed on 5-minute samples
 DEFAULT_WINDOW_MS = 30 * 86_400_000  # what the analysis looks at unless told: a month, as transit is billed
 OUT, IN = 0, 1  # a flow's direction: from our addresses to a remote one, or from a remote one to ours
-V4_MAPPED = 0xFFFF00000000  # ::ffff:0:0/96, where IPv4 addresses live in the 128-bit space
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS flows (
@@ -55,9 +54,6 @@ CREATE TABLE IF NOT EXISTS exporters (
     first_seen_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL
 );
 """
-
-# The remote end of a flow: what its traffic is counted against.
-REMOTE = "CASE WHEN direction = 1 THEN src ELSE dst END"
 
 
 class StoreError(ConfigError):
@@ -84,16 +80,7 @@ class OurPrefixes:
 
     @classmethod
     def of(cls, prefixes: Sequence[str]) -> OurPrefixes:
-        ranges = []
-        for text in prefixes:
-            network = ipaddress.ip_network(text, strict=False)
-            if network.version == 4:
-                low = V4_MAPPED | int(network.network_address)
-                ranges.append((low, low + network.num_addresses - 1))
-            else:
-                low = int(network.network_address)
-                ranges.append((low, low + network.num_addresses - 1))
-        return cls(tuple(ranges))
+        return cls(tuple(prefix_span(p) for p in prefixes))
 
     def contains(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
         inside = np.zeros(len(hi), dtype=np.bool_)
@@ -114,18 +101,6 @@ def remote_network(
     net_hi = np.where(v4, hi, hi & np.uint64(0xFFFFFFFFFFFF0000))
     net_lo = np.where(v4, lo & np.uint64(0xFFFFFFFFFFFFFF00), np.uint64(0))
     return net_hi.astype(np.uint64), net_lo.astype(np.uint64)
-
-
-def address_text(number: int) -> str:
-    """A 128-bit address as text; IPv4-mapped ones as plain IPv4."""
-    if number >> 32 == V4_MAPPED >> 32:
-        return str(ipaddress.IPv4Address(number & 0xFFFFFFFF))
-    return str(ipaddress.IPv6Address(number))
-
-
-def address_number(text: str) -> int:
-    address = ipaddress.ip_address(text)
-    return V4_MAPPED | int(address) if address.version == 4 else int(address)
 
 
 class FlowStore:
@@ -346,7 +321,7 @@ class FlowStore:
             raise StoreError(f"{destination}: cannot write the export there ({error.strerror})") from None
         with self.open(read_only=True) as connection:
             connection.execute(
-                """CREATE TEMP MACRO addr(a) AS CASE WHEN a >> 32 = 281470681743360 >> 32
+                f"""CREATE TEMP MACRO addr(a) AS CASE WHEN a >> 32 = {IPV4_MAPPED >> 32}
                    THEN concat_ws('.', (a >> 24) & 255, (a >> 16) & 255, (a >> 8) & 255, a & 255)
                    ELSE (SELECT concat_ws(':', substr(h, 1, 4), substr(h, 5, 4), substr(h, 9, 4), substr(h, 13, 4),
                          substr(h, 17, 4), substr(h, 21, 4), substr(h, 25, 4), substr(h, 29, 4))
