@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import signal
 import sqlite3
@@ -55,7 +56,7 @@ def _post(url: str, body: dict[str, Any]) -> Any:
 class Control:
     """`edgeplane control run` as a real process, waited for until it answers."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"control-{self.port}.log"
@@ -67,6 +68,7 @@ class Control:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env={**os.environ, **(env or {})},
             )
         with contextlib.suppress(AssertionError):  # said below, with the log
             wait_for("control run is healthy (or ends)", lambda: self.healthy() or self.process.poll() is not None, 60)
@@ -82,6 +84,9 @@ class Control:
 
     def output(self) -> str:
         return self.log.read_text()
+
+    def stop(self) -> None:
+        assert terminate(self.process, 20), self.output()
 
     def drains(self) -> list[tuple[str, str]]:
         return [(d["kind"], d["code"]) for d in _get(self.url + "/api/drains")["drains"]]
