@@ -133,3 +133,22 @@ def test_the_collector_answers_no_page_that_rebinds_a_name_to_it(tmp_path: Path)
         with missing.value:
             assert missing.value.code == 404 and b'"error"' in missing.value.read()
         assert "records" in running.live_stats()
+
+
+def test_the_receive_queue_is_what_was_asked_and_a_bad_size_is_refused(tmp_path: Path) -> None:
+    """--receive-buffer is the SO_RCVBUF asked of the kernel (which doubles it for its bookkeeping and holds it to
+    net.core.rmem_max, at least 208 KiB on Linux): 64 KiB asked is 128 KiB held. Below 64 KiB is a usage error."""
+    import subprocess
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with collector(data_dir, "--pop", "nyc1", "--receive-buffer", "65536") as running:
+        port = running.udp[1]
+        shown = subprocess.run(
+            ["ss", "-u", "-a", "-m", "-n", "sport", "=", f":{port}"], capture_output=True, text=True, check=True
+        ).stdout
+        assert "rb131072," in shown, shown
+    refused = edgeplane(
+        "flows", "collect", "--receive-buffer", "10", "--data-dir", str(tmp_path / "other"), check=False
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--receive-buffer" in refused.stderr

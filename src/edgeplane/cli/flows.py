@@ -84,6 +84,10 @@ def flows() -> None:
     "--aggregate-days", default=400.0, show_default=True, type=click.FloatRange(min=0, max=36_500, min_open=True),
     help="How long the 5-minute table is kept.",
 )  # fmt: skip
+@click.option(
+    "--receive-buffer", default=8 << 20, show_default=True, type=click.IntRange(min=65_536, max=1 << 31),
+    help="Bytes of UDP receive queue to ask the kernel for (held to net.core.rmem_max), as nfcapd's -B.",
+)  # fmt: skip
 @data_dir_option
 @fleet_option
 @click.pass_context
@@ -94,6 +98,7 @@ def flows_collect(
     http: str,
     retention_hours: float,
     aggregate_days: float,
+    receive_buffer: int,
     data_dir: Path | None,
     fleet_path: Path | None,
 ) -> None:
@@ -111,7 +116,9 @@ def flows_collect(
         lock = _lock_or_exit(ctx, DirectoryLock(data_dir / "flows.lock", "flow collector", data_dir))
     except OSError as error:
         _fail(ctx, f"{data_dir}: cannot use it as the data directory ({error.strerror or error})")
-    options = CollectorOptions(retention_hours=retention_hours, aggregate_days=aggregate_days)
+    options = CollectorOptions(
+        retention_hours=retention_hours, aggregate_days=aggregate_days, receive_buffer_bytes=receive_buffer
+    )
     collector = FlowCollector(fleet, data_dir, pop=pop_code, options=options)
 
     def ready(udp: str, url: str) -> None:

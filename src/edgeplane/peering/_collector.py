@@ -31,6 +31,7 @@ log = logging.getLogger("edgeplane.flows")
 STATE_FILE = "collector.json"
 FUTURE_SLACK_MS = 3_600_000  # exporters' clocks drift; a flow ending more than an hour from now is not believed
 MAX_STORE_FAILURES = 30  # flushes in a row the store may refuse (not busy: broken) before a batch is given up
+DRAIN_DATAGRAMS = 2_000  # read at one wakeup of the loop, so that HTTP and flushes still get their turn
 
 
 def exporter_address(text: str) -> str:
@@ -42,12 +43,13 @@ def exporter_address(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CollectorOptions:
-    flush_seconds: float = 1.0
+    flush_seconds: float = 1.0  # at most this long between flushes; sooner once the exporters fall quiet
     batch_datagrams: int = 5_000  # about 150,000 records: enough for the store to write them at full speed
     retention_hours: float = 48.0  # raw flows; older ones are folded into 5-minute aggregates
     aggregate_days: float = 400.0  # aggregates; older ones are dropped
     max_pending_records: int = 5_000_000  # held in memory while the store is busy; beyond, the oldest go
     expire_every_seconds: float = 300.0
+    receive_buffer_bytes: int = 8 << 20  # SO_RCVBUF asked; the kernel holds it to net.core.rmem_max
 
 
 def our_prefixes(fleet: Fleet) -> OurPrefixes:
@@ -84,7 +86,7 @@ class FlowCollector:
         self.store_failed = 0  # records given up after the store refused them MAX_STORE_FAILURES times in a row
         self._failures = 0
         self.before: dict[str, int] = {}  # the counters of this data directory's earlier runs
-        self._transport: asyncio.DatagramTransport | None = None
+        self._socket: socket.socket | None = None
         self.udp_address = ""
         self.registry = CollectorRegistry()
         self.registry.register(_Metrics(self))
@@ -144,21 +146,51 @@ class FlowCollector:
     def received(self, datagram: bytes, address: tuple[Any, ...]) -> None:
         self.decoder.decode(datagram, exporter_address(str(address[0])), int(self.clock() * 1000))
 
+    def _drain(self) -> None:
+        """Read what the socket holds, up to DRAIN_DATAGRAMS at a time (one wakeup of the loop, not one each)."""
+        sock = self._socket
+        if sock is None:
+            return
+        now_ms = int(self.clock() * 1000)
+        decode = self.decoder.decode
+        for _ in range(DRAIN_DATAGRAMS):
+            try:
+                datagram, address = sock.recvfrom(65_535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # an ICMP error for a datagram we never sent: nothing to do
+                log.debug("udp error: %s", error)
+                return
+            decode(datagram, exporter_address(str(address[0])), now_ms)
+
     async def listen(self, host: str, port: int) -> str:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Receiver(self), local_addr=(host, port))
-        self._transport = transport
-        with contextlib.suppress(OSError):  # a deeper queue rides out the moments the loop is busy writing
-            sock = transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        bound = transport.get_extra_info("sockname")
+        found = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = found[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):  # a deeper queue rides out the moments the loop is busy writing
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.options.receive_buffer_bytes)
+            if family == socket.AF_INET6:  # [::] hears IPv4 exporters too, as IPv4-mapped addresses
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+        self._socket = sock
+        loop.add_reader(sock.fileno(), self._drain)
+        bound = sock.getsockname()
         self.udp_address = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
         return self.udp_address
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._socket is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already gone
+                asyncio.get_running_loop().remove_reader(self._socket.fileno())
+            self._socket.close()
+            self._socket = None
 
     # Writing
 
@@ -246,13 +278,19 @@ class FlowCollector:
             self._last_expire = self.clock()
 
     async def run_flushes(self) -> None:
-        """A flush a second, or sooner when a burst has filled a batch (decoded and written while more arrive)."""
+        """A flush a second at most; sooner when a burst has filled a batch (decoded and written while more
+        arrive), or once the exporters fall quiet for a tick with something received (what came is stored now,
+        not a second later)."""
         last_time, last_count = time.monotonic(), self.decoder.datagrams
+        seen = last_count
         while True:
-            await asyncio.sleep(self.options.flush_seconds / 10)
+            await asyncio.sleep(self.options.flush_seconds / 20)
+            count = self.decoder.datagrams
             waited = time.monotonic() - last_time >= self.options.flush_seconds
-            if waited or self.decoder.datagrams - last_count >= self.options.batch_datagrams:
-                last_time, last_count = time.monotonic(), self.decoder.datagrams
+            quiet = count == seen and count > last_count
+            seen = count
+            if waited or quiet or count - last_count >= self.options.batch_datagrams:
+                last_time, last_count = time.monotonic(), count
                 await self.flush()
 
     # HTTP: metrics and stats
@@ -306,17 +344,6 @@ class FlowCollector:
             await self.flush()  # what arrived before the stop is stored, not lost
             with contextlib.suppress(OSError):
                 state.unlink()
-
-
-class _Receiver(asyncio.DatagramProtocol):
-    def __init__(self, collector: FlowCollector) -> None:
-        self.collector = collector
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.collector.received(data, addr)
-
-    def error_received(self, exc: Exception) -> None:  # an ICMP error for a datagram we never sent: nothing to do
-        log.debug("udp error: %s", exc)
 
 
 class _Metrics(MetricsSource):

@@ -84,12 +84,36 @@ class OurPrefixes:
 
     def contains(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
         inside = np.zeros(len(hi), dtype=np.bool_)
-        for low, high in self.ranges:
+        v4_top = IPV4_MAPPED | 0xFFFFFFFF
+        mapped = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+        v4 = sorted(span for span in self.ranges if span[0] >= IPV4_MAPPED and span[1] <= v4_top)
+        if v4:  # IPv4 (most flows): one binary search over the merged ranges, not a pass per prefix
+            merged: list[list[int]] = []
+            for low, high in v4:
+                if merged and low <= merged[-1][1] + 1:
+                    merged[-1][1] = max(merged[-1][1], high)
+                else:
+                    merged.append([low, high])
+            starts = np.array([m[0] & 0xFFFFFFFF for m in merged], dtype=np.uint64)
+            ends = np.array([m[1] & 0xFFFFFFFF for m in merged], dtype=np.uint64)
+            value = lo & np.uint64(0xFFFFFFFF)
+            at = np.searchsorted(starts, value, side="right") - 1
+            inside |= mapped & (at >= 0) & (value <= ends[np.maximum(at, 0)])
+        wider = [span for span in self.ranges if span not in v4]
+        if not wider:
+            return inside
+        # IPv6 prefixes (and any reaching out of the IPv4-mapped block): a pass each, over what they could hold
+        reaches_v4 = any(low <= v4_top and high >= IPV4_MAPPED for low, high in wider)
+        rows = np.arange(len(hi)) if reaches_v4 else np.flatnonzero(~mapped)
+        sub_hi, sub_lo = hi[rows], lo[rows]
+        found = np.zeros(len(rows), dtype=np.bool_)
+        for low, high in wider:
             low_hi, low_lo = np.uint64(low >> 64), np.uint64(low & 0xFFFFFFFFFFFFFFFF)
             high_hi, high_lo = np.uint64(high >> 64), np.uint64(high & 0xFFFFFFFFFFFFFFFF)
-            above = (hi > low_hi) | ((hi == low_hi) & (lo >= low_lo))
-            below = (hi < high_hi) | ((hi == high_hi) & (lo <= high_lo))
-            inside |= above & below
+            above = (sub_hi > low_hi) | ((sub_hi == low_hi) & (sub_lo >= low_lo))
+            below = (sub_hi < high_hi) | ((sub_hi == high_hi) & (sub_lo <= high_lo))
+            found |= above & below
+        inside[rows] |= found
         return inside
 
 
