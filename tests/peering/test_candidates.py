@@ -371,6 +371,14 @@ def test_without_a_rib_the_speakers_received_routes_are_used(stored: Stored, tmp
     assert refused.returncode == 1 and "--rib FILE" in refused.stderr and "Traceback" not in refused.stderr
 
 
+def test_a_metro_asked_alone_is_what_the_whole_report_says_of_it(stored: Stored) -> None:
+    whole = {m["code"]: m for m in _candidates(stored)["metros"]}
+    for code in ("iad", "ams"):
+        (alone,) = _candidates(stored, "--metro", code)["metros"]
+        assert alone == whole[code]
+        assert alone["candidates"], code  # not an empty answer twice
+
+
 def test_an_empty_window_is_an_empty_report_and_exports_are_not_doubled(stored: Stored, tmp_path: Path) -> None:
     for window in (
         ("--since", "2030-01-01"),

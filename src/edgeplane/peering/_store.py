@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 DATABASE = "flows.duckdb"
 BIN_MS = 300_000  # transit is billed on 5-minute samples
 DEFAULT_WINDOW_MS = 30 * 86_400_000  # what the analysis looks at unless told: a month, as transit is billed
+NO_NETWORK = -1  # summarise's stand-in for "every network": a PoP's transits as a whole
 OUT, IN = 0, 1  # a flow's direction: from our addresses to a remote one, or from a remote one to ours
 
 SCHEMA = """
@@ -469,47 +470,76 @@ def summarise(
         (latest,) = connection.execute("SELECT max(bin) FROM traffic_5m").fetchall()
         if latest[0] is not None:
             since_ms = (int(latest[0]) + 1) * BIN_MS - DEFAULT_WINDOW_MS
-    where, window = _window(f"t.bin::BIGINT * {BIN_MS}", since_ms, until_ms)
-    params: dict[str, Any] = dict(window)
-    chosen = "" if metros is None else "AND p.metro IN (SELECT unnest($metros))"
-    if metros is not None:
-        params["metros"] = list(metros)
     connection.execute(
         """CREATE OR REPLACE TEMP TABLE ranges AS SELECT t, (lo_hi::UHUGEINT << 64) | lo_lo::UHUGEINT AS lo,
            (hi_hi::UHUGEINT << 64) | hi_lo::UHUGEINT AS hi, route FROM v_ranges"""
     )
     connection.execute(
         """CREATE OR REPLACE TEMP TABLE keys AS
-        SELECT p.pop_key, p.pop, p.metro, coalesce(v.t, -1) AS t FROM pops p LEFT JOIN v_pop_table v USING (pop)"""
+        SELECT p.pop_key, p.pop, p.metro, coalesce(v.t, -1) AS t, dense_rank() OVER (ORDER BY p.metro)::USMALLINT AS m
+        FROM pops p LEFT JOIN v_pop_table v USING (pop)"""
     )
-    scope = f"{where or 'WHERE true'} {chosen.replace('p.metro', 'k.metro')}"
-    # 1. One pass over the 5-minute table: the traffic per PoP and remote network. Every remote network then
-    #    takes its route (a range join over the few distinct addresses, not the many rows).
-    connection.execute(
-        f"""CREATE OR REPLACE TEMP TABLE per_remote AS
-        SELECT t.pop_key, t.remote, sum(t.bytes)::DOUBLE AS bytes, sum(t.packets)::DOUBLE AS packets,
-               min(t.bin) AS first, max(t.bin) AS last
-        FROM traffic_5m t JOIN keys k USING (pop_key) {scope} GROUP BY ALL""",
-        params,
+    # The row's PoP gives its table and metro by position in a list, not by a join: a join the planner could
+    # reorder (routes with networks first, the rows last) would multiply the rows before they are summed.
+    keys = connection.execute("SELECT pop_key, metro, t, m FROM keys ORDER BY pop_key").fetchall()
+    size = max((k[0] for k in keys), default=0)
+    table_at, metro_at = [-1] * size, [0] * size
+    for key, _, table, m in keys:
+        table_at[key - 1], metro_at[key - 1] = table, m
+    params: dict[str, Any] = {"table_at": table_at, "metro_at": metro_at}
+    clauses = []
+    if since_ms is not None:  # bin * BIN_MS >= since
+        clauses.append("t.bin >= $first_bin")
+        params["first_bin"] = -(-since_ms // BIN_MS)
+    if until_ms is not None:  # bin * BIN_MS < until
+        clauses.append("t.bin < $end_bin")
+        params["end_bin"] = -(-until_ms // BIN_MS)
+    if metros is not None:
+        clauses.append("list_contains($chosen, t.pop_key)")
+        params["chosen"] = [k[0] for k in keys if k[1] in set(metros)]
+
+    def run(sql: str, **extra: Any) -> Any:
+        """``sql`` with the parameters it names (DuckDB refuses any it does not)."""
+        given = {**params, **extra}
+        return connection.execute(sql, {k: v for k, v in given.items() if f"${k}" in sql})
+
+    scope = "WHERE " + (" AND ".join(clauses) or "true")
+    row_metro = "list_extract($metro_at, t.pop_key)"
+    # Every remote network takes its route in each table (a range join over the few distinct networks, not the
+    # many rows). A network's low bits are zero (/24, /48), so network + table is one join key for every row.
+    run(
+        f"""CREATE OR REPLACE TEMP TABLE remotes AS
+        WITH seen AS (SELECT DISTINCT t.remote FROM traffic_5m t {scope}),
+        per_table AS (
+            SELECT s.remote, x.t, CASE WHEN s.remote <= r.hi THEN r.route ELSE -1 END AS route
+            FROM seen s CROSS JOIN (SELECT DISTINCT t FROM keys) x
+            ASOF LEFT JOIN ranges r ON x.t = r.t AND s.remote >= r.lo
+        )
+        SELECT p.remote + (p.t & 255)::UHUGEINT AS key, p.t, p.remote, coalesce(p.route, -1) AS route, v.transit
+        FROM per_table p LEFT JOIN v_route_transit v USING (route)"""
     )
-    (span,) = connection.execute("SELECT min(first), max(last) FROM per_remote").fetchall()
+    tables = len(set(view.table_of_pop.values()))
+    routed = (  # the fast key while tables fit in a /24's eight spare bits, the pair beyond
+        "r.key = t.remote + (list_extract($table_at, t.pop_key) & 255)::UHUGEINT"
+        if tables <= 255
+        else "r.remote = t.remote AND r.t = list_extract($table_at, t.pop_key)"
+    )
+    # 1. One pass: the traffic per PoP and route (what ranks who is looked at first), and the window's bins.
+    run(
+        f"""CREATE OR REPLACE TEMP TABLE per_route AS
+        SELECT {row_metro} AS m, t.pop_key, r.route, sum(t.bytes)::DOUBLE AS bytes,
+               sum(t.packets)::DOUBLE AS packets, min(t.bin) AS first, max(t.bin) AS last
+        FROM traffic_5m t LEFT JOIN remotes r ON {routed} {scope} GROUP BY ALL"""
+    )
+    (span,) = connection.execute("SELECT min(first), max(last) FROM per_route").fetchall()
     if span[0] is None or (since_ms is not None and until_ms is not None and until_ms <= since_ms):
         _unregister(connection)
         return []
-    connection.execute(
-        """CREATE OR REPLACE TEMP TABLE remotes AS
-        WITH seen AS (SELECT DISTINCT k.t, p.remote FROM per_remote p JOIN keys k USING (pop_key))
-        SELECT s.t, s.remote, CASE WHEN s.remote <= r.hi THEN r.route END AS route
-        FROM seen s ASOF LEFT JOIN ranges r ON s.t = r.t AND s.remote >= r.lo"""
-    )
-    connection.execute(
-        """CREATE OR REPLACE TEMP TABLE routed AS
-        SELECT r.t, r.remote, r.route, x.transit FROM remotes r JOIN v_route_transit x USING (route)"""
-    )
     first = int(span[0]) if asked_since is None else asked_since // BIN_MS
     last = int(span[1]) if until_ms is None else (until_ms - 1) // BIN_MS
     bins = last - first + 1
     found: dict[str, MetroTraffic] = {}
+    metro_key = dict(connection.execute("SELECT DISTINCT metro, m FROM keys").fetchall())
 
     def metro(code: str) -> MetroTraffic:
         if code not in found:
@@ -528,33 +558,21 @@ def summarise(
         traffic.bytes += int(values.sum())
         traffic.packets += int(packets)
 
-    # 2. Totals per metro and network from the per-address table: what ranks who is looked at first.
     totals: dict[str, dict[int, tuple[int, int]]] = {}
     for code, asn, volume, packets in connection.execute(
         """SELECT k.metro, a.asn, sum(p.bytes), sum(p.packets)
-        FROM per_remote p JOIN keys k USING (pop_key) JOIN routed r ON r.t = k.t AND r.remote = p.remote
-        JOIN v_route_asn a USING (route) GROUP BY ALL"""
+        FROM per_route p JOIN keys k USING (pop_key) JOIN v_route_asn a USING (route) GROUP BY ALL"""
     ).fetchall():
         totals.setdefault(code, {})[int(asn)] = (int(volume), int(packets))
     for code, volume in connection.execute(
-        """SELECT k.metro, sum(p.bytes) FROM per_remote p JOIN keys k USING (pop_key)
-        JOIN remotes r ON r.t = k.t AND r.remote = p.remote WHERE r.route IS NULL GROUP BY ALL"""
+        "SELECT k.metro, sum(p.bytes) FROM per_route p JOIN keys k USING (pop_key) WHERE p.route = -1 GROUP BY ALL"
     ).fetchall():
         metro(code).unrouted_bytes = int(volume)
-    # 3. A second pass: each PoP's transits per bin.
-    for code, pop, transit, direction, at, volumes, packets in connection.execute(
-        f"""SELECT metro, pop, transit, direction, list(bin), list(bytes), sum(packets) FROM (
-            SELECT k.metro, k.pop, r.transit, t.direction, t.bin, sum(t.bytes)::DOUBLE AS bytes,
-                   sum(t.packets)::DOUBLE AS packets
-            FROM traffic_5m t JOIN keys k USING (pop_key) JOIN routed r ON r.t = k.t AND r.remote = t.remote
-            {scope} GROUP BY ALL
-        ) GROUP BY ALL""",
-        params,
-    ).fetchall():
-        add(metro(code).transits, (pop, int(transit)), int(direction), at, volumes, packets)
-    # 4. The 95th percentiles, for the networks with the most bytes first, a batch per pass, until no network
-    #    left could rank among the top: a 95th percentile of v means at least `deep` bins of v or more, so a
-    #    network whose bytes in one direction are under deep * v cannot reach v.
+    # 2. A pass per batch of networks, the ones with the most bytes first: each network's traffic per bin, PoP
+    #    and transit (what its 95th percentiles, and for the top the savings and balance, are made of). The first
+    #    pass also sums each PoP's transits per bin (as network NO_NETWORK: every route leads to it). Batches go
+    #    on until no network left could rank among the top: a 95th percentile of v means at least `deep` bins of
+    #    v or more, so a network whose bytes in one direction are under deep * v cannot reach v.
     deep = bins - math.ceil(0.95 * bins) + 1
     order: dict[str, list[int]] = {}
     for code, per in totals.items():
@@ -563,41 +581,63 @@ def summarise(
         order[code] = sorted(volume, key=lambda a: (-volume[a], a))
     done = dict.fromkeys(order, 0)
     batch_size = 5 * top + 20  # on real traffic the top by p95 is nearly the top by bytes: one pass, mostly
-    while top > 0:
-        batch = {code: names[done[code] : done[code] + batch_size] for code, names in order.items()}
-        batch_size *= 2  # few passes even where traffic is spread thin over many networks
-        batch = {code: names for code, names in batch.items() if names}
-        if not batch:
+    connection.execute(
+        """CREATE OR REPLACE TEMP TABLE per_bin (m USMALLINT, asn BIGINT, pop_key USMALLINT, transit BIGINT,
+           direction UTINYINT, bin INTEGER, bytes DOUBLE, packets DOUBLE)"""
+    )
+    passes = 0
+    while True:
+        batch = {}
+        if top > 0:
+            batch = {code: names[done[code] : done[code] + batch_size] for code, names in order.items()}
+            batch = {code: names for code, names in batch.items() if names}
+            batch_size *= 2  # few passes even where traffic is spread thin over many networks
+        if passes and not batch:
             break
         connection.register(
             "v_batch",
             pa.table(
                 {
-                    "metro": [code for code, names in batch.items() for _ in names],
+                    "m": np.array([metro_key[code] for code, names in batch.items() for _ in names], dtype=np.uint16),
                     "asn": np.array([a for names in batch.values() for a in names], dtype=np.int64),
                 }
             ),
         )
-        for code, asn, p95_in, p95_out in connection.execute(
-            f"""WITH wanted AS (
-                SELECT DISTINCT a.route, a.asn, b.metro FROM v_route_asn a JOIN v_batch b USING (asn)
-            ), per_bin AS (
-                SELECT k.metro, w.asn, t.direction, t.bin, sum(t.bytes)::DOUBLE AS bytes
-                FROM traffic_5m t JOIN keys k USING (pop_key) JOIN routed r ON r.t = k.t AND r.remote = t.remote
-                JOIN wanted w ON w.route = r.route AND w.metro = k.metro
-                {scope} GROUP BY ALL
-            ), ranked AS (
-                SELECT *, row_number() OVER (PARTITION BY metro, asn, direction ORDER BY bytes DESC) AS place
-                FROM per_bin WHERE bytes > 0
+        transits = "" if passes else "UNION ALL SELECT DISTINCT route, m, $whole FROM per_route"
+        connection.execute("SET disabled_optimizers = 'join_order'")  # rows to routes first, then to networks
+        run(
+            f"""INSERT INTO per_bin
+            WITH wanted AS (
+                SELECT DISTINCT a.route, b.m, a.asn FROM v_route_asn a JOIN v_batch b USING (asn) {transits}
             )
-            SELECT metro, asn, coalesce(max(bytes) FILTER (place = $deep AND direction = 1), 0),
-                   coalesce(max(bytes) FILTER (place = $deep AND direction = 0), 0)
-            FROM ranked GROUP BY ALL""",
-            {**params, "deep": deep},
-        ).fetchall():
-            volume, packets = totals[code][int(asn)]
-            metro(code).networks[int(asn)] = (volume, packets, float(p95_in), float(p95_out))
+            SELECT w.m, w.asn, t.pop_key, r.transit, t.direction, t.bin, sum(t.bytes)::DOUBLE, sum(t.packets)::DOUBLE
+            FROM traffic_5m t LEFT JOIN remotes r ON {routed}
+            JOIN wanted w ON w.route = r.route AND w.m = {row_metro}
+            {scope} GROUP BY ALL""",
+            whole=NO_NETWORK,
+        )
+        connection.execute("RESET disabled_optimizers")
         connection.unregister("v_batch")
+        passes += 1
+        if not batch:
+            break
+        for code, asn, p95_in, p95_out in run(
+            """WITH per_network AS (
+                SELECT b.m, b.asn, b.direction, b.bin, sum(b.bytes) AS bytes FROM per_bin b
+                WHERE b.asn IN (SELECT unnest($asns)) GROUP BY ALL
+            ), ranked AS (
+                SELECT *, row_number() OVER (PARTITION BY m, asn, direction ORDER BY bytes DESC) AS place
+                FROM per_network WHERE bytes > 0
+            )
+            SELECT k.metro, r.asn, coalesce(max(r.bytes) FILTER (r.place = $deep AND r.direction = 1), 0),
+                   coalesce(max(r.bytes) FILTER (r.place = $deep AND r.direction = 0), 0)
+            FROM ranked r JOIN (SELECT DISTINCT m, metro FROM keys) k USING (m) GROUP BY ALL""",
+            deep=deep,
+            asns=sorted({a for names in batch.values() for a in names}),
+        ).fetchall():
+            if int(asn) in batch.get(code, ()):
+                volume, packets = totals[code][int(asn)]
+                metro(code).networks[int(asn)] = (volume, packets, float(p95_in), float(p95_out))
         for code, names in batch.items():
             here = metro(code)
             for asn in names:  # a network whose traffic all fell outside the window's bins
@@ -612,25 +652,27 @@ def summarise(
             floor = max(found[code].networks[ranked[-1]][2:])
             if totals[code][order[code][done[code]]][0] < deep * floor:
                 order.pop(code)  # nobody left can reach the top
-    # 5. For the top of each metro only: its traffic per PoP and transit, per bin (for savings and balance).
+    # 3. Each PoP's transits per bin, and for the top of each metro its traffic per PoP and transit.
+    for code, pop, transit, direction, at, volumes, packets in run(
+        """SELECT k.metro, k.pop, b.transit, b.direction, list(b.bin), list(b.bytes), sum(b.packets)
+        FROM per_bin b JOIN keys k USING (pop_key) WHERE b.asn = $whole AND b.transit IS NOT NULL GROUP BY ALL""",
+        whole=NO_NETWORK,
+    ).fetchall():
+        add(metro(code).transits, (pop, int(transit)), int(direction), at, volumes, packets)
     wanted = [(code, asn) for code, traffic in found.items() for asn in rank(traffic.networks, set(), top)]
     if wanted:
         connection.register(
             "v_top",
-            pa.table({"metro": [c for c, _ in wanted], "asn": np.array([a for _, a in wanted], dtype=np.int64)}),
+            pa.table(
+                {
+                    "m": np.array([metro_key[c] for c, _ in wanted], dtype=np.uint16),
+                    "asn": np.array([a for _, a in wanted], dtype=np.int64),
+                }
+            ),
         )
         for code, asn, pop, transit, direction, at, volumes, packets in connection.execute(
-            f"""WITH wanted AS (
-                SELECT DISTINCT a.route, a.asn, b.metro FROM v_route_asn a JOIN v_top b USING (asn)
-            )
-            SELECT metro, asn, pop, transit, direction, list(bin), list(bytes), sum(packets) FROM (
-                SELECT k.metro, w.asn, k.pop, r.transit, t.direction, t.bin, sum(t.bytes)::DOUBLE AS bytes,
-                       sum(t.packets)::DOUBLE AS packets
-                FROM traffic_5m t JOIN keys k USING (pop_key) JOIN routed r ON r.t = k.t AND r.remote = t.remote
-                JOIN wanted w ON w.route = r.route AND w.metro = k.metro
-                {scope} GROUP BY ALL
-            ) GROUP BY ALL""",
-            params,
+            """SELECT k.metro, b.asn, k.pop, b.transit, b.direction, list(b.bin), list(b.bytes), sum(b.packets)
+            FROM per_bin b JOIN v_top USING (m, asn) JOIN keys k USING (pop_key) GROUP BY ALL"""
         ).fetchall():
             parts = found[code].behind.setdefault(int(asn), {})
             add(parts, (pop, int(transit)), int(direction), at, volumes, packets)
