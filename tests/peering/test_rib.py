@@ -309,6 +309,18 @@ def test_an_unreadable_file_is_a_rib_error(tmp_path: Path) -> None:
         read_rib(tmp_path / "empty")
 
 
+def test_a_dump_without_routes_or_of_another_mrt_type_says_so(tmp_path: Path) -> None:
+    """A birdc dump of an empty table (a session down, the wrong table) would make every report empty: refused.
+    A binary file whose first MRT record is not a table dump is named by its type, not called unknown."""
+    (tmp_path / "bird.txt").write_text("BIRD 2.0.12 ready.\nTable master4:\n")
+    with pytest.raises(RibError, match=r"bird\.txt: no routes in it"):
+        read_rib(tmp_path / "bird.txt")
+    record = struct.pack("!IHHI", 1_700_000_000, 99, 0, 4) + bytes([0xFF, 0xFE, 0x80, 0x81])
+    (tmp_path / "other.mrt").write_bytes(record)
+    with pytest.raises(RibError, match=r"other\.mrt: its first record's MRT type is 99, not a table dump"):
+        read_rib(tmp_path / "other.mrt")
+
+
 # -- our decoder against mrtparse ---------------------------------------------------------------------
 def mrtparse_routes(path: Path) -> list[Route]:
     """The routes as mrtparse decodes the file, each made a Route as read_mrt always made mrtparse's (by _route):

@@ -63,14 +63,24 @@ def read_rib(path: Path) -> list[Route]:
     if not head:
         raise RibError(f"{path}: the file is empty; expected an MRT table dump or `birdc show route all` output")
     if _looks_like_mrt(head):
-        return read_mrt(path)
-    try:
-        text = path.read_text("utf-8")
-    except OSError as error:
-        raise RibError(f"{path}: cannot read: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise RibError(f"{path}: neither an MRT table dump nor `birdc show route all` text") from None
-    return read_birdc(text, source=str(path))
+        routes = read_mrt(path)
+    else:
+        try:
+            text = path.read_text("utf-8")
+        except OSError as error:
+            raise RibError(f"{path}: cannot read: {error.strerror or error}") from None
+        except UnicodeDecodeError:
+            kind = MRT_HEADER.unpack(head)[1] if len(head) == 12 else None
+            if kind is not None and kind < 256:  # binary, with what an MRT header would say in its place
+                raise RibError(
+                    f"{path}: its first record's MRT type is {kind}, not a table dump"
+                    f" (TABLE_DUMP_V2 {TABLE_DUMP_V2} or TABLE_DUMP {TABLE_DUMP})"
+                ) from None
+            raise RibError(f"{path}: neither an MRT table dump nor `birdc show route all` text") from None
+        routes = read_birdc(text, source=str(path))
+    if not routes:  # a dump of the wrong table, or of a session that was down: no answer would be right
+        raise RibError(f"{path}: no routes in it (expected an MRT table dump or `birdc show route all` output)")
+    return routes
 
 
 MRT_HEADER = struct.Struct("!IHHI")  # timestamp, type, subtype, length (RFC 6396 2)
