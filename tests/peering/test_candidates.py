@@ -379,6 +379,30 @@ def test_a_metro_asked_alone_is_what_the_whole_report_says_of_it(stored: Stored)
         assert alone["candidates"], code  # not an empty answer twice
 
 
+@pytest.mark.timeout(300)
+def test_the_window_is_the_stores_whichever_metros_are_asked(tmp_path: Path) -> None:
+    """A metro whose traffic began later than another's is billed over the same bins when asked alone as in the
+    whole report (the quiet bins count as zero in its 95th percentile either way)."""
+    fleet = _fleet(tmp_path)
+    rib = tmp_path / "rib.mrt"
+    write_mrt(rib, [(prefix, transit, path, med) for prefix, transit, path, med in ROUTES])
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    now_ms = int(time.time() * 1000)
+    last_bin = now_ms // 300_000 - 1
+    early = [Flow(OURS["nyc"], "203.0.113.7", (last_bin - 3) * 300_000 + 1000 * i, 5000, 5) for i in range(3)]
+    late = [Flow(OURS["ams"], "203.0.113.7", last_bin * 300_000 + 1000 * i, 7000, 7) for i in range(3)]
+    with collector(data_dir, fleet=fleet) as running:
+        send(datagrams(early, export_ms=now_ms), running.udp, source=EXPORTERS["nyc1"])
+        send(datagrams(late, export_ms=now_ms), running.udp, source=EXPORTERS["ams1"])
+        wait_for("the flows stored", lambda: running.live_stats()["stored"] == 6, 60, 0.1)
+    args = ("peering", "candidates", "--json", "--rib", str(rib), "--fleet", str(fleet), "--data-dir", str(data_dir))
+    whole = {m["code"]: m for m in json.loads(edgeplane(*args).stdout)["metros"]}
+    (alone,) = json.loads(edgeplane(*args, "--metro", "ams").stdout)["metros"]
+    assert whole["ams"]["bins"] == 4
+    assert alone == whole["ams"]
+
+
 def test_an_empty_window_is_an_empty_report_and_exports_are_not_doubled(stored: Stored, tmp_path: Path) -> None:
     for window in (
         ("--since", "2030-01-01"),

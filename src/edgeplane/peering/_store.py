@@ -487,13 +487,14 @@ def summarise(
     for key, _, table, m in keys:
         table_at[key - 1], metro_at[key - 1] = table, m
     params: dict[str, Any] = {"table_at": table_at, "metro_at": metro_at}
-    clauses = []
+    times = []  # the window, in bins
     if since_ms is not None:  # bin * BIN_MS >= since
-        clauses.append("t.bin >= $first_bin")
+        times.append("t.bin >= $first_bin")
         params["first_bin"] = -(-since_ms // BIN_MS)
     if until_ms is not None:  # bin * BIN_MS < until
-        clauses.append("t.bin < $end_bin")
+        times.append("t.bin < $end_bin")
         params["end_bin"] = -(-until_ms // BIN_MS)
+    clauses = list(times)
     if metros is not None:
         clauses.append("list_contains($chosen, t.pop_key)")
         params["chosen"] = [k[0] for k in keys if k[1] in set(metros)]
@@ -535,6 +536,9 @@ def summarise(
     if span[0] is None or (since_ms is not None and until_ms is not None and until_ms <= since_ms):
         _unregister(connection)
         return []
+    if metros is not None:  # the window's bins are the whole store's, whichever metros are asked
+        window = " AND ".join(times) or "true"
+        (span,) = run(f"SELECT min(t.bin), max(t.bin) FROM traffic_5m t WHERE {window}").fetchall()
     first = int(span[0]) if asked_since is None else asked_since // BIN_MS
     last = int(span[1]) if until_ms is None else (until_ms - 1) // BIN_MS
     bins = last - first + 1
