@@ -319,6 +319,15 @@ def test_a_dump_without_routes_or_of_another_mrt_type_says_so(tmp_path: Path) ->
     (tmp_path / "other.mrt").write_bytes(record)
     with pytest.raises(RibError, match=r"other\.mrt: its first record's MRT type is 99, not a table dump"):
         read_rib(tmp_path / "other.mrt")
+    (tmp_path / "zeros").write_bytes(bytes(100))
+    with pytest.raises(RibError, match=r"zeros: its first record's MRT type is 0, not a table dump"):
+        read_rib(tmp_path / "zeros")
+    updates = struct.pack("!IHHI", 1_700_000_000, 16, 4, 40) + bytes(40)  # BGP4MP: updates, not a table
+    (tmp_path / "updates.mrt").write_bytes(updates)
+    with pytest.raises(
+        RibError, match=r"no TABLE_DUMP or TABLE_DUMP_V2 records \(its MRT record types: BGP4MP \(16\)\)"
+    ):
+        read_rib(tmp_path / "updates.mrt")
 
 
 # -- our decoder against mrtparse ---------------------------------------------------------------------

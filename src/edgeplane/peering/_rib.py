@@ -66,17 +66,19 @@ def read_rib(path: Path) -> list[Route]:
         routes = read_mrt(path)
     else:
         try:
-            text = path.read_text("utf-8")
+            text: str | None = path.read_text("utf-8")
         except OSError as error:
             raise RibError(f"{path}: cannot read: {error.strerror or error}") from None
         except UnicodeDecodeError:
+            text = None
+        if text is None or "\0" in text:  # binary
             kind = MRT_HEADER.unpack(head)[1] if len(head) == 12 else None
-            if kind is not None and kind < 256:  # binary, with what an MRT header would say in its place
+            if kind is not None and kind < 256:  # with what an MRT header would say in its place
                 raise RibError(
                     f"{path}: its first record's MRT type is {kind}, not a table dump"
                     f" (TABLE_DUMP_V2 {TABLE_DUMP_V2} or TABLE_DUMP {TABLE_DUMP})"
-                ) from None
-            raise RibError(f"{path}: neither an MRT table dump nor `birdc show route all` text") from None
+                )
+            raise RibError(f"{path}: neither an MRT table dump nor `birdc show route all` text")
         routes = read_birdc(text, source=str(path))
     if not routes:  # a dump of the wrong table, or of a session that was down: no answer would be right
         raise RibError(f"{path}: no routes in it (expected an MRT table dump or `birdc show route all` output)")
@@ -84,7 +86,11 @@ def read_rib(path: Path) -> list[Route]:
 
 
 MRT_HEADER = struct.Struct("!IHHI")  # timestamp, type, subtype, length (RFC 6396 2)
-MRT_TYPES = {11, 12, 13, 16, 17, 32, 33, 48, 49}  # OSPFv2, TABLE_DUMP(_V2), BGP4MP(_ET), ISIS(_ET), OSPFv3(_ET)
+MRT_TYPE_NAMES = {
+    11: "OSPFv2 (11)", 12: "TABLE_DUMP (12)", 13: "TABLE_DUMP_V2 (13)", 16: "BGP4MP (16)", 17: "BGP4MP_ET (17)",
+    32: "ISIS (32)", 33: "ISIS_ET (33)", 48: "OSPFv3 (48)", 49: "OSPFv3_ET (49)",
+}  # fmt: skip
+MRT_TYPES = set(MRT_TYPE_NAMES)
 TABLE_DUMP, TABLE_DUMP_V2 = 12, 13
 PEER_INDEX_TABLE = 1
 # TABLE_DUMP_V2 subtypes read, to (IP version, add-path): unicast only, multicast does not carry our traffic.
@@ -140,7 +146,11 @@ def _read_mrt(path: Path) -> list[Route]:
     except (OSError, EOFError, zlib.error) as error:  # what gzip and bz2 raise on a corrupt or cut archive
         raise RibError(f"{path}: cannot read: {getattr(error, 'strerror', None) or error}") from None
     if not tables.seen:
-        raise RibError(f"{path}: no TABLE_DUMP or TABLE_DUMP_V2 records; expected a routing table dump")
+        kinds = ", ".join(MRT_TYPE_NAMES.get(k, str(k)) for k in sorted(tables.kinds)) or "none"
+        raise RibError(
+            f"{path}: no TABLE_DUMP or TABLE_DUMP_V2 records (its MRT record types: {kinds});"
+            " expected a routing table dump"
+        )
     return routes
 
 
@@ -165,10 +175,13 @@ class _Tables:
     def __init__(self) -> None:
         self.peers: list[int] | None = None  # the AS of each peer index
         self.seen = 0  # table dump records, read or skipped
+        self.kinds: set[int] = set()  # the MRT types met (a few: to name them when none was a table dump)
         self.attributes = {4: _AttributeCache(4), 6: _AttributeCache(6)}
         self._mrtparse: ModuleType | None = None
 
     def read(self, kind: int, subtype: int, record: bytes) -> list[Route]:
+        if len(self.kinds) < 16:
+            self.kinds.add(kind)
         if kind == TABLE_DUMP_V2:
             self.seen += 1
             if subtype == PEER_INDEX_TABLE:
