@@ -152,3 +152,26 @@ def test_the_receive_queue_is_what_was_asked_and_a_bad_size_is_refused(tmp_path:
         "flows", "collect", "--receive-buffer", "10", "--data-dir", str(tmp_path / "other"), check=False
     )  # fmt: skip
     assert refused.returncode == 2 and "--receive-buffer" in refused.stderr
+
+
+def test_what_the_kernel_drops_for_a_full_queue_is_counted(tmp_path: Path) -> None:
+    """A collector that cannot keep up (here: stopped) loses datagrams in the kernel, not in its own code: those
+    are counted as receive_queue, so that what was sent = what was read + what was dropped."""
+    import signal
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    now_ms = int(time.time() * 1000)
+    flows = [Flow("198.19.0.10", f"203.0.113.{i % 250 + 1}", now_ms - 60_000 - i, 1000 + i, 1) for i in range(60_000)]
+    packets = datagrams(flows, export_ms=now_ms)  # about 3 MB: far more than a 128 KiB queue holds
+    with collector(data_dir, "--pop", "nyc1", "--receive-buffer", "65536") as running:
+        running.process.send_signal(signal.SIGSTOP)
+        try:
+            sent = send(packets, running.udp, source=HONEST)
+        finally:
+            running.process.send_signal(signal.SIGCONT)
+        wait_for("the queue read", lambda: running.live_stats()["stored"] > 0, 60, 0.05)
+        running.stop()
+    stats = json.loads(edgeplane("flows", "stats", "--json", "--data-dir", str(data_dir)).stdout)
+    assert stats["dropped"]["receive_queue"] > 0
+    assert stats["datagrams"] + stats["dropped"]["receive_queue"] == sent

@@ -85,7 +85,7 @@ def flows() -> None:
     help="How long the 5-minute table is kept.",
 )  # fmt: skip
 @click.option(
-    "--receive-buffer", default=8 << 20, show_default=True, type=click.IntRange(min=65_536, max=1 << 31),
+    "--receive-buffer", default=8 << 20, show_default=True, type=click.IntRange(min=65_536, max=(1 << 31) - 1),
     help="Bytes of UDP receive queue to ask the kernel for (held to net.core.rmem_max), as nfcapd's -B.",
 )  # fmt: skip
 @data_dir_option

@@ -50,6 +50,22 @@ class CollectorOptions:
     max_pending_records: int = 5_000_000  # held in memory while the store is busy; beyond, the oldest go
     expire_every_seconds: float = 300.0
     receive_buffer_bytes: int = 8 << 20  # SO_RCVBUF asked; the kernel holds it to net.core.rmem_max
+    max_buffered_datagrams: int = 200_000  # held undecoded between flushes (~300 MB); beyond, counted as backlog
+
+
+def socket_drops(sock: socket.socket) -> int | None:
+    """The datagrams the kernel dropped for ``sock`` (its queue full), from /proc/net/udp or udp6; None unknown."""
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()  # sl local remote st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+            if len(fields) > 12 and fields[9] == inode:
+                return int(fields[12])
+    return None
 
 
 def our_prefixes(fleet: Fleet) -> OurPrefixes:
@@ -87,6 +103,10 @@ class FlowCollector:
         self._failures = 0
         self.before: dict[str, int] = {}  # the counters of this data directory's earlier runs
         self._socket: socket.socket | None = None
+        self._flushing = asyncio.Lock()
+        self._taken_datagrams = 0  # the decoder's datagram count at the last take(): what it holds is the rest
+        self.queue_dropped = 0
+        self.backlog_dropped = 0
         self.udp_address = ""
         self.registry = CollectorRegistry()
         self.registry.register(_Metrics(self))
@@ -103,6 +123,8 @@ class FlowCollector:
         counts.update(self.time_dropped)
         counts["store_busy"] = self.store_dropped
         counts["store_failed"] = self.store_failed
+        counts["receive_queue"] = self.queue_dropped  # datagrams the kernel dropped, our queue full
+        counts["backlog"] = self.backlog_dropped  # datagrams read but not kept: the store too far behind
         return {reason: n for reason, n in counts.items() if n or zeros}
 
     def tag(self, exporter: str) -> Tag:
@@ -153,6 +175,7 @@ class FlowCollector:
             return
         now_ms = int(self.clock() * 1000)
         decode = self.decoder.decode
+        full = self.decoder.datagrams - self._taken_datagrams >= self.options.max_buffered_datagrams
         for _ in range(DRAIN_DATAGRAMS):
             try:
                 datagram, address = sock.recvfrom(65_535)
@@ -161,6 +184,9 @@ class FlowCollector:
             except OSError as error:  # an ICMP error for a datagram we never sent: nothing to do
                 log.debug("udp error: %s", error)
                 return
+            if full:  # the store is behind by more than we hold: this one is read and counted, not kept
+                self.backlog_dropped += 1
+                continue
             decode(datagram, exporter_address(str(address[0])), now_ms)
 
     async def listen(self, host: str, port: int) -> str:
@@ -200,6 +226,7 @@ class FlowCollector:
             return {k: v for k, v in opener.load_counters(connection).items() if k != "compacted_bin"}
 
     def _take(self) -> None:
+        self._taken_datagrams = self.decoder.datagrams
         batch = self._plausible(self.decoder.take())
         if len(batch):
             self.pending.append(batch)
@@ -246,21 +273,36 @@ class FlowCollector:
         return written
 
     async def flush(self) -> None:
-        """Write what was received since the last flush (and what a busy store held back)."""
-        self._take()
-        batch = FlowColumns.concat(self.pending) if self.pending else FlowColumns.empty()
-        untagged = sum(1 for e in self.decoder.exporters if self.tag(e).pop is None)
-        expire = self.clock() - self._last_expire >= self.options.expire_every_seconds
-        counters = self.counters()
-        counters["stored"] += len(batch)  # what these counters will be true of once this batch is in
-        try:
-            written = await asyncio.to_thread(self._write, batch, list(self.decoder.exporters), counters, expire)
-        except StoreBusy as error:  # a reader holds it: keep the batch for the next flush
+        """Write what was received since the last flush (and what a busy store held back). One flush at a time;
+        one stopped while its write runs waits for that write, so that its batch ends up stored or still pending,
+        never both (the last flush would store it again) nor neither."""
+        async with self._flushing:
+            self._take()
+            self._count_queue_drops()
+            batch = FlowColumns.concat(self.pending) if self.pending else FlowColumns.empty()
+            untagged = sum(1 for e in self.decoder.exporters if self.tag(e).pop is None)
+            expire = self.clock() - self._last_expire >= self.options.expire_every_seconds
+            counters = self.counters()
+            counters["stored"] += len(batch)  # what these counters will be true of once this batch is in
+            exporters = list(self.decoder.exporters)
+            write = asyncio.ensure_future(asyncio.to_thread(self._write, batch, exporters, counters, expire))
+            try:
+                await asyncio.wait([write])
+            except asyncio.CancelledError:
+                await asyncio.wait([write])
+                self._settle(write, batch, untagged, expire)
+                raise
+            self._settle(write, batch, untagged, expire)
+
+    def _settle(self, write: asyncio.Future[int], batch: FlowColumns, untagged: int, expire: bool) -> None:
+        """Count a finished write: its batch stored, kept for the next flush, or given up (counted)."""
+        error = write.exception()
+        if isinstance(error, StoreBusy):  # a reader holds it: keep the batch for the next flush
             self.store_errors += 1
             log.info("flow store busy: %s", error)
             self.pending = [batch] if len(batch) else []
             return
-        except StoreError as error:  # broken (a full disk?): try again a while, then give the batch up, counted
+        if isinstance(error, StoreError):  # broken (a full disk?): try again a while, then give the batch up
             self.store_errors += 1
             self._failures += 1
             log.warning("flow store not written (%d in a row): %s", self._failures, error)
@@ -270,12 +312,22 @@ class FlowCollector:
                 self.store_failed += len(batch)
                 self.pending, self._failures = [], 0
             return
+        if error is not None:
+            raise error
         self._failures = 0
         self.pending = []
-        self.stored += written
+        self.stored += write.result()
         self.untagged = untagged
         if expire:
             self._last_expire = self.clock()
+
+    def _count_queue_drops(self) -> None:
+        """What the kernel dropped because our socket's queue was full (its count in /proc/net/udp[6])."""
+        if self._socket is None:
+            return
+        drops = socket_drops(self._socket)
+        if drops is not None:
+            self.queue_dropped = drops
 
     async def run_flushes(self) -> None:
         """A flush a second at most; sooner when a burst has filled a batch (decoded and written while more
