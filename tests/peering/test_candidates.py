@@ -401,6 +401,9 @@ def test_the_window_is_the_stores_whichever_metros_are_asked(tmp_path: Path) -> 
     (alone,) = json.loads(edgeplane(*args, "--metro", "ams").stdout)["metros"]
     assert whole["ams"]["bins"] == 4
     assert alone == whole["ams"]
+    # A window wider than the data bills the same bins (nothing is known outside them), not years of zeros.
+    wide = json.loads(edgeplane(*args, "--since", "2000-01-01", "--until", "2100-01-01").stdout)["metros"]
+    assert {m["code"]: m for m in wide} == whole
 
 
 def test_an_empty_window_is_an_empty_report_and_exports_are_not_doubled(stored: Stored, tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 what that would save, and where both networks meet. Pure: the store's queries hand it traffic per bin.
 
 Definitions (the ones a transit invoice uses):
-- traffic is counted in 5-minute bins over the whole window (bins without traffic count as zero);
+- traffic is counted in 5-minute bins over the window, from the first to the last bin the store holds traffic
+  for within it (bins without traffic in between count as zero; the store knows nothing outside them);
 - a series' 95th percentile is the nearest-rank one: sorted ascending, the value at rank ceil(0.95 n);
 - a transit is billed on max(p95 in, p95 out) in Mbps; a candidate's ``p95_mbps`` is that same figure for the
   traffic whose AS path contains it;

@@ -465,7 +465,6 @@ def summarise(
         ("v_pop_table", pop_table),
     ):
         connection.register(name, table)
-    asked_since = since_ms
     if since_ms is None:  # a month of transit billing, up to the last traffic stored
         (latest,) = connection.execute("SELECT max(bin) FROM traffic_5m").fetchall()
         if latest[0] is not None:
@@ -539,8 +538,10 @@ def summarise(
     if metros is not None:  # the window's bins are the whole store's, whichever metros are asked
         window = " AND ".join(times) or "true"
         (span,) = run(f"SELECT min(t.bin), max(t.bin) FROM traffic_5m t WHERE {window}").fetchall()
-    first = int(span[0]) if asked_since is None else asked_since // BIN_MS
-    last = int(span[1]) if until_ms is None else (until_ms - 1) // BIN_MS
+    # The bins billed: those of the window from the first to the last the store holds traffic for (quiet ones
+    # in between count as zero; before the first or after the last nothing is known, so a wider window than the
+    # store's own gives the same answer as none).
+    first, last = int(span[0]), int(span[1])
     bins = last - first + 1
     found: dict[str, MetroTraffic] = {}
     metro_key = dict(connection.execute("SELECT DISTINCT metro, m FROM keys").fetchall())
