@@ -275,6 +275,21 @@ def preload(datagrams: list[bytes], port: int) -> int:
     return (_udp_socket(port) or (0, 0))[0]
 
 
+def deliver(
+    process: subprocess.Popen[Any], datagrams: list[bytes], port: int, burst: int, *, preloaded: bool
+) -> tuple[float, float]:
+    """The replay to a collector: paced (send), or, for its own rate, queued whole while it is stopped and timed
+    from SIGCONT until its queue is drained. The start time, and the seconds the sender waited for it."""
+    if not preloaded:
+        return send(datagrams, port, burst)
+    process.send_signal(signal.SIGSTOP)
+    preload(datagrams, port)
+    started = time.monotonic()
+    process.send_signal(signal.SIGCONT)
+    _wait("the collector to drain its queue", lambda: (_udp_socket(port) or (0, 0))[0] == 0, 60, 0.0002)
+    return started, 0.0
+
+
 def send(datagrams: list[bytes], port: int, burst: int) -> tuple[float, float]:
     """Send every datagram to 127.0.0.1:``port``, a burst at a time, the next once the receiver's queue holds
     less than half a burst. The monotonic time of the first send, and the seconds spent waiting for the queue
@@ -320,14 +335,7 @@ def run_nfcapd(datagrams: list[bytes], work: Path, burst: int, buffer_bytes: int
     try:
         _wait("nfcapd to listen", lambda: _udp_socket(port) is not None, 30, 0.01)
         time.sleep(0.2)
-        if preloaded:  # its own rate: the whole replay queued while it is stopped, then timed from SIGCONT
-            process.send_signal(signal.SIGSTOP)
-            preload(datagrams, port)
-            started, waited = time.monotonic(), 0.0
-            process.send_signal(signal.SIGCONT)
-            _wait("nfcapd to drain its queue", lambda: (_udp_socket(port) or (0, 0))[0] == 0, 60, 0.0002)
-        else:
-            started, waited = send(datagrams, port, burst)
+        started, waited = deliver(process, datagrams, port, burst, preloaded=preloaded)
         received = time.monotonic() - started
         found = _udp_socket(port)
         drops = found[1] if found else -1
@@ -364,14 +372,7 @@ def run_ours(datagrams: list[bytes], work: Path, burst: int, buffer_bytes: int, 
         port = int(found["udp"].rpartition(":")[2])
         http = found["http"]
         time.sleep(0.2)
-        if preloaded:
-            process.send_signal(signal.SIGSTOP)
-            preload(datagrams, port)
-            started, waited = time.monotonic(), 0.0
-            process.send_signal(signal.SIGCONT)
-            _wait("the collector to drain its queue", lambda: (_udp_socket(port) or (0, 0))[0] == 0, 60, 0.0002)
-        else:
-            started, waited = send(datagrams, port, burst)
+        started, waited = deliver(process, datagrams, port, burst, preloaded=preloaded)
         received = time.monotonic() - started
         drops = (_udp_socket(port) or (0, -1))[1]
         decoded: float | None = None

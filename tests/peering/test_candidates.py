@@ -177,14 +177,19 @@ class Stored:
     bins: int
 
 
-@pytest.fixture(scope="module")
-def stored(tmp_path_factory: pytest.TempPathFactory) -> Stored:
-    tmp_path = tmp_path_factory.mktemp("candidates")
+def _place(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The test's fleet file, its MRT table and an empty data directory under ``tmp_path``."""
     fleet = _fleet(tmp_path)
     rib = tmp_path / "rib.mrt"
     write_mrt(rib, [(prefix, transit, path, med) for prefix, transit, path, med in ROUTES])
     data_dir = tmp_path / "data"
     data_dir.mkdir()
+    return fleet, rib, data_dir
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> Stored:
+    fleet, rib, data_dir = _place(tmp_path_factory.mktemp("candidates"))
     now_ms = int(time.time() * 1000)
     flows, first_bin, bins = _traffic(now_ms, seed=17)
     with collector(data_dir, fleet=fleet) as running:
@@ -383,11 +388,7 @@ def test_a_metro_asked_alone_is_what_the_whole_report_says_of_it(stored: Stored)
 def test_the_window_is_the_stores_whichever_metros_are_asked(tmp_path: Path) -> None:
     """A metro whose traffic began later than another's is billed over the same bins when asked alone as in the
     whole report (the quiet bins count as zero in its 95th percentile either way)."""
-    fleet = _fleet(tmp_path)
-    rib = tmp_path / "rib.mrt"
-    write_mrt(rib, [(prefix, transit, path, med) for prefix, transit, path, med in ROUTES])
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
+    fleet, rib, data_dir = _place(tmp_path)
     now_ms = int(time.time() * 1000)
     last_bin = now_ms // 300_000 - 1
     early = [Flow(OURS["nyc"], "203.0.113.7", (last_bin - 3) * 300_000 + 1000 * i, 5000, 5) for i in range(3)]
@@ -396,13 +397,13 @@ def test_the_window_is_the_stores_whichever_metros_are_asked(tmp_path: Path) -> 
         send(datagrams(early, export_ms=now_ms), running.udp, source=EXPORTERS["nyc1"])
         send(datagrams(late, export_ms=now_ms), running.udp, source=EXPORTERS["ams1"])
         wait_for("the flows stored", lambda: running.live_stats()["stored"] == 6, 60, 0.1)
-    args = ("peering", "candidates", "--json", "--rib", str(rib), "--fleet", str(fleet), "--data-dir", str(data_dir))
-    whole = {m["code"]: m for m in json.loads(edgeplane(*args).stdout)["metros"]}
-    (alone,) = json.loads(edgeplane(*args, "--metro", "ams").stdout)["metros"]
+    here = Stored(fleet, rib, data_dir, [], last_bin - 3, 4)
+    whole = {m["code"]: m for m in _candidates(here)["metros"]}
+    (alone,) = _candidates(here, "--metro", "ams")["metros"]
     assert whole["ams"]["bins"] == 4
     assert alone == whole["ams"]
     # A window wider than the data bills the same bins (nothing is known outside them), not years of zeros.
-    wide = json.loads(edgeplane(*args, "--since", "2000-01-01", "--until", "2100-01-01").stdout)["metros"]
+    wide = _candidates(here, "--since", "2000-01-01", "--until", "2100-01-01")["metros"]
     assert {m["code"]: m for m in wide} == whole
 
 

@@ -165,9 +165,6 @@ class FlowCollector:
 
     # Receiving
 
-    def received(self, datagram: bytes, address: tuple[Any, ...]) -> None:
-        self.decoder.decode(datagram, exporter_address(str(address[0])), int(self.clock() * 1000))
-
     def _drain(self) -> None:
         """Read what the socket holds, up to DRAIN_DATAGRAMS at a time (one wakeup of the loop, not one each)."""
         sock = self._socket

@@ -610,26 +610,29 @@ def summarise(
         )
         transits = "" if passes else "UNION ALL SELECT DISTINCT route, m, $whole FROM per_route"
         connection.execute("SET disabled_optimizers = 'join_order'")  # rows to routes first, then to networks
-        run(
-            f"""INSERT INTO per_bin
-            WITH wanted AS (
-                SELECT DISTINCT a.route, b.m, a.asn FROM v_route_asn a JOIN v_batch b USING (asn) {transits}
+        try:
+            run(
+                f"""INSERT INTO per_bin
+                WITH wanted AS (
+                    SELECT DISTINCT a.route, b.m, a.asn FROM v_route_asn a JOIN v_batch b USING (asn) {transits}
+                )
+                SELECT w.m, w.asn, t.pop_key, r.transit, t.direction, t.bin, sum(t.bytes)::DOUBLE,
+                       sum(t.packets)::DOUBLE
+                FROM traffic_5m t LEFT JOIN remotes r ON {routed}
+                JOIN wanted w ON w.route = r.route AND w.m = {row_metro}
+                {scope} GROUP BY ALL""",
+                whole=NO_NETWORK,
             )
-            SELECT w.m, w.asn, t.pop_key, r.transit, t.direction, t.bin, sum(t.bytes)::DOUBLE, sum(t.packets)::DOUBLE
-            FROM traffic_5m t LEFT JOIN remotes r ON {routed}
-            JOIN wanted w ON w.route = r.route AND w.m = {row_metro}
-            {scope} GROUP BY ALL""",
-            whole=NO_NETWORK,
-        )
-        connection.execute("RESET disabled_optimizers")
-        connection.unregister("v_batch")
+        finally:
+            connection.execute("RESET disabled_optimizers")
         passes += 1
         if not batch:
+            connection.unregister("v_batch")
             break
         for code, asn, p95_in, p95_out in run(
             """WITH per_network AS (
-                SELECT b.m, b.asn, b.direction, b.bin, sum(b.bytes) AS bytes FROM per_bin b
-                WHERE b.asn IN (SELECT unnest($asns)) GROUP BY ALL
+                SELECT b.m, b.asn, b.direction, b.bin, sum(b.bytes) AS bytes
+                FROM per_bin b JOIN v_batch USING (m, asn) GROUP BY ALL
             ), ranked AS (
                 SELECT *, row_number() OVER (PARTITION BY m, asn, direction ORDER BY bytes DESC) AS place
                 FROM per_network WHERE bytes > 0
@@ -638,11 +641,10 @@ def summarise(
                    coalesce(max(r.bytes) FILTER (r.place = $deep AND r.direction = 0), 0)
             FROM ranked r JOIN (SELECT DISTINCT m, metro FROM keys) k USING (m) GROUP BY ALL""",
             deep=deep,
-            asns=sorted({a for names in batch.values() for a in names}),
         ).fetchall():
-            if int(asn) in batch.get(code, ()):
-                volume, packets = totals[code][int(asn)]
-                metro(code).networks[int(asn)] = (volume, packets, float(p95_in), float(p95_out))
+            volume, packets = totals[code][int(asn)]
+            metro(code).networks[int(asn)] = (volume, packets, float(p95_in), float(p95_out))
+        connection.unregister("v_batch")
         for code, names in batch.items():
             here = metro(code)
             for asn in names:  # a network whose traffic all fell outside the window's bins
