@@ -25,6 +25,8 @@ import pytest
 from edgeplane.site import write_tiny_llama_gguf
 from tests._time import wait_for
 
+pytest_plugins = ["tests._postgres"]  # the PostgreSQL cluster fixtures
+
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_FLEET = Path(__file__).resolve().parent / "data" / "small-fleet.yaml"
 

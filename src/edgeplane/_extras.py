@@ -17,6 +17,7 @@ EXTRAS = {
     "plan": ("highspy", "matplotlib"),  # placement, scenarios, growth and their HTML reports
     "lab": ("pyroute2",),  # the network-namespace lab (`lab up`): netlink
     "flows": ("duckdb", "mrtparse", "pyarrow"),  # the flow collector, its store and the peering analysis
+    "postgres": ("psycopg",),  # the control plane's store on PostgreSQL (`--store postgresql://...`)
 }
 
 

@@ -1,4 +1,4 @@
-"""One suite every store passes (SQLite on disk and in memory now; PostgreSQL later)."""
+"""One suite every store passes: SQLite on disk and in memory, and PostgreSQL (a cluster the test starts)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,15 @@ from edgeplane.control._store import _TABLES, APPLICATION_ID, SCHEMA_VERSION, St
 from edgeplane.units import UnitRecord, UnitState, move
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    made = SQLiteStore(tmp_path / "state" / "edgeplane.db" if request.param == "sqlite-file" else ":memory:")
+    made: Store
+    if request.param == "postgresql":
+        from edgeplane.control._postgres import PostgresStore
+
+        made = PostgresStore(request.getfixturevalue("postgres_cluster").database())
+    else:
+        made = SQLiteStore(tmp_path / "state" / "edgeplane.db" if request.param == "sqlite-file" else ":memory:")
     yield made
     made.close()
 

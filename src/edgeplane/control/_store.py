@@ -4,11 +4,12 @@ units, the fabric's transfers and the reports published to it."""
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,19 @@ class Store(abc.ABC):
     def put_report(self, name: str, report: StoredReport) -> None:
         """Keep a report under its name (replacing the one kept)."""
 
+    @abc.abstractmethod
+    def report_names(self) -> list[str]:
+        """The names reports are kept under."""
+
+    @abc.abstractmethod
+    def named_transfers(self) -> dict[str, dict[str, Any]]:
+        """The fabric's transfers by the name each was kept under."""
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Every write inside is kept, or none (a store copy, a change of several rows)."""
+        yield
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -186,12 +200,14 @@ def _disk_full(path: str, error: sqlite3.Error) -> bool:
 class StoreRefused(ConfigError):
     """The store's file exists but cannot be used as it is: empty, damaged, or not an edgeplane store."""
 
-    def __init__(self, path: Path, problem: str, advice: str = "") -> None:
+    def __init__(self, path: Path | str, problem: str, advice: str = "") -> None:
         self.path = path
-        advice = advice or (
-            "restore it from a backup, or start empty on purpose with --reset-store"
-            f" (which moves it aside to {path.name}.broken-TIMESTAMP; nothing is deleted)"
-        )
+        if not advice and isinstance(path, Path):
+            advice = (
+                "restore it from a backup, or start empty on purpose with --reset-store"
+                f" (which moves it aside to {path.name}.broken-TIMESTAMP; nothing is deleted)"
+            )
+        advice = advice or "restore it from a backup, or give an empty database"
         super().__init__(f"the store {path} {problem}: {advice}")
 
 
@@ -262,7 +278,7 @@ class SQLiteStore(Store):
         (an edited or half-written row) refuses the store, naming it, instead of failing the start later."""
         try:
             self.drains(), self.api_keys(), self.placement(), self.bgp_actions(), self.units(), self.transfers()
-            for (name,) in self._execute("SELECT name FROM reports").fetchall():
+            for name in self.report_names():
                 self.report(name)
         except (StoreError, ValueError, KeyError, TypeError) as error:
             self._db.close()
@@ -277,6 +293,16 @@ class SQLiteStore(Store):
             return self._db.execute(sql, parameters)
         except sqlite3.Error as error:
             raise StoreError.from_sqlite(self.path, error) from error
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        self._execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._execute("COMMIT")
 
     def placement(self) -> list[tuple[str, str, int]] | None:
         row = self._execute("SELECT entries FROM placement WHERE id = 1").fetchone()
@@ -320,6 +346,13 @@ class SQLiteStore(Store):
 
     def remove_transfer(self, name: str) -> bool:
         return self._execute("DELETE FROM fabric WHERE name = ?", (name,)).rowcount > 0
+
+    def named_transfers(self) -> dict[str, dict[str, Any]]:
+        rows = self._execute("SELECT name, record FROM fabric ORDER BY name")
+        return {str(name): dict(orjson.loads(record)) for name, record in rows}
+
+    def report_names(self) -> list[str]:
+        return [str(row[0]) for row in self._execute("SELECT name FROM reports ORDER BY name")]
 
     def report(self, name: str) -> StoredReport | None:
         row = self._execute("SELECT received_at, record FROM reports WHERE name = ?", (name,)).fetchone()

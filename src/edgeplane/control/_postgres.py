@@ -1,0 +1,338 @@
+"""The control plane's store on PostgreSQL (psycopg 3): the same records and schema versions as the SQLite store,
+for fleets whose control plane runs as several replicas on one database.
+
+A database with no tables is made a store (schema and version in one transaction); one that holds an edgeplane
+store of an older schema is migrated; anything else (another application's tables, a newer schema) is refused
+with StoreRefused, as a foreign SQLite file is. Creation and migration hold an advisory lock, so that replicas
+starting together do it once."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from edgeplane._extras import require
+from edgeplane.control._store import (
+    SCHEMA_VERSION,
+    AuditRecord,
+    Drain,
+    Store,
+    StoredKey,
+    StoredReport,
+    StoreError,
+    StoreRefused,
+)
+from edgeplane.tenants import KeyPolicy
+from edgeplane.units import UnitRecord, unit_from_json
+
+APPLICATION = "edgeplane"
+# The advisory lock creation and migration hold (any 64-bit number no other user of the database takes).
+SCHEMA_LOCK = 0x45504C4E_53434845  # "EPLNSCHE"
+# PostgreSQL stores begin at schema 3 (the first with every table); a later schema appends its step here, with
+# the SQLite one in _store._MIGRATIONS, so that both kinds of store carry the same version numbers.
+FIRST_VERSION = 3
+_MIGRATIONS: tuple[tuple[str, ...], ...] = ()
+assert FIRST_VERSION + len(_MIGRATIONS) == SCHEMA_VERSION, "a schema step is missing for PostgreSQL"
+
+_TABLES = {
+    "edgeplane_meta": "CREATE TABLE edgeplane_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "drains": "CREATE TABLE drains (kind TEXT NOT NULL, code TEXT NOT NULL, since DOUBLE PRECISION NOT NULL,"
+    " \"by\" TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (kind, code))",
+    "audit": "CREATE TABLE audit (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at DOUBLE PRECISION NOT NULL,"
+    " who TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL)",
+    "keys": "CREATE TABLE keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, tenant TEXT NOT NULL,"
+    " continent TEXT, region TEXT, rpm BIGINT, tpm BIGINT, models TEXT, created_at DOUBLE PRECISION NOT NULL,"
+    " revoked_at DOUBLE PRECISION)",
+    "placement": "CREATE TABLE placement (id INTEGER PRIMARY KEY CHECK (id = 1), entries TEXT)",
+    "bgp_actions": "CREATE TABLE bgp_actions (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    " pop TEXT NOT NULL, transit_asn BIGINT NOT NULL, action TEXT NOT NULL, UNIQUE (pop, transit_asn))",
+    "units": "CREATE TABLE units (code TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    "fabric": "CREATE TABLE fabric (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    "reports": "CREATE TABLE reports (name TEXT PRIMARY KEY, received_at DOUBLE PRECISION NOT NULL,"
+    " record TEXT NOT NULL)",
+}
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (what may be printed and logged)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"://[^@/]*@", "://***@", url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+class PostgresStore(Store):
+    """The control plane's records in a PostgreSQL database (``postgresql://USER@HOST:PORT/DB``).
+
+    One connection, autocommit: every write is durable when the call returns (PostgreSQL commits it to its
+    write-ahead log first). A connection the server dropped is opened again on the next call."""
+
+    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+        self._psycopg = require("psycopg", "postgres", "a PostgreSQL store")
+        self.url = url
+        self.path = redacted(url)  # how errors name the store (StoreRefused takes it as its "path")
+        self._connect_timeout = connect_timeout
+        self._lock = threading.RLock()
+        self._db: Any = None
+        self._db = self._connect()
+        try:
+            _check(self._db, self.path)
+            self._read_all()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self.path}>"
+
+    def _connect(self) -> Any:
+        try:
+            return self._psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=max(1, round(self._connect_timeout)),
+                application_name=APPLICATION,
+            )
+        except self._psycopg.Error as error:
+            raise StoreRefused(
+                self.path,
+                f"cannot be reached ({_first_line(error)})",
+                "check the URL, that the server runs and that it lets this user in",
+            ) from None
+
+    def _read_all(self) -> None:
+        try:
+            self.drains(), self.api_keys(), self.placement(), self.bgp_actions(), self.units(), self.transfers()
+            for name in self.report_names():
+                self.report(name)
+        except (StoreError, ValueError, KeyError, TypeError) as error:
+            raise StoreRefused(self.path, f"holds a record that cannot be read ({error})") from None
+
+    def _execute(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
+        """Run one statement; a dropped connection is opened again once, other errors are the store's own."""
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._db is None or self._db.closed:
+                        self._db = self._psycopg.connect(
+                            self.url, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
+                        )
+                    return self._db.execute(sql, parameters)
+                except self._psycopg.OperationalError as error:
+                    if attempt == 2 or self._db is None or not self._db.closed:
+                        raise StoreError(f"the store {self.path} failed: {_first_line(error)}") from error
+                    self._db = None
+                except self._psycopg.Error as error:
+                    raise StoreError(f"the store {self.path} failed: {_first_line(error)}") from error
+        raise AssertionError("unreachable")
+
+    def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._execute(sql, parameters).fetchall())
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        with self._lock:
+            try:
+                with self._db.transaction():
+                    yield
+            except self._psycopg.Error as error:
+                raise StoreError(f"the store {self.path} failed: {_first_line(error)}") from error
+
+    def placement(self) -> list[tuple[str, str, int]] | None:
+        rows = self._rows("SELECT entries FROM placement WHERE id = 1")
+        return None if not rows else [(str(m), str(p), int(n)) for m, p, n in orjson.loads(rows[0][0])]
+
+    def set_placement(self, entries: list[tuple[str, str, int]]) -> None:
+        self._execute(
+            "INSERT INTO placement (id, entries) VALUES (1, %s)"
+            " ON CONFLICT (id) DO UPDATE SET entries = excluded.entries",
+            (orjson.dumps([list(e) for e in entries]).decode(),),
+        )
+
+    def bgp_actions(self) -> list[tuple[str, int, str]]:
+        rows = self._rows("SELECT pop, transit_asn, action FROM bgp_actions ORDER BY id")
+        return [(str(pop), int(asn), str(action)) for pop, asn, action in rows]
+
+    def set_bgp_action(self, pop: str, transit_asn: int, action: str | None) -> None:
+        with self.bulk():
+            self._execute("DELETE FROM bgp_actions WHERE pop = %s AND transit_asn = %s", (pop, transit_asn))
+            if action is not None:
+                self._execute(
+                    "INSERT INTO bgp_actions (pop, transit_asn, action) VALUES (%s, %s, %s)", (pop, transit_asn, action)
+                )
+
+    def units(self) -> list[UnitRecord]:
+        return [unit_from_json(orjson.loads(row[0])) for row in self._rows("SELECT record FROM units")]
+
+    def put_unit(self, record: UnitRecord) -> None:
+        self._execute(
+            "INSERT INTO units (code, record) VALUES (%s, %s)"
+            " ON CONFLICT (code) DO UPDATE SET record = excluded.record",
+            (record.code, orjson.dumps(record.to_json()).decode()),
+        )
+
+    def transfers(self) -> list[dict[str, Any]]:
+        return [dict(orjson.loads(row[0])) for row in self._rows("SELECT record FROM fabric ORDER BY name")]
+
+    def put_transfer(self, name: str, record: dict[str, Any]) -> None:
+        self._execute(
+            "INSERT INTO fabric (name, record) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+            (name, orjson.dumps(record).decode()),
+        )
+
+    def remove_transfer(self, name: str) -> bool:
+        return bool(self._execute("DELETE FROM fabric WHERE name = %s", (name,)).rowcount > 0)
+
+    def named_transfers(self) -> dict[str, dict[str, Any]]:
+        rows = self._rows("SELECT name, record FROM fabric ORDER BY name")
+        return {str(name): dict(orjson.loads(record)) for name, record in rows}
+
+    def report_names(self) -> list[str]:
+        return [str(row[0]) for row in self._rows("SELECT name FROM reports ORDER BY name")]
+
+    def report(self, name: str) -> StoredReport | None:
+        rows = self._rows("SELECT received_at, record FROM reports WHERE name = %s", (name,))
+        if not rows:
+            return None
+        record = orjson.loads(rows[0][1])
+        if not isinstance(record, dict):
+            raise ValueError(f"the report {name!r} is not a JSON object")
+        return StoredReport(float(rows[0][0]), record)
+
+    def put_report(self, name: str, report: StoredReport) -> None:
+        self._execute(
+            "INSERT INTO reports (name, received_at, record) VALUES (%s, %s, %s) ON CONFLICT (name)"
+            " DO UPDATE SET received_at = excluded.received_at, record = excluded.record",
+            (name, report.received_at, orjson.dumps(report.record).decode()),
+        )
+
+    def drains(self) -> list[Drain]:
+        rows = self._rows('SELECT kind, code, since, "by", reason FROM drains ORDER BY since, kind, code')
+        return [Drain(str(k), str(c), float(s), str(b), str(r)) for k, c, s, b, r in rows]
+
+    def add_drain(self, drain: Drain) -> bool:
+        cursor = self._execute(
+            'INSERT INTO drains (kind, code, since, "by", reason) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING',
+            (drain.kind, drain.code, drain.since, drain.by, drain.reason),
+        )
+        return bool(cursor.rowcount == 1)
+
+    def remove_drain(self, kind: str, code: str) -> bool:
+        return bool(self._execute("DELETE FROM drains WHERE kind = %s AND code = %s", (kind, code)).rowcount == 1)
+
+    def audit(self, record: AuditRecord) -> None:
+        self._execute(
+            "INSERT INTO audit (at, who, action, target, outcome, detail) VALUES (%s, %s, %s, %s, %s, %s)",
+            (record.at, record.who, record.action, record.target, record.outcome, orjson.dumps(record.detail).decode()),
+        )
+
+    def add_key(self, key: StoredKey) -> None:
+        p = key.policy
+        models = orjson.dumps(sorted(p.models)).decode() if p.models is not None else None
+        self._execute(
+            "INSERT INTO keys (id, hash, tenant, continent, region, rpm, tpm, models, created_at, revoked_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (p.id, key.hash, p.tenant, p.continent, p.region, p.rpm, p.tpm, models, key.created_at, key.revoked_at),
+        )
+
+    def api_keys(self) -> list[StoredKey]:
+        rows = self._rows(
+            "SELECT id, hash, tenant, continent, region, rpm, tpm, models, created_at, revoked_at FROM keys"
+            " ORDER BY created_at, id"
+        )
+        out = []
+        for key_id, digest, tenant, continent, region, rpm, tpm, models, created, revoked in rows:
+            allowed = frozenset(orjson.loads(models)) if models is not None else None
+            policy = KeyPolicy(key_id, tenant, continent, region, rpm, tpm, allowed, revoked is not None)
+            out.append(StoredKey(digest, policy, float(created), None if revoked is None else float(revoked)))
+        return out
+
+    def revoke_key(self, key_id: str, at: float) -> bool:
+        cursor = self._execute("UPDATE keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL", (at, key_id))
+        return bool(cursor.rowcount == 1)
+
+    def audit_log(self, limit: int = 100) -> list[AuditRecord]:
+        rows = self._rows(
+            "SELECT at, who, action, target, outcome, detail FROM audit ORDER BY id DESC LIMIT %s", (limit,)
+        )
+        return [AuditRecord(float(at), w, a, t, o, orjson.loads(d)) for at, w, a, t, o, d in rows]
+
+    def schema_version(self) -> int:
+        return int(self._rows("SELECT value FROM edgeplane_meta WHERE key = 'schema_version'")[0][0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def inspect(db: Any) -> tuple[set[str], dict[str, str]]:
+    """The tables of the connection's current schema, and the store's meta rows (empty when there are none)."""
+    tables = {
+        str(row[0])
+        for row in db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchall()
+    }
+    meta: dict[str, str] = {}
+    if "edgeplane_meta" in tables:
+        meta = {str(k): str(v) for k, v in db.execute("SELECT key, value FROM edgeplane_meta").fetchall()}
+    return tables, meta
+
+
+def _check(db: Any, path: str) -> None:
+    """Make an empty database a store, bring an older store to the current schema, refuse anything else."""
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        tables, meta = inspect(db)
+        if not tables:
+            for sql in _TABLES.values():
+                db.execute(sql)
+            db.execute(
+                "INSERT INTO edgeplane_meta (key, value) VALUES ('application', %s), ('schema_version', %s)",
+                (APPLICATION, str(SCHEMA_VERSION)),
+            )
+            return
+        if meta.get("application") != APPLICATION:
+            raise StoreRefused(
+                path,
+                f"is not an edgeplane store (its tables: {', '.join(sorted(tables)[:8])})",
+                "give an empty database (or one an edgeplane control plane made)",
+            )
+        version = int(meta.get("schema_version", "0") or 0)
+        if version > SCHEMA_VERSION:
+            raise StoreRefused(
+                path,
+                f"was written by a newer edgeplane (schema {version}; this one knows up to {SCHEMA_VERSION})",
+                "run that newer edgeplane",
+            )
+        if version < FIRST_VERSION:
+            raise StoreRefused(path, f"has schema {version}, which no edgeplane wrote", "restore it from a backup")
+        for step in _MIGRATIONS[version - FIRST_VERSION :]:
+            for statement in step:
+                db.execute(statement)
+        if version < SCHEMA_VERSION:
+            db.execute("UPDATE edgeplane_meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        missing = set(_TABLES) - tables if version == SCHEMA_VERSION else set()
+        if missing:
+            raise StoreRefused(path, f"is damaged (tables missing: {', '.join(sorted(missing))})")
