@@ -23,6 +23,7 @@ from edgeplane.cli import (  # noqa: F401
     plan,
     pop,
     services,
+    store,
     unit,
     up,
 )

@@ -47,6 +47,14 @@ graceful_shutdown_option = click.option(
     help="How long a drained metro's prefixes carry GRACEFUL_SHUTDOWN (65535:0) before they are withdrawn.",
 )
 reset_store_option = click.option("--reset-store", is_flag=True, help=RESET_STORE_HELP)
+store_option = click.option(
+    "--store",
+    "store_url",
+    envvar="EDGEPLANE_STORE",
+    help="The control plane's store: sqlite:///PATH or postgresql://USER@HOST:PORT/DB (or EDGEPLANE_STORE;"
+    " default: edgeplane.db in the data directory). Give a PostgreSQL password through PGPASSWORD or ~/.pgpass,"
+    " not the URL, which other users can read in the process list.",
+)
 
 
 def host_option(help: str = "Address to listen on.") -> Callable[[F], F]:

@@ -23,7 +23,7 @@ from edgeplane.local import DirectoryLock, LockHeld
 
 if TYPE_CHECKING:
     from edgeplane.cli._client import ControlClient
-    from edgeplane.control import SQLiteStore
+    from edgeplane.control import Store
 
 DEFAULT_CONTROL_URL = "http://127.0.0.1:8081"
 
@@ -122,15 +122,17 @@ def _lock_or_exit(ctx: click.Context, lock: DirectoryLock) -> DirectoryLock:
     return lock
 
 
-def _open_store_or_exit(ctx: click.Context, data_dir: Path, *, reset: bool) -> SQLiteStore:
-    """The control plane's store, checked: a file that is empty, damaged or not ours ends the command."""
+def _open_store_or_exit(ctx: click.Context, data_dir: Path, *, reset: bool, url: str | None = None) -> Store:
+    """The control plane's store (``url``, or the data directory's SQLite file), checked: a file that is empty,
+    damaged or not ours, or a database that cannot be reached or is not ours, ends the command."""
     from edgeplane.control import SQLiteStore
+    from edgeplane.control._stores import default_store_url, open_store, parse_store_url
 
     try:
-        store = SQLiteStore(data_dir / "edgeplane.db", reset=reset)
+        store = open_store(default_store_url(data_dir) if url is None else parse_store_url(url), reset=reset)
     except ConfigError as error:
         _fail(ctx, error)
-    if store.moved_aside is not None:
+    if isinstance(store, SQLiteStore) and store.moved_aside is not None:
         _console(ctx).print(f"--reset-store: the old store was moved aside to {store.moved_aside}", soft_wrap=True)
     return store
 

@@ -22,6 +22,7 @@ from edgeplane.cli._options import (
     host_option,
     reset_store_option,
     site_backend_options,
+    store_option,
 )
 from edgeplane.cli._root import (
     _auth_choice,
@@ -58,6 +59,7 @@ def control() -> None:
 )
 @graceful_shutdown_option
 @reset_store_option
+@store_option
 @click.pass_context
 def control_run(
     ctx: click.Context,
@@ -70,6 +72,7 @@ def control_run(
     limit_window: float,
     graceful_shutdown_seconds: float,
     reset_store: bool,
+    store_url: str | None,
 ) -> None:
     """Serve the control plane API."""
     from edgeplane.control import ControlPlane, FleetState
@@ -77,11 +80,11 @@ def control_run(
 
     fleet = _load(ctx, fleet_path)
     data_dir = data_dir or default_data_dir()
-    # Its own lock file (`up` holds up.lock in the same directory): two control planes on one store refuse.
+    # Its own lock file (`up` holds up.lock in the same directory): two control planes on one SQLite store refuse.
     lock = _lock_or_exit(
         ctx, DirectoryLock(data_dir / "control.lock", "edgeplane control run", data_dir / "edgeplane.db")
     )
-    store = _open_store_or_exit(ctx, data_dir, reset=reset_store)
+    store = _open_store_or_exit(ctx, data_dir, reset=reset_store, url=store_url)
     plane = with_dashboard(
         ControlPlane(
             FleetState(

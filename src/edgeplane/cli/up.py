@@ -19,6 +19,7 @@ from edgeplane.cli._options import (
     host_option,
     link_scale_option,
     reset_store_option,
+    store_option,
 )
 from edgeplane.cli._root import (
     _auth_choice,
@@ -68,6 +69,7 @@ from edgeplane.local import DirectoryLock
 @auth_option
 @graceful_shutdown_option
 @reset_store_option
+@store_option
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -89,6 +91,7 @@ def up(
     auth: str | None,
     graceful_shutdown_seconds: float,
     reset_store: bool,
+    store_url: str | None,
 ) -> None:
     """Start the control plane, the gateway and one site agent per PoP; Ctrl-C stops them all."""
     require_keys = _auth_choice(host, auth)
@@ -100,7 +103,7 @@ def up(
     # Before anything starts: a second `up` on this directory must leave the first one's fleet alone.
     lock = _lock_or_exit(ctx, DirectoryLock(data_dir / "up.lock", "edgeplane up", data_dir))
     if not reset_store:  # refuse a broken store here, once, rather than through a control plane that keeps failing
-        _open_store_or_exit(ctx, data_dir, reset=False).close()
+        _open_store_or_exit(ctx, data_dir, reset=False, url=store_url).close()
     if backend == "llamacpp" and gguf_path is None:
         from edgeplane.site import write_tiny_llama_gguf
 
@@ -125,7 +128,11 @@ def up(
         log_level=ctx.find_root().params.get("log_level", "warning"),
         admin_token=admin_token,
         ready_timeout_seconds=ready_timeout,
-        control_args=["--graceful-shutdown-seconds", str(graceful_shutdown_seconds)],
+        control_args=[
+            "--graceful-shutdown-seconds",
+            str(graceful_shutdown_seconds),
+            *(["--store", store_url] if store_url else []),
+        ],
         reset_store=reset_store,
         gateway_args=[
             *(["--first-token-timeout", str(first_token_timeout)] if first_token_timeout else []),
