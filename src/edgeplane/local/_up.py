@@ -154,9 +154,10 @@ class Supervisor:
         total = len(self.fleet.pops)
 
         def all_serving() -> bool:
-            """Every PoP serving, its agent's own report in (with its pid), as `status` will show it."""
+            """Every PoP serving (or drained by an operator: a drain kept in the store outlives restarts), its
+            agent's own report in (with its pid), as `status` will show it."""
             status = get_json(self.control_url + "/api/status", token=self.options.admin_token)
-            serving = sum(1 for p in status["pops"] if p["state"] == "serving" and p["pid"] is not None)
+            serving = sum(1 for p in status["pops"] if p["state"] in ("serving", "drained") and p["pid"] is not None)
             self._progress = f"{serving}/{total} sites serving"
             return serving == total
 
