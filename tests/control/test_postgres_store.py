@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +20,8 @@ from hypothesis import strategies as st
 
 from edgeplane._errors import ConfigError
 from edgeplane.control import AuditRecord, Drain, SQLiteStore, Store
-from edgeplane.control._postgres import PostgresStore, redacted
-from edgeplane.control._store import SCHEMA_VERSION, StoredKey, StoredReport, StoreRefused
+from edgeplane.control._postgres import PostgresStore, inspect, redacted
+from edgeplane.control._store import SCHEMA_VERSION, StoredKey, StoredReport, StoreError, StoreRefused
 from edgeplane.control._stores import StoreNotEmpty, copy, counts, parse_store_url
 from edgeplane.tenants import KeyPolicy
 from edgeplane.units import UnitRecord, UnitState
@@ -116,7 +120,7 @@ def test_a_record_that_cannot_be_read_refuses_the_store(postgres_url: str) -> No
 def test_an_unreachable_server_is_refused_without_the_password() -> None:
     url = f"postgresql://edge:s3cret@127.0.0.1:{free_port()}/fleet"
     with pytest.raises(StoreRefused, match="cannot be reached") as refused:
-        PostgresStore(url, connect_timeout=2)
+        PostgresStore(url, timeout_seconds=2)
     assert "s3cret" not in str(refused.value) and "edge:***@127.0.0.1" in str(refused.value)
     assert redacted("postgresql://u@h/db") == "postgresql://u@h/db"
 
@@ -181,8 +185,6 @@ def test_store_check_and_copy_from_the_command_line(tmp_path: Path, postgres_url
     assert again.returncode == 1 and "already holds records" in again.stderr and "Traceback" not in again.stderr
 
     foreign = tmp_path / "other.db"
-    import sqlite3
-
     with sqlite3.connect(foreign) as db:
         db.execute("PRAGMA application_id = 7")
         db.execute("CREATE TABLE t (x)")
@@ -210,3 +212,84 @@ def test_control_run_keeps_its_state_in_postgresql_across_a_restart(tmp_path: Pa
         again.stop()
     found = json.loads(edgeplane("store", "check", postgres_url, "--json").stdout)
     assert found["records"]["drains"] == 1 and found["records"]["audit"] >= 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres:s3cretPW@[::1:25432/a",
+        "postgresql://postgres:s3cretPW@127.0.0.1:{port}/a?password=hunter2X",
+        "postgresql://postgres:s3cret@PW@127.0.0.1:{port}/a",
+        "postgresql://postgres:s3cretPW@127.0.0.1:99999/a",
+        "postgresql://postgres:s3cretPW@127.0.0.1:abc/a",
+        "postgresql://u@127.0.0.1:{port}/a?sslmode=require&password='hunter2X'",
+    ],
+)
+def test_a_password_is_never_printed_whatever_the_url(url: str) -> None:
+    url = url.replace("{port}", str(free_port()))
+    done = edgeplane("store", "check", url, "--json")
+    said = done.stdout + done.stderr
+    assert done.returncode == 1 and done.stderr.startswith("error: "), said
+    assert "Traceback" not in said and "s3cret" not in said and "hunter2X" not in said and "PW@" not in said, said
+    assert "***" in redacted(url)
+
+
+def test_a_stalled_server_fails_the_call_within_the_timeout_and_the_store_recovers(
+    postgres_cluster: Cluster, postgres_url: str
+) -> None:
+    store = PostgresStore(postgres_url, timeout_seconds=1.0)
+    (pid,) = store._rows("SELECT pg_backend_pid()")[0]  # the server process of the store's connection
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="did not answer within 1 s"):
+            store.add_drain(Drain("pop", "lon1", 1.0, "alice"))
+        assert time.monotonic() - started < 10  # not forever: the watchdog cut it
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert store.add_drain(Drain("pop", "ams1", 2.0, "bob"))  # on a new connection
+    assert "ams1" in [d.code for d in store.drains()]
+    store.close()
+
+
+def test_check_says_what_a_control_plane_would_do(tmp_path: Path, postgres_cluster: Cluster) -> None:
+    cases = []
+    old = postgres_cluster.database()
+    PostgresStore(old).close()
+    with psycopg.connect(old, autocommit=True) as db:
+        db.execute("UPDATE edgeplane_meta SET value = '2' WHERE key = 'schema_version'")
+    cases.append((old, "damaged"))
+    garbled = postgres_cluster.database()
+    PostgresStore(garbled).close()
+    with psycopg.connect(garbled, autocommit=True) as db:
+        db.execute("UPDATE edgeplane_meta SET value = 'abc' WHERE key = 'schema_version'")
+    cases.append((garbled, "damaged"))
+    no_meta = postgres_cluster.database()
+    PostgresStore(no_meta).close()
+    with psycopg.connect(no_meta, autocommit=True) as db:
+        db.execute("DROP TABLE edgeplane_meta")
+    cases.append((no_meta, "damaged"))
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE t (x)")
+    cases.append((f"sqlite://{foreign}", "foreign"))
+    unversioned = tmp_path / "v0.db"
+    SQLiteStore(unversioned).close()
+    with sqlite3.connect(unversioned) as db:
+        db.execute("PRAGMA user_version = 0")
+    cases.append((f"sqlite://{unversioned}", "damaged"))
+    (tmp_path / "zero.db").write_bytes(b"")
+    cases.append((f"sqlite://{tmp_path / 'zero.db'}", "damaged"))
+    for url, state in cases:
+        done = edgeplane("store", "check", url, "--json")
+        assert done.returncode == 1 and json.loads(done.stdout)["state"] == state, (url, done.stdout, done.stderr)
+        opened = edgeplane("control", "run", "--data-dir", str(tmp_path / "d"), "--store", url, "--port", "0")
+        assert opened.returncode != 0 and "error: " in opened.stderr and "Traceback" not in opened.stderr, url
+
+
+def test_copy_never_makes_a_store_of_its_source(postgres_cluster: Cluster, tmp_path: Path) -> None:
+    empty = postgres_cluster.database()
+    done = edgeplane("store", "copy", "--from", empty, "--to", f"sqlite://{tmp_path / 'to.db'}")
+    assert done.returncode == 1 and "holds no store" in done.stderr, done.stderr
+    with psycopg.connect(empty, autocommit=True) as db:
+        assert inspect(db) == (set(), {})  # nothing was made there

@@ -24,7 +24,7 @@ def store() -> None:
 def store_check(ctx: click.Context, url: str, as_json: bool) -> None:
     """Say which schema version the store at URL holds and how many records of each kind, changing nothing.
     Exit 0 when a control plane of this edgeplane can open it (current, older, or empty), 1 when it cannot."""
-    from edgeplane.control._stores import describe, parse_store_url
+    from edgeplane.control._stores import REFUSED_STATES, describe, parse_store_url
 
     try:
         found = describe(parse_store_url(url))
@@ -41,6 +41,7 @@ def store_check(ctx: click.Context, url: str, as_json: bool) -> None:
             "newer": f"schema {found['schema_version']}: written by a newer edgeplane (this one knows up to"
             f" {found['current_version']})",
             "foreign": "not an edgeplane store",
+            "damaged": "a damaged edgeplane store: no control plane opens it",
         }
         console = _console(ctx)
         console.print(f"{found['store']} ({found['kind']}): {words[found['state']]}", soft_wrap=True, highlight=False)
@@ -49,7 +50,7 @@ def store_check(ctx: click.Context, url: str, as_json: bool) -> None:
             for kind, count in found["records"].items():
                 table.add_row(kind, str(count))
             console.print(table)
-    if found["state"] in ("newer", "foreign"):
+    if found["state"] in REFUSED_STATES:
         ctx.exit(1)
 
 
@@ -68,12 +69,7 @@ def store_copy(ctx: click.Context, source_url: str, target_url: str, as_json: bo
         source_at, target_at = parse_store_url(source_url), parse_store_url(target_url)
         if source_at == target_at:
             raise ConfigError("--from and --to name the same store")
-        if source_at.kind == "sqlite":
-            from pathlib import Path
-
-            if not Path(source_at.target).exists():
-                raise ConfigError(f"--from {source_at.shown}: no store there")
-        source = open_store(source_at)
+        source = open_store(source_at, create=False)
         try:
             target = open_store(target_at)
             try:

@@ -9,11 +9,14 @@ starting together do it once."""
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import re
+import select
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -60,37 +63,62 @@ _TABLES = {
 
 
 def redacted(url: str) -> str:
-    """``url`` without its password (what may be printed and logged)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return re.sub(r"://[^@/]*@", "://***@", url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port is not None else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    """``url`` without its password (what may be printed and logged), whatever its shape: the user information
+    keeps its user name, up to the last ``@`` of the authority (as a password may hold ``@``); ``password=``
+    options are hidden too."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        authority, slash, tail = rest.partition("/")
+        if "@" in authority:
+            userinfo, _, host = authority.rpartition("@")
+            user, colon, _ = userinfo.partition(":")
+            authority = f"{user}:***@{host}" if colon else f"{userinfo}@{host}"
+        url = f"{scheme}{sep}{authority}{slash}{tail}"
+    return re.sub(r"(password\s*=\s*)('[^']*'|[^&\s]*)", r"\1***", url, flags=re.IGNORECASE)
+
+
+def secrets_of(url: str) -> list[str]:
+    """Every piece of ``url`` that is or may be part of a password (to hide from a driver's error message)."""
+    found = []
+    _, sep, rest = url.partition("://")
+    authority = rest.partition("/")[0] if sep else ""
+    if "@" in authority:
+        userinfo = authority.rpartition("@")[0]
+        _, colon, password = userinfo.partition(":")
+        if colon and password:
+            found += [password, *password.split("@")]
+    found += [m.group(2).strip("'") for m in re.finditer(r"(password\s*=\s*)('[^']*'|[^&\s]*)", url, re.I)]
+    return sorted({f for f in found if f}, key=len, reverse=True)
+
+
+def scrubbed(text: str, url: str) -> str:
+    """``text`` (a driver's error, which may quote the URL) with the URL redacted and any password hidden."""
+    text = text.replace(url, redacted(url))
+    for secret in secrets_of(url):
+        text = text.replace(secret, "***")
+    return redacted(text)
 
 
 class PostgresStore(Store):
     """The control plane's records in a PostgreSQL database (``postgresql://USER@HOST:PORT/DB``).
 
     One connection, autocommit: every write is durable when the call returns (PostgreSQL commits it to its
-    write-ahead log first). A connection the server dropped is opened again on the next call."""
+    write-ahead log first). No statement waits longer than ``timeout_seconds``: the server cancels what runs
+    longer, and a server that stops answering altogether (a stalled host) has its connection cut by a watchdog,
+    so a call fails (StoreError) instead of hanging the service. A connection the server ended while it was idle
+    is opened again before the next statement; one that failed during a statement is opened again on the next
+    call (the statement is not repeated: it may have been done)."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, timeout_seconds: float = 5.0, create: bool = True) -> None:
         self._psycopg = require("psycopg", "postgres", "a PostgreSQL store")
         self.url = url
         self.path = redacted(url)  # how errors name the store (StoreRefused takes it as its "path")
-        self._connect_timeout = connect_timeout
+        self.timeout_seconds = timeout_seconds
         self._lock = threading.RLock()
         self._db: Any = None
         self._db = self._connect()
         try:
-            _check(self._db, self.path)
+            _check(self._db, self.path, create=create)
             self._read_all()
         except BaseException:
             self._db.close()
@@ -99,18 +127,17 @@ class PostgresStore(Store):
     def __repr__(self) -> str:
         return f"<PostgresStore {self.path}>"
 
+    def said(self, error: BaseException) -> str:
+        """The first line of a driver's error, without the password."""
+        return scrubbed(_first_line(error), self.url)
+
     def _connect(self) -> Any:
         try:
-            return self._psycopg.connect(
-                self.url,
-                autocommit=True,
-                connect_timeout=max(1, round(self._connect_timeout)),
-                application_name=APPLICATION,
-            )
+            return connect(self._psycopg, self.url, self.timeout_seconds)
         except self._psycopg.Error as error:
             raise StoreRefused(
                 self.path,
-                f"cannot be reached ({_first_line(error)})",
+                f"cannot be reached ({self.said(error)})",
                 "check the URL, that the server runs and that it lets this user in",
             ) from None
 
@@ -122,23 +149,53 @@ class PostgresStore(Store):
         except (StoreError, ValueError, KeyError, TypeError) as error:
             raise StoreRefused(self.path, f"holds a record that cannot be read ({error})") from None
 
+    def _usable(self) -> Any:
+        """The connection, opened again if it was lost or the server ended it while idle (it said something
+        unasked: an idle session gets nothing else)."""
+        db = self._db
+        if db is not None and not (db.closed or db.broken):
+            try:
+                said = bool(select.select([db.fileno()], [], [], 0)[0])
+            except (OSError, ValueError):
+                said = True
+            if not said:
+                return db
+            with contextlib.suppress(self._psycopg.Error):
+                db.execute("SELECT 1")
+                return db
+        if db is not None:
+            db.close()
+        self._db = None
+        try:
+            self._db = connect(self._psycopg, self.url, self.timeout_seconds)
+        except self._psycopg.Error as error:
+            raise StoreError(f"the store {self.path} cannot be reached: {self.said(error)}") from error
+        return self._db
+
     def _execute(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
-        """Run one statement; a dropped connection is opened again once, other errors are the store's own."""
+        """Run one statement within the timeout; its errors are the store's own (StoreError)."""
         with self._lock:
-            for attempt in (1, 2):
-                try:
-                    if self._db is None or self._db.closed:
-                        self._db = self._psycopg.connect(
-                            self.url, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
-                        )
-                    return self._db.execute(sql, parameters)
-                except self._psycopg.OperationalError as error:
-                    if attempt == 2 or self._db is None or not self._db.closed:
-                        raise StoreError(f"the store {self.path} failed: {_first_line(error)}") from error
-                    self._db = None
-                except self._psycopg.Error as error:
-                    raise StoreError(f"the store {self.path} failed: {_first_line(error)}") from error
-        raise AssertionError("unreachable")
+            db = self._usable()
+            cut = threading.Event()
+
+            def cut_off() -> None:  # the server stopped answering: cut the connection so the call returns
+                cut.set()
+                with contextlib.suppress(OSError, ValueError), socket.socket(fileno=os.dup(db.fileno())) as wire:
+                    wire.shutdown(socket.SHUT_RDWR)
+
+            watchdog = threading.Timer(self.timeout_seconds + 1.0, cut_off)
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                return db.execute(sql, parameters)
+            except self._psycopg.Error as error:
+                if cut.is_set():
+                    raise StoreError(
+                        f"the store {self.path} did not answer within {self.timeout_seconds:g} s"
+                    ) from error
+                raise StoreError(f"the store {self.path} failed: {self.said(error)}") from error
+            finally:
+                watchdog.cancel()
 
     def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -148,10 +205,10 @@ class PostgresStore(Store):
     def bulk(self) -> Iterator[None]:
         with self._lock:
             try:
-                with self._db.transaction():
+                with self._usable().transaction():
                     yield
             except self._psycopg.Error as error:
-                raise StoreError(f"the store {self.path} failed: {_first_line(error)}") from error
+                raise StoreError(f"the store {self.path} failed: {self.said(error)}") from error
 
     def placement(self) -> list[tuple[str, str, int]] | None:
         rows = self._rows("SELECT entries FROM placement WHERE id = 1")
@@ -282,6 +339,19 @@ class PostgresStore(Store):
                 self._db.close()
 
 
+def connect(psycopg: Any, url: str, timeout_seconds: float) -> Any:
+    """A connection for the store: autocommit, named, and every statement, lock wait and idle transaction held
+    to ``timeout_seconds`` by the server."""
+    ms = max(1, round(timeout_seconds * 1000))
+    return psycopg.connect(
+        url,
+        autocommit=True,
+        connect_timeout=max(2, math.ceil(timeout_seconds)),
+        application_name=APPLICATION,
+        options=f"-c statement_timeout={ms} -c lock_timeout={ms} -c idle_in_transaction_session_timeout={2 * ms}",
+    )
+
+
 def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
@@ -300,11 +370,20 @@ def inspect(db: Any) -> tuple[set[str], dict[str, str]]:
     return tables, meta
 
 
-def _check(db: Any, path: str) -> None:
-    """Make an empty database a store, bring an older store to the current schema, refuse anything else."""
+def schema_version(meta: dict[str, str]) -> int | None:
+    """The store's schema version from its meta rows; None when it is missing or not a number."""
+    text = meta.get("schema_version", "")
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
+
+
+def _check(db: Any, path: str, *, create: bool) -> None:
+    """Make an empty database a store (if ``create``), bring an older store to the current schema, refuse anything
+    else."""
     with db.transaction():
         db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         tables, meta = inspect(db)
+        if not tables and not create:
+            raise StoreRefused(path, "holds no store (the database is empty)", "give the URL of an edgeplane store")
         if not tables:
             for sql in _TABLES.values():
                 db.execute(sql)
@@ -313,13 +392,17 @@ def _check(db: Any, path: str) -> None:
                 (APPLICATION, str(SCHEMA_VERSION)),
             )
             return
+        if "edgeplane_meta" not in tables and {"drains", "audit"} <= tables:
+            raise StoreRefused(path, "is damaged (its edgeplane_meta table is missing)")
         if meta.get("application") != APPLICATION:
             raise StoreRefused(
                 path,
                 f"is not an edgeplane store (its tables: {', '.join(sorted(tables)[:8])})",
                 "give an empty database (or one an edgeplane control plane made)",
             )
-        version = int(meta.get("schema_version", "0") or 0)
+        version = schema_version(meta)
+        if version is None:
+            raise StoreRefused(path, f"is damaged (its schema version reads {meta.get('schema_version')!r})")
         if version > SCHEMA_VERSION:
             raise StoreRefused(
                 path,

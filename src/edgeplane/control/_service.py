@@ -57,7 +57,12 @@ async def state_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except StoreError as error:
         log.error("%s %s: %s", request.method, request.path, error)
         status, code = (507, "store_full") if error.full else (503, "store_unavailable")
-        return error_response(status, f"Nothing was changed: {error}.", type="server_error", code=code)
+        said = (
+            f"The store cannot be read: {error}."
+            if request.method in ("GET", "HEAD")
+            else f"Nothing was changed: {error}."
+        )
+        return error_response(status, said, type="server_error", code=code)
 
 
 class ControlPlane:

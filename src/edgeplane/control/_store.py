@@ -493,7 +493,7 @@ def _open_checked(path: Path) -> sqlite3.Connection:
 
 def _check(db: sqlite3.Connection, path: Path) -> None:
     """Refuse what is not a sound edgeplane store; bring an old one to the current schema."""
-    problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(5)")]
+    problems = [" ".join(str(row[0]).split()) for row in db.execute("PRAGMA quick_check(5)")]
     if problems != ["ok"]:
         raise StoreRefused(path, "is damaged (SQLite's quick_check: " + "; ".join(problems) + ")")
     application_id = int(db.execute("PRAGMA application_id").fetchone()[0])

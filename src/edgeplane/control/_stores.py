@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from edgeplane._errors import ConfigError
-from edgeplane.control._store import APPLICATION_ID, SCHEMA_VERSION, SQLiteStore, Store, StoredReport, StoreRefused
+from edgeplane.control._store import (
+    _FIRST_TABLES,
+    _TABLES,
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    SQLiteStore,
+    Store,
+    StoredReport,
+    StoreRefused,
+)
 
 DATABASE_FILE = "edgeplane.db"  # the SQLite store's name in the data directory
 
@@ -59,9 +68,12 @@ def default_store_url(data_dir: Path) -> StoreUrl:
     return StoreUrl("sqlite", str(data_dir / DATABASE_FILE))
 
 
-def open_store(url: StoreUrl, *, reset: bool = False) -> Store:
-    """The store ``url`` names, checked (StoreRefused when it cannot be used as it is)."""
+def open_store(url: StoreUrl, *, reset: bool = False, create: bool = True) -> Store:
+    """The store ``url`` names, checked (StoreRefused when it cannot be used as it is); with ``create`` False,
+    where there is no store yet is refused too (the source of a copy)."""
     if url.kind == "sqlite":
+        if not create and not Path(url.target).exists():
+            raise ConfigError(f"{url.shown}: no store there")
         return SQLiteStore(url.target, reset=reset)
     if reset:
         raise ConfigError(
@@ -70,17 +82,18 @@ def open_store(url: StoreUrl, *, reset: bool = False) -> Store:
         )
     from edgeplane.control._postgres import PostgresStore
 
-    return PostgresStore(url.target)
+    return PostgresStore(url.target, create=create)
 
 
 def describe(url: StoreUrl) -> dict[str, Any]:
     """What the store holds, read without changing it: ``{"store", "kind", "schema_version", "current_version",
-    "state", "records"}``. ``state``: "current", "migrates" (older: brought up to date when a control plane opens
-    it), "empty" (no store yet: made on first open), "newer", "foreign"."""
+    "state", "records"}``. ``state`` is what a control plane of this edgeplane would do with it: "current" (open
+    it), "migrates" (an older schema: bring it up to date), "empty" (no store yet: make one); or refuse it:
+    "newer" (a newer edgeplane's), "foreign" (another application's), "damaged"."""
     if url.kind == "sqlite":
-        version, state = _sqlite_version(Path(url.target))
+        version, state = _sqlite_state(Path(url.target))
     else:
-        version, state = _postgres_version(url.target, url.shown)
+        version, state = _postgres_state(url.target, url.shown)
     found: dict[str, Any] = {
         "store": url.shown,
         "kind": url.kind,
@@ -98,49 +111,74 @@ def describe(url: StoreUrl) -> dict[str, Any]:
     return found
 
 
-def _sqlite_version(path: Path) -> tuple[int | None, str]:
-    if not path.exists():
-        return None, "empty"
+REFUSED_STATES = ("newer", "foreign", "damaged")
+
+
+def _sqlite_state(path: Path) -> tuple[int | None, str]:
+    """As _store._check judges a file, without changing it."""
     try:
+        if not path.exists():
+            return None, "empty"
+        if not path.is_file() or path.stat().st_size == 0:
+            return None, "damaged"
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as error:
-        raise StoreRefused(path, f"cannot be opened ({error})", "check its permissions and the disk") from None
+    except (OSError, sqlite3.Error) as error:
+        raise StoreRefused(
+            path, f"cannot be opened ({error})", "check the path, its permissions and the disk"
+        ) from None
     try:
         application_id = int(db.execute("PRAGMA application_id").fetchone()[0])
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    except sqlite3.DatabaseError as error:
-        raise StoreRefused(path, f"is damaged or not a database ({error})") from None
+        tables = {
+            str(row[0])
+            for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        }
+    except sqlite3.DatabaseError:
+        return None, "damaged"
     finally:
         db.close()
-    if application_id == 0 and version == 0:
-        return 0, "migrates" if path.stat().st_size else "foreign"
+    if application_id == 0 and version == 0:  # written before the schema had a version, or not ours
+        if not tables:
+            return 0, "damaged"
+        return 0, "migrates" if _FIRST_TABLES <= tables <= set(_TABLES) else "foreign"
     if application_id != APPLICATION_ID:
         return None, "foreign"
-    return version, _state(version)
+    if version > SCHEMA_VERSION:
+        return version, "newer"
+    if 1 <= version < SCHEMA_VERSION:
+        return version, "migrates"
+    return version, "current" if version == SCHEMA_VERSION and set(_TABLES) <= tables else "damaged"
 
 
-def _postgres_version(target: str, shown: str) -> tuple[int | None, str]:
+def _postgres_state(target: str, shown: str) -> tuple[int | None, str]:
+    """As _postgres._check judges a database, without changing it."""
     from edgeplane._extras import require
-    from edgeplane.control._postgres import APPLICATION, _first_line, inspect
+    from edgeplane.control._postgres import _TABLES as PG_TABLES
+    from edgeplane.control._postgres import APPLICATION, FIRST_VERSION, inspect, schema_version, scrubbed
 
     psycopg = require("psycopg", "postgres", "a PostgreSQL store")
     try:
         with psycopg.connect(target, autocommit=True, connect_timeout=5) as db:
             tables, meta = inspect(db)
     except psycopg.Error as error:
+        said = scrubbed((str(error).strip().splitlines() or ["error"])[0], target)
         raise StoreRefused(
-            shown, f"cannot be reached ({_first_line(error)})", "check the URL, that the server runs and its users"
+            shown, f"cannot be reached ({said})", "check the URL, that the server runs and its users"
         ) from None
     if not tables:
         return None, "empty"
+    if "edgeplane_meta" not in tables:
+        return None, "damaged" if {"drains", "audit"} <= tables else "foreign"
     if meta.get("application") != APPLICATION:
         return None, "foreign"
-    version = int(meta.get("schema_version", "0") or 0)
-    return version, _state(version)
-
-
-def _state(version: int) -> str:
-    return "current" if version == SCHEMA_VERSION else "newer" if version > SCHEMA_VERSION else "migrates"
+    version = schema_version(meta)
+    if version is None or version < FIRST_VERSION:
+        return version, "damaged"
+    if version > SCHEMA_VERSION:
+        return version, "newer"
+    if version < SCHEMA_VERSION:
+        return version, "migrates"
+    return version, "current" if set(PG_TABLES) <= tables else "damaged"
 
 
 def counts(store: Store) -> dict[str, int]:

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from edgeplane._errors import EdgeplaneError
+
 log = logging.getLogger("edgeplane")
 
 Job = Callable[[], Coroutine[Any, Any, None]]
@@ -31,6 +33,8 @@ def supervised(name: str, job: Job, *, first_seconds: float = RESTART_FIRST_SECO
                 return
             except asyncio.CancelledError:
                 raise
+            except EdgeplaneError as error:  # a failure we name (a store that cannot be reached): one line
+                log.error("%s failed: %s; starting it again in %.1f s", name, error, delay)
             except Exception:
                 log.exception("%s failed; starting it again in %.1f s", name, delay)
             if loop.time() - started > RESET_SECONDS:
