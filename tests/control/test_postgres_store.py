@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,15 @@ from hypothesis import strategies as st
 from edgeplane._errors import ConfigError
 from edgeplane.control import AuditRecord, Drain, SQLiteStore, Store
 from edgeplane.control._postgres import PostgresStore, inspect, redacted
-from edgeplane.control._store import SCHEMA_VERSION, StoredKey, StoredReport, StoreError, StoreRefused
+from edgeplane.control._store import (
+    SCHEMA_VERSION,
+    Deposed,
+    Replica,
+    StoredKey,
+    StoredReport,
+    StoreError,
+    StoreRefused,
+)
 from edgeplane.control._stores import StoreNotEmpty, copy, counts, parse_store_url
 from edgeplane.tenants import KeyPolicy
 from edgeplane.units import UnitRecord, UnitState
@@ -293,3 +302,57 @@ def test_copy_never_makes_a_store_of_its_source(postgres_cluster: Cluster, tmp_p
     assert done.returncode == 1 and "holds no store" in done.stderr, done.stderr
     with psycopg.connect(empty, autocommit=True) as db:
         assert inspect(db) == (set(), {})  # nothing was made there
+
+
+def test_changes_move_the_revision_and_reach_the_other_replicas_watch(postgres_url: str) -> None:
+    first, second = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    first.replica = "replica-a"
+    heard: list[str] = []
+    arrived = threading.Event()
+
+    def on_change(payload: str) -> None:
+        heard.append(payload)
+        arrived.set()
+
+    stop = second.watch(on_change)
+    try:
+        time.sleep(0.3)  # listening
+        before = second.revision()
+        first.audit(AuditRecord(1.0, "alice", "look", "fleet", "ok", {}))  # the audit log is not the fleet's state
+        assert first.add_drain(Drain("pop", "lon1", 1.0, "alice"))
+        assert arrived.wait(5), "no notification"
+        assert second.revision() == before + 1
+        revision, replica, kind = heard[0].split(" ")
+        assert (int(revision), replica, kind) == (before + 1, "replica-a", "drains")
+        assert not first.add_drain(Drain("pop", "lon1", 2.0, "bob"))  # no change: no new revision
+        first.set_bgp_action("lon1", 64499, "prepend-1")
+        assert second.revision() == before + 2
+    finally:
+        stop()
+    first.close()
+    second.close()
+
+
+def test_one_leader_at_a_time_and_a_deposed_leaders_writes_are_refused(postgres_url: str) -> None:
+    a, b = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    term = a.elect("a", 0, 0.6)
+    assert term == 1 and b.elect("b", 0, 0.6) is None
+    assert a.elect("a", term, 0.6) == term  # renewed, same term
+    with a.fenced("a", term):
+        a.add_drain(Drain("pop", "ams1", 1.0, "leader a"))
+    time.sleep(0.8)  # a is paused past its lease
+    taken = b.elect("b", 0, 5.0)
+    assert taken == term + 1
+    with pytest.raises(Deposed, match=f"term {term} is over"), a.fenced("a", term):
+        a.add_drain(Drain("pop", "lon1", 2.0, "leader a, deposed"))
+    assert [d.code for d in b.drains()] == ["ams1"]  # the refused write left nothing
+    assert a.elect("a", term, 5.0) is None  # and a cannot take it back while b's lease runs
+    with b.fenced("b", taken):
+        b.add_drain(Drain("pop", "nyc1", 3.0, "leader b"))
+    b.heartbeat(Replica("b", "http://127.0.0.1:1", 42, True, taken, b.revision(), 0.0))
+    a.heartbeat(Replica("a", "http://127.0.0.1:2", 43, False, term, a.revision(), 0.0))
+    assert [(r.id, r.leader, r.pid) for r in a.replicas(5.0)] == [("b", True, 42), ("a", False, 43)]
+    b.put_agent_report("lon1", '{"load": 0.5}', 100.0, "b")
+    assert a.agent_reports(99.0) == [("lon1", '{"load": 0.5}', 100.0, "b")] and a.agent_reports(100.0) == []
+    a.close()
+    b.close()

@@ -9,13 +9,14 @@ starting together do it once."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
 import select
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -24,7 +25,9 @@ from edgeplane._extras import require
 from edgeplane.control._store import (
     SCHEMA_VERSION,
     AuditRecord,
+    Deposed,
     Drain,
+    Replica,
     Store,
     StoredKey,
     StoredReport,
@@ -33,6 +36,8 @@ from edgeplane.control._store import (
 )
 from edgeplane.tenants import KeyPolicy
 from edgeplane.units import UnitRecord, unit_from_json
+
+log = logging.getLogger("edgeplane.control")
 
 APPLICATION = "edgeplane"
 # The advisory lock creation and migration hold (any 64-bit number no other user of the database takes).
@@ -59,7 +64,16 @@ _TABLES = {
     "fabric": "CREATE TABLE fabric (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
     "reports": "CREATE TABLE reports (name TEXT PRIMARY KEY, received_at DOUBLE PRECISION NOT NULL,"
     " record TEXT NOT NULL)",
+    # Replication: the leader's lease and term, each replica's heartbeat, site agents' last reports (shared so
+    # that every replica sees every site, whichever replica its agent reports to).
+    "leader": "CREATE TABLE leader (id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT,"
+    " term BIGINT NOT NULL DEFAULT 0, expires_at TIMESTAMPTZ)",
+    "replicas": "CREATE TABLE replicas (id TEXT PRIMARY KEY, url TEXT NOT NULL, pid INTEGER NOT NULL,"
+    " leader BOOLEAN NOT NULL, term BIGINT NOT NULL, revision BIGINT NOT NULL, seen_at DOUBLE PRECISION NOT NULL)",
+    "agent_reports": "CREATE UNLOGGED TABLE agent_reports (pop TEXT PRIMARY KEY, body TEXT NOT NULL,"
+    " received_at DOUBLE PRECISION NOT NULL, replica TEXT NOT NULL)",
 }
+CHANNEL = "edgeplane_changes"  # what replicas LISTEN on: "REVISION REPLICA KIND" after each change
 
 
 def redacted(url: str) -> str:
@@ -114,7 +128,9 @@ class PostgresStore(Store):
         self.url = url
         self.path = redacted(url)  # how errors name the store (StoreRefused takes it as its "path")
         self.timeout_seconds = timeout_seconds
+        self.replica = ""  # who writes (the control plane names itself): said with each change it notifies
         self._lock = threading.RLock()
+        self._depth = 0  # transactions open (bulk inside bulk counts once)
         self._db: Any = None
         self._db = self._connect()
         try:
@@ -153,6 +169,8 @@ class PostgresStore(Store):
         """The connection, opened again if it was lost or the server ended it while idle (it said something
         unasked: an idle session gets nothing else)."""
         db = self._db
+        if self._depth:  # inside a transaction: the connection it runs on, whatever happens to it
+            return db
         if db is not None and not (db.closed or db.broken):
             try:
                 said = bool(select.select([db.fileno()], [], [], 0)[0])
@@ -172,7 +190,7 @@ class PostgresStore(Store):
             raise StoreError(f"the store {self.path} cannot be reached: {self.said(error)}") from error
         return self._db
 
-    def _execute(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
+    def _execute(self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
         """Run one statement within the timeout; its errors are the store's own (StoreError)."""
         with self._lock:
             db = self._usable()
@@ -197,25 +215,145 @@ class PostgresStore(Store):
             finally:
                 watchdog.cancel()
 
-    def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _rows(self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return list(self._execute(sql, parameters).fetchall())
 
     @contextlib.contextmanager
     def bulk(self) -> Iterator[None]:
+        """One transaction, its BEGIN and COMMIT sent as statements of their own (each within the timeout, as
+        every statement); a bulk inside another is part of it."""
         with self._lock:
-            try:
-                with self._usable().transaction():
+            if self._depth:
+                self._depth += 1
+                try:
                     yield
+                finally:
+                    self._depth -= 1
+                return
+            self._execute("BEGIN")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                with contextlib.suppress(StoreError):  # a connection that was cut has lost the transaction anyway
+                    self._execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self._execute("COMMIT")
+
+    def _write(self, kind: str, sql: str, parameters: Sequence[Any] = ()) -> Any:
+        """A change of the fleet's state: made, the revision moved on and the other replicas told (NOTIFY is
+        sent at commit), all in one transaction."""
+        with self.bulk():
+            cursor = self._execute(sql, parameters)
+            if cursor.rowcount != 0:
+                self._changed(kind)
+        return cursor
+
+    def _changed(self, kind: str) -> None:
+        self._execute(
+            "WITH moved AS (UPDATE edgeplane_meta SET value = (value::BIGINT + 1)::TEXT"
+            " WHERE key = 'revision' RETURNING value)"
+            " SELECT pg_notify(%s, concat_ws(' ', (SELECT value FROM moved), %s::TEXT, %s::TEXT))",
+            (CHANNEL, self.replica or "-", kind),
+        )
+
+    # -- replication --------------------------------------------------------------------------
+    replicated = True
+
+    def revision(self) -> int:
+        return int(self._rows("SELECT value FROM edgeplane_meta WHERE key = 'revision'")[0][0])
+
+    def watch(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        stop = threading.Event()
+        thread = threading.Thread(target=self._listen, args=(on_change, stop), name="store watch", daemon=True)
+        thread.start()
+
+        def stopped() -> None:
+            stop.set()
+            thread.join(timeout=self.timeout_seconds + 2)
+
+        return stopped
+
+    def _listen(self, on_change: Callable[[str], None], stop: threading.Event) -> None:
+        """LISTEN on a connection of its own; after a reconnection, "resync" (changes may have been missed)."""
+        delay, first = 0.2, True
+        while not stop.is_set():
+            try:
+                with connect(self._psycopg, self.url, self.timeout_seconds) as db:
+                    db.execute(f"LISTEN {CHANNEL}")
+                    if not first:
+                        on_change("resync")
+                    first, delay = False, 0.2
+                    while not stop.is_set():
+                        for notice in db.notifies(timeout=0.5):
+                            on_change(notice.payload)
             except self._psycopg.Error as error:
-                raise StoreError(f"the store {self.path} failed: {self.said(error)}") from error
+                log.warning("store watch: %s; listening again in %.1f s", self.said(error), delay)
+                stop.wait(delay)
+                delay = min(5.0, delay * 2)
+
+    def elect(self, replica: str, term: int, lease_seconds: float) -> int | None:
+        rows = self._rows(
+            "UPDATE leader SET holder = %(me)s, expires_at = clock_timestamp() + make_interval(secs => %(lease)s),"
+            " term = CASE WHEN holder = %(me)s AND term = %(term)s AND expires_at > clock_timestamp() THEN term"
+            " ELSE term + 1 END"
+            " WHERE id = 1 AND ((holder = %(me)s AND term = %(term)s) OR holder IS NULL"
+            " OR expires_at <= clock_timestamp()) RETURNING term",
+            {"me": replica, "term": term, "lease": lease_seconds},
+        )
+        return int(rows[0][0]) if rows else None
+
+    @contextlib.contextmanager
+    def fenced(self, replica: str, term: int) -> Iterator[None]:
+        with self.bulk():
+            held = self._rows(
+                "SELECT 1 FROM leader WHERE id = 1 AND holder = %s AND term = %s AND expires_at > clock_timestamp()"
+                " FOR SHARE",
+                (replica, term),
+            )
+            if not held:
+                raise Deposed(f"refused: term {term} is over (another replica leads now, or the lease ran out)")
+            yield
+
+    def heartbeat(self, replica: Replica) -> None:
+        self._execute(
+            "INSERT INTO replicas (id, url, pid, leader, term, revision, seen_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, extract(epoch FROM clock_timestamp()))"
+            " ON CONFLICT (id) DO UPDATE SET url = excluded.url, pid = excluded.pid, leader = excluded.leader,"
+            " term = excluded.term, revision = excluded.revision, seen_at = excluded.seen_at",
+            (replica.id, replica.url, replica.pid, replica.leader, replica.term, replica.revision),
+        )
+
+    def replicas(self, within_seconds: float) -> list[Replica]:
+        rows = self._rows(
+            "SELECT id, url, pid, leader, term, revision, seen_at FROM replicas"
+            " WHERE seen_at > extract(epoch FROM clock_timestamp()) - %s ORDER BY url, id",
+            (within_seconds,),
+        )
+        return [Replica(str(i), str(u), int(p), bool(le), int(t), int(r), float(s)) for i, u, p, le, t, r, s in rows]
+
+    def put_agent_report(self, pop: str, body: str, received_at: float, replica: str) -> None:
+        self._execute(
+            "INSERT INTO agent_reports (pop, body, received_at, replica) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (pop) DO UPDATE SET body = excluded.body, received_at = excluded.received_at,"
+            " replica = excluded.replica",
+            (pop, body, received_at, replica),
+        )
+
+    def agent_reports(self, since: float) -> list[tuple[str, str, float, str]]:
+        rows = self._rows("SELECT pop, body, received_at, replica FROM agent_reports WHERE received_at > %s", (since,))
+        return [(str(p), str(b), float(r), str(by)) for p, b, r, by in rows]
 
     def placement(self) -> list[tuple[str, str, int]] | None:
         rows = self._rows("SELECT entries FROM placement WHERE id = 1")
         return None if not rows else [(str(m), str(p), int(n)) for m, p, n in orjson.loads(rows[0][0])]
 
     def set_placement(self, entries: list[tuple[str, str, int]]) -> None:
-        self._execute(
+        self._write(
+            "placement",
             "INSERT INTO placement (id, entries) VALUES (1, %s)"
             " ON CONFLICT (id) DO UPDATE SET entries = excluded.entries",
             (orjson.dumps([list(e) for e in entries]).decode(),),
@@ -232,12 +370,14 @@ class PostgresStore(Store):
                 self._execute(
                     "INSERT INTO bgp_actions (pop, transit_asn, action) VALUES (%s, %s, %s)", (pop, transit_asn, action)
                 )
+            self._changed("bgp")
 
     def units(self) -> list[UnitRecord]:
         return [unit_from_json(orjson.loads(row[0])) for row in self._rows("SELECT record FROM units")]
 
     def put_unit(self, record: UnitRecord) -> None:
-        self._execute(
+        self._write(
+            "units",
             "INSERT INTO units (code, record) VALUES (%s, %s)"
             " ON CONFLICT (code) DO UPDATE SET record = excluded.record",
             (record.code, orjson.dumps(record.to_json()).decode()),
@@ -247,14 +387,15 @@ class PostgresStore(Store):
         return [dict(orjson.loads(row[0])) for row in self._rows("SELECT record FROM fabric ORDER BY name")]
 
     def put_transfer(self, name: str, record: dict[str, Any]) -> None:
-        self._execute(
+        self._write(
+            "fabric",
             "INSERT INTO fabric (name, record) VALUES (%s, %s)"
             " ON CONFLICT (name) DO UPDATE SET record = excluded.record",
             (name, orjson.dumps(record).decode()),
         )
 
     def remove_transfer(self, name: str) -> bool:
-        return bool(self._execute("DELETE FROM fabric WHERE name = %s", (name,)).rowcount > 0)
+        return bool(self._write("fabric", "DELETE FROM fabric WHERE name = %s", (name,)).rowcount > 0)
 
     def named_transfers(self) -> dict[str, dict[str, Any]]:
         rows = self._rows("SELECT name, record FROM fabric ORDER BY name")
@@ -273,7 +414,8 @@ class PostgresStore(Store):
         return StoredReport(float(rows[0][0]), record)
 
     def put_report(self, name: str, report: StoredReport) -> None:
-        self._execute(
+        self._write(
+            "reports",
             "INSERT INTO reports (name, received_at, record) VALUES (%s, %s, %s) ON CONFLICT (name)"
             " DO UPDATE SET received_at = excluded.received_at, record = excluded.record",
             (name, report.received_at, orjson.dumps(report.record).decode()),
@@ -284,14 +426,17 @@ class PostgresStore(Store):
         return [Drain(str(k), str(c), float(s), str(b), str(r)) for k, c, s, b, r in rows]
 
     def add_drain(self, drain: Drain) -> bool:
-        cursor = self._execute(
+        cursor = self._write(
+            "drains",
             'INSERT INTO drains (kind, code, since, "by", reason) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING',
             (drain.kind, drain.code, drain.since, drain.by, drain.reason),
         )
         return bool(cursor.rowcount == 1)
 
     def remove_drain(self, kind: str, code: str) -> bool:
-        return bool(self._execute("DELETE FROM drains WHERE kind = %s AND code = %s", (kind, code)).rowcount == 1)
+        return bool(
+            self._write("drains", "DELETE FROM drains WHERE kind = %s AND code = %s", (kind, code)).rowcount == 1
+        )
 
     def audit(self, record: AuditRecord) -> None:
         self._execute(
@@ -302,7 +447,8 @@ class PostgresStore(Store):
     def add_key(self, key: StoredKey) -> None:
         p = key.policy
         models = orjson.dumps(sorted(p.models)).decode() if p.models is not None else None
-        self._execute(
+        self._write(
+            "keys",
             "INSERT INTO keys (id, hash, tenant, continent, region, rpm, tpm, models, created_at, revoked_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (p.id, key.hash, p.tenant, p.continent, p.region, p.rpm, p.tpm, models, key.created_at, key.revoked_at),
@@ -321,7 +467,9 @@ class PostgresStore(Store):
         return out
 
     def revoke_key(self, key_id: str, at: float) -> bool:
-        cursor = self._execute("UPDATE keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL", (at, key_id))
+        cursor = self._write(
+            "keys", "UPDATE keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL", (at, key_id)
+        )
         return bool(cursor.rowcount == 1)
 
     def audit_log(self, limit: int = 100) -> list[AuditRecord]:
@@ -388,9 +536,11 @@ def _check(db: Any, path: str, *, create: bool) -> None:
             for sql in _TABLES.values():
                 db.execute(sql)
             db.execute(
-                "INSERT INTO edgeplane_meta (key, value) VALUES ('application', %s), ('schema_version', %s)",
+                "INSERT INTO edgeplane_meta (key, value) VALUES ('application', %s), ('schema_version', %s),"
+                " ('revision', '0')",
                 (APPLICATION, str(SCHEMA_VERSION)),
             )
+            db.execute("INSERT INTO leader (id, term) VALUES (1, 0)")
             return
         if "edgeplane_meta" not in tables and {"drains", "audit"} <= tables:
             raise StoreRefused(path, "is damaged (its edgeplane_meta table is missing)")

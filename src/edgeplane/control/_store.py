@@ -9,7 +9,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,19 @@ class StoredReport:
 
     received_at: float  # unix seconds
     record: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """One control plane process on a shared store, as it last said (its heartbeat)."""
+
+    id: str
+    url: str
+    pid: int
+    leader: bool
+    term: int
+    revision: int
+    seen_at: float  # unix seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +176,50 @@ class Store(abc.ABC):
         """Every write inside is kept, or none (a store copy, a change of several rows)."""
         yield
 
+    # Replication. A store several control planes share (PostgreSQL) overrides these; one process on its own
+    # store (SQLite) is the only replica, always the leader, and hears of no change but its own.
+    replicated = False
+
+    def revision(self) -> int:
+        """A number that grows with every change of the fleet's state (not the audit log)."""
+        return 0
+
+    def watch(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``on_change(payload)`` (from another thread) after each change another replica commits, and with
+        "resync" when changes may have been missed; returns what stops watching."""
+        return lambda: None
+
+    def elect(self, replica: str, term: int, lease_seconds: float) -> int | None:
+        """Take or keep the leadership for ``lease_seconds``: the leader's term (``term`` kept while the lease
+        holds, a new one when it is taken), or None when another replica holds it."""
+        return max(term, 1)
+
+    @contextlib.contextmanager
+    def fenced(self, replica: str, term: int) -> Iterator[None]:
+        """Writes inside are kept only while ``replica`` leads in ``term`` with its lease unexpired (else
+        Deposed, and nothing inside is kept): what a deposed leader still tries is refused."""
+        yield
+
+    def heartbeat(self, replica: Replica) -> None:  # noqa: B027 - nobody to tell on a store of one's own
+        """Say that ``replica`` is alive, where it serves and whether it leads."""
+
+    def replicas(self, within_seconds: float) -> list[Replica]:
+        """The replicas heard from within ``within_seconds``."""
+        return []
+
+    def put_agent_report(self, pop: str, body: str, received_at: float, replica: str) -> None:  # noqa: B027
+        """Share a site agent's last report (JSON, received at unix seconds) with the other replicas."""
+
+    def agent_reports(self, since: float) -> list[tuple[str, str, float, str]]:
+        """Reports received since ``since`` (unix seconds): (PoP, JSON body, received at, by replica)."""
+        return []
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+class Deposed(EdgeplaneError):
+    """A leader's write refused: another replica has led since (a newer term), or its lease ran out."""
 
 
 class StoreError(EdgeplaneError):
