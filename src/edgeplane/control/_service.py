@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +14,7 @@ from edgeplane.control._demand import DemandBook, Traffic
 from edgeplane.control._drills import DrillRunner
 from edgeplane.control._errors import UnknownTarget
 from edgeplane.control._fabric import FabricBook
+from edgeplane.control._replicas import Replication
 from edgeplane.control._reports import ScenarioBoard
 from edgeplane.control._state import FleetState
 from edgeplane.control._store import StoreError
@@ -91,6 +92,7 @@ class ControlPlane:
         self.scenarios = ScenarioBoard(state.store, state.wall_clock)
         self.fabric = FabricBook(state)
         state.drains.cold = self.fabric.cold
+        self.replication = Replication(state, self.publish)
         self._mounts: list[Callable[[web.Application], None]] = []
 
     def __repr__(self) -> str:
@@ -160,19 +162,20 @@ class ControlPlane:
                 f"the control plane listens on {host}, beyond loopback: set an admin token"
                 " (--admin-token or EDGEPLANE_ADMIN_TOKEN)"
             )
+
+        def background(url: str) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+            self.replication.url = url
+            self.replication.start(asyncio.get_running_loop())
+            return [
+                supervised("control plane ticks", self.tick_forever),
+                supervised("control plane probes", self.probe_forever),
+                supervised("drills", self.drills.run_forever),
+                supervised("replication", self.replication.run_forever),
+            ]
+
         try:
-            await serve(
-                self.app(),
-                host,
-                port,
-                on_ready=on_ready,
-                background=lambda url: [
-                    supervised("control plane ticks", self.tick_forever),
-                    supervised("control plane probes", self.probe_forever),
-                    supervised("drills", self.drills.run_forever),
-                ],
-                stop=stop,
-            )
+            await serve(self.app(), host, port, on_ready=on_ready, background=background, stop=stop)
         finally:
+            self.replication.stop()
             await self.client.close()
             self.state.store.close()

@@ -12,7 +12,7 @@ import orjson
 from edgeplane.bgp import GRACEFUL_SHUTDOWN_SECONDS
 from edgeplane.control import _bodies as bodies
 from edgeplane.control import _placements as placements
-from edgeplane.control._agents import AgentBook
+from edgeplane.control._agents import AgentBook, AgentReport
 from edgeplane.control._alarms import AlarmJudge
 from edgeplane.control._drains import MAX_DRAINED_METROS, DrainBook
 from edgeplane.control._edgebook import EdgeBook
@@ -95,6 +95,10 @@ class FleetState:
             store, lambda: self.fleet, wall_clock, graceful_shutdown_seconds=graceful_shutdown_seconds,
             max_withdrawn_metros=max_drained_metros, version=first,
         )  # fmt: skip
+        # Among replicas of a shared store only the leader judges units' alarms (their drains happen once);
+        # reports wait in _to_judge for its round. Alone on a store, a control plane judges each as it comes.
+        self.leading = True
+        self._to_judge: set[str] = set()
 
     def __repr__(self) -> str:
         return (
@@ -115,11 +119,49 @@ class FleetState:
         if pop not in self.fleet.pop_by_code:
             raise UnknownTarget(f"unknown PoP {pop!r}")
         body = data if isinstance(data, bodies.AgentReport) else parse(bodies.AgentReport, data)
-        report = self.agents.take(pop, body)
+        self.agents.take(pop, body)
+        if self.store.replicated:
+            self._to_judge.add(pop)
+        else:
+            self._judge(pop)
+
+    def take_shared(self, pop: str, body: bodies.AgentReport, received_at: float) -> None:
+        """A report another replica received (its events recorded there), at ``received_at`` on our clock."""
+        current = self.agents.get(pop)
+        if current is None or current.received_at < received_at:
+            self.agents.reports[pop] = AgentReport.from_body(pop, body, received_at)
+            self._to_judge.add(pop)
+
+    def judge_alarms(self) -> None:
+        """The leader's round: units' alarms of the reports heard since the last one."""
+        while self._to_judge:
+            self._judge(self._to_judge.pop())
+
+    def _judge(self, pop: str) -> None:
+        report = self.agents.get(pop)
+        if report is None:
+            return
         units = [u.code for u in self.fleet.pop_by_code[pop].units]
         self.alarms.judge(
             pop, units, report.alarmed(), self.drains.units_out(pop), lambda unit: self.drains.check("unit", unit)
         )
+
+    def reload(self, kind: str) -> None:
+        """Another replica changed ``kind`` (drains, keys, placement, units, bgp, fabric, reports; "resync": any):
+        read again what is kept in memory. Drains and reports are read from the store whenever they are used."""
+        every = kind == "resync"
+        if every or kind == "placement":
+            stored = self.store.placement()
+            if stored is not None:
+                self.fleet = self.fleet.model_copy(update={"placement": _entries(stored)})
+                self.router = Router(self.fleet)
+                self.digest = fleet_digest(self.fleet)
+        if every or kind == "keys":
+            self.keys.version += 1  # gateways fetch the key table again
+        if every or kind == "units":
+            self.unit_book.changed()
+        if every or kind == "bgp":
+            self.edge_book.version += 1
 
     # -- outputs ------------------------------------------------------------------------------
     def _views(self) -> dict[str, SiteView]:

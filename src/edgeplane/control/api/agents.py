@@ -18,7 +18,9 @@ class AgentsApi(Resource):
     @admin
     async def report(self, request: web.Request) -> web.Response:
         pop = request.match_info["pop"]
-        self.state.report(pop, parse(bodies.AgentReport, await read_body(request)))
+        body = parse(bodies.AgentReport, await read_body(request))
+        self.state.report(pop, body)
+        self.plane.replication.share(pop, body)
         self.plane.publish()
         # The answer carries what this site should serve: a placement applied since it started reaches it here.
         # And which of its units carry no traffic: the agent sends nothing to their replicas.

@@ -25,7 +25,9 @@ class FleetApi(Resource):
         ]
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return json_response({"status": "ok", "snapshot_version": self.state.snapshot.version})
+        return json_response(
+            {"status": "ok", "snapshot_version": self.state.snapshot.version, **self.plane.replication.to_json()}
+        )
 
     async def metrics(self, request: web.Request) -> web.Response:
         lines = [
@@ -60,6 +62,7 @@ class FleetApi(Resource):
     async def status(self, request: web.Request) -> web.Response:
         status = self.state.status()
         status["drills"] = [d.to_json() for d in self.plane.drills.drills.values() if not d.state.done]
+        status["control"] = self.plane.replication.listing()
         return json_response(status)
 
     @admin  # the decision names the candidates' addresses
