@@ -16,7 +16,9 @@ class ControlClient:
     """Calls of the control plane's API as the CLI's actor, with the admin token when there is one."""
 
     def __init__(self, base_url: str, *, admin_token: str | None = None, timeout_seconds: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
+        # One URL, or the replicas' (comma-separated): each is tried in turn while it cannot be reached.
+        self.urls = [u.strip().rstrip("/") for u in base_url.split(",") if u.strip()] or [base_url.strip()]
+        self.base_url = self.urls[0]
         self.admin_token = admin_token
         self.timeout_seconds = timeout_seconds
 
@@ -25,9 +27,22 @@ class ControlClient:
 
     def call(self, method: str, path: str, payload: Any = None) -> Any:
         """The answer's JSON; unreachable, an HTTP error (with the server's OpenAI-style message) or an answer
-        that is not JSON raise ControlPlaneError."""
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ControlPlaneError(f"{self.base_url!r} is not a control plane URL (http://HOST:PORT)")
+        that is not JSON raise ControlPlaneError. With several replicas, the next is tried when one cannot be
+        reached: for any read, and for a change only when its connection was refused (it was not made there)."""
+        for url in self.urls:
+            if not url.startswith(("http://", "https://")):
+                raise ControlPlaneError(f"{url!r} is not a control plane URL (http://HOST:PORT)")
+        for at, url in enumerate(self.urls):
+            self.base_url = url
+            try:
+                return self._call(method, path, payload)
+            except _Unreachable as unreachable:
+                last = at == len(self.urls) - 1
+                if last or not (method == "GET" or unreachable.refused):
+                    raise ControlPlaneError(str(unreachable)) from None
+        raise AssertionError("unreachable")
+
+    def _call(self, method: str, path: str, payload: Any) -> Any:
         data = json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(self.base_url + path, data=data, method=method)
         if data is not None:
@@ -46,8 +61,15 @@ class ControlClient:
             raise ControlPlaneError(f"control plane answered {error.code}: {message}") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
             reason = getattr(error, "reason", error)
-            raise ControlPlaneError(f"cannot reach the control plane at {self.base_url}: {reason}") from None
+            refused = isinstance(reason, ConnectionRefusedError)
+            raise _Unreachable(f"cannot reach the control plane at {self.base_url}: {reason}", refused) from None
         try:
             return json.loads(body)
         except ValueError:
             raise ControlPlaneError(f"the control plane at {self.base_url} answered {path} with no JSON") from None
+
+
+class _Unreachable(Exception):
+    def __init__(self, message: str, refused: bool) -> None:
+        super().__init__(message)
+        self.refused = refused

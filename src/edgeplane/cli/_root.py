@@ -94,7 +94,8 @@ def _run(coro: Any) -> None:
     envvar="EDGEPLANE_CONTROL_URL",
     default=DEFAULT_CONTROL_URL,
     show_default=True,
-    help="URL of the control plane (or EDGEPLANE_CONTROL_URL).",
+    help="URL of the control plane, or its replicas' comma-separated: a client moves to the next when one fails"
+    " (or EDGEPLANE_CONTROL_URL).",
 )
 @click.option(
     "--log-level",

@@ -82,7 +82,7 @@ class Gateway:
         self.inflight = InFlight()  # (PoP, model): this gateway's requests there, now and lately
         self.auth = Authenticator(self.metrics.auth_failures)
         self.quotas = Quotas()
-        self.leases = LeaseKeeper(self.quotas, self.client, watcher.control_url, watcher.auth_headers)
+        self.leases = LeaseKeeper(self.quotas, self.client, watcher.control, watcher.auth_headers)
         self.residency = Residency(self.metrics.residency)
         self.routing = Routing(self.health, self.inflight, self.metrics.decision, pop=options.pop)
         tries = Tries(
@@ -101,7 +101,7 @@ class Gateway:
         self.relay = Relay(
             tries, max_attempts=options.max_attempts, first_token_timeout_seconds=options.first_token_timeout_seconds
         )
-        self.uplink = Uplink(self.client, watcher.control_url, watcher.auth_headers)
+        self.uplink = Uplink(self.client, watcher.control, watcher.auth_headers)
 
     def __repr__(self) -> str:
         return f"<Gateway {self.watcher!r} {self.health!r}>"

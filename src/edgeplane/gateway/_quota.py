@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 
 from edgeplane._errors import BackendError
 from edgeplane.tenants import Bucket, Grant, KeyPolicy
-from edgeplane.web import ApiError, HttpClient
+from edgeplane.web import ApiError, ControlUrls, HttpClient
 
 LEASE_POLL_SECONDS = 0.05
 LEASE_LOW_REQUESTS = 2
@@ -76,11 +76,11 @@ class LeaseKeeper:
     """Keeps a lease in hand for every limited key: asks the control plane for more whenever one runs low."""
 
     def __init__(
-        self, quotas: Quotas, client: HttpClient, control_url: str, headers: dict[str, str] | None = None
+        self, quotas: Quotas, client: HttpClient, control: ControlUrls | str, headers: dict[str, str] | None = None
     ) -> None:
         self.quotas = quotas
         self.client = client
-        self.url = control_url + "/api/leases"
+        self.control = ControlUrls.of(control)
         self.headers = headers
 
     async def lease_forever(self, policies: Callable[[], Iterable[KeyPolicy]]) -> None:
@@ -92,11 +92,14 @@ class LeaseKeeper:
             await asyncio.sleep(LEASE_POLL_SECONDS)
 
     async def _lease(self, key_id: str) -> None:
+        base = self.control.current
         try:
             status, data = await self.client.request_json(
-                "POST", self.url, {"key_id": key_id}, timeout_seconds=LEASE_TIMEOUT_SECONDS, headers=self.headers
-            )
+                "POST", base + "/api/leases", {"key_id": key_id}, timeout_seconds=LEASE_TIMEOUT_SECONDS,
+                headers=self.headers,
+            )  # fmt: skip
         except BackendError:
+            self.control.failed(base)
             return  # keep what is left of the last lease
         if status == 200:
             self.quotas.grant(key_id, Grant(**data))

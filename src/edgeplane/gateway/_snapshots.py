@@ -11,7 +11,7 @@ from edgeplane._errors import BackendError
 from edgeplane.fleet import Fleet
 from edgeplane.routing import Router, Snapshot
 from edgeplane.tenants import KeyPolicy
-from edgeplane.web import HttpClient
+from edgeplane.web import ControlUrls, HttpClient
 
 log = logging.getLogger("edgeplane.gateway")
 
@@ -35,14 +35,15 @@ class SnapshotWatcher:
 
     def __init__(
         self,
-        control_url: str,
+        control_url: str | ControlUrls,
         *,
         home_metro: str | None = None,
         pop: str | None = None,
         client: HttpClient | None = None,
         admin_token: str | None = None,
     ) -> None:
-        self.control_url = control_url.rstrip("/")
+        self.control = ControlUrls.of(control_url)
+        self._moved = False  # to another replica: its versions are its own, so the next poll takes what it has
         self.auth_headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
         self.home_metro = home_metro
         self.pop = pop  # a PoP's gateway: without a home metro, the PoP's metro is its home
@@ -56,6 +57,11 @@ class SnapshotWatcher:
         version = self.state.snapshot.version if self.state else None
         return f"<SnapshotWatcher v{version} reachable={self.reachable}>"
 
+    @property
+    def control_url(self) -> str:
+        """The replica called now."""
+        return self.control.current
+
     def age_seconds(self) -> float | None:
         return None if self.state is None else time.monotonic() - self.state.received_at
 
@@ -67,23 +73,30 @@ class SnapshotWatcher:
             return False
         return True
 
-    async def _fetch_fleet(self) -> tuple[str, Fleet]:
-        status, data = await self._client.request_json("GET", f"{self.control_url}/api/fleet")
+    async def _fetch_fleet(self, base: str) -> tuple[str, Fleet]:
+        status, data = await self._client.request_json("GET", f"{base}/api/fleet")
         if status != 200:
             raise BackendError(f"control plane answered {status} for the fleet")
         return str(data["digest"]), Fleet.model_validate(data["fleet"])
 
-    async def _fetch_keys(self) -> dict[str, KeyPolicy]:
-        status, data = await self._client.request_json(
-            "GET", f"{self.control_url}/api/keys/table", headers=self.auth_headers
-        )
+    async def _fetch_keys(self, base: str) -> dict[str, KeyPolicy]:
+        status, data = await self._client.request_json("GET", f"{base}/api/keys/table", headers=self.auth_headers)
         if status != 200:
             raise BackendError(f"control plane answered {status} for the key table")
         return {digest: KeyPolicy.from_json(policy) for digest, policy in data["keys"].items()}
 
     async def poll_once(self, wait_seconds: float) -> None:
-        after = self.state.snapshot.version if self.state else 0
-        url = f"{self.control_url}/api/snapshot?after={after}&wait={wait_seconds if self.state else 0}"
+        base = self.control.current
+        try:
+            await self._poll(base, wait_seconds)
+        except (BackendError, KeyError, ValueError):
+            self._moved = self.control.failed(base) or self._moved
+            raise
+
+    async def _poll(self, base: str, wait_seconds: float) -> None:
+        fresh = self.state is None or self._moved
+        after = 0 if fresh or self.state is None else self.state.snapshot.version
+        url = f"{base}/api/snapshot?after={after}&wait={0 if fresh else wait_seconds}"
         status, data = await self._client.request_json(
             "GET", url, timeout_seconds=wait_seconds + 5, headers=self.auth_headers
         )
@@ -91,17 +104,17 @@ class SnapshotWatcher:
             raise BackendError(f"control plane answered {status} for the snapshot")
         snapshot = Snapshot.from_json(data)
         now = time.monotonic()
-        self.reachable, self.last_contact = True, now
         state = self.state
         keys = state.keys if state is not None else {}
-        if state is None or state.snapshot.keys_version != snapshot.keys_version:
-            keys = await self._fetch_keys()
+        if state is None or self._moved or state.snapshot.keys_version != snapshot.keys_version:
+            keys = await self._fetch_keys(base)
         if state is None or state.snapshot.fleet_digest != snapshot.fleet_digest:
-            _, fleet = await self._fetch_fleet()
+            _, fleet = await self._fetch_fleet(base)
             router = Router(fleet, self._home_metro(fleet))
             state = RoutingState(fleet, router, snapshot, now, keys)
         else:
             state = RoutingState(state.fleet, state.router, snapshot, now, keys)
+        self.reachable, self.last_contact, self._moved = True, now, False
         self.state = state
         self._ready.set()
 
@@ -115,14 +128,17 @@ class SnapshotWatcher:
         return pop.metro
 
     async def watch_forever(self) -> None:
+        failures = 0  # since the last answer: another replica is tried at once, a full round of them after a pause
         while True:
             try:
                 await self.poll_once(WATCH_WAIT_SECONDS)
+                failures = 0
             except (BackendError, KeyError, ValueError) as error:
                 if self.reachable or self.state is None:
                     log.warning("control plane unreachable (%s); serving on the last snapshot", error)
                 self.reachable = False
-                await asyncio.sleep(RETRY_SECONDS)
+                failures += 1
+                await asyncio.sleep(RETRY_SECONDS if failures % len(self.control.urls) == 0 else 0.02)
 
     async def close(self) -> None:
         await self._client.close()

@@ -9,7 +9,7 @@ from typing import Any
 from edgeplane._errors import BackendError
 from edgeplane.gateway._record import RequestRecord
 from edgeplane.routing import Candidate
-from edgeplane.web import HttpClient
+from edgeplane.web import ControlUrls, HttpClient
 
 REPORT_SECONDS = 0.5
 REPORT_TIMEOUT_SECONDS = 2.0
@@ -17,9 +17,9 @@ MAX_SAMPLES_PER_REPORT = 5000
 
 
 class Uplink:
-    def __init__(self, client: HttpClient, control_url: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, client: HttpClient, control: ControlUrls | str, headers: dict[str, str] | None = None) -> None:
         self.client = client
-        self.url = control_url + "/api/gateways/report"
+        self.control = ControlUrls.of(control)
         self.headers = headers
         self._samples: list[dict[str, Any]] = []  # where each request was served (and its TTFT)
         # Requests and tokens per (client metro, model) since the last report: the demand the planner reads.
@@ -68,13 +68,14 @@ class Uplink:
             {"client_metro": m, "model": n, "requests": t[0], "prompt_tokens": t[1], "output_tokens": t[2]}
             for (m, n), t in demand.items()
         ]
+        base = self.control.current
         try:
             await self.client.request_json(
                 "POST",
-                self.url,
+                base + "/api/gateways/report",
                 {"samples": samples, "demand": rows},
                 timeout_seconds=REPORT_TIMEOUT_SECONDS,
                 headers=self.headers,
             )
         except BackendError:
-            pass  # the samples of a partition are lost; serving goes on
+            self.control.failed(base)  # the samples of a partition are lost; serving goes on

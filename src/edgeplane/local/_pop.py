@@ -182,7 +182,8 @@ class PopSupervisor:
         if now - self._control_checked_at < CONTROL_CHECK_SECONDS:
             return
         self._control_checked_at = now
-        if answers(self.options.control_url.rstrip("/") + "/healthz") is not None:
+        replicas = [u.strip().rstrip("/") for u in self.options.control_url.split(",") if u.strip()]
+        if any(answers(url + "/healthz") is not None for url in replicas):
             self._said_waiting = False
         elif not self._said_waiting:
             self._said_waiting = True

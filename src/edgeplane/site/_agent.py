@@ -33,6 +33,7 @@ from edgeplane.web import (
     RELAYED_HEADER,
     ApiError,
     ConnectionLimits,
+    ControlUrls,
     Endpoint,
     HttpClient,
     Listener,
@@ -188,7 +189,7 @@ class SiteAgent:
         *,
         kind: str,
         registry: CollectorRegistry,
-        control_url: str | None = None,
+        control_url: str | ControlUrls | None = None,
         report_interval_seconds: float = 0.5,
         admin_token: str | None = None,
         loader: ModelLoader | None = None,
@@ -213,7 +214,7 @@ class SiteAgent:
         self.backends = dict(backends)
         self.kind = kind
         self.registry = registry
-        self.control_url = control_url.rstrip("/") if control_url else None
+        self.control = ControlUrls.of(control_url) if control_url else None
         self.report_interval_seconds = report_interval_seconds
         self.url: str | None = None
         self.fault: Fault | None = None
@@ -518,20 +519,25 @@ class SiteAgent:
 
     async def report_forever(self) -> None:
         """Push state to the control plane; keep serving whether or not it answers."""
-        assert self.control_url is not None
-        url = f"{self.control_url}/api/agents/{self.pop}/report"
+        assert self.control is not None
+        control = self.control
         reachable = True
+        failures = 0  # in a row
         refused: str | None = None
         while True:
             events = self.watch.take_events() if self.watch is not None else []
             audit, self._audit = self._audit, []
+            base = control.current
             try:
                 payload = {**await self.state(), "alarm_events": events, "audit_events": audit}
                 status, answer = await self._client.request_json(
-                    "POST", url, payload, timeout_seconds=2.0, headers=self._auth_headers
-                )
+                    "POST", f"{base}/api/agents/{self.pop}/report", payload, timeout_seconds=2.0,
+                    headers=self._auth_headers,
+                )  # fmt: skip
                 if status >= 300:
                     self._put_back(events, audit)
+                if status >= 500:
+                    control.failed(base)
                 refusal = None
                 if 400 <= status < 500:
                     refusal = answer.get("error", {}).get("message") if isinstance(answer, dict) else str(answer)
@@ -553,22 +559,27 @@ class SiteAgent:
                 if not reachable:
                     log.info("control plane reachable again")
                 reachable = status < 500
+                failures = 0 if reachable else failures
             except BackendError as error:
                 self._put_back(events, audit)
                 if reachable:
                     log.warning("cannot report to the control plane (%s); still serving", error)
                 reachable = False
+                control.failed(base)
+                failures += 1
+                if failures % len(control.urls):
+                    continue  # the next replica at once; a full round of them after the interval
             await asyncio.sleep(self.report_interval_seconds)
 
     async def _fabric_stuck(self, sha: str, source: str, reason: str) -> None:
         """Tell the control plane this site cannot fetch an object from its source: it plans around it."""
-        assert self.control_url is not None and self.fabric is not None
+        assert self.control is not None and self.fabric is not None
         held = self.fabric.store.get(sha)
         if held is None:
             return
         fetch = self.fabric.fetches.get(sha)
         where = next((s.url for s in fetch.sources if s.pop == source), None) if fetch is not None else None
-        url = f"{self.control_url}/api/fabric/transfers/{quote(held.manifest.name, safe='')}/stuck"
+        url = f"{self.control.current}/api/fabric/transfers/{quote(held.manifest.name, safe='')}/stuck"
         try:
             await self._client.request_json(
                 "POST", url, {"pop": self.pop, "source": source, "error": reason[:1000], "sha256": sha, "url": where},
@@ -612,7 +623,7 @@ class SiteAgent:
 
             def background(url: str) -> list[Any]:
                 jobs: list[Any] = [supervised(f"faults of {self.pop}", self.faults_forever)]
-                if self.control_url:
+                if self.control is not None:
                     jobs.append(supervised(f"reports of {self.pop}", self.report_forever))
                 if self.loader is not None:
                     jobs.append(supervised(f"model loading at {self.pop}", self.models_forever))

@@ -34,7 +34,7 @@ from edgeplane.bgp import (
 )
 from edgeplane.fleet import Fleet
 from edgeplane.routing import Scope
-from edgeplane.web import HttpClient, die_with_parent
+from edgeplane.web import ControlUrls, HttpClient, die_with_parent
 
 log = logging.getLogger("edgeplane.bgp")
 
@@ -100,25 +100,42 @@ class FleetIntents:
 class ControlIntents:
     """Intents from the control plane, long-polled: drains, health and actions reach the speaker at once."""
 
-    def __init__(self, control_url: str, pop: str, *, admin_token: str | None = None) -> None:
-        self.control_url = control_url.rstrip("/")
+    def __init__(self, control_url: str | ControlUrls, pop: str, *, admin_token: str | None = None) -> None:
+        self.control = ControlUrls.of(control_url)
+        self.moved = False  # to another replica: its versions are its own, so `after` starts again
         self.pop = pop
         self._headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
         self._client = HttpClient(connect_timeout_seconds=2.0)
 
     async def fleet(self) -> Fleet:
-        status, data = await self._client.request_json("GET", f"{self.control_url}/api/fleet")
+        base = self.control.current
+        try:
+            status, data = await self._client.request_json("GET", f"{base}/api/fleet")
+        except BackendError:
+            self.control.failed(base)
+            raise
         if status != 200:
+            self.control.failed(base)
             raise BackendError(f"control plane answered {status} for the fleet")
         return Fleet.model_validate(data["fleet"])
 
     async def next(self, after: int) -> tuple[int, list[Intent]]:
+        base = self.control.current
+        if self.moved:
+            after = 0
         wait = INTENTS_WAIT_SECONDS if after else 0
-        url = f"{self.control_url}/api/bgp/intents?pop={self.pop}&after={after}&wait={wait}"
-        status, data = await self._client.request_json("GET", url, timeout_seconds=wait + 5, headers=self._headers)
+        url = f"{base}/api/bgp/intents?pop={self.pop}&after={after}&wait={wait}"
+        try:
+            status, data = await self._client.request_json("GET", url, timeout_seconds=wait + 5, headers=self._headers)
+        except BackendError:
+            self.moved = self.control.failed(base) or self.moved
+            raise
         if status != 200:
             message = (data or {}).get("error", {}).get("message", "") if isinstance(data, dict) else ""
+            if status >= 500:
+                self.moved = self.control.failed(base) or self.moved
             raise BackendError(f"control plane answered {status} for the intents: {message}")
+        self.moved = False
         return int(data["version"]), [intent_from_json(i) for i in data["intents"]]
 
     async def close(self) -> None:

@@ -4,6 +4,7 @@ and model servers, health probes, and the OpenAI wire format the gateway and the
 
 from edgeplane.web._client import HttpClient, Reply
 from edgeplane.web._connections import ConnectionGuard, ConnectionLimits, read_body
+from edgeplane.web._control import ControlUrls, control_urls
 from edgeplane.web._guards import (
     RELAYED_HEADER,
     Address,
@@ -45,6 +46,7 @@ __all__ = [
     "Code",
     "ConnectionGuard",
     "ConnectionLimits",
+    "ControlUrls",
     "Count",
     "Endpoint",
     "Handler",
@@ -63,6 +65,7 @@ __all__ = [
     "admin",
     "authorised",
     "browser_guard",
+    "control_urls",
     "decode",
     "die_with_parent",
     "error_body",
