@@ -4,8 +4,10 @@ past its lease and resumed has its writes refused by the fencing term."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -14,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from openai import OpenAI
 
 from edgeplane.control._replicas import LEASE_SECONDS
 from tests._time import wait_for
-from tests.control.test_store_integrity import Control, _get, _post
+from tests.conftest import OPEN_CLIENTS, ROOT, SMALL_FLEET, free_port, terminate
+from tests.control.test_store_integrity import EDGEPLANE, Control, _get, _post
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +40,11 @@ def replicas(tmp_path: Path, postgres_url: str) -> Iterator[list[Control]]:
             if control.process.poll() is None:
                 os.kill(control.process.pid, signal.SIGCONT)
                 control.stop()
+
+
+def _delete(url: str) -> None:
+    with urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=5) as answer:
+        answer.read()
 
 
 def _health(control: Control) -> dict[str, Any]:
@@ -110,3 +119,80 @@ def test_a_leader_paused_past_its_lease_is_refused_when_it_resumes(replicas: lis
     (new,) = _leaders(others)
     assert _health(new)["term"] > term
     assert len(_leaders(replicas)) == 1
+
+
+class Service:
+    """A `site run` or `gateway run` process, waited for until it listens."""
+
+    def __init__(self, argv: list[str], log: Path, ready: str) -> None:
+        self.log = log
+        with log.open("w") as out:
+            self.process = subprocess.Popen(
+                [*EDGEPLANE, *argv], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_for(
+            f"{argv[2]} {argv[3]} listens", lambda: ready in log.read_text() or self.process.poll() is not None, 60
+        )
+        assert self.process.poll() is None, log.read_text()
+
+    def stop(self) -> None:
+        terminate(self.process, 20)
+
+
+def _gateway_health(url: str) -> dict[str, Any]:
+    try:
+        return dict(_get(url + "/healthz"))
+    except urllib.error.HTTPError as error:
+        with error:
+            return dict(json.loads(error.read()))
+
+
+def _chat(gateway: str) -> str:
+    api = OpenAI(base_url=gateway + "/v1", api_key="unused-on-loopback", max_retries=0, timeout=30)
+    OPEN_CLIENTS.append(api)
+    answer = api.chat.completions.create(
+        model="tiny-llama", messages=[{"role": "user", "content": "hello"}], max_tokens=4
+    )
+    return answer.choices[0].finish_reason or ""
+
+
+def test_a_gateway_follows_the_replicas_and_starts_from_its_snapshot_on_disk(
+    replicas: list[Control], tmp_path: Path
+) -> None:
+    control = ",".join(r.url for r in replicas)
+    site = Service(
+        ["--control", control, "site", "run", "--pop", "nyc1", "--fleet", str(SMALL_FLEET), "--time-scale", "0.01"],
+        tmp_path / "site.log", "site nyc1 at",
+    )  # fmt: skip
+    port, saved = free_port(), tmp_path / "gateway-snapshot.json"
+    argv = ["--control", control, "gateway", "run", "--port", str(port), "--snapshot-file", str(saved)]
+    gateway_url = f"http://127.0.0.1:{port}"
+    gateway = Service(argv, tmp_path / "gateway.log", "gateway at")
+    try:
+        wait_for("the gateway serves nyc1", lambda: _gateway_health(gateway_url)["status"] == "ok", 20)
+        assert _chat(gateway_url) in ("stop", "length")
+        assert _gateway_health(gateway_url)["snapshot_source"] == "control_plane" and saved.exists()
+        assert oct(saved.stat().st_mode & 0o777) == "0o600"  # it holds the key table's hashes
+
+        # The replica it watches (the first) dies; a drain at another reaches the gateway all the same.
+        os.kill(replicas[0].process.pid, signal.SIGKILL)
+        replicas[0].process.wait(10)
+        _post(replicas[1].url + "/api/drains", {"kind": "pop", "code": "nyc1", "force": True})
+        wait_for("the drain at the gateway", lambda: _gateway_health(gateway_url)["status"] == "no_site_available", 2)
+        _delete(replicas[2].url + "/api/drains/pop/nyc1")
+        wait_for("nyc1 serves again", lambda: _gateway_health(gateway_url)["status"] == "ok", 5)
+
+        # Every replica stopped, the gateway restarted: it serves from the snapshot it kept, and says so.
+        for replica in replicas[1:]:
+            replica.stop()
+        gateway.stop()
+        gateway = Service(argv, tmp_path / "gateway-again.log", "gateway at")
+        wait_for("the gateway serves from disk", lambda: _gateway_health(gateway_url)["status"] == "ok", 20)
+        health = _gateway_health(gateway_url)
+        assert health["snapshot_source"] == "disk" and health["control_plane_reachable"] is False, health
+        assert health["snapshot_age_seconds"] is not None and health["snapshot_age_seconds"] >= 0
+        assert _chat(gateway_url) in ("stop", "length")
+    finally:
+        gateway.stop()
+        site.stop()

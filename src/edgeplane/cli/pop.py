@@ -154,7 +154,12 @@ def pop_run(
         *(arg for unit in dcgm for arg in ("--dcgm", unit)),
     ]
     gateway_args = ["--home-metro", home_metro or site.metro, "--auth", "on" if require_keys else "off"]
-    gateway_args += ["--access-log", str(data_dir / "access.log")]
+    gateway_args += [
+        "--access-log",
+        str(data_dir / "access.log"),
+        "--snapshot-file",
+        str(data_dir / "gateway-snapshot.json"),
+    ]
     gateway_args += [arg for net in trusted_proxy for arg in ("--trusted-proxy", net)]
     gateway_args += [*(["--first-token-timeout", str(first_token_timeout)] if first_token_timeout else [])]
     gateway_args += [*(["--read-timeout", str(read_timeout)] if read_timeout else [])]

@@ -142,6 +142,12 @@ def gateway() -> None:
     type=click.IntRange(0),
     help="Open connections one client address may hold (0: no limit; raise it behind a proxy that pools).",
 )
+@click.option(
+    "--snapshot-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Keep the last snapshot acted on here (written whole, then renamed); started while no control plane"
+    " replica answers, the gateway serves from it and /healthz says so (snapshot_source: disk).",
+)
 @click.pass_context
 def gateway_run(
     ctx: click.Context,
@@ -157,6 +163,7 @@ def gateway_run(
     auth: str | None,
     access_log: Path | None,
     max_connections_per_address: int,
+    snapshot_file: Path | None,
 ) -> None:
     """Serve the OpenAI API, routing on the control plane's snapshots."""
     require_keys = _auth_choice(host, auth)
@@ -166,8 +173,9 @@ def gateway_run(
     from edgeplane.web import ConnectionLimits, serve, supervised
 
     watcher = SnapshotWatcher(
-        ctx.obj["control_url"], home_metro=home_metro, pop=pop, admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN")
-    )
+        ctx.obj["control_url"], home_metro=home_metro, pop=pop, admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
+        snapshot_file=snapshot_file,
+    )  # fmt: skip
     try:
         locator = ClientLocator(trusted_proxy or DEFAULT_TRUSTED_PROXIES)
     except ValueError as error:

@@ -141,6 +141,8 @@ def up(
             "on" if require_keys else "off",
             "--access-log",
             str(data_dir / "access.log"),
+            "--snapshot-file",
+            str(data_dir / "gateway-snapshot.json"),
         ],
     )
     supervisor = Supervisor(fleet, options, console)

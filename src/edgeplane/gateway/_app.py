@@ -287,6 +287,7 @@ class Gateway:
             "status": status,
             "snapshot_version": state.snapshot.version if state else None,
             "snapshot_age_seconds": round(age, 3) if age is not None else None,
+            "snapshot_source": self.watcher.source,
             "control_plane_reachable": self.watcher.reachable,
             "sites": {
                 pop: str(h.state) for pop, h in sorted(self.health.sites.items()) if h.state is not Health.SERVING

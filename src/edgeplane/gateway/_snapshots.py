@@ -6,8 +6,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
 
 from edgeplane._errors import BackendError
+from edgeplane._files import write_atomically
 from edgeplane.fleet import Fleet
 from edgeplane.routing import Router, Snapshot
 from edgeplane.tenants import KeyPolicy
@@ -41,8 +45,14 @@ class SnapshotWatcher:
         pop: str | None = None,
         client: HttpClient | None = None,
         admin_token: str | None = None,
+        snapshot_file: Path | None = None,
     ) -> None:
         self.control = ControlUrls.of(control_url)
+        # The last snapshot acted on, kept on disk (written whole, then renamed into place): a gateway that
+        # starts while no replica answers serves from it, and says so.
+        self.snapshot_file = snapshot_file
+        self.source: str | None = None  # "control_plane" or "disk": where the snapshot acted on came from
+        self._saved: tuple[int, int, str] | None = None
         self._moved = False  # to another replica: its versions are its own, so the next poll takes what it has
         self.auth_headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
         self.home_metro = home_metro
@@ -115,8 +125,52 @@ class SnapshotWatcher:
         else:
             state = RoutingState(state.fleet, state.router, snapshot, now, keys)
         self.reachable, self.last_contact, self._moved = True, now, False
-        self.state = state
+        self.state, self.source = state, "control_plane"
         self._ready.set()
+        await self._save(state)
+
+    async def _save(self, state: RoutingState) -> None:
+        """Keep ``state`` on disk if it is new (another snapshot, key table or fleet)."""
+        snapshot = state.snapshot
+        mark = (snapshot.version, snapshot.keys_version, snapshot.fleet_digest)
+        if self.snapshot_file is None or mark == self._saved:
+            return
+        record = {
+            "saved_at": time.time(),
+            "fleet": state.fleet.model_dump(mode="json"),
+            "snapshot": snapshot.to_json(),
+            "keys": {digest: policy.to_json() for digest, policy in state.keys.items()},
+        }
+        try:
+            await asyncio.to_thread(write_atomically, self.snapshot_file, orjson.dumps(record), mode=0o600)
+            self._saved = mark
+        except OSError as error:
+            log.warning("cannot keep the snapshot in %s: %s", self.snapshot_file, error.strerror or error)
+
+    def load_saved(self) -> bool:
+        """Act on the snapshot kept on disk (when no replica answers at start); False if there is none usable."""
+        if self.snapshot_file is None or self.state is not None:
+            return False
+        try:
+            record = orjson.loads(self.snapshot_file.read_bytes())
+            fleet = Fleet.model_validate(record["fleet"])
+            snapshot = Snapshot.from_json(record["snapshot"])
+            keys = {str(d): KeyPolicy.from_json(p) for d, p in record["keys"].items()}
+            saved_at = float(record["saved_at"])
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            log.warning("the snapshot kept in %s cannot be used (%s)", self.snapshot_file, str(error)[:200])
+            return False
+        received = time.monotonic() - max(0.0, time.time() - saved_at)  # its age counts from when it was kept
+        self.state = RoutingState(fleet, Router(fleet, self._home_metro(fleet)), snapshot, received, keys)
+        self.source = "disk"
+        self._ready.set()
+        log.warning(
+            "no control plane replica answers: serving on the snapshot kept in %s (version %s, %.0f s old)",
+            self.snapshot_file, snapshot.version, time.time() - saved_at,
+        )  # fmt: skip
+        return True
 
     def _home_metro(self, fleet: Fleet) -> str | None:
         if self.home_metro is not None or self.pop is None:
@@ -138,7 +192,10 @@ class SnapshotWatcher:
                     log.warning("control plane unreachable (%s); serving on the last snapshot", error)
                 self.reachable = False
                 failures += 1
-                await asyncio.sleep(RETRY_SECONDS if failures % len(self.control.urls) == 0 else 0.02)
+                round_done = failures % len(self.control.urls) == 0
+                if round_done and self.state is None:
+                    self.load_saved()
+                await asyncio.sleep(RETRY_SECONDS if round_done else 0.02)
 
     async def close(self) -> None:
         await self._client.close()
