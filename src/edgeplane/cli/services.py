@@ -80,10 +80,12 @@ def control_run(
 
     fleet = _load(ctx, fleet_path)
     data_dir = data_dir or default_data_dir()
-    # Its own lock file (`up` holds up.lock in the same directory): two control planes on one SQLite store refuse.
-    lock = _lock_or_exit(
-        ctx, DirectoryLock(data_dir / "control.lock", "edgeplane control run", data_dir / "edgeplane.db")
-    )
+    # Its own lock file (`up` holds up.lock in the same directory): two control planes on one SQLite store refuse;
+    # on a shared store (PostgreSQL) they are replicas, and the data directory holds nothing of the store's.
+    shared = (store_url or "").strip().lower().startswith(("postgresql://", "postgres://"))
+    lock = DirectoryLock(data_dir / "control.lock", "edgeplane control run", data_dir / "edgeplane.db")
+    if not shared:
+        _lock_or_exit(ctx, lock)
     store = _open_store_or_exit(ctx, data_dir, reset=reset_store, url=store_url)
     plane = with_dashboard(
         ControlPlane(
@@ -103,7 +105,8 @@ def control_run(
             raise
         _fail(ctx, EdgeplaneError(f"the control plane cannot listen on {host}:{port}: {error.strerror}"))
     finally:
-        lock.release()
+        if not shared:
+            lock.release()
 
 
 @cli.group()

@@ -70,6 +70,14 @@ from edgeplane.local import DirectoryLock
 @graceful_shutdown_option
 @reset_store_option
 @store_option
+@click.option(
+    "--control-replicas",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 9),
+    help="Control plane replicas on one shared store (--store postgresql://...), on --control-port and the ports"
+    " after it; every other process is given all of them.",
+)
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -92,12 +100,15 @@ def up(
     graceful_shutdown_seconds: float,
     reset_store: bool,
     store_url: str | None,
+    control_replicas: int,
 ) -> None:
     """Start the control plane, the gateway and one site agent per PoP; Ctrl-C stops them all."""
     require_keys = _auth_choice(host, auth)
     from edgeplane.local import Supervisor, UpOptions, stop_on_sigterm
 
     console = _console(ctx)
+    if control_replicas > 1 and not (store_url or "").lower().startswith(("postgresql://", "postgres://")):
+        raise click.UsageError("--control-replicas above 1 needs a store they share: --store postgresql://...")
     fleet = _load(ctx, fleet_path)
     data_dir = data_dir or default_data_dir()
     # Before anything starts: a second `up` on this directory must leave the first one's fleet alone.
@@ -134,6 +145,7 @@ def up(
             *(["--store", store_url] if store_url else []),
         ],
         reset_store=reset_store,
+        control_replicas=control_replicas,
         gateway_args=[
             *(["--first-token-timeout", str(first_token_timeout)] if first_token_timeout else []),
             *(["--read-timeout", str(read_timeout)] if read_timeout else []),
@@ -154,6 +166,8 @@ def up(
         )
         console.print(f"  gateway (OpenAI API)  {supervisor.gateway_url}/v1")
         console.print(f"  control plane         {supervisor.control_url}/ (dashboard; API under /api/)")
+        for url in supervisor.replica_urls[1:]:
+            console.print(f"  control plane replica {url}/")
         console.print(f"  data directory        {data_dir}")
         keys_note = "required (edgeplane keys create --tenant NAME)" if require_keys else "off (loopback)"
         console.print(f"  API keys              {keys_note}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -44,6 +45,7 @@ class UpOptions:
     admin_token: str | None = None
     ready_timeout_seconds: float = 120.0
     control_args: list[str] = field(default_factory=list)
+    control_replicas: int = 1  # control planes on one shared store, on control_port, control_port + 1, ...
     reset_store: bool = False  # the control plane's first start moves the store aside; its restarts keep it
     gateway_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -73,7 +75,13 @@ class Supervisor:
 
     @property
     def control_url(self) -> str:
-        return f"http://{_url_host(self.options.host)}:{self.options.control_port}"
+        """The first control plane replica (the one `up` itself asks)."""
+        return self.replica_urls[0]
+
+    @property
+    def replica_urls(self) -> list[str]:
+        host = _url_host(self.options.host)
+        return [f"http://{host}:{self.options.control_port + n}" for n in range(self.options.control_replicas)]
 
     @property
     def gateway_url(self) -> str:
@@ -87,7 +95,7 @@ class Supervisor:
             "--log-level",
             self.options.log_level,
             "--control",
-            self.control_url,
+            ",".join(self.replica_urls),
         ]
 
     def _spawn(self, child: Child) -> None:
@@ -96,28 +104,30 @@ class Supervisor:
     def start(self) -> None:
         o = self.options
         fleet_args = ["--fleet", str(o.fleet_path)] if o.fleet_path else []
-        self._spawn(
-            Child(
-                "control",
-                [
-                    *self._base(),
-                    "control",
-                    "run",
-                    *fleet_args,
-                    "--host",
-                    o.host,
-                    "--port",
-                    str(o.control_port),
-                    "--data-dir",
-                    str(o.data_dir),
-                    *o.control_args,
-                ],
-                essential=True,
-                first_start_args=["--reset-store"] if o.reset_store else [],
-                stop_rank=2,  # last: the others report to it until they stop
+        for n in range(o.control_replicas):
+            self._spawn(
+                Child(
+                    "control" if n == 0 else f"control {n + 1}",
+                    [
+                        *self._base(),
+                        "control",
+                        "run",
+                        *fleet_args,
+                        "--host",
+                        o.host,
+                        "--port",
+                        str(o.control_port + n),
+                        "--data-dir",
+                        str(o.data_dir),
+                        *o.control_args,
+                    ],
+                    essential=True,
+                    first_start_args=["--reset-store"] if o.reset_store else [],
+                    stop_rank=2,  # last: the others report to it until they stop
+                )
             )
-        )
-        self._wait_for("control plane", lambda: get_json(self.control_url + "/healthz")["status"] == "ok", 30)
+        for url in self.replica_urls:
+            self._wait_for("control plane", functools.partial(_healthy, url), 30)
         site_args = ["--backend", o.backend, "--seed", str(o.seed), "--time-scale", str(o.time_scale)]
         site_args.append("--redfish-emulate")  # one Redfish emulator per unit: live facility telemetry
         if o.gguf_path:
@@ -204,6 +214,10 @@ def stop_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+
+
+def _healthy(url: str) -> bool:
+    return bool(get_json(url + "/healthz")["status"] == "ok")
 
 
 def _url_host(host: str) -> str:
