@@ -32,7 +32,7 @@ from edgeplane.control._store import (
     StoreRefused,
 )
 from edgeplane.control._stores import StoreNotEmpty, copy, counts, parse_store_url
-from edgeplane.tenants import KeyPolicy
+from edgeplane.tenants import KeyPolicy, LeaseBook
 from edgeplane.units import UnitRecord, UnitState
 from tests._postgres import Cluster
 from tests.conftest import ROOT, free_port
@@ -356,3 +356,28 @@ def test_one_leader_at_a_time_and_a_deposed_leaders_writes_are_refused(postgres_
     assert a.agent_reports(99.0) == [("lon1", '{"load": 0.5}', 100.0, "b")] and a.agent_reports(100.0) == []
     a.close()
     b.close()
+
+
+def test_leases_from_two_replicas_at_once_never_exceed_a_keys_budget(postgres_url: str) -> None:
+    """Two control planes leasing one key's budget at the same time, as replicas do: together they grant it
+    once, not once each."""
+    stores = [PostgresStore(postgres_url) for _ in range(2)]
+    books = [LeaseBook(60.0, shared=store.spend) for store in stores]
+    granted: list[int] = []
+    lock = threading.Lock()
+
+    def lease(book: LeaseBook) -> None:
+        for _ in range(30):
+            grant = book.lease("key_1", 100, None, 1_000_020.0)  # one window: a budget of 100 requests
+            with lock:
+                granted.append(grant.requests)
+
+    threads = [threading.Thread(target=lease, args=(book,)) for book in books for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sum(granted) == 100 and granted.count(0) > 0  # all of it, then nothing more
+    assert books[0].lease("key_1", 100, None, 1_000_080.0).requests == 10  # the next window starts again
+    for store in stores:
+        store.close()

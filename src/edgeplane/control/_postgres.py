@@ -70,6 +70,8 @@ _TABLES = {
     " term BIGINT NOT NULL DEFAULT 0, expires_at TIMESTAMPTZ)",
     "replicas": "CREATE TABLE replicas (id TEXT PRIMARY KEY, url TEXT NOT NULL, pid INTEGER NOT NULL,"
     " leader BOOLEAN NOT NULL, term BIGINT NOT NULL, revision BIGINT NOT NULL, seen_at DOUBLE PRECISION NOT NULL)",
+    "leases": "CREATE TABLE leases (key_id TEXT PRIMARY KEY, win BIGINT NOT NULL, requests BIGINT NOT NULL,"
+    " tokens BIGINT NOT NULL)",
     "agent_reports": "CREATE UNLOGGED TABLE agent_reports (pop TEXT PRIMARY KEY, body TEXT NOT NULL,"
     " received_at DOUBLE PRECISION NOT NULL, replica TEXT NOT NULL)",
 }
@@ -346,6 +348,24 @@ class PostgresStore(Store):
     def agent_reports(self, since: float) -> list[tuple[str, str, float, str]]:
         rows = self._rows("SELECT pop, body, received_at, replica FROM agent_reports WHERE received_at > %s", (since,))
         return [(str(p), str(b), float(r), str(by)) for p, b, r, by in rows]
+
+    def spend(self, key_id: str, window: int, grant: Callable[[int, int], tuple[int, int]]) -> tuple[int, int]:
+        with self.bulk():
+            self._execute(
+                "INSERT INTO leases (key_id, win, requests, tokens) VALUES (%s, %s, 0, 0) ON CONFLICT (key_id)"
+                " DO UPDATE SET win = excluded.win, requests = 0, tokens = 0 WHERE leases.win < excluded.win",
+                (key_id, window),
+            )
+            rows = self._rows("SELECT win, requests, tokens FROM leases WHERE key_id = %s FOR UPDATE", (key_id,))
+            held, spent_requests, spent_tokens = (int(v) for v in rows[0])
+            if held != window:  # a replica whose clock is behind asks for a window that is over: nothing
+                return 0, 0
+            requests, tokens = grant(spent_requests, spent_tokens)
+            self._execute(
+                "UPDATE leases SET requests = requests + %s, tokens = tokens + %s WHERE key_id = %s",
+                (min(requests, 1 << 40), min(tokens, 1 << 40), key_id),
+            )
+        return requests, tokens
 
     def placement(self) -> list[tuple[str, str, int]] | None:
         rows = self._rows("SELECT entries FROM placement WHERE id = 1")

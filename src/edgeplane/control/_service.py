@@ -87,7 +87,7 @@ class ControlPlane:
         self.client = HttpClient(connect_timeout_seconds=1.0)
         self.traffic = Traffic()
         self.demand = DemandBook()
-        self.leases = LeaseBook(limit_window_seconds)
+        self.leases = LeaseBook(limit_window_seconds, shared=state.store.spend if state.store.replicated else None)
         self.drills = DrillRunner(state, self.traffic, self.publish)
         self.scenarios = ScenarioBoard(state.store, state.wall_clock)
         self.fabric = FabricBook(state)

@@ -214,6 +214,12 @@ class Store(abc.ABC):
         """Reports received since ``since`` (unix seconds): (PoP, JSON body, received at, by replica)."""
         return []
 
+    def spend(self, key_id: str, window: int, grant: Callable[[int, int], tuple[int, int]]) -> tuple[int, int]:
+        """Rate-limit leases among replicas: in one transaction, what was spent of ``key_id`` in ``window``
+        (requests, tokens: 0, 0 in a new window) goes to ``grant``, whose answer is added to it and returned.
+        Only a replicated store keeps it (one control plane alone keeps its leases in memory)."""
+        raise NotImplementedError("leases are kept in memory on a store of one's own")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 

@@ -4,6 +4,7 @@ gateways, which enforce them locally, so the request path never waits on a centr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 WINDOW_SECONDS = 60.0
@@ -18,6 +19,11 @@ class Grant:
     window_ends_in: float  # seconds
 
 
+# What a shared store offers (several control plane replicas): in one transaction, what was spent of a key in a
+# window (requests, tokens), given to a function that says what to grant, the grant added to it and returned.
+Spend = Callable[[str, int, Callable[[int, int], tuple[int, int]]], tuple[int, int]]
+
+
 @dataclass
 class _Spent:
     window: int = -1
@@ -29,19 +35,27 @@ class LeaseBook:
     """The control plane's side: how much of each key's budget has been leased out this window. Pure:
     the time comes in with each call."""
 
-    def __init__(self, window_seconds: float = WINDOW_SECONDS) -> None:
+    def __init__(self, window_seconds: float = WINDOW_SECONDS, *, shared: Spend | None = None) -> None:
         self.window_seconds = window_seconds
         self._spent: dict[str, _Spent] = {}
+        self.shared = shared  # replicas keep the spent budget in their store, so no key is leased twice
 
     def budget(self, per_minute: int | None) -> int | None:
         return None if per_minute is None else max(1, math.floor(per_minute * self.window_seconds / 60.0))
 
     def lease(self, key_id: str, rpm: int | None, tpm: int | None, now: float) -> Grant:
         window = math.floor(now / self.window_seconds)
+        ends_in = (window + 1) * self.window_seconds - now
+        if self.shared is not None:
+
+            def grant(spent_requests: int, spent_tokens: int) -> tuple[int, int]:
+                return self._take(self.budget(rpm), spent_requests), self._take(self.budget(tpm), spent_tokens)
+
+            requests, tokens = self.shared(key_id, window, grant)
+            return Grant(requests, tokens, window, ends_in)
         spent = self._spent.setdefault(key_id, _Spent())
         if spent.window != window:
             spent.window, spent.requests, spent.tokens = window, 0, 0
-        ends_in = (window + 1) * self.window_seconds - now
         requests = self._take(self.budget(rpm), spent.requests)
         tokens = self._take(self.budget(tpm), spent.tokens)
         spent.requests += requests if rpm is not None else 0
