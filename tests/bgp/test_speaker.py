@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from edgeplane._errors import ControlPlaneError
 from edgeplane.cli import cli
 from edgeplane.cli._client import ControlClient
 from edgeplane.fleet import load_default_fleet
@@ -262,3 +263,43 @@ def test_the_speaker_refuses_a_neighbour_list_it_cannot_pair() -> None:
     assert result.exit_code == 2 and "give one AS per neighbour" in result.output
     result = CliRunner().invoke(cli, ["bgp", "run", "--pop", "lon1", "--neighbor", "nope:x", "--neighbor-as", "1"])
     assert result.exit_code == 2 and "not ADDRESS or ADDRESS:PORT" in result.output
+
+
+def test_a_speaker_started_while_no_control_plane_answers_announces_the_intents_it_kept(
+    transits: tuple[Bird, Bird, int], tmp_path: Path
+) -> None:
+    c, _, port = transits
+    control_port, status_port = free_port(), free_port()
+    control_url = f"http://127.0.0.1:{control_port}"
+    with (tmp_path / "control.log").open("w") as log:
+        control = subprocess.Popen(
+            [sys.executable, "-m", "edgeplane", "control", "run", "--port", str(control_port),
+             "--data-dir", str(tmp_path / "control")],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    args = [*speaker_args(port, tmp_path), "--control", control_url, "--status-port", str(status_port)]
+    speaker = SpeakerProcess(tmp_path, args)
+    kept = tmp_path / "data" / "bgp-lon1" / "intents.json"
+    try:
+
+        def answers() -> bool:
+            try:
+                return ControlClient(control_url).call("GET", "/healthz") is not None
+            except ControlPlaneError:
+                return False
+
+        wait_for("the control plane", answers, 30)
+        speaker.start()
+        c.wait_for("the plan from the control plane", has_plan)
+        wait_for("the intents kept on disk", kept.exists, 10)
+        speaker.stop()
+        terminate(control, 20)
+        c.wait_for("the withdrawal on session loss", lambda r: not r.keys() & EXPECTED.keys() or None)
+
+        speaker.start()  # no control plane answers now
+        c.wait_for("the plan again, from disk", has_plan)
+        with urllib.request.urlopen(f"http://127.0.0.1:{status_port}/healthz", timeout=5) as answer:
+            assert json.loads(answer.read())["intents_source"] == "disk"
+    finally:
+        speaker.stop()
+        terminate(control, 20)

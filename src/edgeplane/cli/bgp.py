@@ -81,17 +81,18 @@ def bgp_run(
         peers = [Neighbor.parse(text, asn) for text, asn in zip(neighbors, neighbor_asns, strict=True)]
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--neighbor") from None
-    source: IntentSource
+    source: IntentSource | None = None
     if fleet_path is not None and control_url is None:
         fleet = _load(ctx, fleet_path)
         if pop_code not in fleet.pop_by_code:
             raise click.BadParameter(f"unknown PoP {pop_code!r}", param_hint="--pop")
         source = FleetIntents(fleet, pop_code)
-    else:
-        source = ControlIntents(
-            control_url or ctx.obj["control_url"], pop_code, admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN")
-        )
     workdir = (data_dir or default_data_dir()) / f"bgp-{pop_code}"
+    if source is None:
+        source = ControlIntents(
+            control_url or ctx.obj["control_url"], pop_code, admin_token=os.environ.get("EDGEPLANE_ADMIN_TOKEN"),
+            saved=workdir / "intents.json",
+        )  # fmt: skip
     speaker = Speaker(
         pop_code,
         peers,

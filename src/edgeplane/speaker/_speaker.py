@@ -20,6 +20,7 @@ import orjson
 
 from edgeplane._errors import BackendError, EdgeplaneError
 from edgeplane._extras import require_installed
+from edgeplane._files import write_atomically
 from edgeplane.bgp import (
     Intent,
     Neighbor,
@@ -100,26 +101,77 @@ class FleetIntents:
 class ControlIntents:
     """Intents from the control plane, long-polled: drains, health and actions reach the speaker at once."""
 
-    def __init__(self, control_url: str | ControlUrls, pop: str, *, admin_token: str | None = None) -> None:
+    def __init__(
+        self, control_url: str | ControlUrls, pop: str, *, admin_token: str | None = None, saved: Path | None = None
+    ) -> None:
         self.control = ControlUrls.of(control_url)
         self.moved = False  # to another replica: its versions are its own, so `after` starts again
+        # The last intents acted on (and the fleet they belong to), kept on disk: a speaker that starts while no
+        # replica answers announces them (source "disk") instead of nothing.
+        self.saved = saved
+        self.source = "control_plane"
+        self._fleet: Fleet | None = None
+        self._kept: tuple[int, list[dict[str, Any]]] | None = None
+        self._replayed = False
         self.pop = pop
         self._headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
         self._client = HttpClient(connect_timeout_seconds=2.0)
 
     async def fleet(self) -> Fleet:
-        base = self.control.current
+        """The fleet from a replica (each tried once), else the one kept on disk with the last intents."""
+        failure: BackendError | None = None
+        for _ in self.control.urls:
+            base = self.control.current
+            try:
+                status, data = await self._client.request_json("GET", f"{base}/api/fleet")
+            except BackendError as error:
+                failure = error
+                self.control.failed(base)
+                continue
+            if status != 200:
+                failure = BackendError(f"control plane answered {status} for the fleet")
+                self.control.failed(base)
+                continue
+            self._fleet = Fleet.model_validate(data["fleet"])
+            return self._fleet
+        kept = self._load()
+        if kept is None:
+            raise failure or BackendError("no control plane replica answers")
+        log.warning("no control plane replica answers: acting on the intents kept in %s", self.saved)
+        self.source = "disk"
+        return kept[0]
+
+    def _load(self) -> tuple[Fleet, int, list[Intent]] | None:
+        if self.saved is None:
+            return None
         try:
-            status, data = await self._client.request_json("GET", f"{base}/api/fleet")
-        except BackendError:
-            self.control.failed(base)
-            raise
-        if status != 200:
-            self.control.failed(base)
-            raise BackendError(f"control plane answered {status} for the fleet")
-        return Fleet.model_validate(data["fleet"])
+            record = orjson.loads(self.saved.read_bytes())
+            fleet = Fleet.model_validate(record["fleet"])
+            intents = [intent_from_json(i) for i in record["intents"]]
+            return fleet, int(record["version"]), intents
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            log.warning("the intents kept in %s cannot be used (%s)", self.saved, str(error)[:200])
+            return None
+
+    async def _keep(self, version: int, intents: list[dict[str, Any]]) -> None:
+        if self.saved is None or self._fleet is None or self._kept == (version, intents):
+            return
+        record = {"fleet": self._fleet.model_dump(mode="json"), "version": version, "intents": intents}
+        try:
+            self.saved.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(write_atomically, self.saved, orjson.dumps(record))
+            self._kept = (version, intents)
+        except OSError as error:
+            log.warning("cannot keep the intents in %s: %s", self.saved, error.strerror or error)
 
     async def next(self, after: int) -> tuple[int, list[Intent]]:
+        if self.source == "disk" and not self._replayed:  # started on what was kept: announce that first
+            self._replayed = True
+            kept = self._load()
+            if kept is not None:
+                return 0, kept[2]
         base = self.control.current
         if self.moved:
             after = 0
@@ -136,7 +188,13 @@ class ControlIntents:
                 self.moved = self.control.failed(base) or self.moved
             raise BackendError(f"control plane answered {status} for the intents: {message}")
         self.moved = False
-        return int(data["version"]), [intent_from_json(i) for i in data["intents"]]
+        if self._fleet is None:  # started from disk: the fleet as the control plane has it now
+            with contextlib.suppress(BackendError, KeyError, ValueError):
+                await self.fleet()
+        self.source = "control_plane"
+        intents = [intent_from_json(i) for i in data["intents"]]
+        await self._keep(int(data["version"]), list(data["intents"]))
+        return int(data["version"]), intents
 
     async def close(self) -> None:
         await self._client.close()
@@ -383,6 +441,7 @@ class Speaker:
         return {
             "pop": self.pop,
             "intents_version": status.intents_version,
+            "intents_source": getattr(self.source, "source", "fleet"),
             "exabgp_restarts": status.restarts,
             "neighbors": [
                 {
