@@ -4,10 +4,12 @@ past its lease and resumed has its writes refused by the fencing term."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -140,6 +142,25 @@ class Service:
         terminate(self.process, 20)
 
 
+def _junk_server() -> http.server.ThreadingHTTPServer:
+    class Junk(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            shaped = self.path.startswith("/api/")
+            body = b'{"version": "zzz", "sites": 5}' if shaped else b"<html>not a control plane</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json" if shaped else "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Junk)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def _gateway_health(url: str) -> dict[str, Any]:
     try:
         return dict(_get(url + "/healthz"))
@@ -160,7 +181,15 @@ def _chat(gateway: str) -> str:
 def test_a_gateway_follows_the_replicas_and_starts_from_its_snapshot_on_disk(
     replicas: list[Control], tmp_path: Path
 ) -> None:
-    control = ",".join(r.url for r in replicas)
+    junk = _junk_server()  # answers 200 with JSON of the wrong shape, and HTML to everything else
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    junk_url = f"http://127.0.0.1:{junk.server_address[1]}"
+    control = ",".join([dead, junk_url, *(r.url for r in replicas)])
+    status = subprocess.run(
+        [*EDGEPLANE, "--control", f"{junk_url}/html,{replicas[1].url}", "status", "--json"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert status.returncode == 0 and json.loads(status.stdout)["control"], status.stderr  # a read moves on
     site = Service(
         ["--control", control, "site", "run", "--pop", "nyc1", "--fleet", str(SMALL_FLEET), "--time-scale", "0.01"],
         tmp_path / "site.log", "site nyc1 at",
@@ -196,3 +225,6 @@ def test_a_gateway_follows_the_replicas_and_starts_from_its_snapshot_on_disk(
     finally:
         gateway.stop()
         site.stop()
+        junk.shutdown()
+        junk.server_close()
+    assert "Traceback" not in (tmp_path / "gateway.log").read_text()

@@ -34,12 +34,15 @@ class ControlClient:
                 raise ControlPlaneError(f"{url!r} is not a control plane URL (http://HOST:PORT)")
         for at, url in enumerate(self.urls):
             self.base_url = url
+            last = at == len(self.urls) - 1
             try:
                 return self._call(method, path, payload)
             except _Unreachable as unreachable:
-                last = at == len(self.urls) - 1
                 if last or not (method == "GET" or unreachable.refused):
                     raise ControlPlaneError(str(unreachable)) from None
+            except _BadAnswer as bad:  # a read is asked of the next replica; a change is not repeated
+                if last or method != "GET":
+                    raise ControlPlaneError(str(bad)) from None
         raise AssertionError("unreachable")
 
     def _call(self, method: str, path: str, payload: Any) -> Any:
@@ -58,6 +61,8 @@ class ControlClient:
                 message = json.loads(error.read())["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = error.reason
+            if error.code >= 500:
+                raise _BadAnswer(f"control plane answered {error.code}: {message}") from None
             raise ControlPlaneError(f"control plane answered {error.code}: {message}") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
             reason = getattr(error, "reason", error)
@@ -66,10 +71,14 @@ class ControlClient:
         try:
             return json.loads(body)
         except ValueError:
-            raise ControlPlaneError(f"the control plane at {self.base_url} answered {path} with no JSON") from None
+            raise _BadAnswer(f"the control plane at {self.base_url} answered {path} with no JSON") from None
 
 
 class _Unreachable(Exception):
     def __init__(self, message: str, refused: bool) -> None:
         super().__init__(message)
         self.refused = refused
+
+
+class _BadAnswer(Exception):
+    """An answer that is no control plane's (no JSON) or a server error: another replica may do better."""

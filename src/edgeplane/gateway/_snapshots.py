@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from edgeplane.web import ControlUrls, HttpClient
 log = logging.getLogger("edgeplane.gateway")
 
 WATCH_WAIT_SECONDS = 10.0
+MAX_SNAPSHOT_FILE_BYTES = 64 * 1024 * 1024  # a kept snapshot larger than this is not one of ours
 RETRY_SECONDS = 0.5
 
 
@@ -53,6 +56,8 @@ class SnapshotWatcher:
         self.snapshot_file = snapshot_file
         self.source: str | None = None  # "control_plane" or "disk": where the snapshot acted on came from
         self._saved: tuple[int, int, str] | None = None
+        self._unusable: tuple[int, int] | None = None  # (size, mtime) of a kept file that could not be used
+        self._said_unreachable = False
         self._moved = False  # to another replica: its versions are its own, so the next poll takes what it has
         self.auth_headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
         self.home_metro = home_metro
@@ -99,9 +104,11 @@ class SnapshotWatcher:
         base = self.control.current
         try:
             await self._poll(base, wait_seconds)
-        except (BackendError, KeyError, ValueError):
+        except (BackendError, KeyError, ValueError, TypeError, AttributeError) as error:
             self._moved = self.control.failed(base) or self._moved
-            raise
+            if isinstance(error, BackendError):
+                raise
+            raise BackendError(f"{base} answered something that is not a snapshot ({type(error).__name__})") from None
 
     async def _poll(self, base: str, wait_seconds: float) -> None:
         fresh = self.state is None or self._moved
@@ -124,7 +131,7 @@ class SnapshotWatcher:
             state = RoutingState(fleet, router, snapshot, now, keys)
         else:
             state = RoutingState(state.fleet, state.router, snapshot, now, keys)
-        self.reachable, self.last_contact, self._moved = True, now, False
+        self.reachable, self.last_contact, self._moved, self._said_unreachable = True, now, False, False
         self.state, self.source = state, "control_plane"
         self._ready.set()
         await self._save(state)
@@ -152,15 +159,30 @@ class SnapshotWatcher:
         if self.snapshot_file is None or self.state is not None:
             return False
         try:
+            info = self.snapshot_file.stat()
+            signature = (info.st_size, info.st_mtime_ns)
+            if signature == self._unusable:
+                return False  # read and refused already: not again until it changes
+            if info.st_size > MAX_SNAPSHOT_FILE_BYTES:
+                self._unusable = signature
+                log.warning(
+                    "the snapshot kept in %s is too large to be one (%d bytes)", self.snapshot_file, info.st_size
+                )
+                return False
             record = orjson.loads(self.snapshot_file.read_bytes())
             fleet = Fleet.model_validate(record["fleet"])
             snapshot = Snapshot.from_json(record["snapshot"])
             keys = {str(d): KeyPolicy.from_json(p) for d, p in record["keys"].items()}
             saved_at = float(record["saved_at"])
+            if not math.isfinite(saved_at):
+                raise ValueError(f"saved_at is {saved_at}")
         except FileNotFoundError:
             return False
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             log.warning("the snapshot kept in %s cannot be used (%s)", self.snapshot_file, str(error)[:200])
+            with contextlib.suppress(OSError):
+                info = self.snapshot_file.stat()
+                self._unusable = (info.st_size, info.st_mtime_ns)
             return False
         received = time.monotonic() - max(0.0, time.time() - saved_at)  # its age counts from when it was kept
         self.state = RoutingState(fleet, Router(fleet, self._home_metro(fleet)), snapshot, received, keys)
@@ -187,9 +209,11 @@ class SnapshotWatcher:
             try:
                 await self.poll_once(WATCH_WAIT_SECONDS)
                 failures = 0
-            except (BackendError, KeyError, ValueError) as error:
-                if self.reachable or self.state is None:
-                    log.warning("control plane unreachable (%s); serving on the last snapshot", error)
+            except BackendError as error:
+                if self.reachable or not self._said_unreachable:  # once per outage, not at every retry
+                    held = "serving on the last snapshot" if self.state is not None else "no snapshot to serve on yet"
+                    log.warning("control plane unreachable (%s); %s", error, held)
+                    self._said_unreachable = True
                 self.reachable = False
                 failures += 1
                 round_done = failures % len(self.control.urls) == 0
