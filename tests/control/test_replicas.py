@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
+from edgeplane.control._postgres import PostgresStore
 from edgeplane.control._replicas import LEASE_SECONDS
 from tests._time import wait_for
 from tests.conftest import OPEN_CLIENTS, ROOT, SMALL_FLEET, free_port, terminate
@@ -228,3 +229,82 @@ def test_a_gateway_follows_the_replicas_and_starts_from_its_snapshot_on_disk(
         junk.shutdown()
         junk.server_close()
     assert "Traceback" not in (tmp_path / "gateway.log").read_text()
+
+
+def _restart(replicas: list[Control], at: int, store: str) -> None:
+    data = replicas[at].log.parent / f"replica-{at}"
+    replicas[at] = Control(data, "--store", store)
+
+
+def test_acknowledged_writes_outlive_replica_kills_and_a_restart_of_every_replica(
+    replicas: list[Control], postgres_url: str
+) -> None:
+    """Keys, unit orders and unit states, placements, drains and their audit records sent round the replicas
+    while they are killed (SIGKILL) one after another: every write a replica acknowledged is there after every
+    replica was killed and started again."""
+    acknowledged: dict[str, list[Any]] = {"keys": [], "units": [], "placement": [], "drains": [], "states": []}
+    stop = threading.Event()
+
+    def write(n: int) -> None:
+        target = replicas[n % 3].url
+        try:
+            match n % 5:
+                case 0 | 1:
+                    acknowledged["keys"].append(_post(target + "/api/keys", {"tenant": f"t{n}"})["id"])
+                case 2:
+                    acknowledged["units"].append(_post(target + "/api/units", {"pop": "nyc1", "note": f"n{n}"})["code"])
+                case 3:
+                    replicas_now = 1 + (n // 5) % 2
+                    body = {
+                        "placement": [{"model": "tiny-llama", "pop": "iad1", "replicas": replicas_now}],
+                        "force": True,
+                    }
+                    _post(target + "/api/placement", body)
+                    acknowledged["placement"].append(replicas_now)
+                case _:
+                    code = ["nyc1", "iad1", "ord1", "ams1"][(n // 5) % 4]
+                    _post(target + "/api/drains", {"kind": "pop", "code": code, "force": True})
+                    acknowledged["drains"].append(code)
+        except (urllib.error.URLError, OSError, ValueError):
+            pass  # not acknowledged: the replica was being killed
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            write(n)
+            n += 1
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        for victim in (0, 1, 2, 0):
+            time.sleep(1.0)
+            os.kill(replicas[victim].process.pid, signal.SIGKILL)
+            replicas[victim].process.wait(10)
+            _restart(replicas, victim, postgres_url)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert len(acknowledged["keys"]) > 20 and acknowledged["units"] and acknowledged["placement"]
+    for replica in replicas:  # every replica at once, then all of them again
+        os.kill(replica.process.pid, signal.SIGKILL)
+        replica.process.wait(10)
+    for n in range(3):
+        _restart(replicas, n, postgres_url)
+    for replica in replicas:
+        keys = {k["id"] for k in _get(replica.url + "/api/keys")["keys"]}
+        assert set(acknowledged["keys"]) <= keys
+        units = {u["code"] for u in _get(replica.url + "/api/units")["units"]}
+        assert set(acknowledged["units"]) <= units
+        placed = _get(replica.url + "/api/placement")["placement"]
+        assert {"model": "tiny-llama", "pop": "iad1", "replicas": acknowledged["placement"][-1]} in placed
+        drained = {d["code"] for d in _get(replica.url + "/api/drains")["drains"]}
+        assert set(acknowledged["drains"]) <= drained
+    store = PostgresStore(postgres_url)  # the whole audit log (the API shows the newest 1,000)
+    audit = store.audit_log(limit=1_000_000)
+    store.close()
+    created = {r.target for r in audit if r.action == "create key" and r.outcome == "ok"}
+    assert set(acknowledged["keys"]) <= created  # each acknowledged write's audit record too
+    ordered = {r.target for r in audit if r.action == "unit-order"}
+    assert {f"unit {code}" for code in acknowledged["units"]} <= ordered
