@@ -308,3 +308,22 @@ def test_acknowledged_writes_outlive_replica_kills_and_a_restart_of_every_replic
     assert set(acknowledged["keys"]) <= created  # each acknowledged write's audit record too
     ordered = {r.target for r in audit if r.action == "unit-order"}
     assert {f"unit {code}" for code in acknowledged["units"]} <= ordered
+
+
+def test_a_drill_sent_to_any_replica_runs_once_on_the_leader(replicas: list[Control]) -> None:
+    wait_for("one leader among three", lambda: len(_leaders(replicas)) == 1, 10)
+    wait_for(
+        "every replica knows the leader",
+        lambda: all(_get(r.url + "/api/drills") == {"drills": []} for r in replicas),
+        10,
+    )
+    (leader,) = _leaders(replicas)
+    followers = [r for r in replicas if r is not leader]
+    started = _post(followers[0].url + "/api/drills", {"metro": "nyc", "duration_seconds": 1.5, "force": True})
+    listed = [_get(r.url + "/api/drills")["drills"] for r in replicas]
+    assert all([d["id"] for d in drills] == [started["id"]] for drills in listed)  # one drill, the leader's
+    wait_for("the drill drains nyc", lambda: ("metro", "nyc") in followers[1].drains(), 5)
+    done = _get(f"{followers[1].url}/api/drills/{started['id']}?wait=10")
+    wait_for("the drill done", lambda: _get(f"{followers[1].url}/api/drills/{started['id']}")["done"], 15)
+    assert done["metro"] == "nyc"
+    wait_for("nyc back", lambda: ("metro", "nyc") not in leader.drains(), 5)

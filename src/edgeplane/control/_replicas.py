@@ -8,6 +8,7 @@ On a store of its own (SQLite) a control plane is the only replica and always le
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -18,10 +19,11 @@ from typing import Any
 
 import orjson
 
+from edgeplane._errors import EdgeplaneError
 from edgeplane.control import _bodies as bodies
 from edgeplane.control._state import FleetState
 from edgeplane.control._store import Deposed, Replica
-from edgeplane.web import parse
+from edgeplane.web import HttpClient, parse
 
 log = logging.getLogger("edgeplane.control")
 
@@ -42,9 +44,12 @@ class Replication:
         self.term = 0
         self.leading = not self.store.replicated
         self.refused = 0  # fenced writes refused: this replica acted as leader after its term was over
+        self.leader_url: str | None = None  # where the leader serves (drills run there), as its heartbeat says
         self.heard = 0  # changes heard from other replicas
         self._since = time.time() - 60.0  # shared reports newer than this are read
         self._stop_watch: Callable[[], None] | None = None
+        self.client: HttpClient | None = None  # set by the service: what passes gateways' reports on
+        self._sending: set[asyncio.Task[None]] = set()
         if self.store.replicated:
             self.store.replica = self.id  # type: ignore[attr-defined]
         state.leading = self.leading
@@ -113,6 +118,21 @@ class Replication:
             # Its age here is its age there: received at unix time, kept on this replica's monotonic clock.
             self.state.take_shared(pop, body, self.state.clock() - max(0.0, now - received_at))
 
+    # -- gateways' reports ---------------------------------------------------------------------------
+    def pass_on(self, body: Any) -> None:
+        """A gateway's report taken by a replica that does not lead goes to the leader too (off the request's
+        path; lost if the leader does not answer, as a report to an unreachable control plane is)."""
+        if self.leading or self.leader_url is None or self.client is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._send(self.leader_url + "/api/gateways/report", body))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, url: str, body: Any) -> None:
+        assert self.client is not None
+        with contextlib.suppress(EdgeplaneError):
+            await self.client.request_json("POST", url, body, timeout_seconds=5.0)
+
     # -- the round -----------------------------------------------------------------------------------
     async def run_forever(self) -> None:
         while True:
@@ -133,6 +153,8 @@ class Replication:
                 self._lead(None)
         self._lead(self.store.elect(self.id, self.term, LEASE_SECONDS))
         self.store.heartbeat(self._me())
+        leaders = [r for r in self.store.replicas(SEEN_SECONDS) if r.leader and r.id != self.id]
+        self.leader_url = self.url if self.leading else (leaders[0].url if leaders else None)
 
     def _lead(self, term: int | None) -> None:
         leading = term is not None

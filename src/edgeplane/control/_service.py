@@ -93,6 +93,7 @@ class ControlPlane:
         self.fabric = FabricBook(state)
         state.drains.cold = self.fabric.cold
         self.replication = Replication(state, self.publish)
+        self.replication.client = self.client
         self._mounts: list[Callable[[web.Application], None]] = []
 
     def __repr__(self) -> str:

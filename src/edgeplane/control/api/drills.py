@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 from aiohttp import web
 
+from edgeplane._errors import BackendError
 from edgeplane.control import _bodies as bodies
 from edgeplane.control.api._resource import Resource, wait_seconds
 from edgeplane.web import actor, admin, error_response, json_response, parse, read_body
@@ -21,11 +23,41 @@ class DrillsApi(Resource):
         ]
 
     async def list_drills(self, request: web.Request) -> web.Response:
+        passed = await self._at_leader(request)
+        if passed is not None:
+            return passed
         return json_response({"drills": [d.to_json() for d in self.plane.drills.drills.values()]})
+
+    async def _at_leader(self, request: web.Request, body: bytes | None = None) -> web.Response | None:
+        """Drills are the leader's work (their drains and rollbacks happen once, judged on every gateway's
+        samples, which the other replicas pass on to it): a replica that does not lead asks the leader, and
+        answers what it answered. None when this replica leads."""
+        replication = self.plane.replication
+        if replication.leading:
+            return None
+        if replication.leader_url is None:
+            return error_response(
+                503, "No control plane replica leads right now (an election is under way); try again.",
+                type="server_error", code="no_leader", headers={"Retry-After": "1"},
+            )  # fmt: skip
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "x-edgeplane-actor")}
+        try:
+            status, answer = await self.plane.client.request_json(
+                request.method, replication.leader_url + request.path_qs,
+                None if body is None else orjson.loads(body), timeout_seconds=35.0, headers=headers,
+            )  # fmt: skip
+        except BackendError as error:
+            return error_response(503, f"The leading replica did not answer: {error}.", type="server_error",
+                                  code="no_leader", headers={"Retry-After": "1"})  # fmt: skip
+        return json_response(answer, status=status)
 
     @admin
     async def start(self, request: web.Request) -> web.Response:
-        body = parse(bodies.DrillBody, await read_body(request))
+        raw = await read_body(request)
+        passed = await self._at_leader(request, raw)
+        if passed is not None:
+            return passed
+        body = parse(bodies.DrillBody, raw)
         drill = self.plane.drills.submit(
             body.metro, body.duration_seconds, body.slo_ttft_ms, actor(request), body.force
         )
@@ -33,6 +65,9 @@ class DrillsApi(Resource):
 
     async def get(self, request: web.Request) -> web.Response:
         """A drill; with ``wait``, held up to that many seconds until it changes, if it is not done."""
+        passed = await self._at_leader(request)
+        if passed is not None:
+            return passed
         try:
             drill = self.plane.drills.drills[int(request.match_info["id"])]
         except (KeyError, ValueError):

@@ -17,6 +17,7 @@ class TrafficApi(Resource):
     @admin
     async def gateway_report(self, request: web.Request) -> web.Response:
         body = parse(bodies.GatewayReport, await read_body(request))
+        self.plane.replication.pass_on(body.model_dump(mode="json"))  # the leader judges drills on every sample
         taken = self.plane.traffic.add(body.samples)
         return json_response({"taken": taken, "demand_rows": self.plane.demand.add(body.demand)})
 
