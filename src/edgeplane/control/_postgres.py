@@ -23,6 +23,7 @@ import orjson
 
 from edgeplane._extras import require
 from edgeplane.control._store import (
+    KEY_COLUMNS,
     SCHEMA_VERSION,
     AuditRecord,
     Deposed,
@@ -33,8 +34,9 @@ from edgeplane.control._store import (
     StoredReport,
     StoreError,
     StoreRefused,
+    key_from_row,
+    key_row,
 )
-from edgeplane.tenants import KeyPolicy
 from edgeplane.units import UnitRecord, unit_from_json
 
 log = logging.getLogger("edgeplane.control")
@@ -465,26 +467,12 @@ class PostgresStore(Store):
         )
 
     def add_key(self, key: StoredKey) -> None:
-        p = key.policy
-        models = orjson.dumps(sorted(p.models)).decode() if p.models is not None else None
         self._write(
-            "keys",
-            "INSERT INTO keys (id, hash, tenant, continent, region, rpm, tpm, models, created_at, revoked_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (p.id, key.hash, p.tenant, p.continent, p.region, p.rpm, p.tpm, models, key.created_at, key.revoked_at),
+            "keys", f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", key_row(key)
         )
 
     def api_keys(self) -> list[StoredKey]:
-        rows = self._rows(
-            "SELECT id, hash, tenant, continent, region, rpm, tpm, models, created_at, revoked_at FROM keys"
-            " ORDER BY created_at, id"
-        )
-        out = []
-        for key_id, digest, tenant, continent, region, rpm, tpm, models, created, revoked in rows:
-            allowed = frozenset(orjson.loads(models)) if models is not None else None
-            policy = KeyPolicy(key_id, tenant, continent, region, rpm, tpm, allowed, revoked is not None)
-            out.append(StoredKey(digest, policy, float(created), None if revoked is None else float(revoked)))
-        return out
+        return [key_from_row(row) for row in self._rows(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, id")]
 
     def revoke_key(self, key_id: str, at: float) -> bool:
         cursor = self._write(

@@ -90,6 +90,23 @@ class StoredKey:
     revoked_at: float | None = None
 
 
+# How keys are kept as rows, whichever database keeps them.
+KEY_COLUMNS = "id, hash, tenant, continent, region, rpm, tpm, models, created_at, revoked_at"
+
+
+def key_row(key: StoredKey) -> tuple[Any, ...]:
+    p = key.policy
+    models = orjson.dumps(sorted(p.models)).decode() if p.models is not None else None
+    return (p.id, key.hash, p.tenant, p.continent, p.region, p.rpm, p.tpm, models, key.created_at, key.revoked_at)
+
+
+def key_from_row(row: Sequence[Any]) -> StoredKey:
+    key_id, digest, tenant, continent, region, rpm, tpm, models, created, revoked = row
+    allowed = frozenset(orjson.loads(models)) if models is not None else None
+    policy = KeyPolicy(key_id, tenant, continent, region, rpm, tpm, allowed, revoked is not None)
+    return StoredKey(digest, policy, float(created), None if revoked is None else float(revoked))
+
+
 class Store(abc.ABC):
     """The control plane's durable state. Every implementation passes tests/control/test_store.py."""
 
@@ -460,25 +477,10 @@ class SQLiteStore(Store):
         )
 
     def add_key(self, key: StoredKey) -> None:
-        p = key.policy
-        models = orjson.dumps(sorted(p.models)).decode() if p.models is not None else None
-        self._execute(
-            "INSERT INTO keys (id, hash, tenant, continent, region, rpm, tpm, models, created_at, revoked_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (p.id, key.hash, p.tenant, p.continent, p.region, p.rpm, p.tpm, models, key.created_at, key.revoked_at),
-        )
+        self._execute(f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", key_row(key))
 
     def api_keys(self) -> list[StoredKey]:
-        rows = self._execute(
-            "SELECT id, hash, tenant, continent, region, rpm, tpm, models, created_at, revoked_at FROM keys"
-            " ORDER BY created_at, id"
-        )
-        out = []
-        for key_id, digest, tenant, continent, region, rpm, tpm, models, created, revoked in rows:
-            allowed = frozenset(orjson.loads(models)) if models is not None else None
-            policy = KeyPolicy(key_id, tenant, continent, region, rpm, tpm, allowed, revoked is not None)
-            out.append(StoredKey(digest, policy, created, revoked))
-        return out
+        return [key_from_row(row) for row in self._execute(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, id")]
 
     def revoke_key(self, key_id: str, at: float) -> bool:
         cursor = self._execute("UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id))
