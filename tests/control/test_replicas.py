@@ -327,3 +327,30 @@ def test_a_drill_sent_to_any_replica_runs_once_on_the_leader(replicas: list[Cont
     wait_for("the drill done", lambda: _get(f"{followers[1].url}/api/drills/{started['id']}")["done"], 15)
     assert done["metro"] == "nyc"
     wait_for("nyc back", lambda: ("metro", "nyc") not in leader.drains(), 5)
+
+
+def test_a_drill_whose_leader_dies_is_rolled_back_by_the_next_and_bad_bodies_are_refused_anywhere(
+    replicas: list[Control],
+) -> None:
+    wait_for("one leader among three", lambda: len(_leaders(replicas)) == 1, 10)
+    wait_for(
+        "every replica knows the leader",
+        lambda: all(_get(r.url + "/api/drills") == {"drills": []} for r in replicas),
+        10,
+    )
+    (leader,) = _leaders(replicas)
+    followers = [r for r in replicas if r is not leader]
+    for bad in (b'{"metro":', b"", b'{"metro": "nyc", "duration_seconds": NaN}', b"[" * 5000 + b"]" * 5000):
+        request = urllib.request.Request(
+            followers[0].url + "/api/drills", bad, {"Content-Type": "application/json"}, method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert 400 <= refused.value.code < 500, (bad[:20], refused.value.code)
+        refused.value.close()
+    _post(followers[0].url + "/api/drills", {"metro": "nyc", "duration_seconds": 60, "force": True})
+    wait_for("the drill drains nyc", lambda: ("metro", "nyc") in followers[1].drains(), 5)
+    os.kill(leader.process.pid, signal.SIGKILL)
+    leader.process.wait(10)
+    wait_for("the next leader rolls the orphaned drill back", lambda: ("metro", "nyc") not in followers[1].drains(), 10)
+    assert "drills left by a lost leader rolled back: nyc" in "".join(f.output() for f in followers)

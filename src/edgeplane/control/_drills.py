@@ -114,13 +114,32 @@ class DrillRunner:
         self.publish = publish
         self.clock, self.wall_clock, self.sleep = clock, wall_clock, sleep
         self.drills: dict[int, Drill] = {}
-        self._ids = itertools.count(1)
+        # Counted on from the wall clock (seconds), so that a new leader's drills never take the ids of its
+        # predecessor's, which the audit log and the drains they made still name.
+        self._ids = itertools.count(max(1, int(wall_clock())))
         self._queue: asyncio.Queue[Drill] = asyncio.Queue()
         self.changed = asyncio.Event()
 
     def __repr__(self) -> str:
         running = [d.metro for d in self.drills.values() if d.state is DrillState.RUNNING]
         return f"<DrillRunner [running: {', '.join(running) or 'none'}, queued: {self._queue.qsize()}]>"
+
+    def release_orphans(self) -> list[str]:
+        """A new leader's first act: drains made by drills that no drill here runs (their leader died or was
+        deposed mid-drill, with the drill in its memory) are rolled back, audited, so that no metro stays
+        drained by a drill nobody ends. Returns the metros released."""
+        running = {f"drill {d.id} " for d in self.drills.values() if not d.state.done}
+        released = []
+        for drain in self.state.store.drains():
+            if drain.kind == "metro" and drain.reason == "drill" and not any(drain.by.startswith(r) for r in running):
+                self.state.drains.undrain(
+                    "metro", drain.code, by=f"leader (rolling back {drain.by}: its leader is gone)"
+                )
+                released.append(drain.code)
+        if released:
+            log.warning("drills left by a lost leader rolled back: %s", ", ".join(released))
+            self.publish()
+        return released
 
     def submit(self, metro: str, duration_seconds: float, slo_ttft_ms: float | None, by: str, force: bool) -> Drill:
         if metro not in self.state.fleet.metro_by_code:

@@ -49,6 +49,7 @@ class Replication:
         self._since = time.time() - 60.0  # shared reports newer than this are read
         self._stop_watch: Callable[[], None] | None = None
         self.client: HttpClient | None = None  # set by the service: what passes gateways' reports on
+        self.on_lead: Callable[[], Any] | None = None  # what a replica does first when it takes the lead
         self._sending: set[asyncio.Task[None]] = set()
         if self.store.replicated:
             self.store.replica = self.id  # type: ignore[attr-defined]
@@ -160,7 +161,10 @@ class Replication:
         leading = term is not None
         if leading != self.leading or (term is not None and term != self.term):
             log.warning("replica %s: %s", self.id, f"leads in term {term}" if leading else "follows")
+        taken = leading and (not self.leading or term != self.term)
         self.leading = leading
         self.state.leading = leading
         if term is not None:
             self.term = term
+        if taken and self.on_lead is not None:
+            self.on_lead()

@@ -94,6 +94,8 @@ class ControlPlane:
         state.drains.cold = self.fabric.cold
         self.replication = Replication(state, self.publish)
         self.replication.client = self.client
+        if state.store.replicated:  # drills a lost leader left behind are rolled back by the next
+            self.replication.on_lead = self.drills.release_orphans
         self._mounts: list[Callable[[web.Application], None]] = []
 
     def __repr__(self) -> str:

@@ -47,17 +47,19 @@ class DrillsApi(Resource):
                 None if body is None else orjson.loads(body), timeout_seconds=35.0, headers=headers,
             )  # fmt: skip
         except BackendError as error:
-            return error_response(503, f"The leading replica did not answer: {error}.", type="server_error",
-                                  code="no_leader", headers={"Retry-After": "1"})  # fmt: skip
+            return error_response(
+                503, f"The leading replica did not answer ({error}); a new one may be being elected: try again.",
+                type="server_error", code="no_leader", headers={"Retry-After": "1"},
+            )  # fmt: skip
         return json_response(answer, status=status)
 
     @admin
     async def start(self, request: web.Request) -> web.Response:
         raw = await read_body(request)
+        body = parse(bodies.DrillBody, raw)  # a bad body is refused here (4xx naming the field), not passed on
         passed = await self._at_leader(request, raw)
         if passed is not None:
             return passed
-        body = parse(bodies.DrillBody, raw)
         drill = self.plane.drills.submit(
             body.metro, body.duration_seconds, body.slo_ttft_ms, actor(request), body.force
         )
