@@ -310,7 +310,8 @@ def test_acknowledged_writes_outlive_replica_kills_and_a_restart_of_every_replic
     assert {f"unit {code}" for code in acknowledged["units"]} <= ordered
 
 
-def test_a_drill_sent_to_any_replica_runs_once_on_the_leader(replicas: list[Control]) -> None:
+def _drill_ready(replicas: list[Control]) -> tuple[Control, list[Control]]:
+    """The leader and its followers, once every replica knows which leads (drills are passed to it)."""
     wait_for("one leader among three", lambda: len(_leaders(replicas)) == 1, 10)
     wait_for(
         "every replica knows the leader",
@@ -318,7 +319,11 @@ def test_a_drill_sent_to_any_replica_runs_once_on_the_leader(replicas: list[Cont
         10,
     )
     (leader,) = _leaders(replicas)
-    followers = [r for r in replicas if r is not leader]
+    return leader, [r for r in replicas if r is not leader]
+
+
+def test_a_drill_sent_to_any_replica_runs_once_on_the_leader(replicas: list[Control]) -> None:
+    leader, followers = _drill_ready(replicas)
     started = _post(followers[0].url + "/api/drills", {"metro": "nyc", "duration_seconds": 1.5, "force": True})
     listed = [_get(r.url + "/api/drills")["drills"] for r in replicas]
     assert all([d["id"] for d in drills] == [started["id"]] for drills in listed)  # one drill, the leader's
@@ -332,14 +337,7 @@ def test_a_drill_sent_to_any_replica_runs_once_on_the_leader(replicas: list[Cont
 def test_a_drill_whose_leader_dies_is_rolled_back_by_the_next_and_bad_bodies_are_refused_anywhere(
     replicas: list[Control],
 ) -> None:
-    wait_for("one leader among three", lambda: len(_leaders(replicas)) == 1, 10)
-    wait_for(
-        "every replica knows the leader",
-        lambda: all(_get(r.url + "/api/drills") == {"drills": []} for r in replicas),
-        10,
-    )
-    (leader,) = _leaders(replicas)
-    followers = [r for r in replicas if r is not leader]
+    leader, followers = _drill_ready(replicas)
     for bad in (b'{"metro":', b"", b'{"metro": "nyc", "duration_seconds": NaN}', b"[" * 5000 + b"]" * 5000):
         request = urllib.request.Request(
             followers[0].url + "/api/drills", bad, {"Content-Type": "application/json"}, method="POST"

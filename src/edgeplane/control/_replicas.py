@@ -46,6 +46,7 @@ class Replication:
         self.refused = 0  # fenced writes refused: this replica acted as leader after its term was over
         self.leader_url: str | None = None  # where the leader serves (drills run there), as its heartbeat says
         self.heard = 0  # changes heard from other replicas
+        self.revision = self.store.revision()  # as of the last round or change heard: /healthz reads no store
         self._since = time.time() - 60.0  # shared reports newer than this are read
         self._stop_watch: Callable[[], None] | None = None
         self.client: HttpClient | None = None  # set by the service: what passes gateways' reports on
@@ -63,14 +64,14 @@ class Replication:
             "replica": self.id,
             "leader": self.leading,
             "term": self.term,
-            "revision": self.store.revision(),
+            "revision": self.revision,
             "fencing_refused": self.refused,
         }
 
     def listing(self) -> list[dict[str, Any]]:
         """Every replica heard from lately (this one always), as `status --json` shows them."""
         if not self.store.replicated:
-            return [{"url": self.url, "pid": os.getpid(), "leader": True, "revision": self.store.revision()}]
+            return [{"url": self.url, "pid": os.getpid(), "leader": True, "revision": self.revision}]
         seen = {r.id: r for r in self.store.replicas(SEEN_SECONDS)}
         seen[self.id] = self._me()
         return [
@@ -79,7 +80,7 @@ class Replication:
         ]
 
     def _me(self) -> Replica:
-        return Replica(self.id, self.url, os.getpid(), self.leading, self.term, self.store.revision(), time.time())
+        return Replica(self.id, self.url, os.getpid(), self.leading, self.term, self.revision, time.time())
 
     # -- changes made at other replicas ------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -97,6 +98,8 @@ class Replication:
         """A change committed somewhere (``REVISION REPLICA KIND``, or "resync"): read again what is kept in
         memory and publish."""
         parts = payload.split(" ")
+        if len(parts) == 3 and parts[0].isdigit():
+            self.revision = max(self.revision, int(parts[0]))
         if len(parts) == 3 and parts[1] == self.id:
             return  # our own, already in effect here
         self.heard += 1
@@ -153,6 +156,7 @@ class Replication:
                 log.warning("replica %s: no longer the leader, its write was refused (%s)", self.id, deposed)
                 self._lead(None)
         self._lead(self.store.elect(self.id, self.term, LEASE_SECONDS))
+        self.revision = self.store.revision()
         self.store.heartbeat(self._me())
         leaders = [r for r in self.store.replicas(SEEN_SECONDS) if r.leader and r.id != self.id]
         self.leader_url = self.url if self.leading else (leaders[0].url if leaders else None)

@@ -4,8 +4,8 @@ itself when the SLO breaks."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-import orjson
 from aiohttp import web
 
 from edgeplane._errors import BackendError
@@ -28,7 +28,7 @@ class DrillsApi(Resource):
             return passed
         return json_response({"drills": [d.to_json() for d in self.plane.drills.drills.values()]})
 
-    async def _at_leader(self, request: web.Request, body: bytes | None = None) -> web.Response | None:
+    async def _at_leader(self, request: web.Request, body: dict[str, Any] | None = None) -> web.Response | None:
         """Drills are the leader's work (their drains and rollbacks happen once, judged on every gateway's
         samples, which the other replicas pass on to it): a replica that does not lead asks the leader, and
         answers what it answered. None when this replica leads."""
@@ -44,7 +44,7 @@ class DrillsApi(Resource):
         try:
             status, answer = await self.plane.client.request_json(
                 request.method, replication.leader_url + request.path_qs,
-                None if body is None else orjson.loads(body), timeout_seconds=35.0, headers=headers,
+                body, timeout_seconds=35.0, headers=headers,
             )  # fmt: skip
         except BackendError as error:
             return error_response(
@@ -55,9 +55,8 @@ class DrillsApi(Resource):
 
     @admin
     async def start(self, request: web.Request) -> web.Response:
-        raw = await read_body(request)
-        body = parse(bodies.DrillBody, raw)  # a bad body is refused here (4xx naming the field), not passed on
-        passed = await self._at_leader(request, raw)
+        body = parse(bodies.DrillBody, await read_body(request))  # refused here (4xx naming the field) if bad
+        passed = await self._at_leader(request, body.model_dump(mode="json"))
         if passed is not None:
             return passed
         drill = self.plane.drills.submit(
